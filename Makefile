@@ -1,0 +1,29 @@
+# The README's two commands. Both create .venv if it is missing and install everything into it.
+#   make lab   - JupyterLab on notebooks/00_start_here.ipynb (127.0.0.1 only, token auth on)
+#   make test  - unit tests + every notebook under nbval, in test mode (LORAKIT_FAST=1)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8888
+# Test mode caches its tiny base model inside the checkout, so a fresh clone starts clean.
+TEST_ENV := LORAKIT_FAST=1 LORAKIT_CACHE=$(CURDIR)/.cache/test MPLBACKEND=Agg PYTHONHASHSEED=0
+
+.PHONY: lab test bench html clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# one pip call: the torch cap in requirements.txt then governs everything, -e . included
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/00_start_here.ipynb --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT)
+
+test: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest -q --durations=15 --timeout=600 \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
+
+clean:
+	rm -rf $(VENV) .cache

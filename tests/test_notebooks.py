@@ -1,0 +1,50 @@
+"""Notebook hygiene: every notebook has its py:percent twin with the same cells, and any stored
+outputs come from one clean top-to-bottom run (execution counts 1..N, no stored error)."""
+
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_the_course_has_its_notebooks():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names and names[0] == "00_start_here", names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_agrees(path):
+    twin = path.with_suffix(".py")
+    assert twin.exists(), f"{path.name} has no py:percent twin {twin.name} (run: jupytext --sync {path})"
+    a, b = _cells(jupytext.read(path)), _cells(jupytext.read(twin))
+    assert a == b, f"{path.name} and {twin.name} differ: run `jupytext --sync {path}`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_come_from_one_clean_run(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in code]
+    ran = [c for c in counts if c is not None]
+    assert ran in ([], list(range(1, len(code) + 1))), f"{path.name}: execution counts {ran}"
+    for c in code:
+        if c.get("execution_count") is None:
+            assert not c.get("outputs"), f"{path.name}: an unrun cell has stored outputs"
+        for out in c.get("outputs", []):
+            assert out.get("output_type") != "error", f"{path.name}: a stored output is an error"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_house_layout(path):
+    text = path.with_suffix(".py").read_text(encoding="utf-8")
+    assert "You will" in text, f"{path.name}: missing the 'You will' bullets"
+    assert "Runtime" in text, f"{path.name}: missing the runtime table"
+    assert "## Summary" in text or "Summary" in text, f"{path.name}: missing the Summary"
+    assert "Exercise" in text, f"{path.name}: missing exercises"
