@@ -1,0 +1,30 @@
+"""Every notebook-04 solution passes its checker; typical wrong answers (and None) are rejected."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lorakit.exercises import nb04
+
+_path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "nb04.py"
+_spec = importlib.util.spec_from_file_location("solutions_nb04", _path)
+solutions = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(solutions)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_solution_passes(n, capsys):
+    answer = getattr(solutions, f"solve_ex_4_{n}")()
+    assert getattr(nb04, f"check_ex_4_{n}")(answer)
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n, wrong", [
+    (1, None), (1, 10), (1, "eleven"), (1, 99),
+    (2, None), (2, [0xC3, 0x77]), (2, [0x3C, 0x70]), (2, "bytes"),
+    (3, None), (3, 4.5), (3, "4.25 bits"),
+])
+def test_wrong_answers_rejected(n, wrong, capsys):
+    assert not getattr(nb04, f"check_ex_4_{n}")(wrong)
+    assert "Not yet" in capsys.readouterr().out

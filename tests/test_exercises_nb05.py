@@ -1,0 +1,30 @@
+"""Every notebook-05 solution passes its checker; typical wrong answers (and None) are rejected."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from lorakit.exercises import nb05
+
+_path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "nb05.py"
+_spec = importlib.util.spec_from_file_location("solutions_nb05", _path)
+solutions = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(solutions)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_solution_passes(n, capsys):
+    answer = getattr(solutions, f"solve_ex_5_{n}")()
+    assert getattr(nb05, f"check_ex_5_{n}")(answer)
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n, wrong", [
+    (1, None), (1, 4.25), (1, 4 + 8 / 128), (1, "4.06"),
+    (2, None), (2, 7e9 * 0.373046875 / 8), (2, 0.373046875 * 7e9 / 1e9), (2, 4.5),
+    (3, None), (3, 0.0), (3, 200 / 255 * 0.05 + 0.1), (3, "x"),
+])
+def test_wrong_answers_rejected(n, wrong, capsys):
+    assert not getattr(nb05, f"check_ex_5_{n}")(wrong)
+    assert "Not yet" in capsys.readouterr().out
