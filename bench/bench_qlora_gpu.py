@@ -1,0 +1,256 @@
+"""One QLoRA training step on a Llama-7B-shaped model: lorakit vs PEFT + bitsandbytes vs bf16 LoRA.
+
+    python bench/bench_qlora_gpu.py            # one CUDA GPU (≈ 80 GB class), a few minutes
+    python bench/bench_qlora_gpu.py --smoke    # a tiny size on the CPU: correctness only
+
+Random weights (no download), built directly on the GPU with the LLaMA-7B shape; seq 512, batch
+1, LoRA r=64 (alpha 16) on every linear layer but the head, gradient checkpointing, the same
+seed and tokens for all three runs, paged AdamW 32-bit (bitsandbytes) on the GPU. For each run:
+peak memory of the measured steps (``torch.cuda.max_memory_allocated``) and the median step
+time. Printed against the goals: lorakit peak ≤ 1.05× PEFT+bnb, step time ≤ 1.3× PEFT+bnb,
+QLoRA peak ≤ 0.4× the bf16 LoRA peak. On a GPU the results go to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lorakit.lora import inject_lora  # noqa: E402
+from lorakit.memory import MODEL_SHAPES  # noqa: E402
+from lorakit.qlora import compile_dequantize, enable_gradient_checkpointing, prepare_qlora  # noqa: E402
+
+GOALS = {"peak_vs_peft": 1.05, "time_vs_peft": 1.3, "qlora_peak_vs_bf16_lora": 0.4}
+SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
+                   vocab_size=256)
+
+
+def build_llama(shape: dict, device: torch.device, dtype: torch.dtype, seed: int):
+    """A LlamaForCausalLM with random weights, created directly on ``device`` in ``dtype``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
+                      intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+                      num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+                      max_position_embeddings=4096, use_cache=False)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.to(device=device, dtype=dtype)
+
+
+def make_optimizer(params, device: torch.device):
+    """Paged AdamW 32-bit from bitsandbytes on a GPU (QLoRA's choice), else torch's AdamW."""
+    if device.type == "cuda":
+        try:
+            import bitsandbytes as bnb
+
+            return bnb.optim.PagedAdamW32bit(params, lr=2e-4), "bitsandbytes PagedAdamW32bit"
+        except Exception as e:  # noqa: BLE001
+            print(f"  (paged AdamW unavailable: {e}; using torch AdamW)")
+    return torch.optim.AdamW(params, lr=2e-4), "torch AdamW"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------- the three setups
+
+
+def setup_lorakit(model, args, dtype):
+    prepare_qlora(model, "all-linear", r=args.r, alpha=args.alpha, quant_type="nf4", double_quant=True,
+                  compute_dtype=dtype, gradient_checkpointing=True)
+    return model
+
+
+def setup_peft_bnb(model, args, dtype):
+    """What ``from_pretrained(..., BitsAndBytesConfig(nf4, double quant))`` + PEFT builds, by hand."""
+    import bitsandbytes as bnb
+    import peft
+
+    device = next(model.parameters()).device
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Linear) and not name.endswith("lm_head"):
+            layer = bnb.nn.Linear4bit(m.in_features, m.out_features, bias=m.bias is not None, compute_dtype=dtype,
+                                      compress_statistics=True, quant_type="nf4", device="meta")
+            layer.weight = bnb.nn.Params4bit(m.weight.data, requires_grad=False, compress_statistics=True,
+                                             quant_type="nf4")
+            layer = layer.to(device)  # bitsandbytes quantizes when the weight moves to a device
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer)
+            del m
+    for p in model.parameters():
+        p.requires_grad_(False)
+    enable_gradient_checkpointing(model)
+    config = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules="all-linear")
+    model = peft.get_peft_model(model, config)
+    for name, p in model.named_parameters():  # adapters in the compute dtype, as lorakit's
+        if "lora_" in name:
+            p.data = p.data.to(dtype)
+    return model
+
+
+def setup_bf16_lora(model, args, dtype):
+    inject_lora(model, "all-linear", r=args.r, alpha=args.alpha, dtype=dtype)
+    enable_gradient_checkpointing(model)
+    return model
+
+
+SETUPS = {"lorakit_qlora": setup_lorakit, "peft_bnb_qlora": setup_peft_bnb, "bf16_lora": setup_bf16_lora}
+
+
+def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dtype, tokens: torch.Tensor) -> dict:
+    """Build, prepare, one warm-up step, then ``args.steps`` measured steps."""
+    free(device)
+    t0 = time.perf_counter()
+    model = SETUPS[name](build_llama(shape, device, dtype, args.seed), args, dtype)
+    model.train()
+    free(device)
+    sync(device)
+    prepare_s = time.perf_counter() - t0
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
+    opt, opt_name = make_optimizer(params, device)
+    static = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+    def step() -> float:
+        loss = model(input_ids=tokens, labels=tokens).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    losses = [step()]  # warm-up: optimizer states, compiled kernels, allocator
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.steps):
+        sync(device)
+        t = time.perf_counter()
+        losses.append(step())
+        sync(device)
+        times.append(time.perf_counter() - t)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:  # no allocator counter on a CPU: parameters + buffers + gradients + optimizer states
+        from lorakit.memory import _static_bytes
+        peak = _static_bytes(model, [opt])
+    result = dict(peak_bytes=int(peak), peak_gb=peak / 1e9, static_gb=static / 1e9,
+                  step_seconds=statistics.median(times), loss=losses[0], losses=losses,
+                  trainable_params=trainable, optimizer=opt_name, prepare_seconds=prepare_s)
+    del model, opt, params
+    free(device)
+    return result
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny Llama on the CPU, fp32: correctness only")
+    p.add_argument("--model", default="7B", choices=sorted(MODEL_SHAPES))
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--r", type=int, default=64)
+    p.add_argument("--alpha", type=float, default=16)
+    p.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-compile", action="store_true", help="eager dequantization (no torch.compile)")
+    p.add_argument("--only", nargs="*", choices=sorted(SETUPS), help="run only these setups")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    if args.smoke:
+        device, dtype, shape = torch.device("cpu"), torch.float32, SMOKE_SHAPE
+        args.seq, args.r, args.steps = min(args.seq, 32), min(args.r, 8), min(args.steps, 1)
+        device_name = f"CPU ({platform.processor() or platform.machine()})"
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: run with --smoke for the CPU size")
+        device, shape = torch.device("cuda"), MODEL_SHAPES[args.model]
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        device_name = torch.cuda.get_device_name(device)
+        if not args.no_compile:
+            compile_dequantize(True)
+    print(f"device: {device_name}; torch {torch.__version__}; shape {shape}; seq {args.seq}, batch {args.batch}, "
+          f"r {args.r}, dtype {dtype}, gradient checkpointing on")
+    gen = torch.Generator().manual_seed(args.seed)
+    tokens = torch.randint(0, shape["vocab_size"], (args.batch, args.seq), generator=gen).to(device)
+
+    runs = {}
+    for name in args.only or list(SETUPS):
+        try:
+            runs[name] = run_one(name, args, shape, device, dtype, tokens)
+        except ImportError as e:
+            runs[name] = dict(skipped=f"{type(e).__name__}: {e}")
+        r = runs[name]
+        if r.get("skipped"):
+            print(f"{name:>15}: skipped ({r['skipped']})")
+        else:
+            print(f"{name:>15}: peak {r['peak_gb']:.4g} GB (static {r['static_gb']:.4g} GB), "
+                  f"step {1000 * r['step_seconds']:.1f} ms, loss {r['loss']:.4f}, "
+                  f"trainable {r['trainable_params'] / 1e6:.2f} M, {r['optimizer']}")
+    if not args.no_compile and device.type == "cuda":
+        from lorakit import qlora
+        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = qlora._compiled_dequantize is not None
+
+    ratios = {}
+    ok = lambda n: n in runs and not runs[n].get("skipped")  # noqa: E731
+    if ok("lorakit_qlora") and ok("peft_bnb_qlora"):
+        ratios["peak_vs_peft"] = runs["lorakit_qlora"]["peak_bytes"] / runs["peft_bnb_qlora"]["peak_bytes"]
+        ratios["time_vs_peft"] = runs["lorakit_qlora"]["step_seconds"] / runs["peft_bnb_qlora"]["step_seconds"]
+    if ok("lorakit_qlora") and ok("bf16_lora"):
+        ratios["qlora_peak_vs_bf16_lora"] = runs["lorakit_qlora"]["peak_bytes"] / runs["bf16_lora"]["peak_bytes"]
+    for key, value in ratios.items():
+        if args.smoke:  # a CPU peak counts weights + grads + optimizer states only: not comparable
+            print(f"{key:>24}: {value:.3f}  (CPU smoke size: not a goal check)")
+        else:
+            verdict = "meets" if value <= GOALS[key] else "MISSES"
+            print(f"{key:>24}: {value:.3f}  goal <= {GOALS[key]}  {verdict}")
+
+    results = dict(device=device_name, smoke=args.smoke, torch=torch.__version__, shape=shape,
+                   seq=args.seq, batch=args.batch, r=args.r, alpha=args.alpha, dtype=str(dtype),
+                   runs=runs, ratios=ratios, goals=GOALS)
+    if device.type == "cuda":
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = "qlora_gpu_" + re.sub(r"[^A-Za-z0-9]+", "_", device_name).strip("_")
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
+        print(f"wrote {out / (stem + '.json')}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Memory: estimates for real model shapes, and measured peaks (notebooks 05 and 06).
+
+Two questions, kept apart on purpose:
+
+- **How much would it take?** ``estimate_memory("65B", "qlora")`` adds up bytes per parameter
+  for the weights, the LoRA matrices, the gradients, the optimizer states and the activations of
+  a LLaMA-shaped model (``MODEL_SHAPES``). It reproduces the QLoRA paper's headline: fine-tuning
+  LLaMA-65B needs > 780 GB with 16-bit full fine-tuning and < 48 GB with QLoRA.
+- **How much did it take?** ``peak_memory(fn)`` (or the ``track_peak`` context manager) runs
+  code and reports the peak it measured: on CUDA the caching allocator's peak; on a CPU, where
+  torch keeps no such counter, the bytes of parameters, buffers, gradients and optimizer states
+  at their largest (activations are not counted there, and the result says so).
+
+Sizes are in decimal gigabytes (1 GB = 1e9 bytes), as the papers write them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+
+import torch
+import torch.nn as nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+GB = 1e9
+
+# LLaMA (1) shapes; "70B" is Llama 2 70B (grouped-query attention: 8 key/value heads).
+MODEL_SHAPES: dict[str, dict[str, int]] = {
+    "7B": dict(hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,
+               num_kv_heads=32, vocab_size=32000),
+    "13B": dict(hidden_size=5120, intermediate_size=13824, num_layers=40, num_heads=40,
+                num_kv_heads=40, vocab_size=32000),
+    "33B": dict(hidden_size=6656, intermediate_size=17920, num_layers=60, num_heads=52,
+                num_kv_heads=52, vocab_size=32000),
+    "65B": dict(hidden_size=8192, intermediate_size=22016, num_layers=80, num_heads=64,
+                num_kv_heads=64, vocab_size=32000),
+    "70B": dict(hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64,
+                num_kv_heads=8, vocab_size=32000),
+}
+
+METHODS = ("full", "lora", "qlora")
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# ---------------------------------------------------------------- shapes and parameter counts
+
+
+def _shape(model: str | Mapping[str, int]) -> dict[str, int]:
+    if isinstance(model, str):
+        if model not in MODEL_SHAPES:
+            raise ValueError(f"model must be one of {sorted(MODEL_SHAPES)} or a shape dict, got {model!r}")
+        return dict(MODEL_SHAPES[model])
+    if isinstance(model, Mapping):
+        missing = sorted(set(MODEL_SHAPES["7B"]) - set(model))
+        if missing:
+            raise ValueError(f"a shape dict needs the keys {sorted(MODEL_SHAPES['7B'])}; missing {missing}")
+        return {k: int(model[k]) for k in MODEL_SHAPES["7B"]}
+    raise TypeError(f"model must be a name like '65B' or a shape dict, got {type(model).__name__}")
+
+
+def linear_shapes(model: str | Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """(in, out) of each linear layer in one LLaMA decoder layer (the LoRA targets)."""
+    s = _shape(model)
+    h, i = s["hidden_size"], s["intermediate_size"]
+    kv = h // s["num_heads"] * s["num_kv_heads"]
+    return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:
+    """Parameters in the decoder layers' linear layers, and everything else (embeddings, head, norms).
+
+    The split matters because QLoRA quantizes only the first group: the embedding, the output
+    head and the norms stay in 16 bits. LLaMA-7B comes out at 6.74 B, 65B at 65.29 B.
+    """
+    s = _shape(model)
+    per_layer = sum(m * n for m, n in linear_shapes(s).values())
+    linear = s["num_layers"] * per_layer
+    norms = (2 * s["num_layers"] + 1) * s["hidden_size"]
+    other = 2 * s["vocab_size"] * s["hidden_size"] + norms  # embedding + lm_head (untied) + norms
+    return {"linear": linear, "other": other, "total": linear + other}
+
+
+def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-linear") -> int:
+    """r·(in + out) per adapted layer: A is in×r, B is r×out."""
+    shapes = linear_shapes(model)
+    names = list(shapes) if targets == "all-linear" else list(targets)
+    unknown = sorted(set(names) - set(shapes))
+    if unknown:
+        raise ValueError(f"targets must be 'all-linear' or names from {list(shapes)}, got unknown {unknown}")
+    if not isinstance(r, int) or r <= 0:
+        raise ValueError(f"r must be a positive integer, got {r!r}")
+    return _shape(model)["num_layers"] * sum(r * sum(shapes[n]) for n in names)
+
+
+def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:
+    """Stored bits per weight for blockwise 4-bit quantization (notebook 05).
+
+    4 bits of code, plus one float32 absmax per block (32/64 = 0.5), or with double quantization
+    one uint8 per block plus one float32 per 256 blocks: 8/64 + 32/(64·256) = 0.127 → 4.127.
+    """
+    if double_quant:
+        return 4 + 8 / blocksize + 32 / (blocksize * 256)
+    return 4 + 32 / blocksize
+
+
+# ---------------------------------------------------------------- estimates
+
+
+def activation_bytes(
+    model: str | Mapping[str, int],
+    batch_size: int = 1,
+    seq_len: int = 512,
+    gradient_checkpointing: bool = True,
+    bytes_per_value: int = 2,
+) -> int:
+    """Activations kept for the backward pass (an estimate; the assumptions are below).
+
+    Per decoder layer, with fused attention (no seq×seq matrix stored), backward needs the
+    inputs of every matrix product and nonlinearity: the two norm outputs, q, k, v, the
+    attention output (6 vectors of size hidden) and gate, up, act(gate), act(gate)·up (4 of
+    size intermediate): ``b·s·(6h + 4i)`` values. LoRA adds only ``b·s·r`` per layer (ignored).
+    With gradient checkpointing only each layer's input (``b·s·h``) is kept, plus one layer's
+    full set while it is recomputed. Both add the logits in float32 and their gradient
+    (``2·b·s·vocab·4`` bytes), which is often the largest single tensor at small batch sizes.
+    """
+    s = _shape(model)
+    tokens = batch_size * seq_len
+    per_layer = tokens * (6 * s["hidden_size"] + 4 * s["intermediate_size"]) * bytes_per_value
+    logits = 2 * tokens * s["vocab_size"] * 4
+    if gradient_checkpointing:
+        kept = s["num_layers"] * tokens * s["hidden_size"] * bytes_per_value
+        return kept + per_layer + logits
+    return s["num_layers"] * per_layer + logits
+
+
+def estimate_memory(
+    model: str | Mapping[str, int],
+    method: str,
+    r: int = 64,
+    batch_size: int = 1,
+    seq_len: int = 512,
+    gradient_checkpointing: bool = True,
+    targets="all-linear",
+    blocksize: int = 64,
+    double_quant: bool = True,
+) -> dict[str, float]:
+    """GB needed to fine-tune a LLaMA-shaped ``model`` ("7B" … "70B" or a shape dict).
+
+    Returns a dict with "weights", "lora", "gradients", "optimizer", "activations", "total" (GB).
+    Assumptions (those of the QLoRA paper's comparison):
+
+    - ``"full"``: 16-bit weights (2 bytes), 16-bit gradients (2 bytes) and AdamW's two 32-bit
+      states (2 × 4 bytes) for every parameter: 12 bytes/param, so 65B → 783 GB ("> 780 GB").
+      No separate 32-bit master copy (mixed precision with one would add 4 bytes/param).
+    - ``"lora"``: frozen 16-bit base; LoRA A, B in 16 bits on ``targets`` (rank ``r``), their
+      16-bit gradients and 32-bit AdamW states. No gradients or states for the base.
+    - ``"qlora"``: as "lora", but the decoder's linear layers are stored in 4 bits with their
+      quantization constants (``quantized_bits_per_parameter``: 4.127 bits/param for NF4 with
+      double quantization, blocksize 64); embeddings, output head and norms stay 16-bit. The
+      paged 32-bit AdamW holds states for the LoRA parameters only → 65B fits in < 48 GB.
+    - Activations: ``activation_bytes`` (16-bit, fused attention, with or without checkpointing).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    counts = parameter_counts(model)
+    if method == "full":
+        n_lora, trainable = 0, counts["total"]
+        weights = 2 * counts["total"]
+    else:
+        n_lora = lora_parameter_count(model, r, targets)
+        trainable = n_lora
+        if method == "lora":
+            weights = 2 * counts["total"]
+        else:
+            bits = quantized_bits_per_parameter(blocksize, double_quant)
+            weights = counts["linear"] * bits / 8 + 2 * counts["other"]
+    parts = {
+        "weights": weights,
+        "lora": 2 * n_lora,
+        "gradients": 2 * trainable,
+        "optimizer": 8 * trainable,
+        "activations": activation_bytes(model, batch_size, seq_len, gradient_checkpointing),
+    }
+    out = {k: v / GB for k, v in parts.items()}
+    out["total"] = sum(out.values())
+    return out
+
+
+# ---------------------------------------------------------------- measured peaks
+
+
+def _tensor_bytes(tensors) -> int:
+    """Bytes of distinct storages (a tensor and its views are counted once)."""
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            continue
+        storage = t.untyped_storage()
+        key = (t.device.type, storage.data_ptr())
+        if key in seen:
+            continue
+        seen.add(key)
+        total += storage.nbytes()
+    return total
+
+
+def _static_bytes(model: nn.Module | None, optimizers) -> int:
+    """Parameters + buffers of ``model``, gradients, and the states of ``optimizers``, now."""
+    tensors: list = []
+    params: list = []
+    if model is not None:
+        params += list(model.parameters())
+        tensors += list(model.buffers())
+    for opt in optimizers:
+        for group in opt.param_groups:
+            params += list(group["params"])
+        for state in opt.state.values():
+            tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    tensors += params + [p.grad for p in params]
+    return _tensor_bytes(tensors)
+
+
+def _device(device, model) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if model is not None:
+        for t in list(model.parameters()) + list(model.buffers()):
+            return t.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def track_peak(device: torch.device | str | None = None, model: nn.Module | None = None) -> Iterator[dict]:
+    """Measure the peak memory of the code inside the ``with`` block.
+
+    Yields a dict that is filled in on exit with ``peak_bytes``, ``peak_gb``, ``method``,
+    ``device`` and ``seconds``.
+
+    - CUDA: ``torch.cuda.reset_peak_memory_stats`` before, ``max_memory_allocated`` after: every
+      tensor the allocator held at the worst moment, activations included.
+    - CPU (and MPS): torch keeps no peak counter, so we count what we can see: the parameters
+      and buffers of ``model`` (pass it), plus, after every optimizer step (a global step hook),
+      all gradients and optimizer states. The peak of that sum is reported; activations are
+      not included, and ``method`` says so.
+    """
+    dev = _device(device, model)
+    result: dict = {"device": str(dev)}
+    start = time.perf_counter()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        yield result
+        torch.cuda.synchronize(dev)
+        peak = torch.cuda.max_memory_allocated(dev)
+        result["method"] = "cuda: torch.cuda.max_memory_allocated (allocator peak, activations included)"
+    else:
+        optimizers: weakref.WeakSet = weakref.WeakSet()
+        peak = [_static_bytes(model, [])]
+
+        def after_step(opt, args, kwargs):
+            optimizers.add(opt)
+            peak[0] = max(peak[0], _static_bytes(model, optimizers))
+
+        handle = register_optimizer_step_post_hook(after_step)
+        try:
+            yield result
+        finally:
+            handle.remove()
+        peak = max(peak[0], _static_bytes(model, optimizers))
+        result["method"] = (
+            f"{dev.type}: bytes of parameters + buffers + gradients + optimizer states "
+            "(activations not counted)"
+        )
+    result["peak_bytes"] = int(peak)
+    result["peak_gb"] = peak / GB
+    result["seconds"] = time.perf_counter() - start
+
+
+def peak_memory(fn: Callable, *args, device: torch.device | str | None = None,
+                model: nn.Module | None = None, **kwargs) -> dict:
+    """Run ``fn(*args, **kwargs)`` under ``track_peak``; the dict also holds its ``result``."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    with track_peak(device=device, model=model) as measured:
+        measured["result"] = fn(*args, **kwargs)
+    return measured

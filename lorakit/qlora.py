@@ -1,0 +1,437 @@
+"""QLoRA: a frozen 4-bit base with its own backward, plus LoRA (notebook 06).
+
+The pieces, each derived in notebook 06:
+
+- ``Linear4bit``: an ``nn.Linear`` whose weight is stored **only** as packed 4-bit codes and
+  (double-quantized) block constants (``lorakit.quant``). ``forward`` dequantizes the weight to
+  ``compute_dtype`` and multiplies: ``y = x Wᵀ`` with ``W`` out×in, as ``nn.Linear`` stores it.
+- ``Linear4bitFunction``: its autograd rule. The base is frozen, so backward needs only the
+  gradient for the input, ``grad_x = grad_y W`` (QLoRA's "no weight gradient"). It keeps
+  nothing but the 4-bit weight between forward and backward, and dequantizes again in backward:
+  a little more compute for never holding a 16-bit copy of the weights.
+- ``prepare_qlora``: quantize every linear layer but the output head, freeze everything, put
+  LoRA (A, B in ``compute_dtype``) on the targets, optionally turn on gradient checkpointing.
+  Works on the course GPT and on Hugging Face models (module names as in Llama).
+- Merging: ``merge_into_4bit`` (dequantize, add ``scale·(AB)ᵀ``, requantize — the outputs move)
+  against ``merge_into_16bit`` (add to the original 16-bit weights — exact).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .lora import LoRALinear, inject_lora, lora_layers
+from .model import Block
+from .quant import TABLES, Quantized4bit, bits_per_parameter, dequantize_absmax, quantize_4bit
+
+COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# ---------------------------------------------------------------- dequantizing, fast
+
+
+def pair_table(quant_type: str) -> torch.Tensor:
+    """256×2 float32: row ``b`` holds the values of the two 4-bit codes packed in byte ``b``.
+
+    The first element sits in the high nibble (``b >> 4``), the second in the low one
+    (``b & 15``). One lookup per byte replaces shift, mask and two lookups.
+    """
+    if quant_type not in TABLES:
+        raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
+    table = torch.as_tensor(TABLES[quant_type], dtype=torch.float32).flatten()
+    byte = torch.arange(256)
+    return torch.stack([table[byte >> 4], table[byte & 15]], dim=1)
+
+
+def dequantize_packed(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.Tensor,
+                      numel: int, blocksize: int, dtype: torch.dtype) -> torch.Tensor:
+    """``table[code] · absmax`` in float32, then cast to ``dtype``: the flat weight, ``numel`` long.
+
+    The same arithmetic as ``lorakit.quant.dequantize_4bit`` (and bitsandbytes), so the result
+    is bit-identical; written to keep temporaries small because it runs in every forward and
+    backward: an int32 index (``F.embedding`` accepts it), one float32 buffer scaled in place.
+    """
+    values = F.embedding(packed.reshape(-1).int(), pairs).reshape(-1)  # float32, 2·len(packed)
+    n_blocks = absmax.numel()
+    if values.numel() != n_blocks * blocksize:  # a trailing partial block: pad, scale, cut
+        values = F.pad(values, (0, n_blocks * blocksize - values.numel()))
+    values.view(n_blocks, blocksize).mul_(absmax.float().view(-1, 1))
+    return values[:numel].to(dtype)
+
+
+_compiled_dequantize = None
+
+
+def compile_dequantize(enable: bool = True) -> None:
+    """Optionally fuse ``dequantize_packed`` into one GPU kernel with ``torch.compile``.
+
+    Eager PyTorch runs it as four kernels with float32 temporaries, which is fine for learning
+    and for small models; on a 7B model it is most of the step time. The compiled version reads
+    each packed byte once and writes the result once (bitsandbytes does that in CUDA C++). If
+    compiling fails, lorakit warns once and falls back to the eager function.
+    """
+    global _compiled_dequantize
+    _compiled_dequantize = torch.compile(dequantize_packed, dynamic=False) if enable else None
+
+
+def _dequantize(*args) -> torch.Tensor:
+    global _compiled_dequantize
+    if _compiled_dequantize is not None:
+        try:
+            return _compiled_dequantize(*args)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, say so once
+            warnings.warn(f"torch.compile of dequantize_packed failed ({type(e).__name__}: {e}); "
+                          "using the eager version", stacklevel=2)
+            _compiled_dequantize = None
+    return dequantize_packed(*args)
+
+
+# ---------------------------------------------------------------- the 4-bit layer and its backward
+
+
+class Linear4bitFunction(torch.autograd.Function):
+    """``y = x Wᵀ`` with ``W`` dequantized on the fly; backward returns only ``grad_x = grad_y W``.
+
+    ``layer`` (the ``Linear4bit``) travels on ``ctx``: it holds the packed codes, which exist
+    anyway. No dequantized weight and not even ``x`` is saved, because the frozen weight needs
+    no gradient and ``grad_x`` does not depend on ``x``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "Linear4bit") -> torch.Tensor:
+        ctx.layer = layer
+        W = layer.dequantized_weight(x.dtype)  # out×in, freed when forward returns
+        return x @ W.t()
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            W = ctx.layer.dequantized_weight(grad_y.dtype)
+            grad_x = grad_y @ W
+        return grad_x, None
+
+
+class Linear4bit(nn.Module):
+    """A frozen linear layer stored as 4-bit codes + block constants; computes in ``compute_dtype``.
+
+    Build it with ``Linear4bit.from_linear(linear, ...)``. The tensors of the ``Quantized4bit``
+    (``packed``, ``absmax`` or ``absmax_codes``/``absmax2``, ...) are registered as buffers, so
+    ``.to(device)`` and ``state_dict()`` carry them, and no float copy of the weight exists.
+    """
+
+    def __init__(self, q: Quantized4bit, bias: torch.Tensor | None, compute_dtype: torch.dtype):
+        super().__init__()
+        if len(q.shape) != 2:
+            raise ValueError(f"a linear weight is 2-D (out×in), got shape {tuple(q.shape)}")
+        self.out_features, self.in_features = int(q.shape[0]), int(q.shape[1])
+        self.compute_dtype = compute_dtype
+        self._tensor_fields = []
+        for f in dataclasses.fields(q):
+            value = getattr(q, f.name)
+            if isinstance(value, torch.Tensor):
+                self.register_buffer(f.name, value)
+                self._tensor_fields.append(f.name)
+        # the non-tensor fields (shape, dtype, blocksize, quant_type, ...); tensors live as buffers
+        self._template = _with_fields(q, {n: None for n in self._tensor_fields})
+        self.register_buffer("pairs", pair_table(q.quant_type).to(q.packed.device), persistent=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    @classmethod
+    @torch.no_grad()
+    def from_linear(cls, linear: nn.Module, quant_type: str = "nf4", blocksize: int = 64,
+                    double_quant: bool = True, compute_dtype: torch.dtype | None = None) -> "Linear4bit":
+        """Quantize ``linear.weight`` (out×in, blocks over the flattened weight, as bitsandbytes)."""
+        if isinstance(linear, (Linear4bit, LoRALinear)):
+            raise TypeError(f"this layer is already a {type(linear).__name__}: quantizing twice would "
+                            "add a second rounding error; start from the original nn.Linear")
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+        W = linear.weight
+        compute_dtype = check_compute_dtype(compute_dtype or W.dtype, W.device)
+        q = quantize_4bit(W.detach(), quant_type=quant_type, blocksize=blocksize, double_quant=double_quant)
+        return cls(q, linear.bias, compute_dtype)
+
+    @property
+    def quantized(self) -> Quantized4bit:
+        """The stored weight as a ``Quantized4bit`` (its tensors are this module's buffers)."""
+        return _with_fields(self._template, {n: getattr(self, n) for n in self._tensor_fields})
+
+    @property
+    def quant_type(self) -> str:
+        return self._template.quant_type
+
+    @property
+    def blocksize(self) -> int:
+        return self._template.blocksize
+
+    @property
+    def double_quant(self) -> bool:
+        return "absmax" not in self._tensor_fields
+
+    def block_absmax(self) -> torch.Tensor:
+        """float32 absmax per block; with double quantization, rebuilt from its 8-bit codes."""
+        return dequantize_absmax(self.quantized).float()
+
+    def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The weight ``W`` (out×in) in ``dtype`` (default: ``compute_dtype``), made on demand."""
+        dtype = dtype or self.compute_dtype
+        flat = _dequantize(self.packed, self.block_absmax(), self.pairs,
+                                 self.out_features * self.in_features, self.blocksize, dtype)
+        return flat.view(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = Linear4bitFunction.apply(x.to(self.compute_dtype), self)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.to(x.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored weight: packed codes plus quantization constants."""
+        return int(self.quantized.nbytes)
+
+    def bits_per_parameter(self) -> float:
+        return float(bits_per_parameter(self.quantized))
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, quant_type={self.quant_type}, "
+                f"blocksize={self.blocksize}, double_quant={self.double_quant}, "
+                f"compute_dtype={self.compute_dtype}, bias={self.bias is not None}")
+
+
+def _with_fields(q: Quantized4bit, values: dict) -> Quantized4bit:
+    """A shallow copy of ``q`` with some fields replaced (no re-validation: the values are q's own)."""
+    out = copy.copy(q)
+    for name, value in values.items():
+        object.__setattr__(out, name, value)
+    return out
+
+
+def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """Raise a clear ValueError if ``dtype`` cannot be used for matmuls on ``device``.
+
+    bfloat16 needs Ampere or newer on CUDA (a T4 has no native bf16: use float32, or float16
+    with care — the QLoRA authors found fp16 training unstable).
+    """
+    device = torch.device(device)
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
+    if device.type == "cuda" and dtype == torch.bfloat16:
+        try:
+            ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch
+            ok = torch.cuda.is_bf16_supported()
+        if not ok:
+            name = torch.cuda.get_device_name(device)
+            raise ValueError(f"compute_dtype torch.bfloat16 is not supported natively on {name}; "
+                             "use torch.float32 (safe) or torch.float16 (fast, less stable)")
+    try:
+        a = torch.ones(2, 2, dtype=dtype, device=device)
+        (a @ a).sum().item()
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"compute_dtype {dtype} cannot multiply matrices on {device}: {e}") from e
+    return dtype
+
+
+# ---------------------------------------------------------------- preparing a model
+
+
+def _output_head(model: nn.Module) -> nn.Module | None:
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if head is not None else getattr(model, "lm_head", None)
+
+
+def _quantizable(model: nn.Module) -> list[str]:
+    """Paths of the nn.Linear layers QLoRA quantizes: all of them except the output head."""
+    head = _output_head(model)
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and m is not head and n.split(".")[-1] != "lm_head"]
+
+
+def _resolve(model: nn.Module, targets, linear: list[str]) -> list[str]:
+    """The paths LoRA goes on, checked before anything changes (the rules of ``inject_lora``)."""
+    if targets == "all-linear":
+        return list(linear)
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, (list, tuple, set)) or not targets or not all(isinstance(t, str) for t in targets):
+        raise TypeError(f"targets must be 'all-linear' or a non-empty list of module names, got {targets!r}")
+    match = lambda path, t: path == t or path.endswith("." + t)  # noqa: E731
+    unused = [t for t in targets if not any(match(n, t) for n in linear)]
+    if unused:
+        raise ValueError(f"target(s) {unused} match no quantizable linear layer (the output head is "
+                         f"never a target); the layers are: {linear}")
+    return [n for n in linear if any(match(n, t) for t in targets)]
+
+
+def _set(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+class CheckpointedBlock(Block):
+    """A course-GPT ``Block`` whose activations are recomputed in backward instead of stored.
+
+    ``enable_gradient_checkpointing`` switches a block's class to this one, so module names and
+    weights stay exactly as they were (adapters and merges keep working).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            return checkpoint(super().forward, x, use_reentrant=False)
+        return super().forward(x)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
+    """Recompute each transformer block in backward: memory for activations drops to one block's.
+
+    Hugging Face models use their own switch (``activation_checkpointing_enable`` in transformers
+    5, ``gradient_checkpointing_enable`` before; non-reentrant);
+    the course GPT gets ``CheckpointedBlock``.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if getattr(getattr(model, "config", None), "use_cache", None):
+            model.config.use_cache = False
+        return model
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if getattr(getattr(model, "config", None), "use_cache", None):
+            model.config.use_cache = False  # a KV cache is useless (and refused) while checkpointing
+        return model
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or not all(isinstance(b, Block) for b in blocks):
+        raise ValueError("gradient checkpointing needs a course GPT (model.blocks of lorakit Blocks) "
+                         f"or a Hugging Face model; got {type(model).__name__}")
+    for block in blocks:
+        block.__class__ = CheckpointedBlock
+    return model
+
+
+def prepare_qlora(
+    model: nn.Module,
+    targets="all-linear",
+    r: int = 64,
+    alpha: float = 16,
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+    compute_dtype: torch.dtype | None = None,
+    gradient_checkpointing: bool = False,
+    dropout: float = 0.0,
+    blocksize: int = 64,
+) -> nn.Module:
+    """Turn ``model`` into a QLoRA model, in place, and return it.
+
+    1. Every ``nn.Linear`` except the output head becomes a ``Linear4bit`` (as QLoRA loads the
+       base; the head, embeddings and norms stay as they are, frozen).
+    2. LoRA (``A``, ``B`` in ``compute_dtype``, scale ``alpha / r``) goes on ``targets``:
+       ``"all-linear"`` (QLoRA's choice) or a list of module names (``["q_proj", "v_proj"]``).
+    3. Only ``A`` and ``B`` train. ``gradient_checkpointing=True`` recomputes blocks in backward.
+
+    ``compute_dtype`` defaults to the weights' dtype (float32 on a CPU); bfloat16 is QLoRA's
+    choice on a GPU that supports it. Every input is checked before the model is changed.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    already = [n for n, m in model.named_modules() if isinstance(m, (Linear4bit, LoRALinear))]
+    if already:
+        raise ValueError(f"the model already has 4-bit or LoRA layers ({already[:3]}): quantizing twice "
+                         "would add a second rounding error; start again from the 16-bit model")
+    linear = _quantizable(model)
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers (other than an output head) to quantize")
+    names = _resolve(model, targets, linear)
+    if quant_type not in TABLES:
+        raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
+    first = model.get_submodule(linear[0]).weight
+    compute_dtype = check_compute_dtype(compute_dtype or first.dtype, first.device)
+    if gradient_checkpointing and not (hasattr(model, "gradient_checkpointing_enable")
+                                       or all(isinstance(b, Block) for b in getattr(model, "blocks", [None]))):
+        raise ValueError(f"gradient checkpointing is supported for the course GPT and Hugging Face models, "
+                         f"not {type(model).__name__}")
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for path in linear:
+        _set(model, path, Linear4bit.from_linear(model.get_submodule(path), quant_type, blocksize,
+                                                 double_quant, compute_dtype))
+    inject_lora(model, names, r, alpha, layer_types=(Linear4bit,), dropout=dropout, dtype=compute_dtype)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def storage_report(model: nn.Module) -> dict:
+    """What the 4-bit layers store: parameters, bytes, bits per parameter (≈ 4.127 for NF4 + DQ)."""
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    n = sum(m.in_features * m.out_features for m in layers)
+    nbytes = sum(m.nbytes for m in layers)
+    return dict(layers=len(layers), parameters=n, bytes=nbytes, bits_per_parameter=8 * nbytes / max(n, 1))
+
+
+# ---------------------------------------------------------------- merging
+
+
+def _qlora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    layers = {n: m for n, m in lora_layers(model).items() if isinstance(m.base, Linear4bit)}
+    if not layers:
+        raise ValueError("the model has no LoRA layers on a 4-bit base: call prepare_qlora first")
+    return layers
+
+
+@torch.no_grad()
+def merge_into_4bit(model: nn.Module) -> list[str]:
+    """Fold each adapter into its 4-bit base: dequantize, add ``scale·(AB)ᵀ``, quantize again.
+
+    In place; each LoRA layer becomes a plain ``Linear4bit``. The result is small, but NOT the
+    model that was trained: the sum is rounded to the 4-bit grid again, and an update smaller
+    than half a quantization step mostly rounds away. Measure the damage before shipping it.
+    """
+    layers = _qlora_layers(model)
+    for name, layer in layers.items():
+        base: Linear4bit = layer.base
+        W = base.dequantized_weight(torch.float32) + layer.delta().t().float()
+        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                           device=W.device, dtype=base.quantized.dtype)
+        merged.weight.copy_(W)
+        if base.bias is not None:
+            merged.bias.copy_(base.bias)
+        _set(model, name, Linear4bit.from_linear(merged, base.quant_type, base.blocksize,
+                                                 base.double_quant, base.compute_dtype))
+    return list(layers)
+
+
+@torch.no_grad()
+def merge_into_16bit(model: nn.Module, base_model: nn.Module) -> nn.Module:
+    """A copy of the original (16- or 32-bit) ``base_model`` with the adapters of ``model`` added.
+
+    ``W16 + scale·(AB)ᵀ``: one addition per weight, no requantization, so this copy computes
+    exactly what "16-bit base + adapter" computes. It differs from the trained QLoRA model only
+    by the base's own 4-bit rounding error, which is the same with or without the adapter.
+    """
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("the model has no LoRA layers: nothing to merge")
+    merged = copy.deepcopy(base_model)
+    targets = {}
+    for name, layer in layers.items():
+        try:
+            target = merged.get_submodule(name)
+        except AttributeError:
+            target = None
+        if not isinstance(target, nn.Linear) or target.weight.shape != (layer.out_features, layer.in_features):
+            raise ValueError(f"base_model has no nn.Linear {name} of shape ({layer.out_features}, "
+                             f"{layer.in_features}): it is not the model the adapter was trained on")
+        targets[name] = target
+    for name, layer in layers.items():
+        W = targets[name].weight
+        W.add_(layer.delta().t().to(device=W.device, dtype=W.dtype))
+    return merged
