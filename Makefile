@@ -25,8 +25,14 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT_FLAG)
 
 test: $(STAMP)
+	sh scripts/install_browser.sh
 	$(TEST_ENV) $(BIN)/python -m pytest -q --durations=15 --timeout=600 \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
+
+# a static, readable copy of the executed notebooks (figures included); FAST=1 for test sizes
+html: $(STAMP)
+	$(BIN)/python scripts/render_html.py $(if $(FAST),--fast)
+	@echo "read notebooks/_build/html/index.html"
 
 clean:
 	rm -rf $(VENV) .cache
