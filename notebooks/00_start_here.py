@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 00 · Start here
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/00_start_here.ipynb)
+#
 # After this notebook you will have a working course environment and the small pretrained GPT
 # that every later notebook fine-tunes with LoRA and QLoRA.
 #
@@ -46,12 +48,14 @@
 # top to bottom is a test of its claims.
 
 # %%
-# Colab only: install lorakit and its reference libraries there (a no-op everywhere else).
+# Colab only: install lorakit and its reference libraries (does nothing anywhere else).
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install -q "lorakit[reference] @ git+https://github.com/lorakit/lorakit"
-    print("On Colab: run `%pip install \"lorakit[reference] @ git+<the course repository>\"` first.")
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
 
 # %% [markdown]
 # ## 1. Environment check

@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 04 — NF4 by hand
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/04_nf4_by_hand.ipynb)
+#
 # After this notebook you can quantize a weight matrix to 4-bit NormalFloat yourself, byte for
 # byte as bitsandbytes does, and say how much error it costs.
 #
@@ -28,6 +30,16 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core CPU (shared, loaded) | ≈ 40 s | ≈ 1–2 min (not yet measured at full size) |
+
+# %%
+# Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
 
 # %% [markdown]
 # ## 1. Setup

@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 05 — Double quantization
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/05_double_quantization.ipynb)
+#
 # After this notebook you can quantize the quantization constants themselves, count the bits a
 # 4-bit model really stores, and estimate what fine-tuning a 7B–70B model needs in memory.
 #
@@ -30,6 +32,16 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core CPU (shared, loaded) | ≈ 30 s | ≈ 1 min (not yet measured at full size) |
+
+# %%
+# Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
 
 # %% [markdown]
 # ## 1. Setup

@@ -14,6 +14,8 @@
 # %% [markdown]
 # # 06 · QLoRA end to end
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/06_qlora.ipynb)
+#
 # Fine-tune a model whose frozen weights live in 4 bits: build the 4-bit layer and its backward
 # pass by hand, train with it, and measure what it costs and saves against LoRA and full fine-tuning.
 #
@@ -33,6 +35,16 @@
 # |---|---|---|
 # | 2-core CPU (shared, 1 thread) | ≈ 20 s | ≈ 2.5 min (+ ≈ 5 min once, if the base model is not cached yet) |
 # | GPU (section 6) | — | not measured yet (target ≤ 15 min on a T4) |
+
+# %%
+# Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
 
 # %%
 import copy
@@ -58,6 +70,10 @@ HAS_GPU = torch.cuda.is_available()
 print(f"test mode: {FAST}; CUDA GPU: {torch.cuda.get_device_name(0) if HAS_GPU else 'none'}")
 print("Sections 1-5 and 7 run on the CPU with the small course GPT."
       + ("" if HAS_GPU else " Section 6 (the GPU run) will be skipped: no CUDA device."))
+if not HAS_GPU:
+    print("No GPU here. Everything else still runs (small model, ~3 min on 2 cores). To see the real\n"
+          "QLoRA run: on Colab choose Runtime > Change runtime type > T4 GPU and run again; on your own\n"
+          "machine, install a CUDA build of PyTorch (pip install torch from pytorch.org) and bitsandbytes.")
 
 # %% [markdown]
 # ## 1. The base model and the new domain

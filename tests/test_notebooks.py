@@ -48,3 +48,14 @@ def test_notebook_follows_the_house_layout(path):
     assert "Runtime" in text, f"{path.name}: missing the runtime table"
     assert "## Summary" in text or "Summary" in text, f"{path.name}: missing the Summary"
     assert "Exercise" in text, f"{path.name}: missing exercises"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_colab_badge_and_install_cell(path):
+    nb = jupytext.read(path)
+    first_md = next(c for c in nb.cells if c.cell_type == "markdown")
+    assert "colab-badge.svg" in first_md.source and f"notebooks/{path.name})" in first_md.source, \
+        f"{path.name}: the title cell needs an 'Open in Colab' badge pointing at this notebook"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert 'if "google.colab" in sys.modules:' in first_code.source and "pip" in first_code.source, \
+        f"{path.name}: the first code cell must install lorakit on Colab only"

@@ -1,0 +1,33 @@
+import subprocess
+import sys
+
+from lorakit import check
+
+
+def test_report_lists_every_package_with_status_and_version():
+    text, ok = check.report()
+    assert ok, text
+    for name, _ in check.REQUIRED + check.REFERENCE:
+        assert f"[OK] {name}" in text or f"[FAIL] {name}" in text, name
+    assert sys.executable in text, "the kernel's Python path must be shown"
+    assert "device" in text
+
+
+def test_a_missing_package_is_reported_as_fail(monkeypatch):
+    monkeypatch.setattr(check, "REQUIRED", check.REQUIRED + [("no_such_package_xyz", "test")])
+    text, ok = check.report()
+    assert not ok
+    assert "[FAIL] no_such_package_xyz" in text and "ModuleNotFoundError" in text
+
+
+def test_command_line_entry_point():
+    run = subprocess.run([sys.executable, "-m", "lorakit.check"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "[OK] torch" in run.stdout
+
+
+def test_issue_template_asks_for_the_check():
+    from pathlib import Path
+
+    template = Path(__file__).parents[1] / ".github" / "ISSUE_TEMPLATE" / "bug_report.md"
+    assert "python -m lorakit.check" in template.read_text()
