@@ -29,6 +29,14 @@ test: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q --durations=15 --timeout=600 \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
 
+# CPU benchmarks against the references (ratios measured in the same run), then the course runtime.
+# Writes bench/results/cpu-*.txt; the README quotes them. Takes ~30-40 min on 2 cores.
+bench: $(STAMP)
+	mkdir -p bench/results
+	MPLBACKEND=Agg $(BIN)/python bench/bench_quant.py | tee bench/results/cpu-quant.txt
+	MPLBACKEND=Agg $(BIN)/python bench/bench_lora.py | tee bench/results/cpu-lora.txt
+	MPLBACKEND=Agg $(BIN)/python bench/course_runtime.py | tee bench/results/cpu-course-runtime.txt
+
 # a static, readable copy of the executed notebooks (figures included); FAST=1 for test sizes
 html: $(STAMP)
 	$(BIN)/python scripts/render_html.py $(if $(FAST),--fast)
