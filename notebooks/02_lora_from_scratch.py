@@ -1,0 +1,435 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 — LoRA from scratch
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/02_lora_from_scratch.ipynb)
+#
+# Build a LoRA layer by hand, put it into a pretrained GPT by module name, train it on a new
+# domain, and show that what you built computes exactly what Hugging Face PEFT computes.
+#
+# **You will**
+# - build $y = xW_0 + \mathrm{dropout}(x)\,A B \cdot \frac{\alpha}{r}$ and check it against `lorakit.lora`;
+# - train only $A$ and $B$ (under 2 % of the weights) on the Python docs, against full fine-tuning;
+# - merge, unmerge, save a kilobyte-sized adapter, switch between two domains, and round-trip
+#   the adapter through PEFT's file format.
+#
+# **Runtime** (measured so far)
+#
+# | device | test mode (`LORAKIT_FAST=1`) | learner size |
+# |---|---|---|
+# | 2-core CPU (shared, heavily loaded) | ~3 min under load (budget 60 s idle) | not yet measured (est. ~2 min idle) |
+
+# %
+# Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
+
+# %%
+import copy
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+
+from lorakit.data import load_splits
+from lorakit.exercises.nb02 import check_ex_2_1, check_ex_2_2, check_ex_2_3, check_ex_2_4
+from lorakit.lora import (
+    LoRALinear, adapter_state, inject_lora, load_adapter, load_peft_adapter, lora_layers,
+    merge_lora, parameter_report, remove_lora, save_adapter, save_peft_adapter, unmerge_lora,
+)
+from lorakit.train import base_model, evaluate, fast_mode, save_model, set_seed, train
+
+FAST = fast_mode()
+STEPS = 40 if FAST else 100          # training steps, the same for every run below
+BATCH = 16 if FAST else 32
+EVAL_EVERY = 10 if FAST else 20
+EVAL_BATCHES = 6 if FAST else 8
+R, ALPHA = 8, 16                     # rank and alpha of every adapter in this notebook
+LORA_LR, FULL_LR = 1e-2, 1e-3
+TARGETS = ["q_proj", "v_proj"]       # the LoRA paper's choice
+WORK = Path(tempfile.mkdtemp(prefix="lorakit02-"))
+
+base, info = base_model()
+docs_train, docs_val = load_splits("docs", 400_000 if FAST else None)
+tests_train, tests_val = load_splits("tests", 1_000_000 if FAST else 4_000_000)
+base_docs = evaluate(base, docs_val, BATCH, EVAL_BATCHES)
+base_tests = evaluate(base, tests_val, BATCH, EVAL_BATCHES)
+print(f"base GPT: {info['config']['n_layer']} layers, d={info['config']['d_model']}, "
+      f"context {info['config']['context']}; val loss on docs {base_docs:.3f} bits/byte, "
+      f"on tests {base_tests:.3f} bits/byte")
+
+# %% [markdown]
+# ## 1. The layer
+#
+# A pretrained linear layer computes $y = x W_0$ with $x \in \mathbb{R}^{1 \times m}$ and
+# $W_0 \in \mathbb{R}^{m \times n}$ ($m$ = in, $n$ = out). Full fine-tuning learns
+# $W_0 + \Delta W$; LoRA restricts the update to rank $r$:
+#
+# $$\Delta W = A B,\qquad A \in \mathbb{R}^{m \times r},\; B \in \mathbb{R}^{r \times n},\qquad
+# y = x W_0 + \mathrm{dropout}(x)\, A B \cdot s,\qquad s = \frac{\alpha}{r}\ \ (\text{rsLoRA: } s = \tfrac{\alpha}{\sqrt r}).$$
+#
+# - $W_0$ is frozen: no gradient, no optimizer state.
+# - $A$ starts random, uniform in $\pm 1/\sqrt{m}$ (PEFT's `kaiming_uniform(a=√5)`), and $B$ starts at
+#   **zero**, so $AB = 0$: at step 0 the model is exactly the pretrained one.
+# - Dropout acts on the input of the LoRA path only; the frozen path sees the clean $x$.
+# - `nn.Linear` stores $W_0^\top$ ($n \times m$) as `weight` and computes `x @ weight.T`.
+
+# %%
+class MyLoRALinear(nn.Module):
+    """LoRA written out in full: frozen base + dropout(x) @ A @ B * scale."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        m, n = base.in_features, base.out_features
+        A_t = torch.empty(r, m)                         # PEFT initialises the r×m matrix ...
+        nn.init.kaiming_uniform_(A_t, a=5 ** 0.5)       # ... uniform in ±1/sqrt(m)
+        self.A = nn.Parameter(A_t.t().contiguous())     # m×r
+        self.B = nn.Parameter(torch.zeros(r, n))        # r×n, zero
+        self.scale = alpha / r
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        return self.base(x) + self.dropout(x) @ self.A @ self.B * self.scale
+
+
+torch.manual_seed(0)
+linear = nn.Linear(128, 96, bias=False)
+set_seed(1)
+mine = MyLoRALinear(linear, r=R, alpha=ALPHA)
+set_seed(1)
+theirs = LoRALinear(linear, r=R, alpha=ALPHA)
+x = torch.randn(4, 10, 128)
+print(f"A: {tuple(mine.A.shape)} (in×r), B: {tuple(mine.B.shape)} (r×out), scale α/r = {mine.scale}")
+print(f"|A| max = {mine.A.abs().max():.4f}, bound 1/sqrt(in) = {128 ** -0.5:.4f}")
+
+# %%
+assert torch.equal(mine(x), linear(x)), "at init (B = 0) the LoRA layer must equal the base exactly"
+assert torch.equal(mine.A, theirs.A) and torch.equal(mine.B, theirs.B), "same seed: same A and B as lorakit"
+assert mine.A.abs().max() <= 128 ** -0.5, "A must lie within ±1/sqrt(in)"
+with torch.no_grad():
+    mine.B.normal_(); theirs.B.copy_(mine.B)     # pretend B has trained
+want = x @ linear.weight.T + x @ mine.A @ mine.B * (ALPHA / R)
+assert torch.allclose(mine(x), want, atol=1e-5), "forward must be x W0 + x A B · α/r"
+assert torch.allclose(mine(x), theirs(x), atol=1e-6), "our from-scratch layer must equal lorakit.lora.LoRALinear"
+print("from-scratch layer == lorakit.lora.LoRALinear; init output == base output")
+
+# %% [markdown]
+# The update has rank at most $r$ however large the layer is: a picture of $\Delta W = s\,AB$
+# with $B$ filled in shows it ($r = 8$ non-zero singular values out of 96).
+
+# %%
+dW = (mine.A @ mine.B * mine.scale).detach()
+sv = torch.linalg.svdvals(dW)
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.semilogy(range(1, len(sv) + 1), sv.clamp_min(1e-12), "o-", ms=3)
+ax.axvline(R, color="gray", ls="--", label=f"r = {R}")
+ax.set(title=f"ΔW = s·AB has exactly r = {R} non-zero singular values", xlabel="index i",
+       ylabel="singular value σᵢ (log)")
+ax.legend(); plt.show()
+assert (sv > 1e-4 * sv[0]).sum().item() == R, "ΔW = AB must have rank r"
+
+# %% [markdown]
+# ## 2. Injecting LoRA into the GPT by module name
+#
+# `inject_lora(model, targets, r, alpha)` walks `model.named_modules()`, replaces every
+# `nn.Linear` whose path ends in a target name (`"q_proj"` matches `blocks.0.attn.q_proj`) by a
+# `LoRALinear`, and freezes **everything** except the new $A$ and $B$. Per targeted
+# $m \times n$ matrix LoRA adds $r(m + n)$ trainable parameters instead of $mn$.
+
+# %%
+lora_model = copy.deepcopy(base)
+before = parameter_report(lora_model)
+names = inject_lora(lora_model, TARGETS, r=R, alpha=ALPHA)
+after = parameter_report(lora_model)
+d = info["config"]["d_model"]
+print(f"wrapped {len(names)} layers: {names[:2]} ...")
+print(f"before: trainable {before['trainable']:,} of {before['total']:,}")
+print(f"after:  trainable {after['trainable']:,} of {after['total']:,} ({after['percent']:.2f} %)")
+
+# %%
+assert after["trainable"] == len(names) * R * (d + d), "each d×d target adds r(d + d) parameters"
+assert after["total"] == before["total"] + after["trainable"], "the base weights are all still there"
+assert after["percent"] < 5, "LoRA trains a small fraction of the model"
+probe = docs_val[: 2 * base.cfg.context].long().view(2, -1)
+assert torch.equal(lora_model(probe)[0], base(probe)[0]), "after injection the model is exactly the base"
+print("only A and B are trainable; the injected model still equals the base exactly")
+
+# %% [markdown]
+# ## 3. Training on a new domain: LoRA against full fine-tuning
+#
+# The base learned the standard library's source code. The new domain is the Python language
+# reference (`pydoc_data.topics`): prose, not code. Same data, same number of steps, same
+# batches for both runs; LoRA gets a larger learning rate (its $B$ starts at zero and it has
+# far fewer parameters — the usual practice).
+
+# %%
+set_seed(0)
+hist_lora = train(lora_model, docs_train, docs_val, steps=STEPS, batch_size=BATCH, lr=LORA_LR,
+                  eval_every=EVAL_EVERY, eval_batches=EVAL_BATCHES, desc="LoRA on docs")
+full_model = copy.deepcopy(base)
+for p in full_model.parameters():
+    p.requires_grad_(True)
+set_seed(0)
+hist_full = train(full_model, docs_train, docs_val, steps=STEPS, batch_size=BATCH, lr=FULL_LR,
+                  eval_every=EVAL_EVERY, eval_batches=EVAL_BATCHES, desc="full fine-tune on docs")
+lora_docs = evaluate(lora_model, docs_val, BATCH, EVAL_BATCHES)
+full_docs = evaluate(full_model, docs_val, BATCH, EVAL_BATCHES)
+print(f"val loss on docs: base {base_docs:.3f}, LoRA {lora_docs:.3f}, full fine-tune {full_docs:.3f} bits/byte")
+print(f"trainable parameters: LoRA {after['trainable']:,}, full {before['total']:,}; "
+      f"time LoRA {hist_lora.seconds:.1f} s, full {hist_full.seconds:.1f} s")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.axhline(base_docs, color="gray", ls="--", label="frozen base")
+ax.plot(hist_full.eval_steps, hist_full.val_bpb, "s-", label=f"full fine-tune ({before['total']:,} params)")
+ax.plot(hist_lora.eval_steps, hist_lora.val_bpb, "o-", label=f"LoRA r={R} ({after['trainable']:,} params)")
+ax.set(title="LoRA adapts to the docs with a tiny fraction of the weights", xlabel="training step",
+       ylabel="val loss on docs (bits/byte)")
+ax.legend(); plt.show()
+
+# %%
+assert lora_docs < base_docs - 0.03, "LoRA must clearly improve on the new domain"
+assert full_docs < base_docs - 0.03, "full fine-tuning must clearly improve on the new domain"
+print(f"LoRA gains {base_docs - lora_docs:.3f} bits/byte, full fine-tuning {base_docs - full_docs:.3f}")
+
+# %% [markdown]
+# ## 4. Merging: the adapter costs nothing at inference
+#
+# Because $xW_0 + x\,AB\,s = x(W_0 + s\,AB)$, the update can be folded into the weight. In
+# `nn.Linear`'s layout that is `weight += s * (A @ B).T`. A merged layer is a plain matrix
+# multiply again; unmerging subtracts the same product and restores $W_0$ up to rounding.
+
+# %%
+merged = copy.deepcopy(lora_model).eval()
+W0 = merged.blocks[0].attn.q_proj.base.weight.detach().clone()
+with torch.no_grad():
+    y_unmerged = merged(probe)[0]
+merge_lora(merged)
+with torch.no_grad():
+    y_merged = merged(probe)[0]
+plain = copy.deepcopy(merged)
+remove_lora(plain, merge=True)          # plain nn.Linear layers holding the merged weights
+
+
+def ms_per_forward(model, reps=20 if FAST else 30):
+    with torch.no_grad():
+        model(probe)
+        start = time.perf_counter()
+        for _ in range(reps):
+            model(probe)
+    return (time.perf_counter() - start) / reps * 1e3
+
+
+t_plain, t_merged, t_unmerged = ms_per_forward(plain), ms_per_forward(merged), ms_per_forward(lora_model.eval())
+print(f"max |merged - unmerged| logit = {(y_merged - y_unmerged).abs().max():.2e}")
+print(f"forward time: plain {t_plain:.2f} ms, merged {t_merged:.2f} ms, unmerged {t_unmerged:.2f} ms "
+      "(loose: a shared machine)")
+
+# %%
+assert torch.allclose(y_merged, y_unmerged, atol=1e-4), "merging must not change the outputs"
+with torch.no_grad():
+    assert torch.equal(plain(probe)[0], y_merged), "a merged LoRA model computes what a plain one does"
+unmerge_lora(merged)
+assert torch.allclose(merged.blocks[0].attn.q_proj.base.weight, W0, atol=1e-6), "unmerge must restore W0"
+print("merge keeps the outputs; unmerge restores W0 (max diff "
+      f"{(merged.blocks[0].attn.q_proj.base.weight - W0).abs().max():.1e})")
+
+# %% [markdown]
+# ## 5. The adapter file
+#
+# Only $A$ and $B$ need saving: the base is shared. `save_adapter` writes them as safetensors
+# (no pickle, nothing executes on load) with $r$, $\alpha$ and the targets in the metadata.
+# `load_adapter` checks every name and shape before touching the model, injects LoRA into a
+# fresh base if needed, and copies the tensors bit for bit.
+
+# %%
+docs_adapter = save_adapter(lora_model, WORK / "docs.safetensors")
+save_model(base, WORK / "base.safetensors")
+kb_adapter = docs_adapter.stat().st_size / 1024
+kb_base = (WORK / "base.safetensors").stat().st_size / 1024
+print(f"adapter {kb_adapter:.1f} kB vs base {kb_base:.0f} kB ({100 * kb_adapter / kb_base:.2f} %)")
+
+fresh, _ = base_model(progress=False)
+load_adapter(fresh, docs_adapter)
+with torch.no_grad():
+    same = torch.equal(fresh(probe)[0], lora_model(probe)[0])
+print(f"fresh base + adapter file == trained model: {same}")
+
+# %%
+assert kb_adapter < 0.05 * kb_base, "the adapter must be a small fraction of the base"
+assert same, "loading the adapter into a fresh base must reproduce the trained model exactly"
+
+# %% [markdown]
+# ## 6. Two adapters on one base
+#
+# One frozen base, one small file per domain. Train a second adapter on another domain — the
+# standard library's **tests** — from the same base, then switch by loading files. Each adapter
+# should help its own domain most, and the base weights must not change at all.
+
+# %%
+shared, _ = base_model(progress=False)
+W_base = {k: v.clone() for k, v in shared.state_dict().items()}
+inject_lora(shared, TARGETS, r=R, alpha=ALPHA)
+set_seed(0)
+train(shared, tests_train, tests_val, steps=STEPS, batch_size=BATCH, lr=LORA_LR, desc="LoRA on tests")
+tests_adapter = save_adapter(shared, WORK / "tests.safetensors")
+
+table = {"base": (base_docs, base_tests)}
+for name, path in (("docs adapter", docs_adapter), ("tests adapter", tests_adapter)):
+    load_adapter(shared, path)                      # switching = loading a file
+    table[name] = (evaluate(shared, docs_val, BATCH, EVAL_BATCHES), evaluate(shared, tests_val, BATCH, EVAL_BATCHES))
+for name, (dv, tv) in table.items():
+    print(f"{name:>14}: docs {dv:.3f}  tests {tv:.3f} bits/byte")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 4))
+xs = torch.arange(2).float()
+for i, (name, vals) in enumerate(table.items()):
+    ax.bar(xs + (i - 1) * 0.27, vals, width=0.27, label=name)
+ax.set_xticks(xs, ["docs val", "tests val"])
+ax.set_ylim(min(min(v) for v in table.values()) * 0.9, max(max(v) for v in table.values()) * 1.03)
+ax.set(title="Each adapter improves its own domain most", ylabel="val loss (bits/byte)")
+ax.legend(); plt.show()
+
+# %%
+(d_docs, d_tests), (t_docs, t_tests) = table["docs adapter"], table["tests adapter"]
+assert d_docs < base_docs and d_docs < t_docs, "the docs adapter must be best on docs"
+assert t_tests < base_tests and t_tests < d_tests, "the tests adapter must be best on tests"
+base_now = {k.replace(".base.", "."): v for k, v in shared.state_dict().items() if not k.endswith((".A", ".B"))}
+assert base_now.keys() == W_base.keys() and all(torch.equal(base_now[k], W_base[k]) for k in W_base), \
+    "training and switching adapters must leave every base weight bit-for-bit unchanged"
+print("two adapters, one untouched base: each adapter wins on its own domain")
+
+# %% [markdown]
+# ## 7. The same adapter in PEFT
+#
+# The LoRA paper and PEFT write the layer as $h = W_0 x + B_{\text{peft}} A_{\text{peft}} x$ (column
+# vectors), and PEFT stores both factors as `nn.Linear` weights (out×in). Matching the two:
+#
+# | lorakit (row vectors) | shape | PEFT | shape |
+# |---|---|---|---|
+# | `A` | $m \times r$ | `lora_A.weight` $= A^\top$ | $r \times m$ |
+# | `B` | $r \times n$ | `lora_B.weight` $= B^\top$ | $n \times r$ |
+#
+# since `lora_B(lora_A(x))` $= x A_{\text{peft}}^\top B_{\text{peft}}^\top = x A B$. Give PEFT the
+# transposed weights on the same base and it must compute the same logits.
+
+# %%
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import peft
+
+    peft_model = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=TARGETS))
+with torch.no_grad():
+    for name, layer in lora_layers(lora_model).items():
+        target = peft_model.base_model.model.get_submodule(name)
+        target.lora_A["default"].weight.copy_(layer.A.T)      # r×in
+        target.lora_B["default"].weight.copy_(layer.B.T)      # out×r
+    peft_model.eval()
+    diff = (peft_model(probe)[0] - lora_model(probe)[0]).abs().max().item()
+name0 = names[0]
+print(f"{name0}: lorakit A {tuple(lora_layers(lora_model)[name0].A.shape)} -> PEFT lora_A.weight "
+      f"{tuple(peft_model.base_model.model.get_submodule(name0).lora_A['default'].weight.shape)}")
+print(f"max |PEFT - lorakit| logit = {diff:.2e}")
+
+# %%
+assert diff < 1e-5, "PEFT with lora_A.weight = Aᵀ, lora_B.weight = Bᵀ must compute our outputs"
+
+# %% [markdown]
+# `save_peft_adapter` writes the folder PEFT itself writes — `adapter_config.json` and
+# `adapter_model.safetensors` with keys `base_model.model.<path>.lora_A.weight` — so
+# `PeftModel.from_pretrained` loads a lorakit adapter, and `load_peft_adapter` brings a PEFT
+# adapter back.
+
+# %%
+folder = save_peft_adapter(lora_model, WORK / "docs-peft")
+config = json.loads((folder / "adapter_config.json").read_text())
+print({k: config[k] for k in ("peft_type", "r", "lora_alpha", "use_rslora")}, "targets:", config["target_modules"][:2], "...")
+for f in sorted(folder.iterdir()):
+    print(f"  {f.name}: {f.stat().st_size / 1024:.1f} kB")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from_peft = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(folder)).eval()
+back = copy.deepcopy(base)
+load_peft_adapter(back, folder)
+with torch.no_grad():
+    diff_peft = (from_peft(probe)[0] - lora_model(probe)[0]).abs().max().item()
+    same_back = torch.equal(back(probe)[0], lora_model(probe)[0])
+print(f"PeftModel.from_pretrained vs lorakit: max diff {diff_peft:.2e}; back into lorakit bit-exact: {same_back}")
+
+# %%
+assert diff_peft < 1e-5, "PEFT must load our PEFT-format adapter and compute the same outputs"
+assert same_back, "lorakit -> PEFT format -> lorakit must be bit-exact"
+
+# %% [markdown]
+# ## Summary
+#
+# - A LoRA layer is $xW_0 + \mathrm{dropout}(x)AB\cdot\alpha/r$; with $B = 0$ it equals the base exactly, and our build equals `lorakit.lora.LoRALinear`.
+# - Injection by module name leaves only $A$ and $B$ trainable: a few percent of the weights.
+# - On the new domain LoRA clearly improves the validation loss; full fine-tuning, with all weights, goes further or as far.
+# - Merging folds $s\,(AB)^\top$ into the weight: same outputs, plain-Linear cost; unmerging restores $W_0$.
+# - An adapter file is a small fraction of the base and reloads bit for bit; two adapters share one untouched base, each best on its own domain.
+# - PEFT stores $A^\top$ and $B^\top$; given those it computes our outputs, and loads our PEFT-format folder.
+#
+# ## Exercises
+
+# %% [markdown]
+# **Exercise 2.1 — LoRA on a 7B model.** A Llama-7B-shaped model has 32 layers with
+# $d_{\text{model}} = 4096$, and `q_proj`, `v_proj` are $4096 \times 4096$. How many trainable
+# parameters does LoRA with $r = 8$ on `q_proj` and `v_proj` add? Answer: an `int`.
+# *Hint:* each adapted $m \times n$ matrix adds $r(m + n)$.
+
+# %%
+answer = None  # your answer here
+check_ex_2_1(answer)
+
+# %% [markdown]
+# **Exercise 2.2 — merge by hand.** Write a function `merge(W0, A, B, scale)` that returns the
+# merged `nn.Linear` weight, where `W0` is the layer's `weight` (out×in), `A` is in×r and `B` is
+# r×out. Answer: the function. *Hint:* which layout is $AB$ in, and which is `weight`?
+
+# %%
+answer = None  # your answer here: a function merge(W0, A, B, scale) -> tensor (out×in)
+check_ex_2_2(answer)
+
+# %% [markdown]
+# **Exercise 2.3 — to PEFT's orientation.** Write `to_peft(A, B)` returning the pair
+# `(lora_A_weight, lora_B_weight)` that PEFT would store for our `A` (in×r) and `B` (r×out).
+# Answer: the function. *Hint:* see the table in section 7.
+
+# %%
+answer = None  # your answer here: a function to_peft(A, B) -> (tensor r×in, tensor out×r)
+check_ex_2_3(answer)
+
+# %% [markdown]
+# **Exercise 2.4 — rsLoRA's scale.** With $\alpha = 16$ and $r = 64$, what scale multiplies
+# $AB$ under rsLoRA (`rslora=True`)? Answer: a `float`. *Hint:* compare with `LoRALinear(..., rslora=True).scaling`.
+
+# %%
+answer = None  # your answer here
+check_ex_2_4(answer)
