@@ -1,0 +1,352 @@
+"""Low-rank matrices: truncated SVD, Eckart–Young, parameter counts, subspace similarity.
+
+Notebook 01 derives everything here (why a weight update can be written ``dW = A @ B``, and
+what it costs in parameters); notebook 03 uses it to compare ranks and to measure how much two
+trained adapters share (the subspace similarity φ of the LoRA paper, §7).
+
+Notation (row-vector convention, as everywhere in lorakit): ``y = x @ W`` with
+``W ∈ R^{m×n}`` (m = in, n = out), ``dW = A @ B`` with ``A ∈ R^{m×r}`` and ``B ∈ R^{r×n}``.
+``torch.nn.Linear`` stores the transpose (``weight`` is out×in), so ``W = linear.weight.T``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+# ---------------------------------------------------------------- checks shared by every function
+
+
+def _check_matrix(W, name: str = "W") -> torch.Tensor:
+    """A 2-D floating tensor (float64 copy for exact linear algebra), or a clear error."""
+    if not isinstance(W, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(W).__name__}")
+    if W.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got a tensor of shape {tuple(W.shape)}")
+    if W.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(W.shape)}")
+    if W.is_complex():
+        raise TypeError(f"{name} must be a real matrix, got dtype {W.dtype}")
+    return W.detach().to(torch.float64)
+
+
+def _check_rank(r, m: int, n: int) -> int:
+    """``r`` must be an integer in 1..min(m, n): a rank-0 update is no update, and no
+    m×n matrix has a rank above min(m, n)."""
+    if isinstance(r, bool) or not isinstance(r, int):
+        raise TypeError(f"r must be an int, got {type(r).__name__} {r!r}")
+    k = min(m, n)
+    if not 1 <= r <= k:
+        raise ValueError(f"r must be between 1 and min(m, n) = {k} for a {m}×{n} matrix, got {r}")
+    return r
+
+
+def _check_singular_values(s) -> torch.Tensor:
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"singular values must be a torch.Tensor, got {type(s).__name__}")
+    if s.dim() != 1 or s.numel() == 0:
+        raise ValueError(f"singular values must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
+    s = s.detach().to(torch.float64)
+    if (s < 0).any() or (s[1:] > s[:-1] * (1 + 1e-12) + 1e-300).any():
+        raise ValueError("singular values must be non-negative and sorted in decreasing order")
+    return s
+
+
+# ---------------------------------------------------------------- SVD and the best rank-r matrix
+
+
+def singular_values(W: torch.Tensor) -> torch.Tensor:
+    """σ1 ≥ σ2 ≥ … ≥ σ_min(m,n) ≥ 0 of ``W`` (float64): the spectrum we plot and truncate."""
+    return torch.linalg.svdvals(_check_matrix(W))
+
+
+def truncate(W: torch.Tensor, r: int) -> torch.Tensor:
+    """The best rank-r approximation of ``W``: keep the top r singular triplets.
+
+    ``W_r = U[:, :r] diag(σ[:r]) V[:, :r]ᵀ``. By Eckart–Young no other rank-r matrix is closer
+    to ``W`` in Frobenius or spectral norm. Returned in ``W``'s dtype.
+    """
+    W64 = _check_matrix(W)
+    _check_rank(r, *W64.shape)
+    U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
+    W_r = (U[:, :r] * s[:r]) @ Vh[:r]
+    return W_r.to(W.dtype if W.is_floating_point() else torch.float64)
+
+
+def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A`` (m×r) and ``B`` (r×n) with ``A @ B = truncate(W, r)``: the rank-r matrix written
+    in LoRA's form, r(m+n) numbers instead of m·n. The singular values are split evenly
+    (``A = U√σ``, ``B = √σ Vᵀ``) so neither factor carries all the scale."""
+    W64 = _check_matrix(W)
+    _check_rank(r, *W64.shape)
+    U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
+    root = s[:r].sqrt()
+    dtype = W.dtype if W.is_floating_point() else torch.float64
+    return (U[:, :r] * root).to(dtype), (root[:, None] * Vh[:r]).to(dtype)
+
+
+def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:
+    """Eckart–Young: the error of the best rank-r approximation, read off the singular values.
+
+    ``norm="fro"``: ``sqrt(σ_{r+1}² + … + σ_k²)``; ``norm="spectral"``: ``σ_{r+1}`` (0 when
+    r = k). No SVD of the residual needed — that is the point of the theorem.
+    """
+    s = _check_singular_values(s)
+    _check_rank(r, s.numel(), s.numel())
+    if norm == "fro":
+        return float(s[r:].square().sum().sqrt())
+    if norm == "spectral":
+        return float(s[r]) if r < s.numel() else 0.0
+    raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
+
+
+def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:
+    """``‖W − W_r‖`` measured directly on the residual matrix (Frobenius or spectral).
+
+    Compare it with ``tail_error(singular_values(W), r)`` to check Eckart–Young numerically.
+    """
+    W64 = _check_matrix(W)
+    if norm not in ("fro", "spectral"):
+        raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
+    residual = W64 - truncate(W64, r)
+    if norm == "fro":
+        return float(torch.linalg.matrix_norm(residual, "fro"))
+    return float(torch.linalg.matrix_norm(residual, 2))
+
+
+def relative_errors(W: torch.Tensor) -> torch.Tensor:
+    """``‖W − W_r‖_F / ‖W‖_F`` for r = 1 … min(m, n) (entry r−1), from the singular values.
+
+    A curve that drops fast means a few directions carry most of the matrix.
+    """
+    s2 = singular_values(W).square()
+    tail = s2.flip(0).cumsum(0).flip(0)  # tail[i] = σ_i² + … + σ_k² (0-based)
+    total = s2.sum()
+    errs = torch.cat([tail[1:], tail.new_zeros(1)])
+    return (errs / total).clamp_min(0).sqrt() if total > 0 else torch.zeros_like(s2)
+
+
+def energy(W_or_s: torch.Tensor, r: int) -> float:
+    """Fraction of ``‖W‖_F²`` captured by the top r directions: ``Σ_{i≤r} σ_i² / Σ σ_i²``.
+
+    Accepts a matrix or its (sorted) singular values. 1 − energy = relative error².
+    """
+    is_matrix = isinstance(W_or_s, torch.Tensor) and W_or_s.dim() == 2
+    s = singular_values(W_or_s) if is_matrix else _check_singular_values(W_or_s)
+    _check_rank(r, s.numel(), s.numel())
+    s2 = s.square()
+    total = s2.sum()
+    if total == 0:
+        raise ValueError("energy is undefined for the zero matrix (all singular values are 0)")
+    return float(s2[:r].sum() / total)
+
+
+def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A Gaussian matrix with ``W``'s shape and Frobenius norm: the "no structure" baseline.
+
+    Its energy spreads over all directions (Marchenko–Pastur), so if ``W``'s top-r energy is
+    far above this matrix's, ``W`` really is (approximately) low-rank.
+    """
+    W64 = _check_matrix(W)
+    gen = torch.Generator().manual_seed(seed)
+    R = torch.randn(W64.shape, generator=gen, dtype=torch.float64)
+    return (R * (torch.linalg.matrix_norm(W64) / torch.linalg.matrix_norm(R))).to(
+        W.dtype if W.is_floating_point() else torch.float64
+    )
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+def full_params(m: int, n: int) -> int:
+    """Numbers in a dense m×n update: ``m·n``."""
+    for name, v in (("m", m), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return m * n
+
+
+def lora_params(m: int, n: int, r: int) -> int:
+    """Numbers in ``A`` (m×r) plus ``B`` (r×n): ``r(m + n)``, linear in the width, not quadratic."""
+    full_params(m, n)
+    _check_rank(r, m, n)
+    return r * (m + n)
+
+
+def lora_savings(
+    total_params: float,
+    shapes: list[tuple[int, int]],
+    r: int,
+    bytes_per_param: int = 2,
+) -> dict:
+    """Trainable parameters and checkpoint sizes: full fine-tuning vs LoRA on ``shapes``.
+
+    ``total_params`` is the model's size (what full fine-tuning trains and saves);
+    ``shapes`` lists the (m, n) of every adapted matrix; checkpoints are counted at
+    ``bytes_per_param`` (2 for fp16/bf16). Returns counts, the ratio and sizes in bytes.
+    """
+    if total_params <= 0:
+        raise ValueError(f"total_params must be > 0, got {total_params}")
+    if not shapes:
+        raise ValueError("shapes must list at least one (m, n) matrix to adapt, got none")
+    if bytes_per_param <= 0:
+        raise ValueError(f"bytes_per_param must be > 0, got {bytes_per_param}")
+    trainable = sum(lora_params(m, n, r) for m, n in shapes)
+    return dict(
+        full_trainable=total_params,
+        lora_trainable=trainable,
+        ratio=total_params / trainable,
+        full_checkpoint_bytes=total_params * bytes_per_param,
+        lora_checkpoint_bytes=trainable * bytes_per_param,
+    )
+
+
+def gpt3_lora_savings(r: int = 4) -> dict:
+    """The LoRA paper's GPT-3 175B arithmetic: rank r on Wq and Wv in all 96 layers (d=12288).
+
+    With r=4: 96·2·4·(12288+12288) = 18.9 M trainable parameters, ≈ 9,300× fewer than 175 B
+    (the paper rounds to "10,000×"), and an fp16 checkpoint of 37.7 MB (36 MiB) instead of
+    350 GB (the paper's "35 MB").
+    """
+    d, layers = 12288, 96
+    return lora_savings(175e9, [(d, d)] * (2 * layers), r, bytes_per_param=2)
+
+
+# Llama-7B: d=4096, 32 layers, MLP width 11008 (gate, up, down), vocab 32000, untied head.
+LLAMA_7B = dict(d_model=4096, n_layer=32, d_ff=11008, vocab_size=32000)
+
+
+def llama_shapes(d_model: int, n_layer: int, d_ff: int, targets=("q_proj", "v_proj")) -> list[tuple[int, int]]:
+    """(in, out) of the named projections in every layer of a Llama-style model (no GQA)."""
+    one = {
+        "q_proj": (d_model, d_model), "k_proj": (d_model, d_model),
+        "v_proj": (d_model, d_model), "o_proj": (d_model, d_model),
+        "gate_proj": (d_model, d_ff), "up_proj": (d_model, d_ff), "down_proj": (d_ff, d_model),
+    }
+    unknown = [t for t in targets if t not in one]
+    if unknown or not targets:
+        raise ValueError(f"targets must be a non-empty subset of {sorted(one)}, got {list(targets)}")
+    return [one[t] for _ in range(n_layer) for t in targets]
+
+
+def llama_total_params(d_model: int, n_layer: int, d_ff: int, vocab_size: int) -> int:
+    """All parameters of a Llama-style model: embeddings, attention, gated MLP, RMSNorms, head.
+
+    For ``LLAMA_7B`` this gives 6,738,415,616 — the "7B" (6.7 B) of the model card.
+    """
+    for name, v in (("d_model", d_model), ("n_layer", n_layer), ("d_ff", d_ff), ("vocab_size", vocab_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    per_layer = 4 * d_model * d_model + 3 * d_model * d_ff + 2 * d_model
+    return 2 * vocab_size * d_model + n_layer * per_layer + d_model
+
+
+# ---------------------------------------------------------------- measuring a fine-tuning update
+
+
+def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{name: dW}`` for every ``nn.Linear`` of ``base_model``, with ``dW = W_ft − W0`` (in×out).
+
+    Both models must have the same Linear layers (names and shapes): a full fine-tuning of
+    the base does. Bias terms are not part of ``dW``. Tensors are float32 copies on the CPU.
+    """
+    for name, model in (("base_model", base_model), ("finetuned_model", finetuned_model)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    base = {k: m for k, m in base_model.named_modules() if isinstance(m, nn.Linear)}
+    if not base:
+        raise ValueError("base_model has no nn.Linear layers, so there is no dW to measure")
+    tuned = dict(finetuned_model.named_modules())
+    missing = [k for k in base if k not in tuned]
+    not_linear = [k for k in base if k in tuned and not isinstance(tuned[k], nn.Linear)]
+    wrong = [k for k in base if k in tuned and isinstance(tuned[k], nn.Linear)
+             and tuned[k].weight.shape != base[k].weight.shape]
+    if missing or not_linear or wrong:
+        raise ValueError(
+            f"finetuned_model does not match base_model: missing {missing[:5]}, "
+            f"not nn.Linear {not_linear[:5]} (merge a LoRA model first, or use A @ B), "
+            f"wrong shapes {wrong[:5]}"
+        )
+    return {
+        k: (tuned[k].weight.detach().float().cpu() - base[k].weight.detach().float().cpu()).T.contiguous()
+        for k in base
+    }
+
+
+# ---------------------------------------------------------------- subspace similarity (LoRA §7)
+
+
+def _input_directions(A: torch.Tensor, name: str) -> torch.Tensor:
+    """Left-singular vectors of our in×r ``A``: the input-space directions the adapter reads."""
+    A64 = _check_matrix(A, name)
+    U, _, _ = torch.linalg.svd(A64, full_matrices=False)
+    return U
+
+
+def _check_index(v, name: str, top: int, matrix: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    if not 1 <= v <= top:
+        raise ValueError(f"{name} must be between 1 and {top} (the rank of {matrix}), got {v}")
+    return v
+
+
+def _check_pair(A1: torch.Tensor, A2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    U1, U2 = _input_directions(A1, "A1"), _input_directions(A2, "A2")
+    if U1.shape[0] != U2.shape[0]:
+        raise ValueError(
+            f"A1 and A2 must have the same input size (rows), got {tuple(A1.shape)} and {tuple(A2.shape)}"
+        )
+    return U1, U2
+
+
+def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> float:
+    """φ(A1, A2, i, j) = ‖U1[:, :i]ᵀ U2[:, :j]‖²_F / min(i, j), in [0, 1].
+
+    U1, U2 are the left-singular vectors of the in×r matrices A1, A2. φ = 1 when the top-i
+    directions of one adapter contain (or are contained in) the top-j of the other; two random
+    subspaces of a d-dim space give about max(i, j)/d.
+    """
+    U1, U2 = _check_pair(A1, A2)
+    _check_index(i, "i", U1.shape[1], "A1")
+    _check_index(j, "j", U2.shape[1], "A2")
+    overlap = U1[:, :i].T @ U2[:, :j]
+    return float(overlap.square().sum() / min(i, j))
+
+
+def subspace_similarity_grid(
+    A1: torch.Tensor, A2: torch.Tensor, max_i: int | None = None, max_j: int | None = None
+) -> torch.Tensor:
+    """The φ heat map: entry ``[i-1, j-1] = subspace_similarity(A1, A2, i, j)``.
+
+    One SVD per matrix and cumulative sums of the squared overlaps, so a 64×64 grid is cheap.
+    """
+    U1, U2 = _check_pair(A1, A2)
+    max_i = _check_index(U1.shape[1] if max_i is None else max_i, "max_i", U1.shape[1], "A1")
+    max_j = _check_index(U2.shape[1] if max_j is None else max_j, "max_j", U2.shape[1], "A2")
+    sq = (U1[:, :max_i].T @ U2[:, :max_j]).square()
+    cum = sq.cumsum(0).cumsum(1)
+    i = torch.arange(1, max_i + 1, dtype=torch.float64)[:, None]
+    j = torch.arange(1, max_j + 1, dtype=torch.float64)[None, :]
+    return cum / torch.minimum(i, j)
+
+
+def random_subspace_similarity(d: int, i: int, j: int) -> float:
+    """Expected φ of two independent random subspaces of R^d (dims i and j): ``max(i, j)/d``.
+
+    E‖U1ᵀU2‖²_F = i·j/d, divided by min(i, j). The baseline a trained pair must beat.
+    """
+    for name, v in (("d", d), ("i", i), ("j", j)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if max(i, j) > d:
+        raise ValueError(f"i and j must be at most d = {d}, got i={i}, j={j}")
+    return max(i, j) / d
+
+
+__all__ = [
+    "singular_values", "truncate", "low_rank_factors", "tail_error", "truncation_error",
+    "relative_errors", "energy", "random_like", "full_params", "lora_params", "lora_savings",
+    "gpt3_lora_savings", "LLAMA_7B", "llama_shapes", "llama_total_params", "delta_weights", "subspace_similarity",
+    "subspace_similarity_grid", "random_subspace_similarity",
+]

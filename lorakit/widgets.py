@@ -1,0 +1,308 @@
+"""Sliders for rank r and scale α (notebook 03): thin ipywidgets shells over pure functions.
+
+Every slider here is two layers, so that what a learner sees is also what the tests check:
+
+- a **pure function** that computes the numbers (``rank_reconstruction``, ``short_lora_run``),
+  and pure functions that turn them into a figure and a one-line readout
+  (``rank_figure``/``rank_readout``, ``alpha_figure``/``alpha_readout``);
+- a **shell** (``rank_slider``, ``alpha_slider``) that only wires an ipywidgets control to
+  those functions: a slider, an HTML readout and an ``Output`` holding the figure.
+
+Training runs are slow on a laptop, so ``alpha_slider`` caches one run per α value and its
+slider uses ``continuous_update=False`` (it recomputes when the handle is released).
+Notebooks 04/05 build their own sliders in ``quant``/``memory``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+
+from . import lowrank
+
+# ---------------------------------------------------------------- rank r: pure functions
+
+
+def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
+    """The best rank-r approximation of ``W`` and what it costs and loses.
+
+    Returns ``W_r`` (float32), ``rel_error`` = ‖W − W_r‖_F/‖W‖_F, ``energy`` (fraction of
+    ‖W‖_F² kept), ``params_full`` = m·n and ``params_lowrank`` = r(m+n).
+    """
+    W_r = lowrank.truncate(W, r)  # validates W and r
+    m, n = W.shape
+    s = lowrank.singular_values(W)
+    norm = float(s.square().sum().sqrt())
+    rel = lowrank.tail_error(s, r) / norm if norm > 0 else 0.0
+    return dict(
+        r=r, W_r=W_r.float(), rel_error=rel, energy=1.0 - rel**2,
+        params_full=m * n, params_lowrank=r * (m + n),
+    )
+
+
+def rank_readout(W: torch.Tensor, r: int) -> str:
+    """The slider's one-line readout; it always contains the relative error as a number."""
+    rec = rank_reconstruction(W, r)
+    return (
+        f"rank r = {r}: relative error ‖W − W_r‖_F/‖W‖_F = {rec['rel_error']:.4f}, "
+        f"energy kept = {100 * rec['energy']:.1f} %, "
+        f"numbers stored r(m+n) = {rec['params_lowrank']:,} of m·n = {rec['params_full']:,}"
+    )
+
+
+def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
+    """Three panels: ``W``, its best rank-r approximation (same colour scale), and the relative
+    error against r with the chosen r marked. Returns the figure (the caller shows it)."""
+    rec = rank_reconstruction(W, r)
+    errors = lowrank.relative_errors(W)
+    Wf = W.detach().float().cpu()
+    if Wf.dim() == 2 and Wf.shape[0] > Wf.shape[1] * 3:
+        Wf, W_r = Wf.T, rec["W_r"].T  # draw tall matrices lying down
+    else:
+        W_r = rec["W_r"]
+    lim = float(Wf.abs().max()) or 1.0
+    grey = Wf.min() >= 0  # an image (non-negative): grey scale; a weight: diverging colours
+    cmap, vmin = ("gray", 0.0) if grey else ("RdBu_r", -lim)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw=dict(width_ratios=[1, 1, 1.1]))
+    for ax, M, title in ((axes[0], Wf, f"{name} ({W.shape[0]}×{W.shape[1]})"),
+                         (axes[1], W_r, f"best rank-{r} approximation")):
+        ax.imshow(M.numpy(), cmap=cmap, vmin=vmin, vmax=lim, aspect="auto", interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+    ranks = torch.arange(1, len(errors) + 1)
+    axes[2].plot(ranks.numpy(), errors.numpy(), color="C0")
+    axes[2].plot([r], [rec["rel_error"]], "o", color="C3", label=f"r = {r}: {rec['rel_error']:.3f}")
+    axes[2].set_xscale("log")
+    axes[2].set_ylim(0, 1.02)
+    axes[2].set_xlabel("rank r (log scale)")
+    axes[2].set_ylabel("relative error ‖W − W_r‖_F / ‖W‖_F")
+    axes[2].legend(loc="upper right")
+    axes[2].set_title("error = tail of the singular values")
+    fig.suptitle(f"rank {r} keeps {100 * rec['energy']:.1f} % of {name}'s energy "
+                 f"with {rec['params_lowrank'] / rec['params_full']:.1%} of its numbers")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- α: pure functions
+
+
+def update_scale(alpha: float, r: int, rslora: bool = False) -> float:
+    """The factor in front of ``A @ B``: α/r (LoRA paper), or α/√r (rsLoRA)."""
+    from .lora import lora_scaling
+
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ValueError(f"r must be a positive integer, got {r!r}")
+    return lora_scaling(r, alpha, rslora)
+
+
+def short_lora_run(
+    base: nn.Module,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    *,
+    r: int,
+    alpha: float,
+    steps: int,
+    rslora: bool = False,
+    targets: Sequence[str] = ("q_proj", "v_proj"),
+    lr: float = 2e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+    eval_batches: int = 10,
+) -> dict:
+    """Train a LoRA adapter on a copy of ``base`` for ``steps`` steps; return what it measured.
+
+    ``base`` is never modified (a deep copy is adapted). The result holds ``val_bpb`` (bits per
+    byte on ``val_data``), the per-step ``train_bpb``, ``scale`` (α/r or α/√r), ``dW_norm``
+    (mean ‖scale·A B‖_F over the adapted layers), ``A`` ({layer name: A, in×r}) and ``seconds``.
+    Deterministic for a given ``seed`` (it seeds A's init and the batches).
+    """
+    from .lora import inject_lora, lora_layers
+    from .train import evaluate, set_seed, train
+
+    if not isinstance(base, nn.Module):
+        raise TypeError(f"base must be an nn.Module, got {type(base).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    model = copy.deepcopy(base).cpu()
+    set_seed(seed)
+    inject_lora(model, list(targets), r, alpha, rslora=rslora)
+    hist = train(model, train_data, None, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                 progress=False)
+    layers = lora_layers(model)
+    with torch.no_grad():
+        norms = [float(torch.linalg.matrix_norm(layer.delta())) for layer in layers.values()]
+    return dict(
+        r=r, alpha=alpha, rslora=rslora, steps=steps, seed=seed,
+        scale=next(iter(layers.values())).scaling,
+        val_bpb=evaluate(model, val_data, batch_size, eval_batches),
+        train_bpb=list(hist.train_bpb),
+        dW_norm=sum(norms) / len(norms),
+        A={name: layer.A.detach().clone() for name, layer in layers.items()},
+        seconds=hist.seconds,
+    )
+
+
+def _check_runs(runs: dict, alpha) -> dict:
+    if not runs:
+        raise ValueError("runs is empty: run at least one α first")
+    if alpha not in runs:
+        raise ValueError(f"alpha must be one of the α values that were run, {sorted(runs)}, got {alpha!r}")
+    return runs[alpha]
+
+
+def alpha_readout(runs: dict, alpha: float) -> str:
+    """One line for the α slider: the scale, the update's size and the loss it reached."""
+    run = _check_runs(runs, alpha)
+    kind = "α/√r" if run["rslora"] else "α/r"
+    return (
+        f"α = {alpha:g}, r = {run['r']}: scale {kind} = {run['scale']:.4g}, "
+        f"‖ΔW‖_F = {run['dW_norm']:.4g}, val loss = {run['val_bpb']:.4f} bits/byte "
+        f"after {run['steps']} steps"
+    )
+
+
+def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:
+    """Two panels: the training curve at the chosen α (others faint), and the final validation
+    loss and ‖ΔW‖ against α (log scale), the chosen α marked."""
+    run = _check_runs(runs, alpha)
+    alphas = sorted(runs)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for a in alphas:
+        chosen = a == alpha
+        left.plot(runs[a]["train_bpb"], color="C3" if chosen else "0.8", lw=2 if chosen else 1,
+                  label=f"α = {a:g}" if chosen else None, zorder=3 if chosen else 1)
+    if base_bpb is not None:
+        left.axhline(base_bpb, color="k", ls="--", lw=1, label=f"frozen base {base_bpb:.3f}")
+    left.set_xlabel("step")
+    left.set_ylabel("train loss (bits/byte)")
+    left.set_title("training curve (grey: the other α values)")
+    left.legend(loc="upper right")
+    vals = [runs[a]["val_bpb"] for a in alphas]
+    right.plot(alphas, vals, "o-", color="C0", label="val loss")
+    right.plot([alpha], [run["val_bpb"]], "o", ms=12, mfc="none", mec="C3", mew=2)
+    right.set_xscale("log", base=2)
+    right.set_xticks(alphas, [f"{a:g}" for a in alphas])
+    right.set_xlabel("α (log scale)")
+    right.set_ylabel("val loss after training (bits/byte)", color="C0")
+    twin = right.twinx()
+    twin.plot(alphas, [runs[a]["dW_norm"] for a in alphas], "s:", color="C2")
+    twin.set_yscale("log")
+    twin.set_ylabel("mean ‖ΔW‖_F (log scale)", color="C2")
+    right.set_title("α scales the update like a learning rate")
+    fig.suptitle(f"α = {alpha:g} (scale {run['scale']:.3g}): val loss {run['val_bpb']:.3f} bits/byte")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- the ipywidgets shells
+
+
+def _show(out, make_figure: Callable[[], plt.Figure]) -> None:
+    """Draw a fresh figure into an Output widget (and close it, so it is not drawn twice)."""
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        fig = make_figure()
+        display(fig)
+        plt.close(fig)
+
+
+def rank_slider(matrices, r: int = 8):
+    """An ``IntSlider`` "rank r" (+ a "matrix" dropdown when given several) over
+    ``rank_figure``/``rank_readout``.
+
+    ``matrices``: one 2-D tensor or ``{name: tensor}``. The readout is an ``HTML`` widget with
+    CSS class ``lorakit-rank-readout``; the figure lives in an ``Output`` widget with class
+    ``lorakit-rank-figure``. Returns the ``VBox``; its ``.slider``, ``.readout``, ``.out``
+    (and ``.dropdown``) attributes give tests and notebooks direct access.
+    """
+    import ipywidgets as widgets
+
+    if isinstance(matrices, torch.Tensor):
+        matrices = {"W": matrices}
+    if not isinstance(matrices, dict) or not matrices:
+        raise TypeError("matrices must be a 2-D tensor or a non-empty {name: tensor} dict")
+    for name, W in matrices.items():
+        lowrank.singular_values(W)  # validates: a non-empty 2-D tensor
+    first = next(iter(matrices))
+    top = min(matrices[first].shape)
+    slider = widgets.IntSlider(value=max(1, min(r, top)), min=1, max=top, step=1, description="rank r",
+                               continuous_update=False, style={"description_width": "initial"},
+                               layout=widgets.Layout(width="500px"))
+    dropdown = widgets.Dropdown(options=list(matrices), value=first, description="matrix")
+    readout = widgets.HTML()
+    readout.add_class("lorakit-rank-readout")
+    out = widgets.Output()
+    out.add_class("lorakit-rank-figure")
+
+    busy = []  # set while redrawing: clamping slider.max must not trigger a second redraw
+
+    def update(_change=None):
+        if busy:
+            return
+        busy.append(True)
+        try:
+            name = dropdown.value
+            W = matrices[name]
+            slider.max = min(W.shape)  # may clamp slider.value (a new matrix can be smaller)
+            readout.value = f"<b>{rank_readout(W, slider.value)}</b>"
+            _show(out, lambda: rank_figure(W, slider.value, name))
+        finally:
+            busy.clear()
+
+    slider.observe(update, names="value")
+    dropdown.observe(update, names="value")
+    controls = [dropdown, slider] if len(matrices) > 1 else [slider]
+    box = widgets.VBox([widgets.HBox(controls), readout, out])
+    box.slider, box.readout, box.out, box.dropdown = slider, readout, out, dropdown
+    update()
+    return box
+
+
+def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,
+                 base_bpb: float | None = None, cache: dict | None = None):
+    """A ``SelectionSlider`` "alpha α" over a cached ``run(alpha) -> result`` (a ``short_lora_run``).
+
+    Each α is trained once and kept in ``cache`` (pass the dict you filled beforehand to make
+    every position instant). ``continuous_update=False``: nothing trains while dragging.
+    Readout class ``lorakit-alpha-readout``, figure ``Output`` class ``lorakit-alpha-figure``.
+    """
+    import ipywidgets as widgets
+
+    alphas = list(alphas)
+    if not alphas or any(not (isinstance(a, (int, float)) and a > 0) for a in alphas):
+        raise ValueError(f"alphas must be a non-empty list of numbers > 0, got {alphas}")
+    cache = {} if cache is None else cache
+    value = alphas[len(alphas) // 2] if alpha is None else alpha
+    if value not in alphas:
+        raise ValueError(f"alpha must be one of alphas {alphas}, got {value!r}")
+    slider = widgets.SelectionSlider(options=alphas, value=value, description="alpha α",
+                                     continuous_update=False, layout=widgets.Layout(width="500px"))
+    readout = widgets.HTML()
+    readout.add_class("lorakit-alpha-readout")
+    out = widgets.Output()
+    out.add_class("lorakit-alpha-figure")
+
+    def update(_change=None):
+        a = slider.value
+        if a not in cache:
+            readout.value = f"training with α = {a:g} …"
+            cache[a] = run(a)
+        readout.value = f"<b>{alpha_readout(cache, a)}</b>"
+        _show(out, lambda: alpha_figure(cache, a, base_bpb))
+
+    slider.observe(update, names="value")
+    box = widgets.VBox([slider, readout, out])
+    box.slider, box.readout, box.out, box.cache = slider, readout, out, cache
+    update()
+    return box

@@ -1,0 +1,396 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 — Rank and α: seeing what the two knobs do
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/03_rank_and_alpha.ipynb)
+#
+# After this notebook you can choose LoRA's rank $r$ and scale $\alpha$ knowing what each one
+# changes, and read a subspace-similarity map of two trained adapters.
+#
+# **You will**
+# - see how fast the error of a rank-$r$ approximation falls for a random matrix, a trained
+#   weight and a measured fine-tuning update, and move a live **rank r** slider;
+# - see that $\alpha$ scales the update like a learning rate (live **α** slider), then sweep the
+#   rank of real LoRA training with the $\alpha/r$ and the rsLoRA $\alpha/\sqrt r$ scale;
+# - measure how much two adapters share with the subspace similarity $\varphi$ (LoRA paper §7).
+#
+# **Runtime** (measured so far)
+#
+# | device | test mode (`LORAKIT_FAST=1`) | learner size |
+# |---|---|---|
+# | 2-core CPU (measured on a lightly loaded shared machine) | ~10 s | ~2.7 min |
+
+# %%
+# Colab only: install lorakit (does nothing anywhere else).
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lorakit @ git+https://github.com/lorakit/lorakit"], check=True)
+
+# %%
+import copy
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib import cbook
+
+from lorakit import lowrank
+from lorakit.data import load_splits
+from lorakit.exercises.nb03 import check_ex_3_1, check_ex_3_2, check_ex_3_3, exercise_adapters
+from lorakit.lora import lora_scaling
+from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
+from lorakit.widgets import (
+    alpha_figure, alpha_readout, alpha_slider, rank_figure, rank_readout, rank_slider,
+    short_lora_run, update_scale,
+)
+
+FAST = fast_mode()
+FT_STEPS = 30 if FAST else 100        # full fine-tuning, for a measured ΔW (notebook 01 does 300)
+STEPS = 30 if FAST else 80            # every LoRA run below: same steps, batch, lr
+BATCH = 16
+EVAL_BATCHES = 5 if FAST else 10      # validation batches per run
+LR = 1e-2                             # LoRA learning rate (as in notebook 02)
+ALPHA = 16                            # α of the rank sweep
+RANKS = [1, 8, 32] if FAST else [1, 4, 8, 16, 64]
+R_BIG = RANKS[-1]                     # the large adapter of section 5 (64 at learner size)
+ALPHAS = [0.25, 16, 256] if FAST else [0.25, 1, 4, 16, 64, 256]   # the α slider's positions, at r = 8
+TARGETS = ["q_proj", "v_proj"]        # the LoRA paper's choice; keeps the sweep short
+
+base, info = base_model()
+docs_train, docs_val = load_splits("docs")
+base_val = evaluate(base, docs_val, BATCH, EVAL_BATCHES)
+d = info["config"]["d_model"]
+print(f"base GPT: {info['config']['n_layer']} layers, d = {d}; val loss on docs {base_val:.3f} bits/byte")
+
+# %% [markdown]
+# ## 1. Rank against reconstruction error, for three kinds of matrix
+#
+# Eckart–Young (notebook 01) says the best rank-$r$ approximation of $W \in \mathbb{R}^{m \times n}$
+# keeps its top $r$ singular directions, with relative error
+#
+# $$\frac{\|W - W_r\|_F}{\|W\|_F} = \sqrt{\frac{\sum_{i > r}\sigma_i^2}{\sum_i \sigma_i^2}}.$$
+#
+# How fast that falls depends on the matrix. Three $d \times d$ candidates: a **random** matrix,
+# a **trained weight** $W_0$ (the base's first `q_proj`), and a **measured update** $\Delta W$ of
+# the same layer after a short full fine-tuning on the docs.
+
+# %%
+ft = copy.deepcopy(base)
+set_seed(0)
+train(ft, docs_train, steps=FT_STEPS, batch_size=BATCH, lr=1e-3, seed=0, desc="full fine-tuning")
+layer = "blocks.0.attn.q_proj"
+dW = lowrank.delta_weights(base, ft)[layer]
+W0 = base.get_submodule(layer).weight.detach().T
+random_W = lowrank.random_like(W0, seed=0)
+matrices = {"ΔW (fine-tuning update)": dW, "W0 (trained weight)": W0, "random matrix": random_W}
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for name, M in matrices.items():
+    errs = lowrank.relative_errors(M)
+    ax.plot(range(1, len(errs) + 1), errs.numpy(), label=name)
+ax.set_xlabel("rank r")
+ax.set_ylabel("relative error ‖W − W_r‖_F / ‖W‖_F")
+ax.set_ylim(0, 1.02)
+ax.set_title("Trained matrices compress better than noise")
+ax.legend()
+plt.show()
+
+err8 = {name: lowrank.relative_errors(M)[7].item() for name, M in matrices.items()}
+for name, e in err8.items():
+    print(f"rank 8 of {d}: relative error {e:.3f} for {name}")
+assert err8["ΔW (fine-tuning update)"] < err8["random matrix"] - 0.1, "ΔW compresses clearly better than noise"
+assert err8["W0 (trained weight)"] < err8["random matrix"] - 0.1, "so does the trained weight: both have structure"
+assert err8["ΔW (fine-tuning update)"] > 0.1, "but ΔW is not rank 8: a visible part lies outside its top 8"
+
+# %% [markdown]
+# Both trained matrices sit well below the random one: training puts structure into them.
+# How far below depends on the model and the run — in test mode (tiny model, short run) $\Delta W$
+# is almost rank 8; at learner size it keeps only about half its energy in the top 8 of 128
+# directions, no better than $W_0$ itself (notebook 01 measures every layer). LoRA does not
+# compress $W_0$ at all — it keeps it frozen and only bets that a rank-$r$ **change** suffices,
+# which section 4 tests with real training.
+#
+# ## 2. A live rank slider
+#
+# The picture the slider draws comes from a pure function, `rank_figure(W, r)`, with its readout
+# from `rank_readout(W, r)` (both unit-tested). First the static figure at $r = 8$:
+
+# %%
+fig = rank_figure(dW, 8, "ΔW")
+plt.show()
+print(rank_readout(dW, 8))
+rec_text = rank_readout(dW, 8)
+assert f"{lowrank.relative_errors(dW)[7].item():.4f}" in rec_text, "the readout shows the error it computed"
+
+# %% [markdown]
+# Now move it. Pick a matrix, drag **rank r**; the error readout and the picture update when you
+# let go (the slider does not recompute while you drag). A photo is in the list for intuition:
+# its error falls fast too, because neighbouring pixels agree.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+photo = torch.tensor(plt.imread(cbook.get_sample_data("grace_hopper.jpg"))).float().mean(-1)[::2, ::2] / 255
+rank_box = rank_slider({**matrices, "a photo": photo}, r=8)
+rank_box
+
+# %% [markdown]
+# ## 3. What α does
+#
+# LoRA's forward pass is $y = xW_0 + x A B \cdot s$ with $s = \alpha / r$. At initialisation
+# $B = 0$, so training starts from the base model for any $\alpha$. Why then does $\alpha$
+# matter? With Adam, each step moves every entry of $B$ by about the learning rate, whatever
+# the gradient's size. So after $t$ steps $B$ has entries of order $t \cdot \text{lr}$ and the
+# update $\Delta W = s\,AB$ has a size proportional to $s$: **α acts like a learning rate for the
+# LoRA path.** Too small and it learns less in the steps you have; too large and training
+# overshoots. That is why the paper sets $\alpha$ once and keeps it when trying other ranks.
+#
+# Each α below is a real LoRA run on the docs ($r = 8$ on `q_proj`, `v_proj`, same steps and
+# seed). `short_lora_run` (in `lorakit.widgets`) returns the validation loss, the training curve
+# and the mean $\|\Delta W\|_F$. Runs are cached by their settings, so the slider and the rank
+# sweep reuse them.
+
+# %%
+runs = {}
+
+
+def run(r, alpha, rslora=False, seed=0):
+    """One cached LoRA training run on the docs (same steps, batch and lr for all)."""
+    key = (r, alpha, rslora, seed)
+    if key not in runs:
+        runs[key] = short_lora_run(base, docs_train, docs_val, r=r, alpha=alpha, steps=STEPS,
+                                   rslora=rslora, targets=TARGETS, lr=LR, batch_size=BATCH, seed=seed,
+                                   eval_batches=EVAL_BATCHES)
+    return runs[key]
+
+
+alpha_runs = {a: run(8, a) for a in ALPHAS}
+for a, res in alpha_runs.items():
+    print(f"α = {a:>3}: scale α/r = {res['scale']:6.3g}, mean ‖ΔW‖_F = {res['dW_norm']:.3f}, "
+          f"val loss {res['val_bpb']:.3f} bits/byte ({res['seconds']:.1f} s)")
+
+norms = [alpha_runs[a]["dW_norm"] for a in ALPHAS]
+assert all(b > a for a, b in zip(norms, norms[1:])), "a larger α gives a larger update ΔW"
+assert alpha_runs[ALPHAS[0]]["scale"] == update_scale(ALPHAS[0], 8) == lora_scaling(8, ALPHAS[0])
+best = min(alpha_runs, key=lambda a: alpha_runs[a]["val_bpb"])
+assert ALPHAS[0] < best < ALPHAS[-1], "both extremes lose: too small an α learns less, too large overshoots"
+assert alpha_runs[best]["val_bpb"] < base_val - 0.05, "a well-chosen α adapts the model to the docs"
+print(f"best α here: {best} (val loss {alpha_runs[best]['val_bpb']:.3f} vs base {base_val:.3f} bits/byte); "
+      f"α = {ALPHAS[0]}: {alpha_runs[ALPHAS[0]]['val_bpb']:.3f}, α = {ALPHAS[-1]}: {alpha_runs[ALPHAS[-1]]['val_bpb']:.3f}")
+
+# %% [markdown]
+# The static figure at $\alpha = 16$, then the slider over the same cached runs (every position
+# is instant; a new α would train once and be cached):
+
+# %%
+fig = alpha_figure(alpha_runs, 16, base_bpb=base_val)
+plt.show()
+print(alpha_readout(alpha_runs, 16))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+alpha_box = alpha_slider(lambda a: run(8, a), ALPHAS, alpha=16, base_bpb=base_val, cache=alpha_runs)
+alpha_box
+
+# %% [markdown]
+# ## 4. A rank sweep of real training: $\alpha/r$ against rsLoRA
+#
+# Train LoRA at every rank in `RANKS` ($r = 1, 4, 8, 16, 64$ at learner size) with the same steps, learning rate and $\alpha = 16$.
+# With the paper's scale $s = \alpha/r$, a larger rank **shrinks** $s$ — by the argument of
+# section 3 it then learns more slowly, which can hide any gain from the extra directions.
+# rsLoRA (Kalajdzievski, 2023) uses $s = \alpha/\sqrt r$ instead, which keeps the update's size
+# stable as $r$ grows. (At $r = 1$ the two scales are equal.)
+
+# %%
+sweep = {}
+for rslora in (False, True):
+    for r in RANKS:
+        sweep[(r, rslora)] = run(r, ALPHA, rslora=rslora and r > 1)
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for rslora, label in ((False, "scale α/r"), (True, "scale α/√r (rsLoRA)")):
+    ax.plot(RANKS, [sweep[(r, rslora)]["val_bpb"] for r in RANKS], "o-", label=label)
+ax.axhline(base_val, color="k", ls="--", lw=1, label="frozen base")
+ax.set_xscale("log", base=2)
+ax.set_xticks(RANKS, [str(r) for r in RANKS])
+ax.set_xlabel("rank r (log scale)")
+ax.set_ylabel("val loss on docs (bits/byte)")
+ax.set_title(f"r = 1 already gets over half the gain ({STEPS} steps each)")
+ax.legend()
+plt.show()
+for r in RANKS:
+    a, b = sweep[(r, False)], sweep[(r, True)]
+    print(f"r = {r:>2}: α/r  val {a['val_bpb']:.3f} (‖ΔW‖ {a['dW_norm']:.3f}) | "
+          f"α/√r val {b['val_bpb']:.3f} (‖ΔW‖ {b['dW_norm']:.3f}) bits/byte")
+
+best_val = min(res["val_bpb"] for res in sweep.values())
+gain_r1 = base_val - sweep[(1, False)]["val_bpb"]
+assert all(res["val_bpb"] < base_val for res in sweep.values()), "every rank improves on the frozen base"
+assert gain_r1 > 0.5 * (base_val - best_val), "r = 1 already gets over half the best gain (LoRA Table 6)"
+size_ratio = sweep[(R_BIG, True)]["dW_norm"] / sweep[(R_BIG, False)]["dW_norm"]
+assert size_ratio > 1.5, "at large r, rsLoRA's update is much larger than α/r's (its scale is √r times larger)"
+shrink = sweep[(1, False)]["dW_norm"] / sweep[(R_BIG, False)]["dW_norm"]
+drift = sweep[(R_BIG, True)]["dW_norm"] / sweep[(1, True)]["dW_norm"]
+assert shrink > 1.5, "with α/r, the update shrinks as r grows"
+assert 1 / 1.5 < drift < 1.5, "with α/√r (rsLoRA), the update keeps its size across ranks"
+assert sweep[(R_BIG, False)]["val_bpb"] < sweep[(1, False)]["val_bpb"], "with α/r, the largest rank beats r = 1 here"
+print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain; from r = 1 to r = {R_BIG} "
+      f"‖ΔW‖ shrinks {shrink:.1f}× with α/r and changes {drift:.2f}× with rsLoRA")
+
+# %% [markdown]
+# **Reading the sweep.** Every rank improves on the frozen base, and $r = 1$ already gets over
+# half of the best gain — the LoRA paper found the same for GPT-3 (its Table 6). Beyond that,
+# this measurement does **not** show the textbook rsLoRA story, and it is worth seeing why.
+# With $\alpha/r$ the scale falls from 16 at $r = 1$ to 0.25 at $r = 64$, and $\|\Delta W\|$ shrinks
+# with it. Here that *helps*: $\alpha = 16$ with a learning rate of $10^{-2}$ is already at the
+# top of the useful range (section 3: a scale of 8 overshoots), so a shrinking scale moves the
+# larger ranks towards the sweet spot, and $\alpha/r$ improves with $r$ (at learner size). rsLoRA
+# does exactly what it promises — $\|\Delta W\|$ stays about the same at every rank — so it keeps
+# the high effective learning rate and gains little from rank in these few steps. The lesson is
+# the **coupling**: with $\alpha/r$, changing $r$ silently changes the effective learning rate;
+# rsLoRA removes that coupling, so a learning rate tuned at one rank stays tuned at another.
+# What we assert is only the robust part: every rank helps, $r = 1$ gets over half the best
+# gain, and the update's size shrinks with $r$ under $\alpha/r$ but not under rsLoRA. Try
+# `LR = 2e-3` and rerun the sweep to see how the two curves move.
+
+# %% [markdown]
+# ## 5. What do two adapters share? Subspace similarity (LoRA paper §7)
+#
+# An adapter reads its input through $A \in \mathbb{R}^{d \times r}$: only the input's components
+# along the column space of $A$ reach $B$. Let $U$ hold the left-singular vectors of $A$ (its
+# input directions, most important first). For two adapters define
+#
+# $$\varphi(A_1, A_2, i, j) = \frac{\|U_1[:, :i]^\top U_2[:, :j]\|_F^2}{\min(i, j)} \in [0, 1]:$$
+#
+# 1 when the top-$i$ directions of one lie inside the top-$j$ of the other, and about
+# $\max(i, j)/d$ for two random subspaces. We compare an $r = 8$ adapter with an $r = $ `R_BIG`
+# one, and two `R_BIG` adapters trained from different seeds. (The $r = 8$ and the large run use
+# different seeds on purpose: with the same seed, the first layer's initial $A_8$ would be the
+# first 8 columns of $A_{64}$, and $\varphi$ would measure the random number generator.)
+
+# %%
+A_small = run(8, ALPHA, seed=0)["A"]
+A_big_0 = run(R_BIG, ALPHA, seed=0)["A"]
+A_big_1 = run(R_BIG, ALPHA, seed=1)["A"]
+last = f"blocks.{info['config']['n_layer'] - 1}.attn"
+rand_1 = torch.randn(d, R_BIG, generator=torch.Generator().manual_seed(7))
+rand_2 = torch.randn(d, R_BIG, generator=torch.Generator().manual_seed(8))
+
+# from scratch for one entry, then the package's grid
+U1 = torch.linalg.svd(A_small[f"{last}.q_proj"].double(), full_matrices=False)[0]
+U2 = torch.linalg.svd(A_big_1[f"{last}.q_proj"].double(), full_matrices=False)[0]
+phi_11 = (U1[:, :1].T @ U2[:, :1]).square().sum().item() / 1
+assert abs(phi_11 - lowrank.subspace_similarity(A_small[f"{last}.q_proj"], A_big_1[f"{last}.q_proj"], 1, 1)) < 1e-9
+
+grids = {
+    f"q_proj: r=8 vs r={R_BIG}": lowrank.subspace_similarity_grid(A_small[f"{last}.q_proj"], A_big_1[f"{last}.q_proj"]),
+    f"v_proj: r=8 vs r={R_BIG}": lowrank.subspace_similarity_grid(A_small[f"{last}.v_proj"], A_big_1[f"{last}.v_proj"]),
+}
+fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+for ax, (title, G) in zip(axes, grids.items()):
+    im = ax.imshow(G.numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto",
+                   extent=(0.5, G.shape[1] + 0.5, G.shape[0] + 0.5, 0.5))
+    ax.set_title(title)
+    ax.set_xlabel(f"j (top-j directions of A, r = {R_BIG})")
+    ax.set_ylabel("i (top-i directions of A, r = 8)")
+fig.colorbar(im, ax=axes, label="φ(i, j)")
+fig.suptitle(f"The top directions of an r = 8 adapter reappear in an r = {R_BIG} one ({last})")
+plt.show()
+
+top = min(16, R_BIG)  # the top-left corner, where random subspaces overlap little (φ ≈ max(i, j)/d)
+seed_grids = {
+    "q_proj: seed 0 vs seed 1": lowrank.subspace_similarity_grid(A_big_0[f"{last}.q_proj"], A_big_1[f"{last}.q_proj"], top, top),
+    "v_proj: seed 0 vs seed 1": lowrank.subspace_similarity_grid(A_big_0[f"{last}.v_proj"], A_big_1[f"{last}.v_proj"], top, top),
+    "two random Gaussian A": lowrank.subspace_similarity_grid(rand_1, rand_2, top, top),
+}
+fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
+for ax, (title, G) in zip(axes, seed_grids.items()):
+    im = ax.imshow(G.numpy(), cmap="viridis", vmin=0, vmax=1,
+                   extent=(0.5, G.shape[1] + 0.5, G.shape[0] + 0.5, 0.5))
+    ax.set_title(title)
+    ax.set_xlabel(f"j (top-j directions, seed 1, r = {R_BIG})")
+    ax.set_ylabel(f"i (top-i directions, seed 0, r = {R_BIG})")
+fig.colorbar(im, ax=axes, label="φ(i, j)")
+fig.suptitle(f"Two seeds at r = {R_BIG} share their top directions; random matrices do not (i, j ≤ {top})")
+plt.show()
+
+# %%
+k = 8  # compare the top-8 corner of each map with the random baseline
+for title, G in {**grids, **seed_grids}.items():
+    print(f"{title:<28} φ(1, 1) = {G[0, 0]:.3f}, mean φ over i, j ≤ {k}: {G[:k, :k].mean():.3f}")
+random_corner = seed_grids["two random Gaussian A"][:k, :k].mean().item()
+expected = sum(lowrank.random_subspace_similarity(d, i, j) for i in range(1, k + 1) for j in range(1, k + 1)) / k**2
+assert abs(random_corner - expected) < 0.5 * expected, "random A's follow the max(i, j)/d baseline"
+for title, G in {**grids, **seed_grids}.items():
+    if "random" not in title:
+        assert G[:k, :k].mean().item() > 1.8 * expected, f"{title}: trained adapters share directions beyond chance"
+print(f"random baseline for the top-{k} corner: {expected:.3f} (expected), {random_corner:.3f} (measured)")
+
+# %% [markdown]
+# **What the maps mean.** Each adapter was trained from its own random $A$, yet their top input
+# directions overlap far more than random subspaces of $\mathbb{R}^{d}$ would: the data pulls
+# every run towards the same few directions, while the remaining ones mostly stay where their
+# random initialisation put them (the dark parts of the maps). This is the LoRA paper's
+# argument for small ranks: if an $r = 64$ adapter's most useful directions are already found
+# by an $r = 8$ (or even $r = 1$) adapter, the extra 56 mostly hold noise. Here the overlap is
+# clear but smaller than in the paper's GPT-3 maps — our runs are short, so much of each $A$
+# is still its initialisation.
+
+# %% [markdown]
+# ## Summary
+#
+# - A fine-tuning update $\Delta W$ compresses far better than a random matrix or the trained
+#   weight itself: LoRA compresses the change, never $W_0$.
+# - The rank slider is a thin shell over `rank_figure`/`rank_readout`; the α slider over cached
+#   `short_lora_run` results.
+# - $\alpha$ scales the update like a learning rate: a larger α gives a larger $\Delta W$; too
+#   small an α learns less in a fixed number of steps, too large an α overshoots.
+# - In a rank sweep of real training every rank helps and $r = 1$ gets over half of the best
+#   gain; $\alpha/r$ shrinks the update as $r$ grows, rsLoRA's $\alpha/\sqrt r$ does not — which
+#   couples $r$ with the effective learning rate under $\alpha/r$ (here that favoured $\alpha/r$).
+# - Subspace similarity: adapters trained at different ranks or seeds share their top input
+#   directions well beyond chance ($\max(i,j)/d$).
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 3.1 — the rsLoRA scale.** With $\alpha = 16$ and $r = 64$, what factor multiplies
+# $AB$ under rsLoRA? Answer: a float. *Hint:* compare with the paper's $\alpha / r$.
+
+# %%
+answer = None  # your answer here
+check_ex_3_1(answer)
+
+# %% [markdown]
+# **Exercise 3.2 — φ by hand.** For `A1, A2 = exercise_adapters()` (16×4 and 16×6), compute
+# $\varphi(A_1, A_2, i=2, j=3)$. Answer: a float in $[0, 1]$. *Hint:* `torch.linalg.svd` gives the
+# left-singular vectors $U$; do not use the columns of $A$ directly.
+
+# %%
+A1, A2 = exercise_adapters()
+answer = None  # your answer here
+check_ex_3_2(answer)
+
+# %% [markdown]
+# **Exercise 3.3 — the random baseline.** Two independent random subspaces of
+# $\mathbb{R}^{128}$, of dimensions $i = 8$ and $j = 64$: what is the expected $\varphi$?
+# Answer: a float. *Hint:* a random unit vector has expected squared overlap $1/d$ with any
+# fixed unit vector, so $\mathbb{E}\|U_1^\top U_2\|_F^2 = ij/d$.
+
+# %%
+answer = None  # your answer here
+check_ex_3_3(answer)

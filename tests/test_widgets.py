@@ -1,0 +1,167 @@
+"""lorakit.widgets: the pure functions behind the sliders, and the shells' wiring."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lorakit import lowrank, widgets  # noqa: E402
+from lorakit.model import GPT, GPTConfig  # noqa: E402
+
+
+def randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- rank r
+
+
+def test_rank_reconstruction_numbers():
+    W = randn(40, 24)
+    rec = widgets.rank_reconstruction(W, 5)
+    assert rec["W_r"].shape == W.shape
+    assert torch.allclose(rec["W_r"], lowrank.truncate(W, 5), atol=1e-5)
+    assert rec["rel_error"] == pytest.approx(lowrank.truncation_error(W, 5) / float(W.norm()), rel=1e-5)
+    assert rec["energy"] == pytest.approx(lowrank.energy(W, 5), rel=1e-9)
+    assert (rec["params_full"], rec["params_lowrank"]) == (960, 320)
+
+
+def test_rank_readout_contains_the_error_and_changes_with_r():
+    W = randn(30, 20)
+    text3, text10 = widgets.rank_readout(W, 3), widgets.rank_readout(W, 10)
+    assert f"{widgets.rank_reconstruction(W, 3)['rel_error']:.4f}" in text3
+    assert "rank r = 3" in text3 and text3 != text10
+
+
+def test_rank_figure_is_a_figure_with_three_panels():
+    fig = widgets.rank_figure(randn(16, 64), 4, "a weight")
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == 3
+    assert "rank 4 keeps" in fig._suptitle.get_text()
+    plt.close(fig)
+    img = torch.rand(20, 30)  # non-negative: drawn as a grey image
+    plt.close(widgets.rank_figure(img, 20))
+
+
+def test_rank_bad_input():
+    with pytest.raises(ValueError, match="r must be between 1 and"):
+        widgets.rank_reconstruction(randn(5, 4), 5)
+    with pytest.raises(ValueError, match="2-D"):
+        widgets.rank_readout(torch.zeros(4), 1)
+
+
+def test_rank_slider_wiring_updates_readout_and_figure():
+    W, W2 = randn(24, 16), randn(8, 12, seed=1)
+    box = widgets.rank_slider({"random": W, "small": W2}, r=4)
+    assert box.slider.description == "rank r" and box.slider.continuous_update is False
+    assert "lorakit-rank-readout" in box.readout._dom_classes
+    assert "lorakit-rank-figure" in box.out._dom_classes
+    before = box.readout.value
+    assert f"{widgets.rank_reconstruction(W, 4)['rel_error']:.4f}" in before
+    box.slider.value = 9
+    assert box.readout.value != before and "rank r = 9" in box.readout.value
+    box.dropdown.value = "small"
+    assert box.slider.max == 8 and "rank r = 8" in box.readout.value  # clamped to min(m, n)
+    assert plt.get_fignums() == [], "the shell closes the figures it draws"
+
+
+def test_rank_slider_rejects_bad_matrices():
+    with pytest.raises(TypeError, match="matrices"):
+        widgets.rank_slider([randn(3, 3)])
+    with pytest.raises(ValueError, match="2-D"):
+        widgets.rank_slider({"bad": torch.zeros(3)})
+
+
+# ---------------------------------------------------------------- alpha
+
+
+def test_update_scale():
+    assert widgets.update_scale(16, 8) == 2.0
+    assert widgets.update_scale(16, 64, rslora=True) == 2.0
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        widgets.update_scale(0, 8)
+    with pytest.raises(ValueError, match="r must be a positive integer"):
+        widgets.update_scale(8, 0)
+
+
+def fake_run(alpha, r=4, rslora=False):
+    """A run result with the shape short_lora_run returns (no training)."""
+    scale = widgets.update_scale(alpha, r, rslora)
+    return dict(r=r, alpha=alpha, rslora=rslora, steps=3, seed=0, scale=scale,
+                val_bpb=3.0 - 0.1 * alpha ** 0.5, train_bpb=[4.0, 3.5, 3.0], dW_norm=0.01 * scale,
+                A={}, seconds=0.0)
+
+
+def test_alpha_readout_and_figure():
+    runs = {a: fake_run(a) for a in (1, 4, 16)}
+    text = widgets.alpha_readout(runs, 4)
+    assert "α = 4" in text and "scale α/r = 1" in text and f"{runs[4]['val_bpb']:.4f}" in text
+    fig = widgets.alpha_figure(runs, 16, base_bpb=3.2)
+    assert len(fig.axes) == 3  # two panels, one with a twin axis
+    plt.close(fig)
+    with pytest.raises(ValueError, match="alpha must be one of"):
+        widgets.alpha_readout(runs, 2)
+    with pytest.raises(ValueError, match="runs is empty"):
+        widgets.alpha_figure({}, 2)
+
+
+def test_alpha_slider_caches_runs():
+    calls = []
+
+    def run(a):
+        calls.append(a)
+        return fake_run(a)
+
+    box = widgets.alpha_slider(run, [1, 4, 16], alpha=4)
+    assert box.slider.continuous_update is False and box.slider.description == "alpha α"
+    assert calls == [4]
+    box.slider.value = 16
+    box.slider.value = 4
+    assert calls == [4, 16], "a value already run is not trained again"
+    assert "α = 4" in box.readout.value
+    pre = {1: fake_run(1)}
+    box = widgets.alpha_slider(run, [1, 4], alpha=1, cache=pre)
+    assert calls == [4, 16], "a pre-filled cache makes the slider instant"
+    with pytest.raises(ValueError, match="alpha must be one of"):
+        widgets.alpha_slider(run, [1, 4], alpha=2)
+    with pytest.raises(ValueError, match="alphas must be"):
+        widgets.alpha_slider(run, [])
+
+
+# ---------------------------------------------------------------- a real (tiny) LoRA run
+
+
+def tiny_setup():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(context=16, n_layer=1, n_head=2, d_model=16))
+    data = torch.randint(0, 256, (2000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return model, data[:1600], data[1600:]
+
+
+def test_short_lora_run_is_deterministic_and_leaves_the_base_alone():
+    model, tr, va = tiny_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = dict(r=2, alpha=4, steps=3, batch_size=4, eval_batches=2)
+    a = widgets.short_lora_run(model, tr, va, **kw)
+    b = widgets.short_lora_run(model, tr, va, **kw)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert a["val_bpb"] == pytest.approx(b["val_bpb"], rel=1e-6)
+    assert a["scale"] == 2.0 and len(a["train_bpb"]) == 3 and a["dW_norm"] > 0
+    assert set(a["A"]) == {"blocks.0.attn.q_proj", "blocks.0.attn.v_proj"}
+    assert a["A"]["blocks.0.attn.q_proj"].shape == (16, 2)
+    c = widgets.short_lora_run(model, tr, va, **{**kw, "rslora": True})
+    assert c["scale"] == pytest.approx(4 / 2 ** 0.5)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        widgets.short_lora_run(model, tr, va, r=2, alpha=4, steps=0)
+
+
+def test_rank_slider_draws_once_per_change(monkeypatch):
+    calls = []
+    real = widgets.rank_figure
+    monkeypatch.setattr(widgets, "rank_figure", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    box = widgets.rank_slider({"big": randn(20, 20), "small": randn(6, 5, seed=1)}, r=12)
+    box.dropdown.value = "small"  # clamps r from 12 to 5: one redraw, not two
+    assert calls == [12, 5]
+    assert plt.get_fignums() == []
