@@ -1,14 +1,11 @@
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 
 from lorakit.exercises import nb00
 
-spec = importlib.util.spec_from_file_location("sol00", Path(__file__).parents[1] / "notebooks/solutions/nb00.py")
-sol = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sol)
+sol = load_solutions("nb00")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

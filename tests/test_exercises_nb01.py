@@ -1,14 +1,11 @@
-import importlib.util
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 import torch
 
 from lorakit.exercises import nb01
 
-spec = importlib.util.spec_from_file_location("sol01", Path(__file__).parents[1] / "notebooks/solutions/nb01.py")
-sol = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sol)
+sol = load_solutions("nb01")
 
 S = torch.linalg.svdvals(nb01.exercise_matrix())
 

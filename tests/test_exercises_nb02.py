@@ -1,16 +1,12 @@
 """Every worked solution of notebook 02 passes its checker; typical wrong answers are rejected."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 
 from lorakit.exercises import nb02
 
-_path = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / "nb02.py"
-_spec = importlib.util.spec_from_file_location("solutions_nb02", _path)
-solutions = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(solutions)
+solutions = load_solutions("nb02")
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4])

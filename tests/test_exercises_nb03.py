@@ -1,15 +1,12 @@
-import importlib.util
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 import torch
 
 from lorakit import lowrank
 from lorakit.exercises import nb03
 
-spec = importlib.util.spec_from_file_location("sol03", Path(__file__).parents[1] / "notebooks/solutions/nb03.py")
-sol = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sol)
+sol = load_solutions("nb03")
 
 A1, A2 = nb03.exercise_adapters()
 PHI = lowrank.subspace_similarity(A1, A2, 2, 3)

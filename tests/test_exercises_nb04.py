@@ -1,16 +1,12 @@
 """Every notebook-04 solution passes its checker; typical wrong answers (and None) are rejected."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 
 from lorakit.exercises import nb04
 
-_path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "nb04.py"
-_spec = importlib.util.spec_from_file_location("solutions_nb04", _path)
-solutions = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(solutions)
+solutions = load_solutions("nb04")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

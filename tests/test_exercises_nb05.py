@@ -1,16 +1,12 @@
 """Every notebook-05 solution passes its checker; typical wrong answers (and None) are rejected."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 
 from lorakit.exercises import nb05
 
-_path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / "nb05.py"
-_spec = importlib.util.spec_from_file_location("solutions_nb05", _path)
-solutions = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(solutions)
+solutions = load_solutions("nb05")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

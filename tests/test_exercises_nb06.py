@@ -1,17 +1,13 @@
 """Every worked solution of notebook 06 passes its checker; typical wrong answers are rejected."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from solutions import load_solutions
 
 from lorakit.exercises import nb06
 from lorakit.memory import lora_parameter_count, parameter_counts
 
-_path = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / "nb06.py"
-_spec = importlib.util.spec_from_file_location("solutions_nb06", _path)
-solutions = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(solutions)
+solutions = load_solutions("nb06")
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
