@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -67,11 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         paths = [p for p in paths if p.name[:2] in args.only]
     for size in sizes:
         warm_cache(fast=(size == "test"))
-    rows = []
+    rows, failures = [], []
     for path in paths:
         times = {}
         for size in sizes:
-            times[size] = run_notebook(path, fast=(size == "test"))
+            try:
+                times[size] = run_notebook(path, fast=(size == "test"))
+            except CellExecutionError as e:  # report and go on: one failure should not hide the rest
+                times[size] = float("nan")
+                failures.append(f"{path.stem} ({size}): {str(e).strip().splitlines()[-1][:300]}")
             print(f"{path.stem:28} {size:8} {times[size]:7.1f} s", file=sys.stderr, flush=True)
         rows.append((path.stem, times))
     cores = os.cpu_count()
@@ -83,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(f"{times[s]:.0f}" for s in sizes) + " |")
     total = {s: sum(t[s] for _, t in rows) for s in sizes}
     print("| **all** | " + " | ".join(f"**{total[s]:.0f}**" for s in sizes) + " |")
-    return 0
+    for failure in failures:
+        print(f"FAILED {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -383,7 +383,7 @@ with torch.no_grad():
 print(f"PeftModel.from_pretrained vs lorakit: max diff {diff_peft:.2e}; back into lorakit bit-exact: {same_back}")
 
 # %%
-assert diff_peft < 1e-5, "PEFT must load our PEFT-format adapter and compute the same outputs"
+assert diff_peft < 1e-4, "PEFT must load our PEFT-format adapter and compute the same outputs"
 assert same_back, "lorakit -> PEFT format -> lorakit must be bit-exact"
 
 # %% [markdown]
