@@ -33,7 +33,7 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core CPU (shared, 1 thread) | ≈ 20 s | ≈ 2.5 min (+ ≈ 5 min once, if the base model is not cached yet) |
+# | 2-core x86_64 CPU, base model cached (2026-11-29) | 8 s | 80 s |
 # | GPU (section 6) | — | not measured yet (target ≤ 15 min on a T4) |
 
 # %%
