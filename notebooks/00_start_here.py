@@ -28,7 +28,7 @@
 #
 # | device | first run | later runs |
 # |---|---|---|
-# | 2-core CPU (learner size) | ≈ 3–4 min | ≈ 10 s |
+# | 2-core x86_64 CPU (learner size) | ≈ 3 min | 9 s |
 # | 2-core CPU (test mode, `LORAKIT_FAST=1`) | ≈ 25 s | ≈ 8 s |
 #
 # ## The course map
