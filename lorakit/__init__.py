@@ -7,10 +7,10 @@ One concept per module, each derived in a notebook:
 - ``train``   training loop, bits-per-byte evaluation, the cached base model (00)
 - ``lowrank`` SVD truncation, Eckart–Young, subspace similarity (01, 03)
 - ``lora``    the LoRA layer, injection, merging, adapter files (02)
-- ``widgets`` slider shells over pure functions (03, 04, 05)
-- ``quant``   NF4/FP4 blockwise quantization and double quantization (04, 05)
-- ``memory``  memory estimates and measured peaks (05, 06)
-- ``qlora``   a 4-bit linear layer with its own backward, QLoRA (06)
+- ``widgets`` slider shells over pure functions (03, 06, 07)
+- ``quant``   NF4/FP4 blockwise quantization and double quantization (06, 07)
+- ``memory``  memory estimates and measured peaks (07, 08)
+- ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
 """
 
 __version__ = "0.1.0"

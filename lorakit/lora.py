@@ -81,7 +81,7 @@ class LoRALinear(nn.Module):
     """A frozen ``base`` layer plus a trainable low-rank update ``dropout(x) A B · scale``.
 
     ``base`` is an ``nn.Linear`` or any module with ``in_features``, ``out_features`` and a
-    ``forward(x)`` (for example a 4-bit linear layer, notebook 06). ``B`` starts at zero, so at
+    ``forward(x)`` (for example a 4-bit linear layer, notebook 08). ``B`` starts at zero, so at
     init the output equals the base's exactly and training starts from the pretrained model.
     """
 

@@ -1,4 +1,4 @@
-"""Memory: estimates for real model shapes, and measured peaks (notebooks 05 and 06).
+"""Memory: estimates for real model shapes, and measured peaks (notebooks 07 and 08).
 
 Two questions, kept apart on purpose:
 
@@ -97,7 +97,7 @@ def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-li
 
 
 def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:
-    """Stored bits per weight for blockwise 4-bit quantization (notebook 05).
+    """Stored bits per weight for blockwise 4-bit quantization (notebook 07).
 
     4 bits of code, plus one float32 absmax per block (32/64 = 0.5), or with double quantization
     one uint8 per block plus one float32 per 256 blocks: 8/64 + 32/(64·256) = 0.127 → 4.127.

@@ -1,6 +1,6 @@
-"""QLoRA: a frozen 4-bit base with its own backward, plus LoRA (notebook 06).
+"""QLoRA: a frozen 4-bit base with its own backward, plus LoRA (notebook 08).
 
-The pieces, each derived in notebook 06:
+The pieces, each derived in notebook 08:
 
 - ``Linear4bit``: an ``nn.Linear`` whose weight is stored **only** as packed 4-bit codes and
   (double-quantized) block constants (``lorakit.quant``). ``forward`` dequantizes the weight to

@@ -1,12 +1,12 @@
 """4-bit blockwise quantization (NF4, FP4, INT4) and double quantization, bit-exact with
-bitsandbytes (notebooks 04 and 05).
+bitsandbytes (notebooks 06 and 07).
 
 A 4-bit data type is nothing but a table of 16 numbers in [-1, 1]. To quantize a tensor we
 cut its flattened values into blocks of ``blocksize``, divide each block by its absolute
 maximum (``absmax``, kept in float32), and store for every value the 4-bit code of the nearest
 table entry, two codes per byte (``packed``). Dequantizing is ``table[code] * absmax``.
 
-Double quantization (QLoRA, notebook 05) then quantizes the float32 ``absmax`` constants
+Double quantization (QLoRA, notebook 07) then quantizes the float32 ``absmax`` constants
 themselves: subtract their mean (``offset``), cut them into blocks of 256 and store each as an
 8-bit code of bitsandbytes' signed *dynamic map*, with one float32 ``absmax2`` per 256 blocks.
 
@@ -38,7 +38,7 @@ __all__ = [
 # ------------------------------------------------------------------------------- code books
 
 #: NormalFloat4 (QLoRA): index = 4-bit code. 16 normal quantiles scaled to [-1, 1], with an
-#: exact zero and one more positive level than negative ones. Derived in notebook 04 by
+#: exact zero and one more positive level than negative ones. Derived in notebook 06 by
 #: ``nf4_from_quantiles()``, which reproduces these float32 values bit for bit.
 NF4 = torch.tensor(
     [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -63,7 +63,7 @@ TABLES = {"nf4": NF4, "fp4": FP4, "int4": INT4}
 
 
 def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
-    """NF4 derived from normal quantiles (notebook 04): equal probability mass per code.
+    """NF4 derived from normal quantiles (notebook 06): equal probability mass per code.
 
     8 positive levels ``Φ⁻¹(linspace(offset, 0.5, 9)[:-1])``, 7 negative levels
     ``-Φ⁻¹(linspace(offset, 0.5, 8)[:-1])`` and an exact 0, sorted and divided by the largest.
@@ -81,7 +81,7 @@ def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
 
 
 def dynamic_map(signed: bool = True) -> torch.Tensor:
-    """bitsandbytes' 8-bit dynamic map, built by hand (notebook 05): 256 sorted float32 values.
+    """bitsandbytes' 8-bit dynamic map, built by hand (notebook 07): 256 sorted float32 values.
 
     Not IEEE FP8: for each decade ``10^-6 … 10^0`` (exponent i = 0…6) it holds the midpoints of
     a linear grid on [0.1, 1] with ``2^i`` (signed) or ``2^(i+1)`` (unsigned) cells, scaled by
@@ -265,7 +265,7 @@ def bits_per_parameter(q: Quantized4bit) -> float:
 
 
 def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> float:
-    """Bits per parameter spent on the scaling constants, from the formula (notebook 05).
+    """Bits per parameter spent on the scaling constants, from the formula (notebook 07).
 
     Without double quantization a float32 per block: ``32 / blocksize``. With it: one byte per
     block plus a float32 per ``blocksize2`` blocks: ``8 / blocksize + 32 / (blocksize·blocksize2)``.
@@ -344,7 +344,7 @@ def quantize_blockwise_8bit(
 
     Returns ``(codes uint8, absmax float32 per block)``. Codes are the exact nearest entries
     (midpoints, ties to the lower code). bitsandbytes' CPU kernel instead rounds through a
-    65,536-entry lookup table, so ≈ 0.2 % of its codes differ from these (notebook 05 measures it).
+    65,536-entry lookup table, so ≈ 0.2 % of its codes differ from these (notebook 07 measures it).
     """
     _check_blocksize(blocksize)
     flat = values.reshape(-1).float()
@@ -361,12 +361,12 @@ def quantize_blockwise_8bit(
 def quantize_4bit(
     x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64, double_quant: bool = False
 ) -> Quantized4bit:
-    """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 04).
+    """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 06).
 
     ``x`` (float32/bfloat16/float16, any shape, finite) is flattened row-major, cut into blocks
     of ``blocksize``, scaled by each block's absmax and rounded to the nearest code of the
     ``quant_type`` table ("nf4", "fp4" or "int4"). With ``double_quant`` the float32 absmax are
-    quantized again to 8 bits (notebook 05); the 4-bit codes do not change.
+    quantized again to 8 bits (notebook 07); the 4-bit codes do not change.
     """
     _check_input(x, quant_type, blocksize)
     flat = x.detach().reshape(-1)
@@ -422,14 +422,14 @@ def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch
     return out.view(q.shape)
 
 
-# ------------------------------------------------------------------------------- helpers for 04/05
+# ------------------------------------------------------------------------------- helpers for 06/07
 
 
 def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None = None) -> torch.Tensor:
     """Symmetric absmax integer quantization and back: ``round(x·L/absmax)·absmax/L``, L = 2^(bits-1)−1.
 
     One absmax for the whole tensor (``blocksize=None``) or one per block of the flattened
-    tensor. Notebook 04 uses it to show why a single outlier ruins a whole tensor's precision.
+    tensor. Notebook 06 uses it to show why a single outlier ruins a whole tensor's precision.
     """
     if not 2 <= bits <= 16:
         raise ValueError(f"bits must be between 2 and 16, got {bits}")
@@ -470,7 +470,7 @@ def blocksize_tradeoff(
     """(mean absolute error, overhead bits per parameter) of quantizing ``x`` at ``blocksize``.
 
     Smaller blocks track local scale better (less error) but store more constants (more bits):
-    the trade-off behind the block-size slider of notebook 04. Overhead is measured from the
+    the trade-off behind the block-size slider of notebook 06. Overhead is measured from the
     stored bytes: ``bits_per_parameter − 4``.
     """
     q = quantize_4bit(x, quant_type, blocksize, double_quant)

@@ -10,7 +10,7 @@ Every slider here is two layers, so that what a learner sees is also what the te
 
 Training runs are slow on a laptop, so ``alpha_slider`` caches one run per α value and its
 slider uses ``continuous_update=False`` (it recomputes when the handle is released).
-Notebooks 04/05 build their own sliders in ``quant``/``memory``.
+Notebooks 06/07 build their own sliders in ``quant``/``memory``.
 """
 
 from __future__ import annotations

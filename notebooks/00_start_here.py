@@ -39,9 +39,9 @@
 # | `01_low_rank_updates` | why a fine-tuning update can be written $\Delta W = AB$: SVD, Eckart–Young, the measured spectrum of a real update | `lowrank` |
 # | `02_lora_from_scratch` | the LoRA layer, injection, merging, adapter files, several adapters on one base, equality with PEFT | `lora` |
 # | `03_rank_and_alpha` | rank against reconstruction error, live sliders for $r$ and $\alpha$, rank sweeps, subspace similarity | `widgets` |
-# | `04_nf4_by_hand` | quantization from zero, INT4/FP4/NF4, bit-exact with bitsandbytes | `quant` |
-# | `05_double_quantization` | quantizing the constants: 4.5 → 4.127 bits per parameter, a memory calculator | `quant`, `memory` |
-# | `06_qlora` | a 4-bit linear layer with its own backward, QLoRA end to end, on a GPU when there is one | `qlora` |
+# | `06_nf4_by_hand` | quantization from zero, INT4/FP4/NF4, bit-exact with bitsandbytes | `quant` |
+# | `07_double_quantization` | quantizing the constants: 4.5 → 4.127 bits per parameter, a memory calculator | `quant`, `memory` |
+# | `08_qlora_by_hand` | a 4-bit linear layer with its own backward, QLoRA end to end, on a GPU when there is one | `qlora` |
 #
 # Every notebook follows the same rhythm: **derive → build → check (an `assert`) → visualise →
 # exercises**. When a cell says something is true, the next cell asserts it, so running a notebook
@@ -77,7 +77,7 @@ assert all_required_ok, "a required package failed to import: run `make lab` aga
 # ## 2. The device
 #
 # The course picks CUDA when there is a GPU, then Apple's MPS, then the CPU. Every notebook
-# before 06 is sized to run on a 2-core CPU in a few minutes; 06 does more when it finds a GPU.
+# before 08 is sized to run on a 2-core CPU in a few minutes; 08 does more when it finds a GPU.
 
 # %%
 import torch

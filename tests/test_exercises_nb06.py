@@ -1,35 +1,26 @@
-"""Every worked solution of notebook 06 passes its checker; typical wrong answers are rejected."""
+"""Every notebook-06 solution passes its checker; typical wrong answers (and None) are rejected."""
 
 
 import pytest
 from solutions import load_solutions
 
 from lorakit.exercises import nb06
-from lorakit.memory import lora_parameter_count, parameter_counts
 
 solutions = load_solutions("nb06")
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 4])
-def test_solution_passes(m, capsys):
-    answer = getattr(solutions, f"solve_ex_6_{m}")()
-    assert getattr(nb06, f"check_ex_6_{m}")(answer) is True
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_solution_passes(n, capsys):
+    answer = getattr(solutions, f"solve_ex_6_{n}")()
+    assert getattr(nb06, f"check_ex_6_{n}")(answer)
     assert "Correct" in capsys.readouterr().out
 
 
-_linear13 = parameter_counts("13B")["linear"]
-WRONG = {
-    1: [None, "6.6", _linear13 * 4.5 / 8 / 1e9, _linear13 * 4 / 8 / 1e9, _linear13 * 4.127 / 1e9, 1.0],
-    2: [None, 3, lambda g, W: g @ W.t(), lambda g, W: W @ g, lambda g, W: "x", lambda g, W: 1 / 0,
-        lambda g, W: (g @ W) * 2],
-    3: [None, 1.5e8, lora_parameter_count("7B", 64, ["q_proj", "v_proj"]), lora_parameter_count("7B", 8),
-        lora_parameter_count("7B", 64, ["q_proj", "k_proj", "v_proj", "o_proj"]), True],
-    4: [None, 0.5, 1.5, "0", 50.0],
-}
-
-
-@pytest.mark.parametrize("m", sorted(WRONG))
-def test_wrong_answers_are_rejected_without_raising(m, capsys):
-    for wrong in WRONG[m]:
-        assert getattr(nb06, f"check_ex_6_{m}")(wrong) is False, wrong
+@pytest.mark.parametrize("n, wrong", [
+    (1, None), (1, 10), (1, "eleven"), (1, 99),
+    (2, None), (2, [0xC3, 0x77]), (2, [0x3C, 0x70]), (2, "bytes"),
+    (3, None), (3, 4.5), (3, "4.25 bits"),
+])
+def test_wrong_answers_rejected(n, wrong, capsys):
+    assert not getattr(nb06, f"check_ex_6_{n}")(wrong)
     assert "Not yet" in capsys.readouterr().out

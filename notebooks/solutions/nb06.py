@@ -1,32 +1,22 @@
-"""Worked solutions for notebook 06 (QLoRA). Each ``solve_ex_6_M()`` returns the answer."""
+"""Worked solutions for notebook 06 (NF4 by hand)."""
 
 import torch
 
-from lorakit.memory import lora_parameter_count, parameter_counts
-from lorakit.quant import quantize_4bit, unpack_nibbles
+from lorakit import quant as Q
 
 
-def solve_ex_6_1() -> float:
-    # 4 bits per code + 8/64 (one byte per block) + 32/(64·256) (one float32 per 256 blocks)
-    bits = 4 + 8 / 64 + 32 / (64 * 256)
-    return parameter_counts("13B")["linear"] * bits / 8 / 1e9
+def solve_ex_6_1() -> int:
+    """Nearest NF4 value to 0.3: bucketize against the midpoints (ties go down)."""
+    midpoints = (Q.NF4[:-1] + Q.NF4[1:]) / 2
+    return int(torch.bucketize(torch.tensor(0.3), midpoints))
 
 
-def solve_ex_6_2():
-    def backward(grad_y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        return grad_y @ W  # y = x Wᵀ  ⇒  ∂L/∂x = ∂L/∂y · W
-
-    return backward
-
-
-def solve_ex_6_3() -> int:
-    return lora_parameter_count("7B", 64, "all-linear")
+def solve_ex_6_2() -> list:
+    """Pad [3, 12, 7] with NF4's code of 0.0 (7), then first code << 4 | second code."""
+    codes = [3, 12, 7, 7]
+    return [codes[i] << 4 | codes[i + 1] for i in range(0, len(codes), 2)]
 
 
-def solve_ex_6_4() -> float:
-    g = torch.Generator().manual_seed(64)
-    W = torch.randn(256, 256, generator=g) * 0.02
-    dW = torch.randn(256, 256, generator=g) * 1e-4
-    before = unpack_nibbles(quantize_4bit(W, "nf4", 64, True).packed)
-    after = unpack_nibbles(quantize_4bit(W + dW, "nf4", 64, True).packed)
-    return (before != after).float().mean().item()
+def solve_ex_6_3() -> float:
+    """4 bits of code + one float32 absmax shared by 128 values."""
+    return 4 + 32 / 128

@@ -12,9 +12,9 @@
 # ---
 
 # %% [markdown]
-# # 04 — NF4 by hand
+# # 06 — NF4 by hand
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/04_nf4_by_hand.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/06_nf4_by_hand.ipynb)
 #
 # After this notebook you can quantize a weight matrix to 4-bit NormalFloat yourself, byte for
 # byte as bitsandbytes does, and say how much error it costs.
@@ -467,37 +467,37 @@ widgets.interact(
 #   close, different dialect.
 # - NF4 error on `randn(1024, 1024)`: 0.0728, as published; NF4 is also best on the trained
 #   weights; the model's loss barely moves at 4 bits.
-# - Block size trades error for $32/B$ bits of constants: 0.5 bits/param at 64 — notebook 05
+# - Block size trades error for $32/B$ bits of constants: 0.5 bits/param at 64 — notebook 07
 #   shrinks that.
 #
 # ## Exercises
 
 # %%
-from lorakit.exercises.nb04 import check_ex_4_1, check_ex_4_2, check_ex_4_3
+from lorakit.exercises.nb06 import check_ex_6_1, check_ex_6_2, check_ex_6_3
 
 # %% [markdown]
-# **Exercise 4.1 — one code by hand.** A value scaled by its block's absmax is $s = 0.3$.
+# **Exercise 6.1 — one code by hand.** A value scaled by its block's absmax is $s = 0.3$.
 # Which NF4 code (an `int` 0–15) does it get? Hint: find the two neighbouring table values and
 # compare $s$ with their midpoint.
 
 # %%
 answer = None  # your answer here
-check_ex_4_1(answer)
+check_ex_6_1(answer)
 
 # %% [markdown]
-# **Exercise 4.2 — pack the nibbles.** Pack the NF4 codes `[3, 12, 7]` into bytes the way
+# **Exercise 6.2 — pack the nibbles.** Pack the NF4 codes `[3, 12, 7]` into bytes the way
 # bitsandbytes does. Answer: a list of ints (one per byte). Hint: the first code goes in the
 # high nibble; an odd count is padded with the code of the value 0.0.
 
 # %%
 answer = None  # your answer here
-check_ex_4_2(answer)
+check_ex_6_2(answer)
 
 # %% [markdown]
-# **Exercise 4.3 — the price of a block size.** How many bits per parameter does NF4 with
+# **Exercise 6.3 — the price of a block size.** How many bits per parameter does NF4 with
 # blocks of 128 (float32 absmax, no double quantization) store? Answer: a float. Hint: 4 bits of
 # code plus the constant's bits shared by the block.
 
 # %%
 answer = None  # your answer here
-check_ex_4_3(answer)
+check_ex_6_3(answer)

@@ -12,9 +12,9 @@
 # ---
 
 # %% [markdown]
-# # 05 — Double quantization
+# # 07 — Double quantization
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/05_double_quantization.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/07_double_quantization.ipynb)
 #
 # After this notebook you can quantize the quantization constants themselves, count the bits a
 # 4-bit model really stores, and estimate what fine-tuning a 7B–70B model needs in memory.
@@ -324,31 +324,31 @@ else:
 # ## Exercises
 
 # %%
-from lorakit.exercises.nb05 import check_ex_5_1, check_ex_5_2, check_ex_5_3
+from lorakit.exercises.nb07 import check_ex_7_1, check_ex_7_2, check_ex_7_3
 
 # %% [markdown]
-# **Exercise 5.1 — bits at another block size.** NF4 with blocks of 128, double-quantized with
+# **Exercise 7.1 — bits at another block size.** NF4 with blocks of 128, double-quantized with
 # blocks of 256: how many bits per parameter are stored? Answer: a float. Hint: 4 + one byte per
 # block + one float32 per 256 blocks.
 
 # %%
 answer = None  # your answer here
-check_ex_5_1(answer)
+check_ex_7_1(answer)
 
 # %% [markdown]
-# **Exercise 5.2 — what double quantization saves on 7B.** For a 7-billion-parameter model
+# **Exercise 7.2 — what double quantization saves on 7B.** For a 7-billion-parameter model
 # quantized with NF4 and blocks of 64, how many GB (1 GB = 1e9 bytes) does double quantization
 # save? Answer: a float. Hint: the difference in bits per parameter, times parameters, over 8.
 
 # %%
 answer = None  # your answer here
-check_ex_5_2(answer)
+check_ex_7_2(answer)
 
 # %% [markdown]
-# **Exercise 5.3 — recover one constant.** A double-quantized constant has 8-bit code 200, its
+# **Exercise 7.3 — recover one constant.** A double-quantized constant has 8-bit code 200, its
 # block's `absmax2` is 0.05 and the `offset` is 0.1. What absmax does it stand for? Answer: a
 # float. Hint: look the code up in `Q.dynamic_map()`, scale, and don't forget the offset.
 
 # %%
 answer = None  # your answer here
-check_ex_5_3(answer)
+check_ex_7_3(answer)

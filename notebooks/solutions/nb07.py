@@ -1,19 +1,19 @@
-"""Worked solutions for notebook 05 (double quantization)."""
+"""Worked solutions for notebook 07 (double quantization)."""
 
 from lorakit import quant as Q
 
 
-def solve_ex_5_1() -> float:
+def solve_ex_7_1() -> float:
     """4 bits + one uint8 per 128 values + one float32 per 256·128 values."""
     return 4 + 8 / 128 + 32 / (128 * 256)
 
 
-def solve_ex_5_2() -> float:
+def solve_ex_7_2() -> float:
     """(0.5 − 0.126953) bits/param saved × 7e9 parameters, in GB."""
     saved_bits = 32 / 64 - (8 / 64 + 32 / (64 * 256))
     return 7e9 * saved_bits / 8 / 1e9
 
 
-def solve_ex_5_3() -> float:
+def solve_ex_7_3() -> float:
     """The dynamic map's value for code 200, scaled by absmax2, plus the offset."""
     return float(Q.dynamic_map()[200]) * 0.05 + 0.1

@@ -1,18 +1,18 @@
-"""Every notebook-05 solution passes its checker; typical wrong answers (and None) are rejected."""
+"""Every notebook-07 solution passes its checker; typical wrong answers (and None) are rejected."""
 
 
 import pytest
 from solutions import load_solutions
 
-from lorakit.exercises import nb05
+from lorakit.exercises import nb07
 
-solutions = load_solutions("nb05")
+solutions = load_solutions("nb07")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_solution_passes(n, capsys):
-    answer = getattr(solutions, f"solve_ex_5_{n}")()
-    assert getattr(nb05, f"check_ex_5_{n}")(answer)
+    answer = getattr(solutions, f"solve_ex_7_{n}")()
+    assert getattr(nb07, f"check_ex_7_{n}")(answer)
     assert "Correct" in capsys.readouterr().out
 
 
@@ -22,5 +22,5 @@ def test_solution_passes(n, capsys):
     (3, None), (3, 0.0), (3, 200 / 255 * 0.05 + 0.1), (3, "x"),
 ])
 def test_wrong_answers_rejected(n, wrong, capsys):
-    assert not getattr(nb05, f"check_ex_5_{n}")(wrong)
+    assert not getattr(nb07, f"check_ex_7_{n}")(wrong)
     assert "Not yet" in capsys.readouterr().out

@@ -12,9 +12,9 @@
 # ---
 
 # %% [markdown]
-# # 06 · QLoRA end to end
+# # 08 · QLoRA end to end
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/06_qlora.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/08_qlora_by_hand.ipynb)
 #
 # Fine-tune a model whose frozen weights live in 4 bits: build the 4-bit layer and its backward
 # pass by hand, train with it, and measure what it costs and saves against LoRA and full fine-tuning.
@@ -95,7 +95,7 @@ print(f"base model: {count_parameters(base) / 1e6:.3f} M parameters, "
 #
 # A linear layer computes $y = x W^\top$ with $x \in \mathbb{R}^{b \times n_\text{in}}$ and the
 # weight stored as $W \in \mathbb{R}^{n_\text{out} \times n_\text{in}}$ (PyTorch's layout). QLoRA keeps
-# $W$ only as 4-bit codes plus block constants (notebooks 04–05) and dequantizes on the fly:
+# $W$ only as 4-bit codes plus block constants (notebooks 06–07) and dequantizes on the fly:
 #
 # $$y = x\,\widehat W^\top, \qquad \widehat W = \operatorname{dequant}(\text{codes}, \text{absmax}) .$$
 #
@@ -465,41 +465,41 @@ assert 0 < changed < total, "requantizing moves some codes and keeps others"
 # ## Exercises
 
 # %%
-from lorakit.exercises.nb06 import check_ex_6_1, check_ex_6_2, check_ex_6_3, check_ex_6_4
+from lorakit.exercises.nb08 import check_ex_8_1, check_ex_8_2, check_ex_8_3, check_ex_8_4
 
 # %% [markdown]
-# **Exercise 6.1 — Storage of a 13B model.** How many GB (1 GB = 1e9 bytes) do LLaMA-13B's decoder
+# **Exercise 8.1 — Storage of a 13B model.** How many GB (1 GB = 1e9 bytes) do LLaMA-13B's decoder
 # linear layers take in NF4 with double quantization? Answer: a float. Hint:
 # `lorakit.memory.parameter_counts("13B")["linear"]` and the bits per parameter of section 2.
 
 # %%
 answer = None  # your answer here
-check_ex_6_1(answer)
+check_ex_8_1(answer)
 
 # %% [markdown]
-# **Exercise 6.2 — The backward pass.** Write `backward(grad_y, W)` returning $\partial L/\partial x$
+# **Exercise 8.2 — The backward pass.** Write `backward(grad_y, W)` returning $\partial L/\partial x$
 # for $y = x W^\top$, with `W` out×in and `grad_y` of shape (..., out). Answer: a function. Hint:
 # check the shapes — the result has x's shape (..., in).
 
 # %%
 answer = None  # your answer here, e.g. a def backward(grad_y, W): ...
-check_ex_6_2(answer)
+check_ex_8_2(answer)
 
 # %% [markdown]
-# **Exercise 6.3 — QLoRA's trainable parameters at 7B.** How many parameters does LoRA with r = 64
+# **Exercise 8.3 — QLoRA's trainable parameters at 7B.** How many parameters does LoRA with r = 64
 # on all seven linear layers of every LLaMA-7B block train? Answer: an int. Hint: each adapted
 # layer adds $r\,(n_\text{in} + n_\text{out})$; `lorakit.memory.linear_shapes("7B")` lists the shapes.
 
 # %%
 answer = None  # your answer here
-check_ex_6_3(answer)
+check_ex_8_3(answer)
 
 # %% [markdown]
-# **Exercise 6.4 — Why merging into 4 bits loses the update.** Make
+# **Exercise 8.4 — Why merging into 4 bits loses the update.** Make
 # `W = 0.02·randn(256, 256)` and `dW = 1e-4·randn(256, 256)` from `torch.Generator().manual_seed(64)`
 # (W first), quantize `W` and `W + dW` (NF4, blocksize 64, double quantization) and return the
 # fraction of 4-bit codes that differ. Answer: a float in [0, 1]. Hint: `lorakit.quant.unpack_nibbles`.
 
 # %%
 answer = None  # your answer here
-check_ex_6_4(answer)
+check_ex_8_4(answer)

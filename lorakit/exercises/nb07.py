@@ -1,4 +1,4 @@
-"""Checkers for notebook 05 (double quantization). Each returns True/False and never raises."""
+"""Checkers for notebook 07 (double quantization). Each returns True/False and never raises."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def _float(answer) -> float | None:
         return None
 
 
-def check_ex_5_1(answer) -> bool:
+def check_ex_7_1(answer) -> bool:
     """Bits per parameter for NF4, blocksize 128, double-quantized (blocks of 256)."""
     right = 4 + constants_bits(128, double_quant=True)
     value = _float(answer)
@@ -28,7 +28,7 @@ def check_ex_5_1(answer) -> bool:
     return report(False, "", "4 bits of code + 8 bits per block of 128 + 32 bits per 256 blocks.")
 
 
-def check_ex_5_2(answer) -> bool:
+def check_ex_7_2(answer) -> bool:
     """GB saved by double quantization on 7e9 parameters at blocksize 64."""
     right = 7e9 * (constants_bits(64) - constants_bits(64, double_quant=True)) / 8 / 1e9
     value = _float(answer)
@@ -43,7 +43,7 @@ def check_ex_5_2(answer) -> bool:
     return report(False, "", "saved bits/param = 32/64 − (8/64 + 32/(64·256)); times 7e9 parameters, / 8 / 1e9.")
 
 
-def check_ex_5_3(answer) -> bool:
+def check_ex_7_3(answer) -> bool:
     """absmax = dynamic_map()[200] · 0.05 + 0.1."""
     code = float(dynamic_map()[200])
     right = code * 0.05 + 0.1
