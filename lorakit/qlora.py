@@ -12,8 +12,13 @@ The pieces, each derived in notebook 08:
 - ``prepare_qlora``: quantize every linear layer but the output head, freeze everything, put
   LoRA (A, B in ``compute_dtype``) on the targets, optionally turn on gradient checkpointing.
   Works on the course GPT and on Hugging Face models (module names as in Llama).
-- Merging: ``merge_into_4bit`` (dequantize, add ``scale·(AB)ᵀ``, requantize — the outputs move)
-  against ``merge_into_16bit`` (add to the original 16-bit weights — exact).
+- ``choose_compute_dtype``: bfloat16 where the device computes it natively (Ampere or newer),
+  float32 elsewhere (a T4, a CPU). The adapters train in float32 whatever the compute dtype.
+- Merging, three ways (notebook 08 measures them): ``merge_into_dequantized`` adds ``scale·(AB)ᵀ``
+  to the dequantized weights Ŵ the adapter was trained against (exact: the deployable model);
+  ``merge_into_16bit`` adds it to the original 16-bit weights W16 (a different model, off by the
+  base's 4-bit rounding error); ``merge_into_4bit`` requantizes Ŵ + scale·(AB)ᵀ (small, but its
+  rounding noise is several times the update).
 """
 
 from __future__ import annotations
@@ -214,6 +219,25 @@ def _with_fields(q: Quantized4bit, values: dict) -> Quantized4bit:
     return out
 
 
+def choose_compute_dtype(device: torch.device | str) -> torch.dtype:
+    """The compute dtype for QLoRA on ``device``: bfloat16 only where it is native, else float32.
+
+    ``torch.cuda.is_bf16_supported()`` answers True on a T4 (sm_75) because bfloat16 can be
+    *emulated* there; QLoRA needs it native, so ask with ``including_emulation=False``. Without
+    native bfloat16 (T4, V100, CPU, MPS) this course computes in float32: it always runs and needs
+    no loss scaler; float16 would be faster on a T4's tensor cores but overflows without one (the
+    QLoRA authors found fp16 training unstable). The 4-bit storage is the same either way.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no including_emulation and never emulates
+            native = torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float32
+    return torch.float32
+
+
 def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
     """Raise a clear ValueError if ``dtype`` cannot be used for matmuls on ``device``.
 
@@ -327,17 +351,20 @@ def prepare_qlora(
     gradient_checkpointing: bool = False,
     dropout: float = 0.0,
     blocksize: int = 64,
+    adapter_dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     """Turn ``model`` into a QLoRA model, in place, and return it.
 
     1. Every ``nn.Linear`` except the output head becomes a ``Linear4bit`` (as QLoRA loads the
        base; the head, embeddings and norms stay as they are, frozen).
-    2. LoRA (``A``, ``B`` in ``compute_dtype``, scale ``alpha / r``) goes on ``targets``:
+    2. LoRA (``A``, ``B`` in ``adapter_dtype``, float32 as in PEFT, scale ``alpha / r``) goes on ``targets``:
        ``"all-linear"`` (QLoRA's choice) or a list of module names (``["q_proj", "v_proj"]``).
     3. Only ``A`` and ``B`` train. ``gradient_checkpointing=True`` recomputes blocks in backward.
 
     ``compute_dtype`` defaults to the weights' dtype (float32 on a CPU); bfloat16 is QLoRA's
-    choice on a GPU that supports it. Every input is checked before the model is changed.
+    choice on a GPU that supports it natively (``choose_compute_dtype``). Small updates to
+    ``A``, ``B`` would round away in 16 bits, so they stay float32 and the LoRA path casts.
+    Every input is checked before the model is changed.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -351,6 +378,8 @@ def prepare_qlora(
     names = _resolve(model, targets, linear)
     if quant_type not in TABLES:
         raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
+    if adapter_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"adapter_dtype must be one of {COMPUTE_DTYPES}, got {adapter_dtype}")
     first = model.get_submodule(linear[0]).weight
     compute_dtype = check_compute_dtype(compute_dtype or first.dtype, first.device)
     if gradient_checkpointing and not (hasattr(model, "gradient_checkpointing_enable")
@@ -363,7 +392,7 @@ def prepare_qlora(
     for path in linear:
         _set(model, path, Linear4bit.from_linear(model.get_submodule(path), quant_type, blocksize,
                                                  double_quant, compute_dtype))
-    inject_lora(model, names, r, alpha, layer_types=(Linear4bit,), dropout=dropout, dtype=compute_dtype)
+    inject_lora(model, names, r, alpha, layer_types=(Linear4bit,), dropout=dropout, dtype=adapter_dtype)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model
@@ -406,6 +435,33 @@ def merge_into_4bit(model: nn.Module) -> list[str]:
             merged.bias.copy_(base.bias)
         _set(model, name, Linear4bit.from_linear(merged, base.quant_type, base.blocksize,
                                                  base.double_quant, base.compute_dtype))
+    return list(layers)
+
+
+@torch.no_grad()
+def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32) -> list[str]:
+    """Replace each QLoRA layer by an ``nn.Linear`` holding ``Ŵ + scale·(AB)ᵀ`` in ``dtype``; in place.
+
+    The adapter was trained against the dequantized weights Ŵ, not the original W16, so this is
+    the merge that computes what was trained: in float32 the merged model equals the trained
+    QLoRA model up to float rounding (notebook 08 measures ~1e-6 on logits). In bfloat16/float16
+    the file is half the size, and the sum is rounded once more to 16 bits (notebook 09 measures
+    what that costs). The result is a plain model again: ``save_pretrained`` works on it.
+    Returns the merged module paths.
+    """
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
+    layers = _qlora_layers(model)
+    for name, layer in layers.items():
+        base: Linear4bit = layer.base
+        W = base.dequantized_weight(torch.float32) + layer.delta().t().float()  # out×in
+        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                           device=W.device, dtype=dtype)
+        merged.weight.copy_(W)
+        if base.bias is not None:
+            merged.bias.copy_(base.bias)
+        merged.requires_grad_(False)
+        _set(model, name, merged)
     return list(layers)
 
 
