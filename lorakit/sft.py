@@ -1,0 +1,294 @@
+"""Instruction tuning data from the standard library: prompt → response pairs, masks, loss (notebook 09).
+
+The task: given a Python function's source with its docstring removed, write the docstring's
+first line ("Return the number of items."). Every CPython ships thousands of such pairs, so the
+task works offline and in CI. Three habits of supervised fine-tuning (SFT) are taught here:
+
+- a fixed **prompt template** (``TEMPLATE`` for the byte-level course GPT; a real instruct model
+  uses its own chat template, ``chat_example``), so the model learns where the answer starts;
+- an **end-of-sequence marker** after the response (``EOS``, or the tokenizer's EOS token), so it
+  learns to stop;
+- a **loss mask**: only response tokens count (labels of prompt tokens are ``IGNORE``), so the
+  model is trained to answer, not to write prompts.
+
+Labels are aligned with ``input_ids`` (the Hugging Face convention); the loss shifts them by one.
+Validation pairs come from modules never seen in training (split by module name).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import math
+import os
+import sys
+import sysconfig
+import textwrap
+import zlib
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import _stdlib_files, decode, encode
+from .train import cache_dir, fast_mode, set_seed
+
+#: the ignore index of ``F.cross_entropy``: a label that contributes nothing to the loss
+IGNORE = -100
+#: the byte-level end-of-sequence marker: ASCII "end of text", absent from the stdlib's source
+EOS = "\x03"
+#: the course GPT's prompt template; the response follows it directly
+TEMPLATE = "### Code\n{code}\n### Summary\n"
+#: the instruction a chat model receives before the code (``chat_example``)
+INSTRUCTION = "Write the one-line docstring summary of this Python function.\n\n"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One example: the function's ``code`` without its docstring, and the docstring's first line."""
+
+    module: str
+    name: str
+    code: str
+    summary: str
+
+
+def _is_validation(module: str) -> bool:
+    """Every 10th module (by a stable hash of its path) is held out: its functions are never seen."""
+    return zlib.crc32(module.encode()) % 10 == 0
+
+
+def _pairs_in(source: str, module: str, max_summary_chars: int) -> list[Pair]:
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    pairs = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        doc = ast.get_docstring(node)
+        if not doc:
+            continue
+        summary = doc.strip().splitlines()[0].strip()
+        # one clean sentence: long enough to say something, short enough for a small context
+        if not (12 <= len(summary) <= max_summary_chars and summary.endswith(".")) or EOS in summary:
+            continue
+        first_doc, last_doc = node.body[0].lineno, node.body[0].end_lineno
+        kept = [lines[i - 1] for i in range(node.lineno, node.end_lineno + 1) if not first_doc <= i <= last_doc]
+        code = textwrap.dedent("\n".join(kept)).strip("\n")
+        pairs.append(Pair(module, node.name, code, summary))
+    return pairs
+
+
+def _all_pairs(max_summary_chars: int) -> list[Pair]:
+    """Parse every stdlib module once (≈ 15 s on 2 cores) and cache the pairs as JSON."""
+    root = sysconfig.get_paths()["stdlib"]
+    files = _stdlib_files(want_tests=False)
+    if fast_mode():
+        files = files[::5]  # test mode: every 5th module, same code path, a fifth of the parsing
+    key = zlib.crc32(f"{sys.version}|{root}|{max_summary_chars}|{len(files)}|1".encode())
+    path = cache_dir() / f"sft-pairs-{key:08x}.json"
+    if path.exists():
+        try:
+            return [Pair(**p) for p in json.loads(path.read_text())]
+        except (OSError, ValueError, TypeError):
+            pass  # unreadable or from another version: rebuild it
+    pairs: list[Pair] = []
+    for file in files:
+        try:
+            with open(file, encoding="utf-8") as f:
+                pairs += _pairs_in(f.read(), os.path.relpath(file, root), max_summary_chars)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue  # a few stdlib files are templates or use another encoding: skip them
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps([asdict(p) for p in pairs]))
+    os.replace(tmp, path)  # atomic: a run killed half-way leaves no half-written cache
+    return pairs
+
+
+@functools.lru_cache(maxsize=8)
+def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[Pair, ...]:
+    """All (code → first docstring line) pairs of the standard library, for ``split``.
+
+    ``split`` is ``"train"`` or ``"val"``; the split is by module, so a validation function's
+    module was never seen in training. Deterministic for a given Python version; parsed once,
+    then read from the cache folder (``lorakit.train.cache_dir()``).
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if not isinstance(max_summary_chars, int) or isinstance(max_summary_chars, bool) or max_summary_chars < 12:
+        raise ValueError(f"max_summary_chars must be an integer >= 12, got {max_summary_chars!r}")
+    return tuple(p for p in _all_pairs(max_summary_chars) if _is_validation(p.module) == (split == "val"))
+
+
+def cut_code(code: str, max_chars: int) -> str:
+    """The head of ``code`` in at most ``max_chars`` characters, cut at a line end when possible."""
+    if len(code) <= max_chars:
+        return code
+    head = code[:max_chars]
+    return head[: head.rfind("\n")] if "\n" in head else head
+
+
+def prompt_of(pair: Pair, max_code_chars: int) -> str:
+    """The course GPT's prompt: ``TEMPLATE`` around the function's code (its head, if long)."""
+    return TEMPLATE.format(code=cut_code(pair.code, max_code_chars))
+
+
+def _example(prompt_ids: list[int], response_ids: list[int], mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor(prompt_ids + response_ids, dtype=torch.long)
+    labels = ids.clone()
+    if mask:
+        labels[: len(prompt_ids)] = IGNORE  # prompt tokens are context, not something to learn
+    return ids, labels
+
+
+def byte_example(pair: Pair, context: int, mask: bool = True, eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, labels)`` in bytes for the course GPT, at most ``context`` long.
+
+    The response (and ``EOS``) is always kept whole; the code is cut to fit what is left.
+    """
+    response = pair.summary + (EOS if eos else "")
+    budget = context - len(encode(TEMPLATE.format(code=""))) - len(encode(response))
+    if budget < 8:
+        raise ValueError(f"context {context} leaves {budget} bytes for the code of {pair.name!r}; "
+                         "use a shorter max_summary_chars or a longer context")
+    prompt = prompt_of(pair, budget)
+    while len(encode(prompt)) > len(prompt) and len(encode(prompt)) + len(encode(response)) > context:
+        budget -= 4  # non-ASCII code: characters are several bytes; shrink until it fits
+        prompt = prompt_of(pair, budget)
+    return _example(encode(prompt).tolist(), encode(response).tolist(), mask)
+
+
+def byte_examples(pairs, context: int, mask: bool = True, eos: bool = True) -> list:
+    """``byte_example`` for every pair whose response fits ``context`` with some code; others skipped."""
+    overhead = len(encode(TEMPLATE.format(code=""))) + 8 + (1 if eos else 0)
+    return [byte_example(p, context, mask, eos) for p in pairs if len(encode(p.summary)) + overhead <= context]
+
+
+def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,
+                 max_code_chars: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, labels)`` for a Hugging Face chat model, through its own chat template.
+
+    The prompt is the user turn plus the template's "assistant starts here" marker
+    (``add_generation_prompt=True``); the response is the summary and the tokenizer's EOS token.
+    """
+    code = cut_code(pair.code, max_code_chars)
+    messages = [{"role": "user", "content": INSTRUCTION + code}]
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if not isinstance(prompt_ids, list):  # transformers 5 may return an encoding
+        prompt_ids = prompt_ids["input_ids"]
+    response_ids = tokenizer(pair.summary, add_special_tokens=False)["input_ids"]
+    if eos:
+        response_ids = response_ids + [tokenizer.eos_token_id]
+    prompt_ids = prompt_ids[: max(0, max_len - len(response_ids))]
+    return _example(list(prompt_ids), list(response_ids), mask)
+
+
+def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: ``input_ids`` with ``pad_id``, ``labels`` with ``IGNORE``, and the mask.
+
+    With causal attention, padding on the right never changes what the real tokens see.
+    """
+    T = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, : len(x)], labels[i, : len(y)], attention[i, : len(x)] = x, y, 1
+    return dict(input_ids=ids, labels=labels, attention_mask=attention)
+
+
+def logits_of(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token logits (batch, T, vocab) from the course GPT or a Hugging Face causal LM."""
+    if hasattr(model, "cfg") and hasattr(model, "blocks"):  # the course GPT
+        return model(input_ids)[0]
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy (nats) of each labelled token given the tokens before it; ``IGNORE`` skipped.
+
+    Position t predicts token t+1, so logits drop their last position and labels their first.
+    """
+    device = next(model.parameters()).device
+    ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
+    mask = batch.get("attention_mask")
+    logits = logits_of(model, ids, None if mask is None else mask.to(device))
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE, reduction=reduction)
+
+
+@torch.no_grad()
+def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int = 32) -> float:
+    """Mean loss over every **response** token of ``examples``, in bits per token."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i : i + batch_size], pad_id)
+        # always score the response only, whatever the training mask was
+        total += response_loss(model, batch, reduction="sum").item()
+        count += int((batch["labels"][:, 1:] != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1) / math.log(2)
+
+
+def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,
+              seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning") -> list[float]:
+    """AdamW on the trainable parameters over shuffled batches of ``examples``; the losses (nats).
+
+    Linear warm-up for ``warmup`` steps, then a constant rate (QLoRA's schedule). Deterministic
+    for a given ``seed``.
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not examples:
+        raise ValueError("examples is empty: nothing to train on")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (did you freeze everything?)")
+    set_seed(seed)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    losses, cursor = [], 0
+    model.train()
+    for step in tqdm(range(steps), desc=desc, disable=not progress):
+        idx = [order[(cursor + j) % len(order)] for j in range(batch_size)]
+        cursor += batch_size
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+        loss = response_loss(model, collate([examples[i] for i in idx], pad_id))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def generate_bytes(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> str:
+    """Greedy continuation of ``prompt`` by the course GPT, stopping at ``EOS`` (not included)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = encode(prompt).long().unsqueeze(0).to(device)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        logits, _ = model(ids[:, -model.cfg.context :])
+        nxt = int(logits[0, -1].argmax())
+        if nxt == ord(EOS):
+            break
+        out.append(nxt)
+        ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], dim=1)
+    model.train(was_training)
+    return decode(out)
+
+
+def stopped(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> bool:
+    """Whether the course GPT ends its answer with ``EOS`` within ``max_new_tokens`` bytes."""
+    return len(encode(generate_bytes(model, prompt, max_new_tokens))) < max_new_tokens
