@@ -43,6 +43,7 @@ CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ me
 
 def _transformers():
     """transformers, imported quietly, with its own progress bars and info messages off."""
+    quiet_import("torchao")  # transformers imports it, if installed, when it loads a model: take its noise now
     transformers = quiet_import("transformers")
     if transformers is not None:
         transformers.utils.logging.set_verbosity_error()
@@ -124,7 +125,6 @@ def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, a
                     dropout: float, gradient_checkpointing: bool, local_only: bool) -> nn.Module:
     """bitsandbytes NF4 + double quantization, ``prepare_model_for_kbit_training``, PEFT LoRA."""
     transformers, peft = _transformers(), quiet_import("peft")
-    quiet_import("torchao")  # transformers' quantizers import it if installed: take its noise now
     if peft is None or quiet_import("bitsandbytes") is None:
         raise ImportError("the bitsandbytes + PEFT stack needs: pip install bitsandbytes peft")
     config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -133,12 +133,12 @@ def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, a
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(model_id), quantization_config=config, dtype=compute_dtype, local_files_only=local_only,
         device_map={"": device.index if device.type == "cuda" and device.index is not None else device.type})
-    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question: not ours to fix
-        warnings.simplefilter("ignore", FutureWarning)
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     lora = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
                            task_type="CAUSAL_LM")
-    return peft.get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        return peft.get_peft_model(model, lora)
 
 
 def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: int = 16, alpha: float = 32,
