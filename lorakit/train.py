@@ -5,6 +5,12 @@ the standard library's source code and caches the weights (safetensors) with a J
 cache is keyed by the model config, the training settings and a fingerprint of the data, and the
 card stores the sha256 of the weights file — so a corrupt, truncated or mismatched cache is
 detected, reported and retrained, never silently used.
+
+The learner-size base also ships inside the package (``lorakit/weights/``, 3.5 MB, with its
+training card): a workshop starts in seconds instead of pretraining for minutes. It was trained
+by exactly this code (``base_model(use_shipped=False)`` retrains it, one call) on the standard
+library of the Python named in its card; a different Python's stdlib is still the same kind of
+text, so the shipped weights are used whenever the config and settings match.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,18 +276,60 @@ def _read_cache(weights: Path, card: Path, key: str, cfg: GPTConfig) -> tuple[GP
         return None, {}, str(e)
 
 
-def base_model(progress: bool = True, device: torch.device | str | None = None, **overrides):
-    """The course's pretrained base GPT and a dict describing it; trained once, then cached.
+#: the base model that ships with the package (learner size), and its training card
+SHIPPED = Path(__file__).resolve().parent / "weights" / "base-learner.safetensors"
+
+
+def _ship_key(settings: dict) -> str:
+    """What must match for the shipped weights to be the ones asked for: config and settings."""
+    described = {k: v for k, v in settings.items() if k != "config"}
+    described["config"] = settings["config"].to_dict()
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_shipped(settings: dict) -> tuple[GPT | None, dict]:
+    """The shipped base model when its card matches ``settings`` and its sha256 checks out."""
+    card = SHIPPED.with_suffix(".json")
+    if not SHIPPED.exists() or not card.exists():
+        return None, {}
+    info = json.loads(card.read_text())
+    if info.get("ship_key") != _ship_key(settings) or _sha256(SHIPPED) != info.get("sha256"):
+        return None, {}
+    return load_model(SHIPPED), info
+
+
+def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Path:
+    """Write ``model`` and its card to ``lorakit/weights/`` (how the shipped base was made)."""
+    settings = settings or base_settings()
+    SHIPPED.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model.cpu(), SHIPPED)
+    card = {k: info[k] for k in ("key", "config", "settings", "val_bpb", "history")}
+    card.update(ship_key=_ship_key(settings), sha256=_sha256(SHIPPED),
+                trained_with=f"Python {sys.version.split()[0]}, torch {torch.__version__}, lorakit {__version__}")
+    SHIPPED.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    return SHIPPED
+
+
+def base_model(progress: bool = True, device: torch.device | str | None = None, use_shipped: bool = True,
+               **overrides):
+    """The course's pretrained base GPT and a dict describing it; shipped or trained once, then cached.
 
     Returns ``(model, info)`` with ``info`` holding ``val_bpb``, the training ``history``,
-    ``config``, ``path`` and ``trained`` (False when it came from the cache). Keyword
-    ``overrides`` replace entries of ``base_settings()`` (config, steps, batch_size, lr, ...).
+    ``config``, ``path`` and ``trained`` (False when it came from the cache or the package).
+    Keyword ``overrides`` replace entries of ``base_settings()`` (config, steps, batch_size, lr,
+    ...). ``use_shipped=False`` ignores the weights that ship with lorakit and trains (or uses a
+    cache trained here).
     """
     settings = {**base_settings(), **overrides}
     unknown = set(overrides) - set(base_settings())
     if unknown:
         raise ValueError(f"unknown base_model settings {sorted(unknown)}; allowed: {sorted(base_settings())}")
     cfg: GPTConfig = settings["config"]
+    if use_shipped:  # before reading 12 MB of data: the shipped model needs none
+        model, info = _read_shipped(settings)
+        if model is not None:
+            info.update(path=str(SHIPPED), trained=False)
+            return model.to(device or "cpu").eval(), info
     train_data, val_data = load_splits("code", settings["max_bytes"])
     described = {k: v for k, v in settings.items() if k != "config"}
     described.update(config=cfg.to_dict(), data=fingerprint(train_data), version=__version__)
@@ -292,6 +341,7 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
     if model is not None:
         info.update(path=str(weights), trained=False)
         return model.to(device or "cpu").eval(), info
+
     if why:
         print(f"lorakit: ignoring the cached base model at {weights}: {why}. Retraining.")
 
