@@ -155,6 +155,15 @@ def test_training_moves_only_the_adapter_and_checkpointing_gives_the_same_gradie
             assert torch.equal(t, frozen[n]), f"{n} is frozen and must not change"
 
 
+def test_prepare_qlora_frees_each_16bit_linear_as_it_is_replaced():
+    import weakref
+
+    model = tiny_gpt()
+    originals = [weakref.ref(m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    prepare_qlora(model, "all-linear", r=4, alpha=8)
+    assert all(r() is None for r in originals), "no original 16-bit Linear may outlive the preparation"
+
+
 # ---------------------------------------------------------------- merging
 
 
