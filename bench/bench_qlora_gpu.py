@@ -248,8 +248,8 @@ def main(argv=None) -> dict:
                   f"step {1000 * r['step_seconds']:.1f} ms, loss {r['loss']:.4f}, "
                   f"trainable {r['trainable_params'] / 1e6:.2f} M, {r['optimizer']}")
     if not args.no_compile and device.type == "cuda":
-        from lorakit import qlora
-        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = qlora._compiled_dequantize is not None
+        from lorakit.qlora import Linear4bit, dequantize_packed
+        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = Linear4bit.dequantize is not dequantize_packed
 
     ratios = {}
     ok = lambda n: n in runs and not runs[n].get("skipped")  # noqa: E731

@@ -25,7 +25,6 @@ The pieces, each derived in notebook 08:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import warnings
 
 import torch
@@ -71,7 +70,9 @@ def dequantize_packed(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.T
     return values[:numel].to(dtype)
 
 
-_compiled_dequantize = None
+# What torch.compile raises when it cannot compile (Dynamo and Inductor errors). Anything else,
+# an out-of-memory error for instance, is a real error and must reach the caller.
+COMPILE_ERRORS = (torch._dynamo.exc.TorchDynamoException,)
 
 
 def compile_dequantize(enable: bool = True) -> None:
@@ -79,23 +80,12 @@ def compile_dequantize(enable: bool = True) -> None:
 
     Eager PyTorch runs it as four kernels with float32 temporaries, which is fine for learning
     and for small models; on a 7B model it is most of the step time. The compiled version reads
-    each packed byte once and writes the result once (bitsandbytes does that in CUDA C++). If
-    compiling fails, lorakit warns once and falls back to the eager function.
+    each packed byte once and writes the result once (bitsandbytes does that in CUDA C++).
+    The switch is one visible class attribute, ``Linear4bit.dequantize``; if compiling fails
+    (``COMPILE_ERRORS``), ``Linear4bit`` warns once and switches back to the eager function.
     """
-    global _compiled_dequantize
-    _compiled_dequantize = torch.compile(dequantize_packed, dynamic=False) if enable else None
-
-
-def _dequantize(*args) -> torch.Tensor:
-    global _compiled_dequantize
-    if _compiled_dequantize is not None:
-        try:
-            return _compiled_dequantize(*args)
-        except Exception as e:  # noqa: BLE001 - any compiler failure: fall back, say so once
-            warnings.warn(f"torch.compile of dequantize_packed failed ({type(e).__name__}: {e}); "
-                          "using the eager version", stacklevel=2)
-            _compiled_dequantize = None
-    return dequantize_packed(*args)
+    fn = torch.compile(dequantize_packed, dynamic=False) if enable else dequantize_packed
+    Linear4bit.dequantize = staticmethod(fn)
 
 
 # ---------------------------------------------------------------- the 4-bit layer and its backward
@@ -132,20 +122,25 @@ class Linear4bit(nn.Module):
     ``.to(device)`` and ``state_dict()`` carry them, and no float copy of the weight exists.
     """
 
+    # the dequantizer every Linear4bit calls: eager, or compiled by ``compile_dequantize()``
+    dequantize = staticmethod(dequantize_packed)
+
     def __init__(self, q: Quantized4bit, bias: torch.Tensor | None, compute_dtype: torch.dtype):
         super().__init__()
         if len(q.shape) != 2:
             raise ValueError(f"a linear weight is 2-D (out×in), got shape {tuple(q.shape)}")
         self.out_features, self.in_features = int(q.shape[0]), int(q.shape[1])
         self.compute_dtype = compute_dtype
-        self._tensor_fields = []
-        for f in dataclasses.fields(q):
-            value = getattr(q, f.name)
-            if isinstance(value, torch.Tensor):
-                self.register_buffer(f.name, value)
-                self._tensor_fields.append(f.name)
-        # the non-tensor fields (shape, dtype, blocksize, quant_type, ...); tensors live as buffers
-        self._template = _with_fields(q, {n: None for n in self._tensor_fields})
+        # the stored weight: its tensors are buffers, so .to(device) and state_dict() carry them
+        # (a buffer set to None, e.g. absmax under double quantization, is simply not stored) …
+        self.register_buffer("packed", q.packed)
+        self.register_buffer("absmax", q.absmax)
+        self.register_buffer("absmax_codes", q.absmax_codes)
+        self.register_buffer("absmax2", q.absmax2)
+        self.register_buffer("offset", q.offset)
+        # … and the rest are plain attributes
+        self.weight_shape, self.weight_dtype = q.shape, q.dtype
+        self.quant_type, self.blocksize, self.blocksize2 = q.quant_type, q.blocksize, q.blocksize2
         self.register_buffer("pairs", pair_table(q.quant_type).to(q.packed.device), persistent=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
@@ -167,19 +162,12 @@ class Linear4bit(nn.Module):
     @property
     def quantized(self) -> Quantized4bit:
         """The stored weight as a ``Quantized4bit`` (its tensors are this module's buffers)."""
-        return _with_fields(self._template, {n: getattr(self, n) for n in self._tensor_fields})
-
-    @property
-    def quant_type(self) -> str:
-        return self._template.quant_type
-
-    @property
-    def blocksize(self) -> int:
-        return self._template.blocksize
+        return Quantized4bit(self.packed, self.weight_shape, self.weight_dtype, self.blocksize, self.quant_type,
+                             self.absmax, self.absmax_codes, self.absmax2, self.offset, self.blocksize2)
 
     @property
     def double_quant(self) -> bool:
-        return "absmax" not in self._tensor_fields
+        return self.absmax is None
 
     def block_absmax(self) -> torch.Tensor:
         """float32 absmax per block; with double quantization, rebuilt from its 8-bit codes."""
@@ -188,8 +176,17 @@ class Linear4bit(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The weight ``W`` (out×in) in ``dtype`` (default: ``compute_dtype``), made on demand."""
         dtype = dtype or self.compute_dtype
-        flat = _dequantize(self.packed, self.block_absmax(), self.pairs,
-                                 self.out_features * self.in_features, self.blocksize, dtype)
+        args = (self.packed, self.block_absmax(), self.pairs, self.out_features * self.in_features,
+                self.blocksize, dtype)
+        try:
+            flat = Linear4bit.dequantize(*args)
+        except COMPILE_ERRORS as e:
+            if Linear4bit.dequantize is dequantize_packed:
+                raise
+            warnings.warn(f"torch.compile of dequantize_packed failed ({type(e).__name__}: {e}); "
+                          "using the eager version", stacklevel=2)
+            compile_dequantize(False)
+            flat = dequantize_packed(*args)
         return flat.view(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,14 +207,6 @@ class Linear4bit(nn.Module):
         return (f"in={self.in_features}, out={self.out_features}, quant_type={self.quant_type}, "
                 f"blocksize={self.blocksize}, double_quant={self.double_quant}, "
                 f"compute_dtype={self.compute_dtype}, bias={self.bias is not None}")
-
-
-def _with_fields(q: Quantized4bit, values: dict) -> Quantized4bit:
-    """A shallow copy of ``q`` with some fields replaced (no re-validation: the values are q's own)."""
-    out = copy.copy(q)
-    for name, value in values.items():
-        object.__setattr__(out, name, value)
-    return out
 
 
 def choose_compute_dtype(device: torch.device | str) -> torch.dtype:

@@ -393,3 +393,28 @@ def test_bench_peft_setup_frees_each_16bit_linear_as_it_is_replaced():
     assert alive[:n] == list(range(n, 0, -1)), f"16-bit layers alive at each swap: {alive[:n]}"
     gc.collect()
     assert all(r() is None for r in originals), "no 16-bit layer survives the preparation"
+
+
+def test_a_failing_compile_falls_back_to_eager_once_and_other_errors_surface(monkeypatch):
+    import lorakit.qlora as qlora
+
+    torch.manual_seed(0)
+    q4 = Linear4bit.from_linear(nn.Linear(64, 32, bias=False))
+    eager = q4.dequantized_weight(torch.float32)
+
+    def broken_compile(*args):
+        raise torch._dynamo.exc.TorchDynamoException("the compiler failed")  # what Dynamo/Inductor raise
+
+    monkeypatch.setattr(Linear4bit, "dequantize", staticmethod(broken_compile))
+    with pytest.warns(UserWarning, match="using the eager version"):
+        assert torch.equal(q4.dequantized_weight(torch.float32), eager)
+    assert Linear4bit.dequantize is qlora.dequantize_packed, "switched back to eager for good"
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Linear4bit, "dequantize", staticmethod(out_of_memory))
+    with pytest.raises(torch.OutOfMemoryError):
+        q4.dequantized_weight(torch.float32)
+    qlora.compile_dequantize(False)
+    assert Linear4bit.dequantize is qlora.dequantize_packed
