@@ -201,6 +201,7 @@ assert kept["dequantize inside autograd"]["extra"] == weight_bytes, \
 linear_7b = parameter_counts("7B")["linear"]
 print(f"LLaMA-7B linear weights: {linear_7b / 1e9:.2f} B; kept in bf16 by a dequantize-inside-autograd "
       f"layer: {2 * linear_7b / 1e9:.1f} GB (estimate); stored in NF4+DQ: {linear_7b * 4.127 / 8 / 1e9:.1f} GB")
+assert 2 * linear_7b > 3 * linear_7b * 4.127 / 8, "the float copies would outweigh the 4-bit weights 3× over"
 
 # %% [markdown]
 # `lorakit.qlora.Linear4bit` is this layer packaged as a module: the packed codes and the
@@ -533,8 +534,9 @@ plt.show()
 #   error (asserted above: within 0.2–5× of it), because the adapter learned to work with
 #   $\widehat W$, not $W_{16}$.
 # - **Not** requantized into 4 bits unless you measure it: the second rounding keeps an update
-#   that is large next to the grid step (as in this small, hard-trained model) but adds noise,
-#   and rounds away one that is small — the usual case for a large model trained gently.
+#   that is large next to the grid step (as this one, asserted above) but adds noise, and rounds
+#   away one that is small next to the step (the sweep at c = 0.03). How large your update is
+#   next to the step depends on the model, the learning rate and the steps: measure it.
 
 # %%
 assert gap["into Ŵ (float32)"] == min(gap.values()), "the exact merge is the closest to the trained model"
