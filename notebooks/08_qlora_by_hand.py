@@ -502,8 +502,11 @@ assert sweep[0.03][1] > sweep[1.0][1], "relative to the update, the rounding noi
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
 order = meant0.flatten().argsort()
 bins = order.chunk(40)                                          # 40 bins of equal count, by meant change
-ax1.plot([meant0.flatten()[b].mean().item() for b in bins], [real0.flatten()[b].mean().item() for b in bins],
-         "o", ms=4, label="mean realized change per bin")
+centers = [meant0.flatten()[b].mean().item() for b in bins]
+means = torch.tensor([real0.flatten()[b].mean().item() for b in bins])
+spreads = torch.tensor([real0.flatten()[b].std().item() for b in bins])
+ax1.fill_between(centers, means - spreads, means + spreads, alpha=0.25, label="± 1 std within the bin (noise)")
+ax1.plot(centers, means, "o", ms=4, label="mean realized change per bin")
 lim = meant0.abs().max().item()
 ax1.plot([-lim, lim], [-lim, lim], "k:", lw=1, label="realized = meant")
 ax1.set_xlabel("meant change Δ (weight units)")
@@ -512,11 +515,11 @@ ax1.set_title(f"{name0}: projection {(real0 * meant0).sum().item() / meant0.pow(
 ax1.legend(loc="upper left")
 ax2.plot(SCALES, [sweep[c][0] for c in SCALES], "o-", label="projection (1 = survives)")
 ax2.plot(SCALES, [sweep[c][1] for c in SCALES], "s-", label="noise ratio ‖Δreal − Δ‖/‖Δ‖")
+ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # below the axes: never on data
 ax2.axvline(1.0, color="gray", ls=":", lw=1)
 ax2.set_xscale("log")
 ax2.set_xlabel("update scaled by c (1 = as trained)")
 ax2.set_ylabel("ratio")
-ax2.legend(loc="center right")
 ax2.set_title("Requantizing: small updates round away")
 fig.suptitle(f"Merging into 4 bits: the trained update survives on average (projection {projection:.2f}) "
              f"with noise {noise_ratio:.2f}× its size; at c = 0.03 the projection is {sweep[0.03][0]:.2f}")
