@@ -5,10 +5,16 @@
 
 Random weights (no download), built directly on the GPU with the LLaMA-7B shape; seq 512, batch
 1, LoRA r=64 (alpha 16) on every linear layer but the head, gradient checkpointing, the same
-seed and tokens for all three runs, paged AdamW 32-bit (bitsandbytes) on the GPU. For each run:
-peak memory of the measured steps (``torch.cuda.max_memory_allocated``) and the median step
-time. Printed against the goals: lorakit peak ≤ 1.05× PEFT+bnb, step time ≤ 1.3× PEFT+bnb,
-QLoRA peak ≤ 0.4× the bf16 LoRA peak. On a GPU the results go to ``bench/results/``.
+seed and tokens for all three runs, paged AdamW 32-bit (bitsandbytes) on the GPU, LoRA A and B
+in float32 in all three (as PEFT keeps them). The compute dtype comes from native support
+(``lorakit.qlora.choose_compute_dtype``: bfloat16 on Ampere or newer, float32 on a T4, where a
+7B model does not fit anyway). For each run: peak memory of the measured steps and the median
+step time after one warm-up step. The peak is ``lorakit.memory.track_peak``'s: the allocator's
+peak (``torch.cuda.max_memory_allocated``) **plus the paged optimizer states**, which live in
+CUDA unified memory where the allocator never sees them (≈ 1.3 GB for r = 64 on a 7B model);
+both parts are printed. Printed against the goals: lorakit peak ≤ 1.05× PEFT+bnb, step time
+≤ 1.3× PEFT+bnb, QLoRA peak ≤ 0.4× the bf16 LoRA peak. On a GPU the results go to
+``bench/results/``.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lorakit.lora import inject_lora  # noqa: E402
-from lorakit.memory import MODEL_SHAPES  # noqa: E402
-from lorakit.qlora import compile_dequantize, enable_gradient_checkpointing, prepare_qlora  # noqa: E402
+from lorakit.memory import MODEL_SHAPES, track_peak  # noqa: E402
+from lorakit.qlora import (choose_compute_dtype, compile_dequantize, enable_gradient_checkpointing,  # noqa: E402
+                           prepare_qlora)
+from lorakit.quiet import quiet_import  # noqa: E402
 
 GOALS = {"peak_vs_peft": 1.05, "time_vs_peft": 1.3, "qlora_peak_vs_bf16_lora": 0.4}
 SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
@@ -61,12 +69,10 @@ def build_llama(shape: dict, device: torch.device, dtype: torch.dtype, seed: int
 def make_optimizer(params, device: torch.device):
     """Paged AdamW 32-bit from bitsandbytes on a GPU (QLoRA's choice), else torch's AdamW."""
     if device.type == "cuda":
-        try:
-            import bitsandbytes as bnb
-
+        bnb = quiet_import("bitsandbytes")
+        if bnb is not None:
             return bnb.optim.PagedAdamW32bit(params, lr=2e-4), "bitsandbytes PagedAdamW32bit"
-        except Exception as e:  # noqa: BLE001
-            print(f"  (paged AdamW unavailable: {e}; using torch AdamW)")
+        print("  (bitsandbytes is not installed: torch AdamW, nothing paged)")
     return torch.optim.AdamW(params, lr=2e-4), "torch AdamW"
 
 
@@ -91,34 +97,44 @@ def setup_lorakit(model, args, dtype):
 
 
 def setup_peft_bnb(model, args, dtype):
-    """What ``from_pretrained(..., BitsAndBytesConfig(nf4, double quant))`` + PEFT builds, by hand."""
-    import bitsandbytes as bnb
-    import peft
+    """What ``from_pretrained(..., BitsAndBytesConfig(nf4, double quant))`` + PEFT builds, by hand.
+
+    One layer at a time: each 16-bit ``nn.Linear`` is quantized, swapped out and dropped before
+    the next one is touched, so at most one 16-bit weight beyond the model exists at any moment
+    (holding them all, e.g. in ``list(model.named_modules())``, would keep the whole 16-bit
+    model alive until the loop ends and inflate the peak).
+    """
+    bnb, peft = quiet_import("bitsandbytes"), quiet_import("peft")
+    if bnb is None or peft is None:
+        raise ImportError("the PEFT + bitsandbytes setup needs both packages installed")
 
     device = next(model.parameters()).device
-    for name, m in list(model.named_modules()):
-        if isinstance(m, nn.Linear) and not name.endswith("lm_head"):
-            layer = bnb.nn.Linear4bit(m.in_features, m.out_features, bias=m.bias is not None, compute_dtype=dtype,
-                                      compress_statistics=True, quant_type="nf4", device="meta")
-            layer.weight = bnb.nn.Params4bit(m.weight.data, requires_grad=False, compress_statistics=True,
-                                             quant_type="nf4")
-            layer = layer.to(device)  # bitsandbytes quantizes when the weight moves to a device
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, layer)
-            del m
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.endswith("lm_head")]
+    for name in names:  # paths only: no reference to the old layers outlives its iteration
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent)
+        old = getattr(owner, child)
+        layer = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None, compute_dtype=dtype,
+                                  compress_statistics=True, quant_type="nf4", device="meta")
+        layer.weight = bnb.nn.Params4bit(old.weight.data, requires_grad=False, compress_statistics=True,
+                                         quant_type="nf4")
+        if old.bias is not None:
+            layer.bias = nn.Parameter(old.bias.data, requires_grad=False)
+        setattr(owner, child, layer.to(device))  # bitsandbytes quantizes when the weight moves to a device
+        del old, layer  # the 16-bit weight is freed here, not at the end of the loop
     for p in model.parameters():
         p.requires_grad_(False)
     enable_gradient_checkpointing(model)
     config = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules="all-linear")
     model = peft.get_peft_model(model, config)
-    for name, p in model.named_parameters():  # adapters in the compute dtype, as lorakit's
+    for name, p in model.named_parameters():  # adapters in float32, as PEFT's default and lorakit's
         if "lora_" in name:
-            p.data = p.data.to(dtype)
+            p.data = p.data.float()
     return model
 
 
 def setup_bf16_lora(model, args, dtype):
-    inject_lora(model, "all-linear", r=args.r, alpha=args.alpha, dtype=dtype)
+    inject_lora(model, "all-linear", r=args.r, alpha=args.alpha, dtype=torch.float32)
     enable_gradient_checkpointing(model)
     return model
 
@@ -149,21 +165,20 @@ def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dty
 
     losses = [step()]  # warm-up: optimizer states, compiled kernels, allocator
     sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for _ in range(args.steps):
-        sync(device)
-        t = time.perf_counter()
-        losses.append(step())
-        sync(device)
-        times.append(time.perf_counter() - t)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    else:  # no allocator counter on a CPU: parameters + buffers + gradients + optimizer states
-        from lorakit.memory import _static_bytes
-        peak = _static_bytes(model, [opt])
+    # CUDA: allocator peak + paged optimizer states; CPU: parameters, buffers, gradients and states
+    with track_peak(device=device, model=model) as mem:
+        for _ in range(args.steps):
+            sync(device)
+            t = time.perf_counter()
+            losses.append(step())
+            sync(device)
+            times.append(time.perf_counter() - t)
+    peak = mem["peak_bytes"]
     result = dict(peak_bytes=int(peak), peak_gb=peak / 1e9, static_gb=static / 1e9,
+                  allocator_peak_gb=mem.get("allocator_peak_bytes", 0) / 1e9,
+                  paged_states_gb=mem.get("paged_bytes", 0) / 1e9,
+                  device_used_gb=mem.get("device_used_bytes", 0) / 1e9, memory_method=mem["method"],
                   step_seconds=statistics.median(times), loss=losses[0], losses=losses,
                   trainable_params=trainable, optimizer=opt_name, prepare_seconds=prepare_s)
     del model, opt, params
@@ -190,20 +205,28 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def settings(args) -> tuple[torch.device, torch.dtype, dict, str]:
+    """(device, compute dtype, model shape, device name) for this run.
+
+    The dtype is ``choose_compute_dtype``'s: bfloat16 only where the GPU computes it natively.
+    ``torch.cuda.is_bf16_supported()`` with its defaults says True on a T4 (emulation counts),
+    and ``prepare_qlora`` would then refuse bfloat16 there.
+    """
+    if args.smoke:
+        return torch.device("cpu"), torch.float32, SMOKE_SHAPE, f"CPU ({platform.processor() or platform.machine()})"
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --smoke for the CPU size")
+    device = torch.device("cuda")
+    return device, choose_compute_dtype(device), MODEL_SHAPES[args.model], torch.cuda.get_device_name(device)
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
+    device, dtype, shape, device_name = settings(args)
     if args.smoke:
-        device, dtype, shape = torch.device("cpu"), torch.float32, SMOKE_SHAPE
         args.seq, args.r, args.steps = min(args.seq, 32), min(args.r, 8), min(args.steps, 1)
-        device_name = f"CPU ({platform.processor() or platform.machine()})"
-    else:
-        if not torch.cuda.is_available():
-            raise SystemExit("no CUDA device: run with --smoke for the CPU size")
-        device, shape = torch.device("cuda"), MODEL_SHAPES[args.model]
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        device_name = torch.cuda.get_device_name(device)
-        if not args.no_compile:
-            compile_dequantize(True)
+    elif not args.no_compile:
+        compile_dequantize(True)
     print(f"device: {device_name}; torch {torch.__version__}; shape {shape}; seq {args.seq}, batch {args.batch}, "
           f"r {args.r}, dtype {dtype}, gradient checkpointing on")
     gen = torch.Generator().manual_seed(args.seed)
@@ -219,12 +242,14 @@ def main(argv=None) -> dict:
         if r.get("skipped"):
             print(f"{name:>15}: skipped ({r['skipped']})")
         else:
-            print(f"{name:>15}: peak {r['peak_gb']:.4g} GB (static {r['static_gb']:.4g} GB), "
+            paged = (f" = allocator {r['allocator_peak_gb']:.4g} + paged states {r['paged_states_gb']:.4g}"
+                     if device.type == "cuda" else "")
+            print(f"{name:>15}: peak {r['peak_gb']:.4g} GB{paged} (static {r['static_gb']:.4g} GB), "
                   f"step {1000 * r['step_seconds']:.1f} ms, loss {r['loss']:.4f}, "
                   f"trainable {r['trainable_params'] / 1e6:.2f} M, {r['optimizer']}")
     if not args.no_compile and device.type == "cuda":
-        from lorakit import qlora
-        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = qlora._compiled_dequantize is not None
+        from lorakit.qlora import Linear4bit, dequantize_packed
+        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = Linear4bit.dequantize is not dequantize_packed
 
     ratios = {}
     ok = lambda n: n in runs and not runs[n].get("skipped")  # noqa: E731

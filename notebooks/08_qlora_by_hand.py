@@ -12,29 +12,27 @@
 # ---
 
 # %% [markdown]
-# # 08 · QLoRA end to end
+# # 08 · QLoRA by hand
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/08_qlora_by_hand.ipynb)
 #
 # Fine-tune a model whose frozen weights live in 4 bits: build the 4-bit layer and its backward
-# pass by hand, train with it, and measure what it costs and saves against LoRA and full fine-tuning.
+# pass by hand, train with it, and measure what it costs, what it saves, and how to merge it.
 #
 # **You will**
-# - build a 4-bit linear layer whose backward returns only the input gradient, and check it against autograd;
-# - run full fine-tuning, 16-bit LoRA, QLoRA NF4+DQ and QLoRA FP4 on the same data, steps and seed;
-# - merge an adapter into a 4-bit base and into the 16-bit base, and decide which to ship.
+# - build a 4-bit linear layer whose backward returns only the input gradient, and measure what autograd keeps;
+# - run full fine-tuning, LoRA and QLoRA (NF4 and FP4) on the same data, steps and seed;
+# - merge a QLoRA adapter three ways, measure each, and see which one is the model you trained.
 #
-# **What runs where.** Everything below runs on a CPU with the small course GPT. Section 6 runs
-# only when a CUDA GPU is present (a 16 GB Colab T4 is enough, ≤ 15 minutes): the same four-way
-# comparison on a model large enough that memory matters, in bf16 where the GPU supports it. On a
-# CPU that section prints what it would do and is skipped; nothing else changes.
+# **What runs where.** Everything here runs on a CPU with the small course GPT. Notebook 09 runs
+# QLoRA on a real pretrained LLM on a GPU, with the same functions.
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured top to bottom in a fresh kernel, base model cached; the 2-core machine was
+# shared with other jobs, so these are upper bounds: load average in brackets)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29) | 8 s | 80 s |
-# | GPU (section 6) | — | not measured yet (target ≤ 15 min on a T4) |
+# | 2-core x86_64 CPU (2026-11-29) | 23 s (load ≈ 9) | 12.2 min (load ≈ 9; the four training runs of section 4 are most of it) |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
@@ -48,32 +46,26 @@ if "google.colab" in sys.modules:
 
 # %%
 import copy
-import os
+import statistics
 import time
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lorakit.data import load_splits
 from lorakit.lora import inject_lora, lora_layers
-from lorakit.memory import estimate_memory, track_peak
-from lorakit.model import GPT, GPTConfig, count_parameters
-from lorakit.qlora import (Linear4bit, merge_into_4bit, merge_into_16bit, prepare_qlora,
-                           storage_report)
-from lorakit.quant import dequantize_4bit, quantize_4bit, quantize_model_linears
+from lorakit.memory import estimate_memory, lora_parameter_count, parameter_counts, track_peak
+from lorakit.model import count_parameters
+from lorakit.qlora import (Linear4bit, choose_compute_dtype, merge_into_4bit, merge_into_16bit,
+                           merge_into_dequantized, prepare_qlora, storage_report)
+from lorakit.quant import dequantize_4bit, quantize_4bit, quantize_model_linears, unpack_nibbles
 from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
 
 FAST = fast_mode()
-HAS_GPU = torch.cuda.is_available()
-print(f"test mode: {FAST}; CUDA GPU: {torch.cuda.get_device_name(0) if HAS_GPU else 'none'}")
-print("Sections 1-5 and 7 run on the CPU with the small course GPT."
-      + ("" if HAS_GPU else " Section 6 (the GPU run) will be skipped: no CUDA device."))
-if not HAS_GPU:
-    print("No GPU here. Everything else still runs (small model, ~3 min on 2 cores). To see the real\n"
-          "QLoRA run: on Colab choose Runtime > Change runtime type > T4 GPU and run again; on your own\n"
-          "machine, install a CUDA build of PyTorch (pip install torch from pytorch.org) and bitsandbytes.")
+print(f"test mode: {FAST}; everything below runs on the CPU")
 
 # %% [markdown]
 # ## 1. The base model and the new domain
@@ -93,23 +85,26 @@ print(f"base model: {count_parameters(base) / 1e6:.3f} M parameters, "
 # %% [markdown]
 # ## 2. A 4-bit linear layer, forward and backward, by hand
 #
-# A linear layer computes $y = x W^\top$ with $x \in \mathbb{R}^{b \times n_\text{in}}$ and the
-# weight stored as $W \in \mathbb{R}^{n_\text{out} \times n_\text{in}}$ (PyTorch's layout). QLoRA keeps
-# $W$ only as 4-bit codes plus block constants (notebooks 06–07) and dequantizes on the fly:
+# > **Layout from here on: $y = x W^\top$ with $W \in \mathbb{R}^{n_\text{out} \times n_\text{in}}$**,
+# > the way `nn.Linear` stores its weight and bitsandbytes quantizes it (notebooks 01–03 wrote
+# > $y = xW$ with $W$ in×out). LoRA's $A$ (in×r) and $B$ (r×out) keep their meaning, so the update
+# > added to a stored weight is $\text{scaling}\cdot(AB)^\top$.
+#
+# A linear layer computes $y = x W^\top$ with $x \in \mathbb{R}^{b \times n_\text{in}}$. QLoRA keeps
+# $W$ only as 4-bit codes plus block constants (notebooks 06–07; the constants are themselves
+# quantized with bitsandbytes' *dynamic 8-bit map* — the QLoRA paper calls them "8-bit floats";
+# this course follows the implementation) and dequantizes on the fly:
 #
 # $$y = x\,\widehat W^\top, \qquad \widehat W = \operatorname{dequant}(\text{codes}, \text{absmax}) .$$
 #
-# The base is frozen, so backward needs one thing only, the gradient for the input:
-#
-# $$\frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\,\widehat W
-# \quad (b \times n_\text{out}) \cdot (n_\text{out} \times n_\text{in}) = b \times n_\text{in},$$
-#
-# and **no** $\partial L / \partial W$. Autograd would also save $\widehat W$ (and $x$) from the
-# forward; our own `autograd.Function` saves nothing and dequantizes again in backward.
+# The base is frozen, so backward needs one thing only, the gradient for the input, which is
+# a product with the same $\widehat W$ — and **no** $\partial L / \partial W$ at all. Our own
+# `autograd.Function` keeps the 4-bit weight (which exists anyway) and dequantizes it again in
+# backward.
 
 # %%
 class FourBitMatmul(torch.autograd.Function):
-    """y = x Ŵᵀ with Ŵ dequantized on the fly; backward returns grad_x = grad_y Ŵ only."""
+    """y = x Ŵᵀ with Ŵ dequantized on the fly; backward returns the input gradient only."""
 
     @staticmethod
     def forward(ctx, x, q):
@@ -149,29 +144,72 @@ x64 = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
 assert torch.autograd.gradcheck(lambda t: FourBitMatmul.apply(t, q_small), (x64,)), "gradcheck failed"
 
 # %% [markdown]
-# What does each version keep alive between forward and backward? A `saved_tensors_hooks` context
-# sees every tensor autograd stores for later.
+# **What does autograd keep between forward and backward?** A `saved_tensors_hooks` context sees
+# every tensor autograd stores for later. What matters for memory is not how many bytes it
+# *references* but how many it keeps alive that would otherwise be freed:
+#
+# - a frozen float `nn.Linear` saves a reference to its weight — a tensor that exists anyway,
+#   so it costs nothing extra;
+# - dequantizing *inside* autograd (`F.linear(x, dequantize_4bit(q))`) saves the fresh float
+#   $\widehat W$: a full-precision copy of the layer's weight that lives until backward, in every
+#   layer at once — exactly what 4-bit storage was meant to avoid;
+# - our function saves nothing.
 
 # %%
-def saved_bytes(fn, *args):
+def saved_for_backward(fn) -> list:
+    """The tensors autograd stores while fn() runs its forward pass."""
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fn(*args)
-    return sum(t.numel() * t.element_size() for t in saved)
+        fn()
+    return saved
 
 
-W_param = nn.Parameter(W_hat.clone(), requires_grad=False)   # a frozen float weight, for comparison
-ours = saved_bytes(lambda: FourBitMatmul.apply(x.clone().requires_grad_(True), q))
-frozen = saved_bytes(lambda: F.linear(x.clone().requires_grad_(True), W_param))
-dequant_in_graph = saved_bytes(lambda: F.linear(x.clone().requires_grad_(True), dequantize_4bit(q)))
-print(f"saved for backward: ours {ours} B; frozen float Linear {frozen / 1e3:.1f} kB; "
-      f"dequantize inside autograd {dequant_in_graph / 1e3:.1f} kB (the weight is {W_hat.numel() * 4 / 1e3:.1f} kB)")
-assert ours == 0, "our function keeps nothing but the 4-bit weight it already had"
+def nbytes(tensors, exclude=()) -> int:
+    """Bytes of the distinct storages among ``tensors``, leaving out those of ``exclude``."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(n for ptr, n in storages.items() if ptr not in skip)
+
+
+W_frozen = nn.Parameter(W_hat.clone(), requires_grad=False)    # a frozen float weight, for comparison
+exists_anyway = [W_frozen, q.packed, *[t for t in vars(q).values() if torch.is_tensor(t)]]
+cases = {
+    "our FourBitMatmul": lambda: FourBitMatmul.apply(x.clone().requires_grad_(True), q),
+    "frozen float Linear": lambda: F.linear(x.clone().requires_grad_(True), W_frozen),
+    "dequantize inside autograd": lambda: F.linear(x.clone().requires_grad_(True), dequantize_4bit(q)),
+}
+kept = {}
+for name, fn in cases.items():
+    saved = saved_for_backward(fn)
+    kept[name] = dict(referenced=nbytes(saved), extra=nbytes(saved, exclude=exists_anyway))
+    print(f"{name:<28} saves {len(saved)} tensor(s): references {kept[name]['referenced'] / 1e3:6.1f} kB, "
+          f"keeps alive {kept[name]['extra'] / 1e3:6.1f} kB extra")
+weight_bytes = W_hat.numel() * W_hat.element_size()
+print(f"(the weight in float32: {weight_bytes / 1e3:.1f} kB; its 4-bit form: {q.nbytes / 1e3:.1f} kB)")
+
+# %%
+assert kept["our FourBitMatmul"] == dict(referenced=0, extra=0), "our function saves no tensor at all"
+assert kept["frozen float Linear"] == dict(referenced=weight_bytes, extra=0), \
+    "a frozen Linear saves only a reference to its own weight: no extra memory"
+assert kept["dequantize inside autograd"]["extra"] == weight_bytes, \
+    "dequantizing inside autograd keeps a full float copy of the weight alive until backward"
+
+# %% [markdown]
+# At LLaMA-7B scale that trap would cost one 16-bit copy of every linear weight, held through the
+# whole forward pass (an estimate from the parameter count, below) — more than the 4-bit model itself.
+
+# %%
+linear_7b = parameter_counts("7B")["linear"]
+print(f"LLaMA-7B linear weights: {linear_7b / 1e9:.2f} B; kept in bf16 by a dequantize-inside-autograd "
+      f"layer: {2 * linear_7b / 1e9:.1f} GB (estimate); stored in NF4+DQ: {linear_7b * 4.127 / 8 / 1e9:.1f} GB")
+assert 2 * linear_7b > 3 * linear_7b * 4.127 / 8, "the float copies would outweigh the 4-bit weights 3× over"
 
 # %% [markdown]
 # `lorakit.qlora.Linear4bit` is this layer packaged as a module: the packed codes and the
 # double-quantized constants are its buffers, there is no float weight at all, and its
-# `Linear4bitFunction` is the function above. It must equal ours.
+# `Linear4bitFunction` is the function above (it carries the module on `ctx` instead of `q`).
+# It must equal ours. (bitsandbytes' version is `bnb.nn.Linear4bit` with the autograd function
+# `MatMul4Bit`; `tests/test_qlora.py` checks lorakit's against it through PEFT.)
 
 # %%
 q4 = Linear4bit.from_linear(layer, quant_type="nf4", double_quant=True)
@@ -192,26 +230,36 @@ assert abs(q4.bits_per_parameter() - 4.127) < 0.002, "NF4 + double quantization 
 # ## 3. QLoRA = a 4-bit base + LoRA
 #
 # `prepare_qlora` replaces every linear layer except the output head by a `Linear4bit`, freezes
-# everything, and puts LoRA on the targets: $y = x\widehat W^\top + \text{scale}\cdot x A B$, with
-# $A \in \mathbb{R}^{n_\text{in} \times r}$, $B \in \mathbb{R}^{r \times n_\text{out}}$ in the compute
-# dtype. QLoRA targets all linear layers ("all-linear"). Since $B = 0$ at init, the model starts
-# as exactly the quantized base.
+# everything, and puts LoRA on the targets: $y = x\widehat W^\top + \text{scaling}\cdot x A B$, with
+# $A \in \mathbb{R}^{n_\text{in} \times r}$, $B \in \mathbb{R}^{r \times n_\text{out}}$ kept in
+# float32 (as PEFT keeps them: small updates would round away in 16 bits). QLoRA targets all
+# linear layers ("all-linear"). Since $B = 0$ at init, the model starts as exactly the quantized base.
+#
+# The compute dtype (what $\widehat W$ is dequantized to) comes from
+# `choose_compute_dtype(device)`: bfloat16 only where the hardware computes it natively (Ampere
+# or newer), float32 on a CPU and on a T4 — where `torch.cuda.is_bf16_supported()` answers True
+# because bfloat16 can be *emulated*, a trap notebook 09 avoids the same way.
 
 # %%
 R, ALPHA = 8, 16
-qlora = prepare_qlora(copy.deepcopy(base), "all-linear", r=R, alpha=ALPHA, quant_type="nf4", double_quant=True)
+compute_dtype = choose_compute_dtype("cpu")
+qlora = prepare_qlora(copy.deepcopy(base), "all-linear", r=R, alpha=ALPHA, quant_type="nf4", double_quant=True,
+                      compute_dtype=compute_dtype)
 reference = quantize_model_linears(base, "nf4", 64, double_quant=True)  # float layers, dequantized weights
 tokens = val_docs[:129].long().view(1, -1)
 with torch.no_grad():
     diff = (qlora(tokens[:, :base.cfg.context])[0] - reference(tokens[:, :base.cfg.context])[0]).abs().max().item()
 report = storage_report(qlora)
-print(f"{report['layers']} linear layers in 4 bits: {report['bits_per_parameter']:.4f} bits/param; "
-      f"trainable {count_parameters(qlora, True):,} of {count_parameters(qlora):,}; max |Δlogit| vs dequantized base {diff:.1e}")
+print(f"compute dtype {compute_dtype}; {report['layers']} linear layers in 4 bits: "
+      f"{report['bits_per_parameter']:.4f} bits/param; trainable {count_parameters(qlora, True):,} of "
+      f"{count_parameters(qlora):,}; max |Δlogit| vs dequantized base {diff:.1e}")
 
 # %%
+assert compute_dtype == torch.float32, "a CPU computes in float32"
 assert diff < 1e-4, "at init (B = 0) QLoRA computes exactly the quantized base"
 assert abs(report["bits_per_parameter"] - 4.127) < 0.01
 assert all(n.endswith((".A", ".B")) for n, p in qlora.named_parameters() if p.requires_grad), "only A and B train"
+assert all(p.dtype == torch.float32 for p in qlora.parameters() if p.requires_grad), "adapters in float32"
 
 # %% [markdown]
 # ## 4. Four ways to fine-tune, same data, same steps, same seed
@@ -219,16 +267,22 @@ assert all(n.endswith((".A", ".B")) for n, p in qlora.named_parameters() if p.re
 # | method | frozen base | trains | optimizer states for |
 # |---|---|---|---|
 # | full fine-tuning | — | every weight | every weight |
-# | LoRA (float base) | float32 on a CPU, 16-bit on a GPU | A, B | A, B |
+# | LoRA (float base) | float32 on a CPU | A, B | A, B |
 # | QLoRA NF4 + DQ | 4.127 bits/param | A, B | A, B |
 # | QLoRA FP4 + DQ | 4.127 bits/param | A, B | A, B |
 #
-# Memory is measured with `lorakit.memory.track_peak`: on a CPU torch has no peak counter, so it
-# counts parameters, buffers, gradients and optimizer states at their largest (activations are
-# not counted); on a GPU it is the allocator's true peak.
+# **Memory** is measured with `lorakit.memory.track_peak`. On a CPU torch has no peak counter, so
+# it counts parameters, buffers, gradients and optimizer states at their largest (activations are
+# not counted). On a GPU it is the allocator's peak **plus** bitsandbytes' paged optimizer states,
+# which live in CUDA unified memory where `torch.cuda.max_memory_allocated` never sees them.
+#
+# **Time** per step: every optimizer step is time-stamped (torch's global step hook); the first
+# steps are a warm-up (allocations, caches), so we report the median of the rest. A runtime is a
+# measurement on *this* machine: the table prints it, nothing asserts it.
 
 # %%
 STEPS = 20 if FAST else 150
+WARMUP = 5
 BATCH = 16
 LR = {"full": 5e-4, "lora": 3e-3}
 
@@ -242,21 +296,33 @@ def make(method: str) -> nn.Module:
     return model
 
 
+def train_timed(model: nn.Module, lr: float):
+    """``train`` with every optimizer step time-stamped; returns (history, median ms/step after warm-up)."""
+    stamps = []
+    hook = register_optimizer_step_post_hook(lambda opt, args, kwargs: stamps.append(time.perf_counter()))
+    try:
+        hist = train(model, train_docs, steps=STEPS, batch_size=BATCH, lr=lr, seed=0, progress=False)
+    finally:
+        hook.remove()
+    step_seconds = [b - a for a, b in zip(stamps, stamps[1:])][WARMUP:]  # one whole step each
+    return hist, 1000 * statistics.median(step_seconds)
+
+
 runs = {}
 for method in ["full fine-tuning", "LoRA (float base)", "QLoRA NF4+DQ", "QLoRA FP4+DQ"]:
     set_seed(0)
     model = make(method)
     lr = LR["full"] if method == "full fine-tuning" else LR["lora"]
     with track_peak(model=model) as mem:
-        hist = train(model, train_docs, steps=STEPS, batch_size=BATCH, lr=lr, seed=0, progress=False)
+        hist, ms = train_timed(model, lr)
     runs[method] = dict(model=model, val=evaluate(model, val_docs, **EVAL),
-                        trainable=count_parameters(model, True), peak_mb=mem["peak_bytes"] / 1e6,
-                        ms_per_step=1000 * hist.seconds / STEPS)
+                        trainable=count_parameters(model, True), peak_mb=mem["peak_bytes"] / 1e6, ms_per_step=ms)
 
 print(f"{'method':<20} {'val bits/byte':>13} {'trainable':>10} {'peak MB':>8} {'ms/step':>8}")
 for method, r in runs.items():
     print(f"{method:<20} {r['val']:>13.3f} {r['trainable']:>10,} {r['peak_mb']:>8.2f} {r['ms_per_step']:>8.1f}")
-print(f"(base before fine-tuning: {base_val:.3f} bits/byte; memory method: {mem['method']})")
+print(f"(base before fine-tuning: {base_val:.3f} bits/byte; ms/step: median of {STEPS - WARMUP - 1} steps "
+      f"after {WARMUP} warm-up steps, on this CPU; memory: {mem['method']})")
 
 # %%
 full, lora, nf4, fp4 = (runs[m] for m in runs)
@@ -265,20 +331,29 @@ assert abs(nf4["val"] - lora["val"]) < 0.15, "QLoRA NF4 lands close to LoRA on a
 assert nf4["trainable"] == lora["trainable"] < full["trainable"] / 5, "QLoRA trains exactly LoRA's parameters"
 assert nf4["peak_mb"] < lora["peak_mb"] < full["peak_mb"], "memory: QLoRA < LoRA < full fine-tuning"
 
+# %% [markdown]
+# The figure's title is written from the numbers in the table, so it says what the bars show on
+# your machine: QLoRA's quality and memory are asserted above; its time per step is only measured
+# (dequantizing costs compute in every forward and backward; whether that shows depends on the
+# machine and the model size).
+
 # %%
+time_ratio = nf4["ms_per_step"] / lora["ms_per_step"]
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
 names = list(runs)
 colors = ["tab:gray", "tab:blue", "tab:green", "tab:olive"]
 for ax, key, label in zip(axes, ["val", "trainable", "peak_mb", "ms_per_step"],
                           ["val bits/byte (lower is better)", "trainable parameters", "peak memory (MB)",
-                           "time per step (ms)"]):
+                           "time per step (ms, median)"]):
     ax.bar(range(4), [runs[n][key] for n in names], color=colors)
     ax.set_xticks(range(4), ["full", "LoRA", "QLoRA\nNF4", "QLoRA\nFP4"])
     ax.set_ylabel(label)
 axes[0].set_ylim(min(r["val"] for r in runs.values()) * 0.95, base_val * 1.02)
-axes[0].axhline(base_val, color="k", ls=":", label="base")
-axes[0].legend()
-fig.suptitle("QLoRA matches LoRA's quality with the least memory; the 4-bit base costs time (CPU, small GPT)")
+axes[0].axhline(base_val, color="k", ls=":")                   # named in the axis label: no legend on the bars
+axes[0].set_ylabel("val bits/byte (dotted: the base)")
+fig.suptitle(f"QLoRA NF4: within {abs(nf4['val'] - lora['val']):.3f} bits/byte of LoRA with "
+             f"{nf4['peak_mb'] / lora['peak_mb']:.2f}× its memory; {time_ratio:.2f}× its time per step "
+             f"(measured on this CPU, small GPT)")
 fig.tight_layout()
 plt.show()
 
@@ -304,202 +379,253 @@ assert quality["nf4"]["val"] <= quality["fp4"]["val"] + 0.02, "the NF4 base lose
 # ## 5. The same accounting at LLaMA scale
 #
 # The small GPT makes the savings visible but tiny. `lorakit.memory.estimate_memory` adds the
-# same bytes up for LLaMA shapes (assumptions in its docstring): 16-bit full fine-tuning of 65B
-# needs more than 780 GB, QLoRA less than 48 GB — the paper's headline.
+# same bytes up for LLaMA shapes (assumptions in its docstring; these are estimates, not
+# measurements): 16-bit full fine-tuning of 65B needs more than 780 GB, QLoRA less than 48 GB —
+# the paper's headline. One line of that sum is easy to lose when *measuring* on a GPU: the paged
+# AdamW states of the LoRA parameters live in unified memory, outside torch's allocator.
+# Notebook 09 measures a real LLM on a GPU with `track_peak`, which adds them back.
 
 # %%
 for size in ("7B", "65B"):
     est = {m: estimate_memory(size, m, r=64)["total"] for m in ("full", "lora", "qlora")}
-    print(f"LLaMA-{size}: full {est['full']:.0f} GB, 16-bit LoRA {est['lora']:.1f} GB, QLoRA {est['qlora']:.1f} GB")
-assert estimate_memory("65B", "full")["total"] > 780 and estimate_memory("65B", "qlora")["total"] < 48
-
-# %% [markdown]
-# ## 6. On a GPU: a model large enough that memory matters
-#
-# With CUDA, the same four-way comparison runs on a scaled-up course GPT (≈ 150 M parameters,
-# random weights — this run measures **memory and speed**, not quality: quality was section 4),
-# or on a Hugging Face causal LM named by the `MODEL_ID` environment variable if it loads from
-# your local cache. Compute is bf16 where the GPU supports it; on a T4 (no fast bf16) it is
-# float32, because the QLoRA authors found fp16 training unstable. The optimizer is bitsandbytes'
-# paged AdamW when installed. Peak memory is the allocator's peak.
+    print(f"LLaMA-{size}: full {est['full']:.0f} GB, 16-bit LoRA {est['lora']:.1f} GB, QLoRA {est['qlora']:.1f} GB (estimates)")
+paged_7b = 8 * lora_parameter_count("7B", 64)  # two float32 AdamW states per LoRA parameter
+print(f"paged AdamW states for r = 64 on LLaMA-7B: {paged_7b / 1e9:.2f} GB, invisible to "
+      "torch.cuda.max_memory_allocated")
 
 # %%
-def gpu_model(device):
-    """(model, vocab, context): MODEL_ID from the local cache if set and loadable, else a big GPT."""
-    model_id = os.environ.get("MODEL_ID")
-    if model_id:
-        try:
-            from transformers import AutoModelForCausalLM
-            model = AutoModelForCausalLM.from_pretrained(model_id, local_files_only=True).to(device)
-            return model, model.config.vocab_size, 256
-        except Exception as e:  # noqa: BLE001 - fall back to the course GPT, and say why
-            print(f"MODEL_ID={model_id!r} did not load ({type(e).__name__}); using the scaled-up course GPT")
-    set_seed(0)
-    cfg = GPTConfig(context=256, n_layer=12, n_head=16, d_model=1024)
-    return GPT(cfg).to(device), cfg.vocab_size, cfg.context
-
-
-def gpu_run(method: str, dtype, steps: int = 20, batch: int = 8) -> dict:
-    device = torch.device("cuda")
-    model, vocab, context = gpu_model(device)
-    model.to(dtype)  # every method in the same compute dtype (bf16, or float32 on a T4)
-    if method == "LoRA (float base)":
-        inject_lora(model, "all-linear", r=64, alpha=16, dtype=dtype)
-    elif method.startswith("QLoRA"):
-        prepare_qlora(model, "all-linear", r=64, alpha=16, quant_type="fp4" if "FP4" in method else "nf4",
-                      compute_dtype=dtype, gradient_checkpointing=False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        import bitsandbytes as bnb
-        opt = bnb.optim.PagedAdamW32bit(params, lr=2e-4)
-    except Exception:  # noqa: BLE001
-        opt = torch.optim.AdamW(params, lr=2e-4)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    torch.cuda.synchronize()
-    with track_peak(device=device) as mem:
-        start = time.perf_counter()
-        for _ in range(steps):
-            x = torch.randint(0, min(vocab, 256), (batch, context), generator=gen).to(device)
-            out = model(x, x) if isinstance(model, GPT) else model(input_ids=x, labels=x)
-            loss = out[1] if isinstance(out, tuple) else out.loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    result = dict(trainable=sum(p.numel() for p in params), peak_gb=mem["peak_gb"],
-                  ms_per_step=1000 * seconds / steps, loss=loss.item())
-    del model, opt, params
-    torch.cuda.empty_cache()
-    return result
-
-
-if HAS_GPU:
-    bf16_ok = torch.cuda.is_bf16_supported()
-    dtype = torch.bfloat16 if bf16_ok else torch.float32
-    print(f"GPU: {torch.cuda.get_device_name(0)}, compute dtype {dtype}")
-    gpu_runs = {m: gpu_run(m, dtype) for m in runs}
-    for m, r in gpu_runs.items():
-        print(f"{m:<20} trainable {r['trainable']:>12,}  peak {r['peak_gb']:7.2f} GB  {r['ms_per_step']:7.1f} ms/step")
-    assert gpu_runs["QLoRA NF4+DQ"]["peak_gb"] < gpu_runs["LoRA (float base)"]["peak_gb"] < \
-        gpu_runs["full fine-tuning"]["peak_gb"], "on a GPU, too: QLoRA < LoRA < full fine-tuning"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(range(4), [r["peak_gb"] for r in gpu_runs.values()], color=colors)
-    ax.set_xticks(range(4), ["full", "LoRA", "QLoRA\nNF4", "QLoRA\nFP4"])
-    ax.set_ylabel("peak GPU memory (GB)")
-    ax.set_title("On a GPU, QLoRA needs the least memory")
-    plt.show()
-else:
-    print("No CUDA GPU: section 6 skipped. On a Colab T4 it trains a ~150 M-parameter GPT four ways "
-          "(about 5 minutes) and plots peak GPU memory.")
+assert estimate_memory("65B", "full")["total"] > 780 and estimate_memory("65B", "qlora")["total"] < 48
+assert estimate_memory("7B", "qlora", r=64)["optimizer"] == paged_7b / 1e9, "the optimizer line is the paged states"
 
 # %% [markdown]
-# ## 7. Merging: into the 4-bit base, or into the 16-bit base?
+# ## 6. Merging: three ways, measured
 #
-# After training, $W' = \widehat W + \text{scale}\cdot(AB)^\top$. Two ways to fold it in:
+# After training, the model computes $\widehat W + \text{scaling}\cdot(AB)^\top$ in every adapted
+# layer — with $\widehat W$, the *dequantized* base the adapter was trained against. Three ways
+# to fold the adapter in:
 #
-# - **into the 4-bit base**: dequantize, add, quantize again. The sum is rounded to the 4-bit grid
-#   a second time: every weight gets a fresh rounding error of up to half a step between codes,
-#   and any part of the update smaller than that rounds away (exercise 6.4 measures how much).
-# - **into the 16-bit base**: add to the original weights. One addition, no rounding to 4 bits:
-#   the merged model computes exactly "16-bit base + adapter".
+# 1. **into the dequantized base**, kept in 16 or 32 bits: $\widehat W + \text{scaling}\cdot(AB)^\top$
+#    (`merge_into_dequantized`). This is the sum the trained model computes.
+# 2. **into the original 16-bit base**: $W_{16} + \text{scaling}\cdot(AB)^\top$ (`merge_into_16bit`,
+#    common practice). It differs from (1) by $W_{16} - \widehat W$: the base's own 4-bit
+#    rounding error, which the adapter was trained to live with.
+# 3. **requantized into 4 bits**: quantize $\widehat W + \text{scaling}\cdot(AB)^\top$ again
+#    (`merge_into_4bit`; PEFT's `merge_and_unload` on a 4-bit model does this and warns). Small,
+#    but rounded to the 4-bit grid a second time.
+#
+# We compare each with the trained model on held-out text: the largest logit difference, and the
+# validation loss.
 
 # %%
 trained = runs["QLoRA NF4+DQ"]["model"]
-before = {n: layer.base.packed.clone() for n, layer in lora_layers(trained).items()}
-merged4 = copy.deepcopy(trained)
-merge_into_4bit(merged4)
-codes = lambda p: torch.stack([p >> 4, p & 15], -1).reshape(-1)  # noqa: E731
-changed = sum((codes(before[n]) != codes(merged4.get_submodule(n).packed)).sum().item() for n in before)
-total = sum(2 * p.numel() for p in before.values())
-
-merged16 = merge_into_16bit(trained, base)
-unmerged16 = copy.deepcopy(base)                     # 16-bit base + the same adapter, not merged
-inject_lora(unmerged16, "all-linear", r=R, alpha=ALPHA)
+xb = val_docs[: 4 * base.cfg.context].long().view(4, -1)        # 4 held-out sequences
+merged = {"into Ŵ (float32)": copy.deepcopy(trained), "into the 16-bit base": merge_into_16bit(trained, base),
+          "requantized into 4 bits": copy.deepcopy(trained)}
+merge_into_dequantized(merged["into Ŵ (float32)"])
+merge_into_4bit(merged["requantized into 4 bits"])
 with torch.no_grad():
-    for n, layer in lora_layers(trained).items():
-        lora_layers(unmerged16)[n].A.copy_(layer.A)
-        lora_layers(unmerged16)[n].B.copy_(layer.B)
-    xb = tokens[:, :base.cfg.context]
-    ref = trained(xb)[0]
-    moved4 = (merged4(xb)[0] - ref).abs().max().item()
-    exact16 = (merged16(xb)[0] - unmerged16(xb)[0]).abs().max().item()
-vals = {"QLoRA as trained (4-bit base + adapter)": runs["QLoRA NF4+DQ"]["val"],
-        "merged into the 4-bit base": evaluate(merged4, val_docs, **EVAL),
-        "merged into the 16-bit base": evaluate(merged16, val_docs, **EVAL)}
-print(f"4-bit codes changed by merging: {changed} of {total} ({100 * changed / total:.2f} %)")
-print(f"max |Δlogit| merged-4bit vs as trained: {moved4:.3e}; merged-16bit vs 16-bit base + adapter: {exact16:.1e}")
-for k, v in vals.items():
-    print(f"  {k:<42} val {v:.4f} bits/byte")
+    as_trained = trained(xb)[0]
+    gap = {name: (m(xb)[0] - as_trained).abs().max().item() for name, m in merged.items()}
+    base_rounding = (base(xb)[0] - reference(xb)[0]).abs().max().item()   # float base vs its 4-bit version
+vals = {"as trained (4-bit base + adapter)": runs["QLoRA NF4+DQ"]["val"]}
+vals.update({name: evaluate(m, val_docs, **EVAL) for name, m in merged.items()})
+for name, g_max in gap.items():
+    print(f"{name:<24} max |Δlogit| vs the trained model {g_max:.2e}   val {vals[name]:.4f} bits/byte")
+print(f"{'(trained model)':<24} {'':>34}   val {vals['as trained (4-bit base + adapter)']:.4f} bits/byte")
+print(f"for scale: the base's own 4-bit rounding moves the logits by up to {base_rounding:.2e}")
 
 # %%
-assert exact16 < 1e-4, "merging into the 16-bit base is exact (up to float rounding)"
-assert moved4 > 10 * exact16, "merging into the 4-bit base moves the outputs"
-assert 0 < changed < total, "requantizing moves some codes and keeps others"
+exact, into16, into4 = gap.values()
+assert exact < 1e-4, "merging into Ŵ computes the trained model (float rounding only)"
+assert abs(vals["into Ŵ (float32)"] - vals["as trained (4-bit base + adapter)"]) < 1e-3, "same loss as trained"
+assert into16 > 100 * exact, "merging into the 16-bit base is a different model"
+assert 0.2 < into16 / base_rounding < 5, "…off by about the base's own 4-bit rounding error"
+assert into4 > 100 * exact, "requantizing into 4 bits is a different model too"
 
 # %% [markdown]
-# Here the adapter was trained hard on a tiny model, so the update is large next to the 4-bit
-# step and many codes change; the outputs move although the loss barely does. In a large model
-# the update is small next to the weights, most of it rounds away, and the rounding errors of
-# hundreds of layers add up — which is why PEFT warns when you merge into a 4-bit base.
+# **Why does requantizing move the model?** Compare, layer by layer, the change that was meant,
+# $\Delta = \text{scaling}\cdot(AB)^\top$, with the change that the 4-bit weights actually got,
+# $\Delta_\text{real} = \operatorname{dequant}(\operatorname{quant}(\widehat W + \Delta)) - \widehat W$.
+# Two numbers describe it:
 #
-# **Which to ship?** Serve the model you trained: the 4-bit base **plus the unmerged adapter**
-# (a few hundred kB here) is exactly it. If you want one merged set of weights, merge into the
-# **16-bit** base: exact with respect to the adapter, and the base's own quantization error
-# disappears instead of being applied twice. Merging into the 4-bit base rounds your update a
-# second time — measure the damage (as above) before you ever ship that.
+# - the **projection** $\langle \Delta_\text{real}, \Delta\rangle / \|\Delta\|^2$: 1 if the update
+#   survives on average, 0 if it is rounded away;
+# - the **noise ratio** $\|\Delta_\text{real} - \Delta\| / \|\Delta\|$: the error the second
+#   rounding adds, relative to the update.
+#
+# $\widehat W$ already sits on the 4-bit grid, so what happens depends on the size of $\Delta$ next
+# to the grid step. To see both regimes, scale the trained update by a factor $c$ before merging.
+
+# %%
+def requantize_change(layer, c: float = 1.0):
+    """(meant, realized) change of one layer's stored weight when c·Δ is merged into 4 bits."""
+    W_hat = layer.base.dequantized_weight(torch.float32)             # out×in
+    meant = c * layer.delta().t().float()                           # scaling·(AB)ᵀ, out×in
+    q_new = quantize_4bit(W_hat + meant, layer.base.quant_type, layer.base.blocksize, layer.base.double_quant)
+    return meant, dequantize_4bit(q_new) - W_hat
+
+
+def projection_and_noise(c: float = 1.0):
+    dot = meant_sq = noise_sq = 0.0
+    for layer in lora_layers(trained).values():
+        meant, real = requantize_change(layer, c)
+        dot += (real * meant).sum().item()
+        meant_sq += meant.pow(2).sum().item()
+        noise_sq += (real - meant).pow(2).sum().item()
+    return dot / meant_sq, (noise_sq / meant_sq) ** 0.5
+
+
+name0, layer0 = next(iter(lora_layers(trained).items()))
+meant0, real0 = requantize_change(layer0)
+package_4bit = merged["requantized into 4 bits"].get_submodule(name0).dequantized_weight(torch.float32)
+assert torch.allclose(layer0.base.dequantized_weight(torch.float32) + real0, package_4bit, rtol=0, atol=1e-6), \
+    "our requantization is what merge_into_4bit stored"
+
+SCALES = [0.03, 0.1, 0.3, 1.0, 3.0]
+sweep = {c: projection_and_noise(c) for c in SCALES}
+step = (layer0.base.block_absmax().mean() * 0.08).item()   # NF4's spacing near 0 is ≈ 0.08·absmax
+codes_moved = (unpack_nibbles(layer0.base.packed) != unpack_nibbles(
+    merged["requantized into 4 bits"].get_submodule(name0).packed)).float().mean().item()
+print(f"trained update: rms {meant0.pow(2).mean().sqrt().item():.2e} in {name0}, where the NF4 step near 0 "
+      f"is ≈ {step:.2e}; {100 * codes_moved:.1f} % of its 4-bit codes moved")
+for c, (proj, noise) in sweep.items():
+    print(f"update × {c:<4}: projection {proj:6.3f}, noise ratio {noise:6.2f}")
+
+# %%
+projection, noise_ratio = sweep[1.0]
+FULL_PROJECTION_RANGE = (0.8, 1.1)
+assert FULL_PROJECTION_RANGE[0] < projection < FULL_PROJECTION_RANGE[1], \
+    "at the trained size the update survives requantization on average"
+assert sweep[0.03][0] < 0.5 * projection, "an update much smaller than the grid step is mostly rounded away"
+assert sweep[0.03][1] > sweep[1.0][1], "relative to the update, the rounding noise grows as the update shrinks"
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+order = meant0.flatten().argsort()
+bins = order.chunk(40)                                          # 40 bins of equal count, by meant change
+centers = [meant0.flatten()[b].mean().item() for b in bins]
+means = torch.tensor([real0.flatten()[b].mean().item() for b in bins])
+spreads = torch.tensor([real0.flatten()[b].std().item() for b in bins])
+ax1.fill_between(centers, means - spreads, means + spreads, alpha=0.25, label="± 1 std within the bin (noise)")
+ax1.plot(centers, means, "o", ms=4, label="mean realized change per bin")
+lim = meant0.abs().max().item()
+ax1.plot([-lim, lim], [-lim, lim], "k:", lw=1, label="realized = meant")
+ax1.set_xlabel("meant change Δ (weight units)")
+ax1.set_ylabel("realized change after requantizing")
+ax1.set_title(f"{name0}: projection {(real0 * meant0).sum().item() / meant0.pow(2).sum().item():.2f}")
+ax1.legend(loc="upper left")
+ax2.plot(SCALES, [sweep[c][0] for c in SCALES], "o-", label="projection (1 = survives)")
+ax2.plot(SCALES, [sweep[c][1] for c in SCALES], "s-", label="noise ratio ‖Δreal − Δ‖/‖Δ‖")
+ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # below the axes: never on data
+ax2.axvline(1.0, color="gray", ls=":", lw=1)
+ax2.set_xscale("log")
+ax2.set_xlabel("update scaled by c (1 = as trained)")
+ax2.set_ylabel("ratio")
+ax2.set_title("Requantizing: small updates round away")
+fig.suptitle(f"Merging into 4 bits: the trained update survives on average (projection {projection:.2f}) "
+             f"with noise {noise_ratio:.2f}× its size; at c = 0.03 the projection is {sweep[0.03][0]:.2f}")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Which to ship? From the numbers above:**
+#
+# - **The exact one:** merge into $\widehat W$ (`merge_into_dequantized`): it *is* the trained
+#   model (max |Δlogit| ≈ 1e-6, asserted < 1e-4; same validation loss), a plain model that runs
+#   anywhere. In bfloat16 it is half the size and rounds once more (notebook 09 saves and
+#   reloads it). Or keep the **4-bit base + unmerged adapter**: the trained model itself, smallest.
+# - **Not** into the original 16-bit base: a different model, off by the base's own 4-bit rounding
+#   error (asserted above: within 0.2–5× of it), because the adapter learned to work with
+#   $\widehat W$, not $W_{16}$.
+# - **Not** requantized into 4 bits unless you measure it: the second rounding keeps an update
+#   that is large next to the grid step (as this one, asserted above) but adds noise, and rounds
+#   away one that is small next to the step (the sweep at c = 0.03). How large your update is
+#   next to the step depends on the model, the learning rate and the steps: measure it.
+
+# %%
+assert gap["into Ŵ (float32)"] == min(gap.values()), "the exact merge is the closest to the trained model"
+assert abs(vals["into Ŵ (float32)"] - vals["as trained (4-bit base + adapter)"]) <= min(
+    abs(vals[k] - vals["as trained (4-bit base + adapter)"]) for k in merged), "and it has the trained loss"
 
 # %% [markdown]
 # ## Summary
 #
 # - A 4-bit linear layer stores 4.127 bits/param (NF4 + double quantization) and no float weight.
-# - Its backward returns only $\partial L/\partial x = \partial L/\partial y\,\widehat W$: checked
-#   against autograd and `gradcheck`; it keeps nothing between forward and backward.
-# - QLoRA = that base + LoRA on all linear layers: at init it is exactly the quantized base.
-# - Same data, steps and seed: QLoRA NF4 reaches LoRA's quality with the least memory; NF4 fits the
-#   weights better than FP4; the price is time (dequantizing in every forward and backward).
-# - At LLaMA-65B scale the same accounting gives > 780 GB (full) against < 48 GB (QLoRA).
-# - Merge into the 16-bit base (exact) or keep the adapter separate; merging into 4 bits moves outputs.
+# - Its backward returns only $\partial L/\partial x$: checked against autograd and `gradcheck`. It
+#   saves no tensor; a frozen float Linear saves only a reference to its weight; dequantizing
+#   inside autograd keeps a float copy of the weight alive (all three measured).
+# - QLoRA = that base + float32 LoRA on all linear layers: at init it is exactly the quantized base.
+# - Same data, steps and seed: QLoRA NF4 lands within 0.15 bits/byte of LoRA with less memory than
+#   LoRA and full fine-tuning; NF4 fits the weights better than FP4. Time per step is measured
+#   (median after warm-up), not asserted.
+# - At LLaMA-65B scale the same accounting gives > 780 GB (full) against < 48 GB (QLoRA); on a GPU,
+#   paged optimizer states must be added to the allocator's peak.
+# - Merging: into $\widehat W$ is exact (< 1e-4 on logits); into the 16-bit base is off by the base's
+#   4-bit rounding; requantizing keeps large updates on average with noise and rounds small ones away.
 #
 # ## Exercises
+#
+# Worked solutions: `notebooks/solutions/nb08.py` (try first; each checker says what is wrong).
 
 # %%
 from lorakit.exercises.nb08 import check_ex_8_1, check_ex_8_2, check_ex_8_3, check_ex_8_4
 
 # %% [markdown]
 # **Exercise 8.1 — Storage of a 13B model.** How many GB (1 GB = 1e9 bytes) do LLaMA-13B's decoder
-# linear layers take in NF4 with double quantization? Answer: a float. Hint:
-# `lorakit.memory.parameter_counts("13B")["linear"]` and the bits per parameter of section 2.
+# linear layers take in NF4 with double quantization? Answer: a number (within 1 %). Hint:
+# `parameter_counts("13B")["linear"]` (used in section 2) and the bits per parameter of section 2.
 
 # %%
 answer = None  # your answer here
 check_ex_8_1(answer)
 
 # %% [markdown]
-# **Exercise 8.2 — The backward pass.** Write `backward(grad_y, W)` returning $\partial L/\partial x$
-# for $y = x W^\top$, with `W` out×in and `grad_y` of shape (..., out). Answer: a function. Hint:
-# check the shapes — the result has x's shape (..., in).
+# **Exercise 8.2 — The backward of a QLoRA layer, by hand.** Section 2 derived the input gradient
+# of the frozen 4-bit path. A QLoRA layer adds the adapter:
+# $y = x\widehat W^\top + \text{scaling}\cdot (xA)B$. Write
+# `lora_backward(x, grad_y, W_hat, A, B, scaling)` returning `(grad_x, grad_A, grad_B)`, with `x`
+# tokens×in, `grad_y` tokens×out, `W_hat` out×in, `A` in×r, `B` r×out. The checker compares with
+# autograd (within 1e-5). Hint: name $h = xA$ and go backwards through $y$, then $h$.
 
 # %%
-answer = None  # your answer here, e.g. a def backward(grad_y, W): ...
+answer = None  # your answer here: def lora_backward(x, grad_y, W_hat, A, B, scaling): ... ; answer = lora_backward
 check_ex_8_2(answer)
 
 # %% [markdown]
-# **Exercise 8.3 — QLoRA's trainable parameters at 7B.** How many parameters does LoRA with r = 64
-# on all seven linear layers of every LLaMA-7B block train? Answer: an int. Hint: each adapted
-# layer adds $r\,(n_\text{in} + n_\text{out})$; `lorakit.memory.linear_shapes("7B")` lists the shapes.
+# **Exercise 8.3 — The exact merge, by hand.** Write `merge_exact(layer)` that takes one trained
+# QLoRA layer (a `LoRALinear` whose `base` is a `Linear4bit`) and returns a new float32
+# `nn.Linear` computing the same outputs (within 1e-5), without changing `layer`. The checker
+# builds a layer with a bias and a non-zero adapter. Hint: section 2 showed how to get $\widehat W$
+# from a `Linear4bit`; the update is `layer.delta()` (in×out, already scaled).
 
 # %%
-answer = None  # your answer here
+answer = None  # your answer here: def merge_exact(layer): ... ; answer = merge_exact
 check_ex_8_3(answer)
 
 # %% [markdown]
-# **Exercise 8.4 — Why merging into 4 bits loses the update.** Make
-# `W = 0.02·randn(256, 256)` and `dW = 1e-4·randn(256, 256)` from `torch.Generator().manual_seed(64)`
-# (W first), quantize `W` and `W + dW` (NF4, blocksize 64, double quantization) and return the
-# fraction of 4-bit codes that differ. Answer: a float in [0, 1]. Hint: `lorakit.quant.unpack_nibbles`.
+# **Exercise 8.4 — Predict, then measure: does a small update survive requantization?** With
+# `g = torch.Generator().manual_seed(64)`, draw `W = 0.02 * torch.randn(256, 256, generator=g)`
+# **first**, then `dW = 2e-3 * torch.randn(256, 256, generator=g)`. Let
+# `W_hat = dequantize_4bit(quantize_4bit(W, "nf4", 64, True))` (the 4-bit base) and merge `dW`
+# into 4 bits: `dequantize_4bit(quantize_4bit(W_hat + dW, "nf4", 64, True))`. Before running,
+# predict: is `dW` (its size is about half the grid step near zero here) kept or rounded away? Then return
+# `(projection, noise_ratio)` as defined in section 6 (within 0.001). Hint: the realized change is
+# measured from `W_hat`, not from `W`.
 
 # %%
-answer = None  # your answer here
+answer = None  # your answer here: (projection, noise_ratio)
 check_ex_8_4(answer)
+
+# %% [markdown]
+# ## References
+#
+# | idea | paper | in the reference libraries |
+# |---|---|---|
+# | QLoRA: a frozen 4-bit NF4 base + LoRA, double quantization, paged optimizers | Dettmers et al. 2023, *QLoRA*, [arXiv:2305.14314](https://arxiv.org/abs/2305.14314) | `transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)`; `peft.prepare_model_for_kbit_training` |
+# | the 4-bit layer and its backward (input gradient only) | QLoRA §3 | `bitsandbytes.nn.Linear4bit`, `bitsandbytes.autograd._functions.MatMul4Bit`, `bitsandbytes.functional.dequantize_4bit` |
+# | LoRA, all-linear targets, merging | Hu et al. 2021, *LoRA*, [arXiv:2106.09685](https://arxiv.org/abs/2106.09685) | `peft.LoraConfig(target_modules="all-linear")`, `peft.get_peft_model`, `merge_and_unload()` (on a 4-bit base: dequantize, add, requantize, with a warning) |
+# | the exact merge into Ŵ | — (this notebook's measurement) | dequantize first (`transformers`' `model.dequantize()` / `peft.utils.integrations.dequantize_bnb_weight`), then `merge_and_unload()` |
+# | paged optimizers | QLoRA §3 | `bitsandbytes.optim.PagedAdamW32bit` (states via `bitsandbytes.functional.get_paged`) |
+# | AdamW | Loshchilov & Hutter 2017, [arXiv:1711.05101](https://arxiv.org/abs/1711.05101) | `torch.optim.AdamW` |
+# | LLaMA shapes for the estimates | Touvron et al. 2023, *LLaMA*, [arXiv:2302.13971](https://arxiv.org/abs/2302.13971) | `transformers.LlamaConfig` |
+# | why float16 training needs a loss scaler (the T4 choice) | Micikevicius et al. 2017, *Mixed precision training*, [arXiv:1710.03740](https://arxiv.org/abs/1710.03740) | `torch.amp.GradScaler` |

@@ -8,6 +8,7 @@ from lorakit.memory import (
     MODEL_SHAPES,
     estimate_memory,
     lora_parameter_count,
+    paged_state_bytes,
     parameter_counts,
     peak_memory,
     quantized_bits_per_parameter,
@@ -116,3 +117,85 @@ def test_cuda_peak_sees_activations():
 
     m = peak_memory(make, device="cuda")
     assert m["peak_bytes"] >= 40_000_000
+
+
+# ---------------------------------------------------------------- paged optimizer states (bitsandbytes)
+
+
+class FakePagedAdam(torch.optim.Optimizer):
+    """Stands in for bitsandbytes' PagedAdamW32bit: large states are CPU tensors marked ``is_paged``
+    (cudaMallocManaged memory the CUDA allocator never sees), small ones ordinary tensors."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    for name in ("state1", "state2"):
+                        t = torch.zeros(p.numel(), dtype=torch.float32)
+                        t.is_paged = p.numel() >= 100  # bitsandbytes pages states of >= 1e5 elements
+                        state[name] = t
+                    state["step"] = torch.zeros(())
+                state["step"] += 1
+
+
+def fake_cuda_allocator(monkeypatch, allocator_peak: int, used: int = 5_000, total: int = 16_000):
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocator_peak)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total - used, total))
+
+
+def test_paged_state_bytes_counts_only_the_paged_states():
+    big, small = nn.Parameter(torch.zeros(200)), nn.Parameter(torch.zeros(10))
+    opt = FakePagedAdam([big, small])
+    assert paged_state_bytes([opt]) == 0, "no state before the first step"
+    opt.step()
+    assert paged_state_bytes([opt]) == 2 * 200 * 4, "two float32 states of the large parameter"
+    adam = torch.optim.AdamW([nn.Parameter(torch.zeros(500))])
+    adam.param_groups[0]["params"][0].grad = torch.zeros(500)
+    adam.step()
+    assert paged_state_bytes([adam]) == 0, "torch's AdamW pages nothing"
+
+
+def test_cuda_peak_adds_the_paged_states_the_allocator_misses(monkeypatch):
+    """On a (simulated) GPU: peak = allocator peak + paged optimizer states, found via the step hook."""
+    fake_cuda_allocator(monkeypatch, allocator_peak=123_456)
+    big, small = nn.Parameter(torch.zeros(1000)), nn.Parameter(torch.zeros(10))
+
+    def train_two_steps():
+        opt = FakePagedAdam([big, small])  # made and dropped inside: the hook still saw it
+        opt.step()
+        opt.step()
+
+    measured = peak_memory(train_two_steps, device="cuda")
+    assert measured["allocator_peak_bytes"] == 123_456
+    assert measured["paged_bytes"] == 2 * 1000 * 4
+    assert measured["peak_bytes"] == 123_456 + 8000, "max_memory_allocated alone misses 8 kB of states"
+    assert measured["device_used_bytes"] == 5_000
+    assert "paged optimizer states" in measured["method"]
+
+
+def test_cuda_peak_without_a_paged_optimizer_is_the_allocator_peak(monkeypatch):
+    fake_cuda_allocator(monkeypatch, allocator_peak=777)
+    with track_peak(device="cuda") as m:
+        pass
+    assert m["peak_bytes"] == 777 and m["paged_bytes"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and bitsandbytes' paged AdamW")
+def test_cuda_peak_sees_bitsandbytes_paged_adamw():
+    from lorakit.quiet import quiet_import
+
+    bnb = quiet_import("bitsandbytes")
+    p = nn.Parameter(torch.zeros(1_000_000, device="cuda"))
+    opt = bnb.optim.PagedAdamW32bit([p], lr=1e-3)
+    with track_peak(device="cuda") as m:
+        p.grad = torch.ones_like(p)
+        opt.step()
+    assert m["paged_bytes"] >= 2 * 4 * 1_000_000, "the two float32 states are paged"
+    assert m["peak_bytes"] >= m["allocator_peak_bytes"] + m["paged_bytes"]

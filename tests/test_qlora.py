@@ -16,6 +16,7 @@ from lorakit.qlora import (
     CheckpointedBlock,
     Linear4bit,
     check_compute_dtype,
+    choose_compute_dtype,
     merge_into_4bit,
     merge_into_16bit,
     prepare_qlora,
@@ -154,10 +155,19 @@ def test_training_moves_only_the_adapter_and_checkpointing_gives_the_same_gradie
             assert torch.equal(t, frozen[n]), f"{n} is frozen and must not change"
 
 
+def test_prepare_qlora_frees_each_16bit_linear_as_it_is_replaced():
+    import weakref
+
+    model = tiny_gpt()
+    originals = [weakref.ref(m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    prepare_qlora(model, "all-linear", r=4, alpha=8)
+    assert all(r() is None for r in originals), "no original 16-bit Linear may outlive the preparation"
+
+
 # ---------------------------------------------------------------- merging
 
 
-def test_merge_into_16bit_is_exact_and_into_4bit_moves_outputs():
+def test_merge_into_16bit_is_16bit_base_plus_adapter_not_the_trained_model_and_4bit_moves_outputs():
     base = tiny_gpt()
     model = prepare_qlora(copy.deepcopy(base), "all-linear", r=4, alpha=8)
     torch.manual_seed(1)
@@ -175,12 +185,14 @@ def test_merge_into_16bit_is_exact_and_into_4bit_moves_outputs():
             lora_layers(unmerged16)[name].B.copy_(layer.B)
         merged16 = merge_into_16bit(model, base)
         torch.testing.assert_close(merged16(x)[0], unmerged16(x)[0], rtol=1e-5, atol=1e-5)
+        off16 = (merged16(x)[0] - trained).abs().max().item()
         assert all(isinstance(m, nn.Linear) for n, m in merged16.named_modules() if n.endswith("proj"))
         merged4 = copy.deepcopy(model)
         names = merge_into_4bit(merged4)
         assert len(names) == 12 and not lora_layers(merged4)
         moved = (merged4(x)[0] - trained).abs().max().item()
     assert moved > 1e-4, "requantizing W + dW changes the outputs"
+    assert off16 > 1e-3, "the adapter was trained against Ŵ: on the 16-bit base it is a different model"
     assert storage_report(merged4)["bits_per_parameter"] == pytest.approx(4.127, abs=0.01)
     with pytest.raises(ValueError, match="no LoRA layers on a 4-bit base"):
         merge_into_4bit(merged4)
@@ -221,7 +233,8 @@ def test_bad_inputs_raise_before_anything_changes():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_on_a_gpu_without_it_is_refused():
-    ok = torch.cuda.is_bf16_supported()
+    # native support only: with its defaults is_bf16_supported() says True on a T4 (emulation)
+    ok = choose_compute_dtype("cuda") == torch.bfloat16
     if ok:
         assert check_compute_dtype(torch.bfloat16, "cuda") == torch.bfloat16
     else:
@@ -318,10 +331,7 @@ def test_equals_peft_and_bitsandbytes_on_a_tiny_llama(tmp_path):
 
 
 def test_bench_smoke_runs_on_cpu():
-    spec = importlib.util.spec_from_file_location("bench_qlora_gpu", ROOT / "bench" / "bench_qlora_gpu.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_qlora_gpu"] = bench
-    spec.loader.exec_module(bench)
+    bench = _load_bench()
     results = bench.main(["--smoke"])
     assert results["device"]
     runs = results["runs"]
@@ -331,3 +341,80 @@ def test_bench_smoke_runs_on_cpu():
             continue
         assert run["loss"] == pytest.approx(runs["bf16_lora"]["loss"], rel=0.2), name
         assert run["peak_bytes"] > 0 and run["step_seconds"] > 0
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_qlora_gpu", ROOT / "bench" / "bench_qlora_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_qlora_gpu"] = bench
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("gpu, native_bf16, expected", [("Tesla T4", False, torch.float32),
+                                                        ("NVIDIA A100-SXM4-80GB", True, torch.bfloat16)])
+def test_bench_compute_dtype_on_a_simulated_gpu(monkeypatch, gpu, native_bf16, expected):
+    """A T4 emulates bfloat16, so is_bf16_supported() says True by default: the bench must not use it."""
+    bench = _load_bench()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native_bf16 or including_emulation)
+    device, dtype, shape, name = bench.settings(bench.parse([]))
+    assert device.type == "cuda" and name == gpu and shape["hidden_size"] == 4096
+    assert dtype == expected
+
+
+def test_bench_peft_setup_frees_each_16bit_linear_as_it_is_replaced():
+    """No reference to the replaced 16-bit layers survives the preparation (weakrefs die at once)."""
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("peft")
+    import gc
+    import weakref
+
+    bench = _load_bench()
+    model = bench.build_llama(bench.SMOKE_SHAPE, torch.device("cpu"), torch.float32, seed=0)
+    alive = []
+    originals = [weakref.ref(m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and "lm_head" not in n]
+    real_setattr = nn.Module.__setattr__
+
+    def spy(self, name, value):  # at each swap: the layer being replaced is alive, earlier ones are not
+        real_setattr(self, name, value)
+        if type(value).__name__ == "Linear4bit":  # reference counting frees at once: no gc needed
+            alive.append(sum(r() is not None for r in originals))
+
+    args = bench.parse(["--smoke"])
+    nn.Module.__setattr__ = spy
+    try:
+        bench.setup_peft_bnb(model, args, torch.float32)
+    finally:
+        nn.Module.__setattr__ = real_setattr
+    n = len(originals)
+    assert alive[:n] == list(range(n, 0, -1)), f"16-bit layers alive at each swap: {alive[:n]}"
+    gc.collect()
+    assert all(r() is None for r in originals), "no 16-bit layer survives the preparation"
+
+
+def test_a_failing_compile_falls_back_to_eager_once_and_other_errors_surface(monkeypatch):
+    import lorakit.qlora as qlora
+
+    torch.manual_seed(0)
+    q4 = Linear4bit.from_linear(nn.Linear(64, 32, bias=False))
+    eager = q4.dequantized_weight(torch.float32)
+
+    def broken_compile(*args):
+        raise torch._dynamo.exc.TorchDynamoException("the compiler failed")  # what Dynamo/Inductor raise
+
+    monkeypatch.setattr(Linear4bit, "dequantize", staticmethod(broken_compile))
+    with pytest.warns(UserWarning, match="using the eager version"):
+        assert torch.equal(q4.dequantized_weight(torch.float32), eager)
+    assert Linear4bit.dequantize is qlora.dequantize_packed, "switched back to eager for good"
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Linear4bit, "dequantize", staticmethod(out_of_memory))
+    with pytest.raises(torch.OutOfMemoryError):
+        q4.dequantized_weight(torch.float32)
+    qlora.compile_dequantize(False)
+    assert Linear4bit.dequantize is qlora.dequantize_packed

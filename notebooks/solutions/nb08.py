@@ -1,32 +1,54 @@
-"""Worked solutions for notebook 08 (QLoRA). Each ``solve_ex_8_M()`` returns the answer."""
+"""Worked solutions for notebook 08 (QLoRA by hand). Each ``solve_ex_8_M()`` returns the answer."""
 
 import torch
+import torch.nn as nn
 
-from lorakit.memory import lora_parameter_count, parameter_counts
-from lorakit.quant import quantize_4bit, unpack_nibbles
+from lorakit.memory import parameter_counts
+from lorakit.quant import dequantize_4bit, quantize_4bit
 
 
 def solve_ex_8_1() -> float:
-    # 4 bits per code + 8/64 (one byte per block) + 32/(64·256) (one float32 per 256 blocks)
+    # 4 bits per code + 8/64 (one byte per block) + 32/(64·256) (one float32 per 256 blocks) = 4.127
     bits = 4 + 8 / 64 + 32 / (64 * 256)
-    return parameter_counts("13B")["linear"] * bits / 8 / 1e9
+    return parameter_counts("13B")["linear"] * bits / 8 / 1e9  # bits → bytes → GB
 
 
 def solve_ex_8_2():
-    def backward(grad_y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        return grad_y @ W  # y = x Wᵀ  ⇒  ∂L/∂x = ∂L/∂y · W
+    def lora_backward(x, grad_y, W_hat, A, B, scaling):
+        # forward: h = x A (tokens×r), y = x Ŵᵀ + scaling·h B (tokens×out)
+        h = x @ A
+        grad_B = scaling * h.t() @ grad_y          # r×out: y depends on B through scaling·h B
+        grad_h = scaling * grad_y @ B.t()          # tokens×r
+        grad_A = x.t() @ grad_h                    # in×r: h depends on A through x A
+        grad_x = grad_y @ W_hat + grad_h @ A.t()   # tokens×in: both paths reach x; Ŵ gets no gradient
+        return grad_x, grad_A, grad_B
 
-    return backward
+    return lora_backward
 
 
-def solve_ex_8_3() -> int:
-    return lora_parameter_count("7B", 64, "all-linear")
+def solve_ex_8_3():
+    @torch.no_grad()
+    def merge_exact(layer):
+        base = layer.base                                     # the Linear4bit the adapter was trained on
+        W_hat = base.dequantized_weight(torch.float32)        # out×in: what the trained model multiplies by
+        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+        merged.weight.copy_(W_hat + layer.delta().t().float())  # delta() = scaling·A B is in×out: transpose
+        if base.bias is not None:
+            merged.bias.copy_(base.bias)
+        return merged                                         # a new module: the QLoRA layer is untouched
+
+    return merge_exact
 
 
-def solve_ex_8_4() -> float:
+def solve_ex_8_4() -> tuple[float, float]:
     g = torch.Generator().manual_seed(64)
-    W = torch.randn(256, 256, generator=g) * 0.02
-    dW = torch.randn(256, 256, generator=g) * 1e-4
-    before = unpack_nibbles(quantize_4bit(W, "nf4", 64, True).packed)
-    after = unpack_nibbles(quantize_4bit(W + dW, "nf4", 64, True).packed)
-    return (before != after).float().mean().item()
+    W = 0.02 * torch.randn(256, 256, generator=g)   # W first …
+    dW = 2e-3 * torch.randn(256, 256, generator=g)  # … then dW: the order fixes the numbers
+    W_hat = dequantize_4bit(quantize_4bit(W, "nf4", 64, True))           # the 4-bit base
+    merged = dequantize_4bit(quantize_4bit(W_hat + dW, "nf4", 64, True))  # merged into 4 bits
+    real = merged - W_hat                           # what the model's weights actually changed by
+    projection = ((real * dW).sum() / dW.pow(2).sum()).item()  # 1: kept on average, 0: rounded away
+    noise_ratio = ((real - dW).norm() / dW.norm()).item()
+    # ≈ (0.84, 0.80): W_hat sits on the grid, and an element moves to the next code only if its
+    # dW crosses the midpoint, half a step away; an update of about half a step is kept only in part.
+    return projection, noise_ratio
