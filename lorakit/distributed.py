@@ -563,6 +563,15 @@ def _joined(logs: list[list[str]]) -> str:
 # ---------------------------------------------------------------- the arithmetic at scale
 
 
+# Answer.AI, "Benchmarking QLoRA+FSDP" (2024, benchmarks_03_2024.md in AnswerDotAI/fsdp_qlora):
+# Llama-2 70B, QLoRA, context 2048, gradient checkpointing. (GPUs, GB per GPU, CPU offload, batch
+# per GPU) of the setups they trained, and the peak they measured on 2 × RTX 3090 with offload.
+ANSWER_AI_70B_RUNS = [(2, 24, True, 2), (4, 24, False, 1), (8, 24, False, 1), (2, 48, False, 2),
+                      (4, 48, False, 3), (2, 40, False, 1), (4, 40, False, 4), (8, 40, False, 4),
+                      (4, 80, False, 8)]
+ANSWER_AI_70B_PEAK_GIB = 14.92  # 2 × 24 GB, CPU offload, batch 2: "Peak Memory (GiB)"
+
+
 def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int = 64,
                       batch_size: int = 1, seq_len: int = 2048, gradient_checkpointing: bool = True) -> dict:
     """GB per GPU for FSDP-QLoRA of a LLaMA-shaped ``model`` on ``n_gpus`` (an estimate).
