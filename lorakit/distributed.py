@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import queue
-import re
 import signal
 import socket
 import subprocess
@@ -47,8 +46,8 @@ import torch
 import torch.nn as nn
 
 from .data import get_batch, load_splits
-from .lora import lora_layers, save_adapter
-from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_parameter
+from .lora import save_adapter
+from .memory import GB, _shape, estimate_memory, parameter_counts, quantized_bits_per_parameter
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
 from .train import LN2, fast_mode, load_model, set_seed
@@ -589,7 +588,7 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
     one = estimate_memory(model, "qlora", r=r, batch_size=batch_size, seq_len=seq_len,
                           gradient_checkpointing=gradient_checkpointing)
     counts = parameter_counts(model)
-    layers = int(_layers(model))
+    layers = _shape(model)["num_layers"]
     layer = counts["linear"] / layers * quantized_bits_per_parameter() / 8 / GB  # one decoder layer, 4-bit
     lora_layer = one["lora"] / layers
     gathered = 2 * (layer + lora_layer) if n_gpus > 1 or cpu_offload else 0.0
@@ -599,12 +598,6 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
     out["total"] = sum(out.values())
     out["cpu"] = sum(sharded.values()) * n_gpus if cpu_offload else 0.0  # the host holds every rank's shard
     return out
-
-
-def _layers(model: str) -> int:
-    from .memory import MODEL_SHAPES, _shape
-
-    return _shape(model)["num_layers"] if model not in MODEL_SHAPES else MODEL_SHAPES[model]["num_layers"]
 
 
 if __name__ == "__main__":

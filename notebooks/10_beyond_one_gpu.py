@@ -235,8 +235,9 @@ ax.plot(steps, single["train_bpb"], lw=3, alpha=0.4, label="1 process")
 ax.plot(steps, sharded["train_bpb"], "k--", lw=1, label=f"{N} ranks, FSDP2")
 ax.set(xlabel="step", ylabel="train loss (bits/byte)", title="The two loss curves lie on each other")
 ax.legend(loc="best")
-ax_diff.semilogy(steps, [max(d, 1e-9) for d in diff], "o-")
-ax_diff.set(xlabel="step", ylabel="|difference| (bits/byte, log)", title="They differ by float32 rounding only")
+ax_diff.plot(steps, diff, "o-")
+ax_diff.set(xlabel="step", ylabel="|difference| (bits/byte)", ylim=(0, max(max(diff), 1e-7) * 1.3),
+            title="They differ by float32 rounding only")
 for a in (ax, ax_diff):
     a.xaxis.set_major_locator(MaxNLocator(integer=True))
 fig.tight_layout()
@@ -361,8 +362,9 @@ for ax, m in zip(axes, ("7B", "70B")):
     ax.set_xticks(GPUS, [str(n) for n in GPUS])
     ax.minorticks_off()
 axes[1].plot([2], [D.ANSWER_AI_70B_PEAK_GIB * 2**30 / 1e9], "r*", ms=12, label="Answer.AI, measured (2 × 3090, offload)")
-axes[1].legend(loc="upper right", fontsize=8)
-axes[0].legend(loc="upper right", fontsize=8)
+for ax in axes:
+    ax.set_ylim(0, 88)
+    ax.legend(loc="center right", fontsize=8)
 fig.suptitle("70B fits two 24 GB GPUs only with CPU offload; four 24 GB GPUs without")
 fig.tight_layout()
 plt.show()

@@ -88,6 +88,11 @@ def test_each_rank_holds_half_plus_what_is_replicated(sharded, single):
             assert whole[kind] / 2 <= per_rank[kind] <= whole[kind] / 2 * 1.02 + 64, (kind, per_rank, whole)
         assert per_rank["replicated"] == whole["replicated"], "buffers and step counters stay whole"
     assert whole["gradients"] > 0 and whole["optimizer"] == 2 * whole["gradients"]
+    # exactly FSDP2's padded dim-0 shards: ceil(rows / 2) rows of every parameter (absmax2 has 1 row)
+    padded = sum(-(-p.shape[0] // 2) * (p.numel() // p.shape[0]) * p.element_size()
+                 for p in single["model"].parameters())
+    assert all(b["parameters"] == padded for b in result["rank_bytes"])
+    assert padded > whole["parameters"] / 2, "some dim 0 is odd (absmax2 has one row): padding is visible"
 
 
 def test_communication_measured_equals_predicted(sharded, single):
