@@ -334,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     settings = RunSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)})
     dist = torch.distributed
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise SystemExit(f"python -m lorakit.distributed is one rank of a run: start it with torchrun "
+                         f"(torchrun --standalone --nproc-per-node 2 -m lorakit.distributed --out DIR) or "
+                         f"lorakit.distributed.launch(2, DIR); {missing} are not set")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     settings.check_world(world)
     device, backend = _device_and_backend(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)

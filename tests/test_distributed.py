@@ -136,6 +136,13 @@ def test_a_run_past_its_timeout_is_stopped_with_a_clear_error(base_path, tmp_pat
     assert _gone(e.value.pids)
 
 
+def test_the_script_alone_says_how_to_start_it(tmp_path, monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit, match="start it with torchrun"):
+        D.main(["--out", str(tmp_path)])
+
+
 def test_the_store_listens_on_loopback_only():
     s = D._listening_socket()
     try:
