@@ -139,6 +139,16 @@ def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
     )
 
 
+def shard_shapes(module: nn.Module) -> dict[str, dict]:
+    """For each parameter of ``module``: its global shape, this rank's local shape, its placement."""
+    out = {}
+    for name, p in module.named_parameters():
+        placement = str(tuple(p.placements)) if hasattr(p, "placements") else "whole"
+        out[name] = dict(shape=list(p.shape), local=list(_local(p).shape), placement=placement,
+                         dtype=str(p.dtype).replace("torch.", ""))
+    return out
+
+
 def comm_per_step(model: nn.Module) -> dict[str, int]:
     """Bytes FSDP2 moves in one training step, predicted from the sharded model.
 
@@ -373,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             opt, losses = train_qlora(model, settings, rank, world, on_step)
         seconds = time.perf_counter() - start
         mine = rank_bytes(model, opt)
-        everyone = [None] * world
+        everyone, shards = [None] * world, [None] * world
         dist.all_gather_object(everyone, mine)
+        dist.all_gather_object(shards, shard_shapes(model.blocks[0].attn.q_proj))
         for unit in model.modules():  # gather the full A, B (and 4-bit) tensors to save them
             if hasattr(unit, "unshard") and hasattr(unit, "reshard"):
                 unit.unshard()
@@ -386,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 unit.reshard()
         if rank == 0:
             result = dict(world_size=world, backend=backend, device=str(device), settings=dataclasses.asdict(settings),
-                          train_bpb=losses, seconds=seconds, rank_bytes=everyone,
+                          train_bpb=losses, seconds=seconds, rank_bytes=everyone, q_proj_shards=shards,
                           comm_measured={k: v // settings.steps for k, v in comm.bytes.items()},
                           comm_calls={k: v // settings.steps for k, v in comm.calls.items()},
                           comm_predicted=predicted, torch=torch.__version__)

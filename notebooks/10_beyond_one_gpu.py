@@ -264,9 +264,21 @@ assert logit_diff < 1e-4, "the adapter from the sharded run gives the single-pro
 # %% [markdown]
 # ## 5. It shards: bytes per rank
 #
-# Each rank counted the storage it allocated after the last step (`lorakit.distributed.rank_bytes`:
+# Inside the run, each parameter of a block is a DTensor placed `Shard(dim=0)`: rank $k$ holds its
+# rows, the 4-bit codes as uint8. (`absmax2` has one element: rank 1's local piece is empty.)
+# Each rank also counted the storage it allocated after the last step (`lorakit.distributed.rank_bytes`:
 # local shards of parameters, gradients of A and B, AdamW's two moments), and what every rank
 # keeps whole (buffers, AdamW's step counters).
+
+# %%
+for name, info_0 in sharded["q_proj_shards"][0].items():
+    locals_ = [shards[name]["local"] for shards in sharded["q_proj_shards"]]
+    print(f"  blocks.0.attn.q_proj.{name:<19} {info_0['dtype']:<8} global {str(info_0['shape']):<11} "
+          f"{info_0['placement']:<14} local per rank {locals_}")
+packed_shards = [shards["base.packed"] for shards in sharded["q_proj_shards"]]
+assert all(p["placement"] == "(Shard(dim=0),)" and p["dtype"] == "uint8" for p in packed_shards), \
+    "the packed codes are a uint8 DTensor sharded on dim 0"
+assert sum(p["local"][0] for p in packed_shards) == packed_shards[0]["shape"][0], "the shards add up to the whole"
 
 # %%
 KINDS = ["parameters", "gradients", "optimizer", "replicated"]
