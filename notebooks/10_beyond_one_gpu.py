@@ -105,7 +105,7 @@ assert one_gpu["total"] > 48, "70B QLoRA should not fit one 48 GB GPU"
 # biggest thing in QLoRA, would not shard at all. Here is one layer of the course model:
 
 # %%
-base, info = base_model(progress=False)
+_, info = base_model(progress=False)
 SETTINGS = D.run_settings()
 print(f"base model {info['config']}; run settings {SETTINGS}")
 model = prepare_qlora(load_model(info["path"]), "all-linear", r=SETTINGS.r, alpha=SETTINGS.alpha)
@@ -219,7 +219,10 @@ print(f"{N} ranks ({sharded['backend']}, {sharded['device']}): {launch_seconds:.
 #
 # The reference: the same settings in this process, no `torch.distributed` at all. If sharding
 # changed the arithmetic, the two loss curves would drift apart; only float32 rounding (sums in
-# another order: half batches, then a reduce-scatter) may differ.
+# another order: half batches, then a reduce-scatter) may differ. This also checks that
+# `Linear4bit` runs unchanged under FSDP2: before a block computes (forward, and again before its
+# backward) FSDP2 all-gathers its shards and puts full, plain tensors back on the module, so the
+# dequantization code never sees a DTensor.
 
 # %%
 single = D.train_single(info["path"], SETTINGS)
