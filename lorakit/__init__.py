@@ -11,6 +11,7 @@ One concept per module, each derived in a notebook:
 - ``quant``   NF4/FP4 blockwise quantization and double quantization (06, 07)
 - ``memory``  memory estimates and measured peaks (07, 08)
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
+- ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
 """
 
 __version__ = "0.1.0"

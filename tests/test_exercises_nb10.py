@@ -1,0 +1,68 @@
+"""Every worked solution of notebook 10 passes its checker; typical wrong answers are rejected."""
+
+import copy
+
+import pytest
+from solutions import load_solutions
+
+from lorakit import distributed as D
+from lorakit.exercises import nb10
+from lorakit.memory import estimate_memory
+
+solutions = load_solutions("nb10")
+
+
+@pytest.fixture(scope="module")
+def three_ranks():
+    return solutions.solve_ex_10_4()
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_solution_passes(m, capsys):
+    answer = getattr(solutions, f"solve_ex_10_{m}")()
+    assert getattr(nb10, f"check_ex_10_{m}")(answer) is True
+    assert "Correct" in capsys.readouterr().out
+
+
+def test_experiment_solution_passes(three_ranks, capsys):
+    assert three_ranks["world_size"] == 3
+    assert nb10.check_ex_10_4(three_ranks) is True
+    assert "padding" in capsys.readouterr().out
+
+
+_one = estimate_memory("70B", "qlora", r=64, batch_size=1, seq_len=2048)
+_four = D.fsdp_qlora_memory("70B", 4, False, batch_size=1, seq_len=2048)
+_off = D.fsdp_qlora_memory("70B", 4, True, batch_size=1, seq_len=2048)
+WRONG = {
+    1: [None, "20", True, _one["total"], _one["total"] / 4, _four["total"] - _four["activations"],
+        _four["total"] - _four["gathered"]],
+    2: [None, 3.0, (1.0,), (_off["cpu"], _off["total"]), (_off["total"], _off["cpu"] / 4),
+        (_four["total"], _off["cpu"]), ("a", "b")],
+    3: [None, "76", 38.0, 152.0, 2.0 * 140],
+}
+
+
+@pytest.mark.parametrize("m", sorted(WRONG))
+def test_wrong_answers_are_rejected_without_raising(m, capsys):
+    for wrong in WRONG[m]:
+        assert getattr(nb10, f"check_ex_10_{m}")(wrong) is False, wrong
+    assert "Not yet" in capsys.readouterr().out
+
+
+def test_wrong_experiments_are_rejected(three_ranks, capsys):
+    two = copy.deepcopy(three_ranks)
+    two["world_size"], two["rank_bytes"] = 2, two["rank_bytes"][:2]
+    tampered = copy.deepcopy(three_ranks)
+    tampered["comm_measured"]["all_gather"] += 1
+    short = copy.deepcopy(three_ranks)
+    short["train_bpb"] = short["train_bpb"][:-1]
+    for wrong in (None, {}, [1, 2, 3], two, tampered, short):
+        assert nb10.check_ex_10_4(wrong) is False
+    assert "Not yet" in capsys.readouterr().out
+
+
+def test_checkers_accept_numpy_and_lists(capsys):
+    np = pytest.importorskip("numpy")
+    assert nb10.check_ex_10_1(np.float64(solutions.solve_ex_10_1())) is True
+    assert nb10.check_ex_10_2(list(solutions.solve_ex_10_2())) is True
+    assert nb10.check_ex_10_2(np.array(solutions.solve_ex_10_2())) is True
