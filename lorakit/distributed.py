@@ -70,10 +70,12 @@ def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
         raise ValueError(f"{type(model).__name__} has no Linear4bit layers: call prepare_qlora first")
     sharded, replicated = [], []
     for path, layer in layers.items():
-        for name in layer._tensor_fields:
-            tensor = layer._buffers.get(name)
-            if tensor is None:  # already a parameter (called twice)
+        for name in ("packed", "absmax", "absmax_codes", "absmax2", "offset"):  # the stored weight
+            if name in layer._parameters:  # already a parameter (called twice)
                 sharded.append(f"{path}.{name}")
+                continue
+            tensor = layer._buffers.get(name)
+            if tensor is None:  # absent in this layout (absmax with double quantization, ...)
                 continue
             if tensor.dim() == 0:
                 replicated.append(f"{path}.{name}")
