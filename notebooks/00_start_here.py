@@ -144,7 +144,7 @@ print(f"unigram entropy = {unigram_bpb:.3f} bits/byte (uniform would be 8)")
 from lorakit.model import count_parameters
 from lorakit.train import base_model
 
-model, info = base_model()
+model, info = base_model(progress=not FAST)  # no progress bar in test mode
 print(f"{'trained now' if info['trained'] else 'loaded from the cache'}: {info['path']}")
 print(f"config: {info['config']}")
 print(f"parameters: {count_parameters(model) / 1e6:.3f} M")
@@ -227,19 +227,25 @@ widgets.interact(
 #
 # ## Exercises
 #
+# Each exercise has a checker that says whether your answer is right and, if not, what the usual
+# mistake is; it states its tolerance, and numbers may be any numeric type (`2.31`, a NumPy
+# float, a one-element tensor). Worked solutions, with the reasoning: `notebooks/solutions/nb00.py`
+# (try first).
+#
 # **Exercise 0.1 — from nats to bits.** PyTorch's cross-entropy is in nats (natural log). A model
-# has a loss of 1.6 nats per byte. What is that in bits per byte? Answer: a float.
-# *Hint: $\log_2 x = \ln x / \ln 2$.*
+# has a loss of 1.6 nats per byte. What is that in bits per byte? Answer: a number, accepted
+# within 0.5 %. *Hint: $\log_2 x = \ln x / \ln 2$; decide first whether the number should grow
+# or shrink.*
 
 # %%
-from lorakit.exercises.nb00 import check_ex_0_1, check_ex_0_2, check_ex_0_3
+from lorakit.exercises.nb00 import check_ex_0_1, check_ex_0_2, check_ex_0_3, check_ex_0_4
 
 answer = None  # your answer here
 check_ex_0_1(answer)
 
 # %% [markdown]
 # **Exercise 0.2 — count parameters.** How many parameters does one `up_proj` layer have in the
-# learner-size model ($d = 128$, MLP ratio 4, no bias)? Answer: an int.
+# learner-size model ($d = 128$, MLP ratio 4, no bias)? Answer: a whole number (exact).
 # *Hint: an `nn.Linear(in, out, bias=False)` holds an out×in weight.*
 
 # %%
@@ -250,9 +256,45 @@ check_ex_0_2(answer)
 # **Exercise 0.3 — the uniform baseline.** A model that predicts all 256 bytes with equal
 # probability: what is its loss in bits per byte? And if the text only ever used the 100
 # printable ASCII characters, equally often, what would a model that knew only that reach?
-# Answer: a tuple of two floats.
+# Answer: two numbers (a tuple or a list), each accepted within 0.5 %.
 # *Hint: the entropy of a uniform distribution over $k$ outcomes is $\log_2 k$.*
 
 # %%
 answer = None  # your answer here
 check_ex_0_3(answer)
+
+# %% [markdown]
+# **Exercise 0.4 — one byte of context (code, then an experiment).** The unigram entropy above
+# ignores context. Write `bigram_entropy(data)` that returns $H(\text{next} \mid \text{previous})$,
+# the entropy of a byte given the byte before it, in bits, for a `uint8` tensor:
+# $H = -\sum_{a,b} p(a,b)\log_2 p(b \mid a)$, from the counts of consecutive pairs. The checker
+# runs it on four probes (accepted within 0.01 bits). Then run it on `train_data` and place the
+# number between the unigram entropy and the model's validation loss: what does one byte of
+# context buy, and what does the model's 128 bytes of context buy on top?
+# *Hint: `torch.bincount(data[:-1] * 256 + data[1:], minlength=65536)` counts the pairs, and
+# $H(b \mid a) = H(a, b) - H(a)$.*
+
+# %%
+def bigram_entropy(data):
+    ...  # your code here
+
+
+answer = None  # set to bigram_entropy once written
+check_ex_0_4(answer)
+# then: print(unigram_bpb, bigram_entropy(train_data), info["val_bpb"])
+
+# %% [markdown]
+# ## References
+#
+# - A. Vaswani et al., *Attention Is All You Need*, 2017, arXiv:1706.03762 — the Transformer
+#   block the course GPT is built from (`lorakit/model.py`).
+# - A. Radford et al., *Language Models are Unsupervised Multitask Learners* (GPT-2), 2019
+#   (OpenAI report, no arXiv number) — the decoder-only layout, pre-norm blocks.
+# - A. Karpathy, *nanoGPT* (github.com/karpathy/nanoGPT) — the readable GPT that `lorakit/model.py`
+#   follows; module names (`q_proj`, `up_proj`, …) as in Llama: H. Touvron et al., *LLaMA*, 2023,
+#   arXiv:2302.13971.
+# - C. E. Shannon, *A Mathematical Theory of Communication*, 1948 — entropy, and why a loss in
+#   bits per byte is a compression rate.
+# - Reference libraries used later: Hugging Face PEFT (`peft.LoraConfig`, `peft.get_peft_model`)
+#   for LoRA, bitsandbytes (`bitsandbytes.functional.quantize_4bit`) for NF4 and double
+#   quantization; `python -m lorakit.check` reports their versions.
