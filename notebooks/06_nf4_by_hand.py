@@ -55,6 +55,7 @@ if "google.colab" in sys.modules:
 # ($xW_0$ or `x @ weight.T`) does not arise until notebook 08.
 
 # %%
+import copy
 import math
 
 import matplotlib.pyplot as plt
@@ -448,8 +449,9 @@ for layer, weight in linears.items():
 mean_rel = {name: sum(v) / len(v) for name, v in rel_err.items()}
 print(f"{len(linears)} linear layers; mean relative error: " + ", ".join(f"{n.upper()} {v:.3f}" for n, v in mean_rel.items()))
 assert mean_rel["nf4"] < mean_rel["int4"] and mean_rel["nf4"] < mean_rel["fp4"], "NF4 has the smallest error on trained weights"
-assert all(n < i and n < f for n, i, f in zip(rel_err["nf4"], rel_err["int4"], rel_err["fp4"])), \
-    "and on every layer, as the figure's title says"
+nf4_best = sum(n < i and n < f for n, i, f in zip(rel_err["nf4"], rel_err["int4"], rel_err["fp4"]))
+print(f"NF4 has the smallest error on {nf4_best} of {len(linears)} layers")
+assert nf4_best > len(linears) / 2, "and on most layers, as the figure's title says"
 
 fig, ax = plt.subplots(figsize=(10, 4))
 pos = torch.arange(len(linears)).float()
@@ -457,7 +459,8 @@ for k, name in enumerate(rel_err):
     ax.bar(pos + (k - 1) * 0.27, rel_err[name], width=0.27, label=name.upper())
 ax.set_xticks(pos.tolist(), [n.replace("blocks.", "b").replace(".weight", "") for n in linears], rotation=60, fontsize=7)
 ax.set_ylabel("relative error ‖W − Ŵ‖_F / ‖W‖_F")
-ax.set_title("NF4 gives the smallest error on every trained layer")
+best_count = sum(n < i and n < f for n, i, f in zip(rel_err["nf4"], rel_err["int4"], rel_err["fp4"]))
+ax.set_title(f"NF4 gives the smallest error on {best_count} of {len(linears)} trained layers")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))   # outside the axes: never over a bar
 plt.tight_layout()
 plt.show()
@@ -478,6 +481,71 @@ for name in ("none", "int4", "fp4", "nf4"):
 for name in ("int4", "fp4", "nf4"):
     assert abs(loss[name] - loss["none"]) < 0.1, f"{name}: 4-bit weights change the loss by < 0.1 bits/byte"
 assert loss["nf4"] - loss["none"] <= loss["fp4"] - loss["none"] + 0.01, "NF4 hurts the loss no more than FP4"
+
+# %% [markdown]
+# **When does the choice of type matter? Take bits away.** At 4 bits with blocks of 64 this small
+# model barely notices which table it gets: the loss moves by about a thousandth of a bit (above),
+# smaller than the differences between evaluation batches. Large LLMs are more sensitive (QLoRA's
+# Table 2), and so is any model once the grid gets coarse enough. The same recipe builds a
+# $k$-bit table of each kind: INT$k$ = $j/L$ with $L = 2^{k-1} - 1$, and NF$k$ from $2^{k-1}$ positive
+# and $2^{k-1} - 1$ negative normal quantiles plus 0. Quantize every linear weight (blocks of 64)
+# at 4, 3 and 2 bits and measure the loss again:
+
+# %%
+def nf_table(k: int) -> torch.Tensor:
+    """NF4's recipe for k bits: 2^(k-1) positive and 2^(k-1) − 1 negative quantiles, and 0."""
+    half = 2 ** (k - 1)
+    pos = torch.special.ndtri(torch.linspace(delta, 0.5, half + 1)[:-1].double())
+    neg = -torch.special.ndtri(torch.linspace(delta, 0.5, half)[:-1].double())
+    levels = torch.cat([pos, torch.zeros(1, dtype=torch.float64), neg]).float().sort().values
+    return levels / levels.max()
+
+
+def int_table(k: int) -> torch.Tensor:
+    L = 2 ** (k - 1) - 1
+    return torch.arange(-L, L + 1).float() / L
+
+
+def with_table(model, table, blocksize=64):
+    """A copy of `model` whose linear weights (not lm_head) went through blockwise absmax + `table`."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, module in out.named_modules():
+            if isinstance(module, torch.nn.Linear) and "lm_head" not in name:
+                w = module.weight.reshape(-1, blocksize)
+                absmax = w.abs().amax(dim=1, keepdim=True)
+                codes = Q.nearest_codes((w / absmax).reshape(-1), table).long().view_as(w)
+                module.weight.copy_((table[codes] * absmax).view_as(module.weight))
+    return out
+
+
+assert torch.equal(nf_table(4), Q.NF4), "the k-bit recipe at k = 4 is NF4 itself"
+bits_loss = {}
+for k in (4, 3, 2):
+    for kind, table in (("INT", int_table(k)), ("NF", nf_table(k))):
+        bits_loss[(kind, k)] = evaluate(with_table(model, table), val, 16, EVAL_BATCHES, seed=0) - loss["none"]
+        print(f"{kind}{k}: {len(table):>2} levels, loss change {bits_loss[(kind, k)]:+.4f} bits/byte")
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for kind in ("INT", "NF"):
+    ax.plot([4, 3, 2], [bits_loss[(kind, k)] for k in (4, 3, 2)], "o-", label=f"{kind}k")
+ax.axhline(0, color="0.6", lw=1)
+ax.set_xticks([4, 3, 2])
+ax.invert_xaxis()
+ax.set(xlabel="bits per weight (blocks of 64)", ylabel="loss change (bits/byte)",
+       title="Fewer bits: the type starts to matter, and NF hurts less than INT")
+ax.legend()
+plt.show()
+
+# %%
+assert bits_loss[("NF", 2)] > bits_loss[("NF", 4)] + 0.005, "2 bits cost clearly more than 4"
+assert bits_loss[("NF", 2)] < bits_loss[("INT", 2)], "at 2 bits NF hurts less than INT"
+
+# %% [markdown]
+# At 4 bits every type is nearly free here; as levels run out, where they sit decides how much
+# of the model survives — NF keeps more levels where normal weights are dense (near zero), so at
+# 2 bits it loses less than INT (asserted). The quantization error on the weights (section 7)
+# predicts this ordering at every bit width; how much of it reaches the loss depends on the model.
 
 # %% [markdown]
 # ## 8. Block size: error against overhead
@@ -542,7 +610,9 @@ widgets.interact(
 #   version equals `lorakit.quant` and both equal bitsandbytes' CPU backend byte for byte;
 #   torchao is a close, different dialect.
 # - NF4 error on `randn(1024, 1024)`: 0.0728, as published; NF4 is also best on the trained
-#   weights; the model's loss barely moves at 4 bits.
+#   weights (on average and on most layers); the model's loss barely moves at 4 bits with blocks
+#   of 64.
+# - Take bits away and the type matters: at 2 bits NF costs this model less loss than INT (asserted).
 # - Block size trades error for $32/\ell$ bits of constants: 0.5 bits/param at $\ell = 64$ —
 #   notebook 07 shrinks that.
 #
