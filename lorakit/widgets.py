@@ -75,7 +75,8 @@ def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
         ax.set_title(title)
         ax.set_xlabel("column")
         ax.set_ylabel("row")
-    fig.colorbar(im, ax=axes[:2], label="entry value (same scale in both)", fraction=0.04, pad=0.02)
+    fig.colorbar(im, ax=axes[:2], location="bottom", label="entry value (same colour scale in both)",
+                 fraction=0.05, pad=0.02, shrink=0.6)
     ranks = torch.arange(1, len(errors) + 1)
     axes[2].plot(ranks.numpy(), errors.numpy(), color="C0")
     axes[2].plot([r], [rec["rel_error"]], "o", color="C3", label=f"r = {r}: {rec['rel_error']:.3f}")

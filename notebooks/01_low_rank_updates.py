@@ -323,13 +323,13 @@ assert bool((E > E_random).all()), "in every layer ΔW's top-r energy exceeds th
 assert float((E / E_random).median()) > 1.5, "typically by a wide margin (median ratio > 1.5)"
 is_mlp = torch.tensor(["mlp" in name for name, *_ in rows])
 E_attn, E_mlp = E[~is_mlp].mean().item(), E[is_mlp].mean().item()
+print(f"median top-{R_SHOW} energy: ΔW {100 * E.median():.1f} %, random {100 * E_random.median():.1f} % "
+      f"(ratio {float((E / E_random).median()):.2f}); lowest ΔW layer {100 * E.min():.1f} %; "
+      f"attention {100 * E_attn:.1f} % vs MLP {100 * E_mlp:.1f} % on average")
 assert E_mlp < E_attn, "the wider MLP layers are less concentrated than the attention projections"
 if not FAST:  # the learner-size numbers the text below quotes
     assert 0.3 < float(E.median()) < 0.7, "at learner size the top 8 of 128 directions hold roughly half the energy"
     assert 1.5 < float((E / E_random).median()) < 4, "two to three times what a random matrix holds"
-print(f"median top-{R_SHOW} energy: ΔW {100 * E.median():.1f} %, random {100 * E_random.median():.1f} % "
-      f"(ratio {float((E / E_random).median()):.2f}); lowest ΔW layer {100 * E.min():.1f} %; "
-      f"attention {100 * E_attn:.1f} % vs MLP {100 * E_mlp:.1f} % on average")
 
 # %% [markdown]
 # **What the measurement shows, honestly.** In every layer the fine-tuning update is clearly

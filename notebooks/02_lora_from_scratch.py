@@ -187,8 +187,8 @@ def draw_lora(m: int, n: int, r: int):
     arrow(6.2, 4.0, 8.8, 2.85)
     arrow(8.5, 1.0, 8.8, 2.35)
     arrow(9.25, 2.6, 9.45, 2.6)
-    ax.set_title(f"y = x W₀ + x A B · α/r: the update AB has rank ≤ r = {r}; "
-                 f"A and B hold r(m + n) = {r * (m + n):,} numbers, W₀ holds m·n = {m * n:,}")
+    ax.set_title(f"y = x W₀ + x A B · α/r: rank(AB) ≤ r = {r}; A, B hold r(m + n) = {r * (m + n):,} "
+                 f"numbers, W₀ holds m·n = {m * n:,}", fontsize=10)
     plt.show()
 
 
@@ -299,12 +299,12 @@ ax.legend(); plt.show()
 
 # %%
 gain_lora, gain_full = base_docs - lora_docs, base_docs - full_docs
+print(f"LoRA gains {gain_lora:.3f} bits/byte, full fine-tuning {gain_full:.3f}: "
+      f"LoRA reaches {gain_lora / gain_full:.0%} of full fine-tuning's gain")
 assert gain_lora > 0.03, "LoRA must clearly improve on the new domain"
 assert gain_full > 0.03, "full fine-tuning must clearly improve on the new domain"
 assert gain_full > gain_lora, "full fine-tuning goes further than LoRA on q, v in the same steps"
 assert 0.1 < gain_lora / gain_full < 1, "LoRA gets a real fraction of full fine-tuning's gain, not all of it"
-print(f"LoRA gains {gain_lora:.3f} bits/byte, full fine-tuning {gain_full:.3f}: "
-      f"LoRA reaches {gain_lora / gain_full:.0%} of full fine-tuning's gain")
 
 # %% [markdown]
 # ## 4. Merging: the adapter costs nothing at inference

@@ -122,11 +122,11 @@ assert err8["ΔW (fine-tuning update)"] < err8["random matrix"] - 0.1, "ΔW comp
 assert err8["W0 (trained weight)"] < err8["random matrix"] - 0.1, "so does the trained weight: both have structure"
 assert err8["ΔW (fine-tuning update)"] > 0.1, "but ΔW is not rank 8: a visible part lies outside its top 8"
 gap = err8["W0 (trained weight)"] - err8["ΔW (fine-tuning update)"]
+print(f"W0's error minus ΔW's at rank 8: {gap:+.3f}")
 if FAST:
     assert gap > 0.05, "in a short run (test mode) ΔW compresses better than W0"
 else:
     assert abs(gap) < 0.15, "at learner size ΔW compresses about as well as W0, no better by much"
-print(f"W0's error minus ΔW's at rank 8: {gap:+.3f}")
 
 # %% [markdown]
 # Both trained matrices sit well below the random one: training puts structure into them
@@ -201,8 +201,8 @@ for a, res in alpha_runs.items():
 norms = [alpha_runs[a]["dW_norm"] for a in ALPHAS]
 assert all(b > a for a, b in zip(norms, norms[1:])), "a larger α gives a larger update ΔW"
 growth, proportional = norms[-1] / norms[0], ALPHAS[-1] / ALPHAS[0]
-assert growth < proportional / 2, "but less than proportionally: the optimizer, not α, sets the size of AB"
 print(f"α × {proportional:g} (from {ALPHAS[0]} to {ALPHAS[-1]}) makes ‖ΔW‖ only {growth:.1f}× larger")
+assert growth < proportional / 2, "but less than proportionally: the optimizer, not α, sets the size of AB"
 assert alpha_runs[ALPHAS[0]]["scale"] == update_scale(ALPHAS[0], 8) == lora_scaling(8, ALPHAS[0])
 best = min(alpha_runs, key=lambda a: alpha_runs[a]["val_bpb"])
 assert ALPHAS[0] < best < ALPHAS[-1], "both extremes lose: too small an α learns less, too large overshoots"
