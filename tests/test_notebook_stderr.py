@@ -2,7 +2,7 @@
 (`make test`): a clean run of a notebook on a healthy machine shows no red (issue 11, item 12).
 
 The hook reads the outputs nbval already collected, so checking every notebook costs nothing
-extra; here we check the hook itself on two one-cell notebooks (one kernel start, a few seconds).
+extra; here we check the hook itself on a two-cell notebook (one kernel start, a few seconds).
 """
 
 import importlib.util
@@ -28,8 +28,8 @@ def test_stderr_text_picks_only_stderr_streams():
     assert stderr_text([]) == "" and stderr_text(None) == ""
 
 
-def _notebook(path: Path, source: str) -> None:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+def _notebook(path: Path, *sources: str) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(nb, path)
 
@@ -37,11 +37,11 @@ def _notebook(path: Path, source: str) -> None:
 def test_a_cell_writing_to_stderr_fails_under_nbval(tmp_path):
     shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    _notebook(tmp_path / "clean.ipynb", "import sys\nprint('all good', file=sys.stdout)")
-    _notebook(tmp_path / "noisy.ipynb", "import sys\nprint('W1129 a harmless-looking warning', file=sys.stderr)")
+    _notebook(tmp_path / "two_cells.ipynb", "import sys\nprint('all good', file=sys.stdout)",
+              "print('W1129 a harmless-looking warning', file=sys.stderr)")   # one kernel start
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                           "--nbval-current-env", "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
-                          str(tmp_path / "clean.ipynb"), str(tmp_path / "noisy.ipynb")],
+                          str(tmp_path / "two_cells.ipynb")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out[-3000:]
