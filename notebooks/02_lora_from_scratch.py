@@ -294,7 +294,7 @@ ax.legend(); plt.show()
 # What this measures, for this one setting ($r = 8$ on `q_proj`, `v_proj`, these steps and
 # learning rates): both methods clearly improve on the new domain, and full fine-tuning — every
 # weight trainable — goes further. LoRA gets a fraction of full
-# fine-tuning's gain (printed below; about a quarter in test mode), not most of it. Notebook 04
+# fine-tuning's gain (printed below: half at learner size, about a quarter in test mode). Notebook 04
 # measures how the target modules, the rank and a tuned learning rate change that fraction.
 
 # %%

@@ -185,7 +185,7 @@ plt.show()
 # are **quantiles** $\Phi^{-1}(p)$ of the normal distribution, for evenly spaced $p$. It is not
 # the quantizer with the smallest error (that would place levels by Lloyd–Max, not by equal
 # mass), and it assumes each block's absmax sits at $\Phi^{-1}(\delta)\,\sigma \approx 1.85\sigma$,
-# while the largest of 64 normal values is typically about $2.4\sigma$ (measured below). Yoshida
+# while the largest of 64 normal magnitudes is typically about $2.6\sigma$ (measured below). Yoshida
 # (2023) makes both points and proposes AF4, a table built for the block maximum.
 #
 # QLoRA also wants an exact **zero**: a symmetric set of 16 quantiles has no zero (it has
@@ -248,14 +248,14 @@ plt.show()
 
 # %% [markdown]
 # The NF4 usage is not perfectly flat: each block's absmax is the largest of *that block's* 64
-# values — about $2.4\sigma$ — not $\Phi^{-1}(\delta)\,\sigma \approx 1.85\sigma$, so after scaling the
+# magnitudes — about $2.6\sigma$ — not $\Phi^{-1}(\delta)\,\sigma \approx 1.85\sigma$, so after scaling the
 # values crowd a little towards the middle codes. Measured:
 
 # %%
 block_max = torch.randn(4096, 64, generator=torch.Generator().manual_seed(3)).abs().amax(dim=1)
 phi_delta = torch.special.ndtri(torch.tensor(delta, dtype=torch.float64)).item()
 print(f"mean absmax of a block of 64 N(0, 1) values: {block_max.mean():.3f} σ; Φ⁻¹(δ) = {phi_delta:.3f}")
-assert 2.2 < block_max.mean().item() < 2.6 and abs(phi_delta - 1.848) < 0.01, "block max ≈ 2.4σ, not Φ⁻¹(δ) ≈ 1.85σ"
+assert 2.4 < block_max.mean().item() < 2.8 and abs(phi_delta - 1.848) < 0.01, "block max ≈ 2.6σ, not Φ⁻¹(δ) ≈ 1.85σ"
 
 # %% [markdown]
 # ## 5. Blockwise quantize, pack, unpack, dequantize — step by step
@@ -468,9 +468,11 @@ plt.show()
 # %% [markdown]
 # **On the loss.** Replace every linear weight (except `lm_head`, which QLoRA keeps in 16 bits)
 # by its quantize → dequantize round trip (`Q.quantize_model_linears`) and evaluate the
-# validation loss on held-out code. The QLoRA paper (Table 2) found INT4 worst and NF4 best on
-# large models; a tiny model trained briefly is less sensitive, so we assert only what holds
-# robustly: every 4-bit copy stays close to the original, and NF4 is no worse than FP4 beyond noise.
+# validation loss on held-out code. The QLoRA paper (Table 2) found NF4 best on large models. At
+# learner size this model agrees: NF4 costs the least loss (about +0.013 bits/byte, against +0.024
+# for INT4 and +0.030 for FP4; asserted there). The test-mode model is barely trained and moves by
+# about a thousandth of a bit whatever the type, so in both modes we assert only the robust part:
+# every 4-bit copy stays close to the original, and NF4 is no worse than FP4 beyond noise.
 
 # %%
 _, val = load_splits("code", info["settings"]["max_bytes"])
@@ -481,12 +483,14 @@ for name in ("none", "int4", "fp4", "nf4"):
 for name in ("int4", "fp4", "nf4"):
     assert abs(loss[name] - loss["none"]) < 0.1, f"{name}: 4-bit weights change the loss by < 0.1 bits/byte"
 assert loss["nf4"] - loss["none"] <= loss["fp4"] - loss["none"] + 0.01, "NF4 hurts the loss no more than FP4"
+if not FAST:
+    assert loss["nf4"] < loss["int4"] and loss["nf4"] < loss["fp4"], "at learner size NF4 costs the least loss"
 
 # %% [markdown]
-# **When does the choice of type matter? Take bits away.** At 4 bits with blocks of 64 this small
-# model barely notices which table it gets: the loss moves by about a thousandth of a bit (above),
-# smaller than the differences between evaluation batches. Large LLMs are more sensitive (QLoRA's
-# Table 2), and so is any model once the grid gets coarse enough. The same recipe builds a
+# **When does the choice of type matter? Take bits away.** At 4 bits with blocks of 64 the type
+# moves this small model's loss by about a hundredth of a bit at learner size and by about a
+# thousandth in test mode (above). Large LLMs are more sensitive (QLoRA's Table 2), and so is any
+# model once the grid gets coarse enough. The same recipe builds a
 # $k$-bit table of each kind: INT$k$ = $j/L$ with $L = 2^{k-1} - 1$, and NF$k$ from $2^{k-1}$ positive
 # and $2^{k-1} - 1$ negative normal quantiles plus 0. Quantize every linear weight (blocks of 64)
 # at 4, 3 and 2 bits and measure the loss again:
@@ -540,11 +544,15 @@ plt.show()
 # %%
 assert bits_loss[("NF", 2)] > bits_loss[("NF", 4)] + 0.005, "2 bits cost clearly more than 4"
 assert bits_loss[("NF", 2)] < bits_loss[("INT", 2)], "at 2 bits NF hurts less than INT"
+if not FAST:
+    assert all(bits_loss[("NF", k)] < bits_loss[("INT", k)] for k in (4, 3, 2)), "at learner size NF wins at every width"
+    assert bits_loss[("NF", 2)] > 10 * bits_loss[("NF", 4)], "and 2 bits cost far more than 4"
 
 # %% [markdown]
-# At 4 bits every type is nearly free here; as levels run out, where they sit decides how much
-# of the model survives — NF keeps more levels where normal weights are dense (near zero), so at
-# 2 bits it loses less than INT (asserted). The quantization error on the weights (section 7)
+# As levels run out, where they sit decides how much of the model survives — NF keeps more levels
+# where normal weights are dense (near zero). At learner size NF loses less than INT at 4, 3 and 2
+# bits, and 2 bits cost tens of times what 4 do (about +0.9 against +0.013 bits/byte for NF); in
+# test mode the effect shows at 2 bits (all asserted). The quantization error on the weights (section 7)
 # predicts this ordering at every bit width; how much of it reaches the loss depends on the model.
 
 # %% [markdown]
@@ -605,14 +613,15 @@ widgets.interact(
 # - A 4-bit type is a table of 16 values; INT4 uses 15 of them, FP4 is E2M1 scaled by 1/12, NF4
 #   places them at normal quantiles (derived here within 1e-6, in fact bit for bit), with an exact
 #   zero and all 16 codes, and uses its codes more evenly than INT4 (asserted). Equal use is its
-#   sense of "optimal"; the block maximum (≈ 2.4σ, asserted) is not where NF4 assumes it.
+#   sense of "optimal"; the block maximum (≈ 2.6σ, asserted) is not where NF4 assumes it.
 # - Quantize = flatten, blocks, absmax, nearest code (ties down), pack high nibble first; our
 #   version equals `lorakit.quant` and both equal bitsandbytes' CPU backend byte for byte;
 #   torchao is a close, different dialect.
 # - NF4 error on `randn(1024, 1024)`: 0.0728, as published; NF4 is also best on the trained
 #   weights (on average and on most layers); the model's loss barely moves at 4 bits with blocks
 #   of 64.
-# - Take bits away and the type matters: at 2 bits NF costs this model less loss than INT (asserted).
+# - The loss at 4 bits: NF4 costs the least at learner size (asserted). Take bits away and the type
+#   matters more: at learner size NF beats INT at 4, 3 and 2 bits (asserted).
 # - Block size trades error for $32/\ell$ bits of constants: 0.5 bits/param at $\ell = 64$ —
 #   notebook 07 shrinks that.
 #
