@@ -32,6 +32,7 @@
 # |---|---|---|
 # | 2-core x86_64 CPU (learner size) | ≈ 3 min | 9 s |
 # | 2-core CPU (test mode, `LORAKIT_FAST=1`) | ≈ 25 s | ≈ 8 s |
+# | the same CPU shared with other jobs (load ≈ 7), learner size, after the issue-11 edits | — | 30 s |
 #
 # ## The course map
 #

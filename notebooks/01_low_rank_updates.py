@@ -32,7 +32,8 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29) | 5 s | 73 s |
+# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 5 s | 73 s |
+# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 583 s (its 300 full fine-tuning steps: 544 s) |
 
 # %%
 # Colab only: install lorakit (does nothing anywhere else).

@@ -32,7 +32,8 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29) | 8 s | 2.0 min |
+# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 8 s | 2.0 min |
+# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 660 s |
 
 # %%
 # Colab only: install lorakit (does nothing anywhere else).

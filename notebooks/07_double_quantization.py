@@ -33,7 +33,8 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29) | 8 s | 7 s |
+# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 8 s | 7 s |
+# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 23 s |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
