@@ -67,13 +67,16 @@ def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
     lim = float(Wf.abs().max()) or 1.0
     grey = Wf.min() >= 0  # an image (non-negative): grey scale; a weight: diverging colours
     cmap, vmin = ("gray", 0.0) if grey else ("RdBu_r", -lim)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw=dict(width_ratios=[1, 1, 1.1]))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw=dict(width_ratios=[1, 1, 1.1]),
+                             layout="constrained")
     for ax, M, title in ((axes[0], Wf, f"{name} ({W.shape[0]}×{W.shape[1]})"),
                          (axes[1], W_r, f"best rank-{r} approximation")):
-        ax.imshow(M.numpy(), cmap=cmap, vmin=vmin, vmax=lim, aspect="auto", interpolation="nearest")
+        im = ax.imshow(M.numpy(), cmap=cmap, vmin=vmin, vmax=lim, aspect="auto", interpolation="nearest")
         ax.set_title(title)
         ax.set_xlabel("column")
         ax.set_ylabel("row")
+    fig.colorbar(im, ax=axes[:2], location="bottom", label="entry value (same colour scale in both)",
+                 fraction=0.05, pad=0.02, shrink=0.6)
     ranks = torch.arange(1, len(errors) + 1)
     axes[2].plot(ranks.numpy(), errors.numpy(), color="C0")
     axes[2].plot([r], [rec["rel_error"]], "o", color="C3", label=f"r = {r}: {rec['rel_error']:.3f}")
@@ -83,9 +86,8 @@ def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
     axes[2].set_ylabel("relative error ‖W − W_r‖_F / ‖W‖_F")
     axes[2].legend(loc="upper right")
     axes[2].set_title("error = tail of the singular values")
-    fig.suptitle(f"rank {r} keeps {100 * rec['energy']:.1f} % of {name}'s energy "
-                 f"with {rec['params_lowrank'] / rec['params_full']:.1%} of its numbers")
-    fig.tight_layout()
+    fig.suptitle(f"rank {r} keeps {100 * rec['energy']:.1f} % of {name}'s energy (= 1 − relative error² "
+                 f"= 1 − {rec['rel_error']:.3f}²) with {rec['params_lowrank'] / rec['params_full']:.1%} of its numbers")
     return fig
 
 
@@ -187,8 +189,24 @@ def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt
     left.set_title("training curve (grey: the other α values)")
     left.legend(loc="upper right")
     vals = [runs[a]["val_bpb"] for a in alphas]
-    right.plot(alphas, vals, "o-", color="C0", label="val loss")
-    right.plot([alpha], [run["val_bpb"]], "o", ms=12, mfc="none", mec="C3", mew=2)
+    # An α that diverged must not flatten the others: the axis spans the useful runs (those that
+    # end below the frozen base, or all but the worst), and an off-scale run is drawn on the top
+    # edge with its value written beside it.
+    useful = [v for v in vals if base_bpb is None or v <= base_bpb] or vals
+    if len(useful) == len(vals) and len(vals) > 2:
+        useful = sorted(vals)[:-1]
+    lo, hi = min(useful), max(useful)
+    pad = 0.15 * (hi - lo) if hi > lo else 0.05
+    top = hi + pad
+    shown = [min(v, top) for v in vals]
+    right.plot(alphas, shown, "o-", color="C0", label="val loss")
+    for a, v in zip(alphas, vals):
+        if v > top:
+            right.plot([a], [top], "^", color="C3", ms=9, clip_on=False)
+            right.annotate(f"{v:.2f} (off scale)", (a, top), textcoords="offset points", xytext=(-4, -14),
+                           ha="right", fontsize=8, color="C3")
+    right.set_ylim(lo - pad, top)
+    right.plot([alpha], [min(run["val_bpb"], top)], "o", ms=12, mfc="none", mec="C3", mew=2)
     right.set_xscale("log", base=2)
     right.set_xticks(alphas, [f"{a:g}" for a in alphas])
     right.set_xlabel("α (log scale)")
@@ -197,7 +215,7 @@ def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt
     twin.plot(alphas, [runs[a]["dW_norm"] for a in alphas], "s:", color="C2")
     twin.set_yscale("log")
     twin.set_ylabel("mean ‖ΔW‖_F (log scale)", color="C2")
-    right.set_title("α scales the update like a learning rate")
+    right.set_title("larger α, larger ΔW; the best α lies in between")
     fig.suptitle(f"α = {alpha:g} (scale {run['scale']:.3g}): val loss {run['val_bpb']:.3f} bits/byte")
     fig.tight_layout()
     return fig

@@ -2,9 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -30,6 +32,7 @@
 # |---|---|---|
 # | 2-core x86_64 CPU (learner size) | ≈ 3 min | 9 s |
 # | 2-core CPU (test mode, `LORAKIT_FAST=1`) | ≈ 25 s | ≈ 8 s |
+# | the same CPU shared with other jobs (load ≈ 7), learner size, after the issue-11 edits | — | 30 s |
 #
 # ## The course map
 #
@@ -39,9 +42,13 @@
 # | `01_low_rank_updates` | why a fine-tuning update can be written $\Delta W = AB$: SVD, Eckart–Young, the measured spectrum of a real update | `lowrank` |
 # | `02_lora_from_scratch` | the LoRA layer, injection, merging, adapter files, several adapters on one base, equality with PEFT | `lora` |
 # | `03_rank_and_alpha` | rank against reconstruction error, live sliders for $r$ and $\alpha$, rank sweeps, subspace similarity | `widgets` |
-# | `06_nf4_by_hand` | quantization from zero, INT4/FP4/NF4, bit-exact with bitsandbytes | `quant` |
+# | `04_choosing_a_fine_tune` | target modules, learning rate, $r$ and $\alpha$ measured; forgetting; LoRA variants against PEFT | `doctor`, variants |
+# | `05_lora_and_its_siblings` | adapters, prefix and prompt tuning built from scratch and compared with LoRA on one task | siblings |
+# | `06_nf4_by_hand` | quantization from zero, INT4/FP4/NF4, bit-exact with bitsandbytes' CPU backend | `quant` |
 # | `07_double_quantization` | quantizing the constants: 4.5 → 4.127 bits per parameter, a memory calculator | `quant`, `memory` |
-# | `08_qlora_by_hand` | a 4-bit linear layer with its own backward, QLoRA end to end, on a GPU when there is one | `qlora` |
+# | `08_qlora_by_hand` | a 4-bit linear layer with its own backward, QLoRA end to end on the course model | `qlora` |
+# | `09_qlora_on_a_real_llm` | QLoRA on a pretrained Hugging Face model (a GPU such as Colab's T4), with lorakit and with bitsandbytes + PEFT | `sft`, HF loading |
+# | `10_beyond_one_gpu` | sharding QLoRA over several processes (FSDP), on the CPU and on GPUs | distributed |
 #
 # Every notebook follows the same rhythm: **derive → build → check (an `assert`) → visualise →
 # exercises**. When a cell says something is true, the next cell asserts it, so running a notebook
@@ -142,7 +149,7 @@ print(f"unigram entropy = {unigram_bpb:.3f} bits/byte (uniform would be 8)")
 from lorakit.model import count_parameters
 from lorakit.train import base_model
 
-model, info = base_model()
+model, info = base_model(progress=not FAST)  # no progress bar in test mode
 print(f"{'trained now' if info['trained'] else 'loaded from the cache'}: {info['path']}")
 print(f"config: {info['config']}")
 print(f"parameters: {count_parameters(model) / 1e6:.3f} M")
@@ -225,19 +232,25 @@ widgets.interact(
 #
 # ## Exercises
 #
+# Each exercise has a checker that says whether your answer is right and, if not, what the usual
+# mistake is; it states its tolerance, and numbers may be any numeric type (`2.31`, a NumPy
+# float, a one-element tensor). Worked solutions, with the reasoning: `notebooks/solutions/nb00.py`
+# (try first).
+#
 # **Exercise 0.1 — from nats to bits.** PyTorch's cross-entropy is in nats (natural log). A model
-# has a loss of 1.6 nats per byte. What is that in bits per byte? Answer: a float.
-# *Hint: $\log_2 x = \ln x / \ln 2$.*
+# has a loss of 1.6 nats per byte. What is that in bits per byte? Answer: a number, accepted
+# within 0.5 %. *Hint: $\log_2 x = \ln x / \ln 2$; decide first whether the number should grow
+# or shrink.*
 
 # %%
-from lorakit.exercises.nb00 import check_ex_0_1, check_ex_0_2, check_ex_0_3
+from lorakit.exercises.nb00 import check_ex_0_1, check_ex_0_2, check_ex_0_3, check_ex_0_4
 
 answer = None  # your answer here
 check_ex_0_1(answer)
 
 # %% [markdown]
 # **Exercise 0.2 — count parameters.** How many parameters does one `up_proj` layer have in the
-# learner-size model ($d = 128$, MLP ratio 4, no bias)? Answer: an int.
+# learner-size model ($d = 128$, MLP ratio 4, no bias)? Answer: a whole number (exact).
 # *Hint: an `nn.Linear(in, out, bias=False)` holds an out×in weight.*
 
 # %%
@@ -248,9 +261,45 @@ check_ex_0_2(answer)
 # **Exercise 0.3 — the uniform baseline.** A model that predicts all 256 bytes with equal
 # probability: what is its loss in bits per byte? And if the text only ever used the 100
 # printable ASCII characters, equally often, what would a model that knew only that reach?
-# Answer: a tuple of two floats.
+# Answer: two numbers (a tuple or a list), each accepted within 0.5 %.
 # *Hint: the entropy of a uniform distribution over $k$ outcomes is $\log_2 k$.*
 
 # %%
 answer = None  # your answer here
 check_ex_0_3(answer)
+
+# %% [markdown]
+# **Exercise 0.4 — one byte of context (code, then an experiment).** The unigram entropy above
+# ignores context. Write `bigram_entropy(data)` that returns $H(\text{next} \mid \text{previous})$,
+# the entropy of a byte given the byte before it, in bits, for a `uint8` tensor:
+# $H = -\sum_{a,b} p(a,b)\log_2 p(b \mid a)$, from the counts of consecutive pairs. The checker
+# runs it on four probes (accepted within 0.01 bits). Then run it on `train_data` and place the
+# number between the unigram entropy and the model's validation loss: what does one byte of
+# context buy, and what does the model's 128 bytes of context buy on top?
+# *Hint: `torch.bincount(data[:-1] * 256 + data[1:], minlength=65536)` counts the pairs, and
+# $H(b \mid a) = H(a, b) - H(a)$.*
+
+# %%
+def bigram_entropy(data):
+    ...  # your code here
+
+
+answer = None  # set to bigram_entropy once written
+check_ex_0_4(answer)
+# then: print(unigram_bpb, bigram_entropy(train_data), info["val_bpb"])
+
+# %% [markdown]
+# ## References
+#
+# - A. Vaswani et al., *Attention Is All You Need*, 2017, arXiv:1706.03762 — the Transformer
+#   block the course GPT is built from (`lorakit/model.py`).
+# - A. Radford et al., *Language Models are Unsupervised Multitask Learners* (GPT-2), 2019
+#   (OpenAI report, no arXiv number) — the decoder-only layout, pre-norm blocks.
+# - A. Karpathy, *nanoGPT* (github.com/karpathy/nanoGPT) — the readable GPT that `lorakit/model.py`
+#   follows; module names (`q_proj`, `up_proj`, …) as in Llama: H. Touvron et al., *LLaMA*, 2023,
+#   arXiv:2302.13971.
+# - C. E. Shannon, *A Mathematical Theory of Communication*, 1948 — entropy, and why a loss in
+#   bits per byte is a compression rate.
+# - Reference libraries used later: Hugging Face PEFT (`peft.LoraConfig`, `peft.get_peft_model`)
+#   for LoRA, bitsandbytes (`bitsandbytes.functional.quantize_4bit`) for NF4 and double
+#   quantization; `python -m lorakit.check` reports their versions.

@@ -2,11 +2,13 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -22,15 +24,16 @@
 # **You will**
 # - see how fast the error of a rank-$r$ approximation falls for a random matrix, a trained
 #   weight and a measured fine-tuning update, and move a live **rank r** slider;
-# - see that $\alpha$ scales the update like a learning rate (live **α** slider), then sweep the
-#   rank of real LoRA training with the $\alpha/r$ and the rsLoRA $\alpha/\sqrt r$ scale;
+# - see that $\alpha$ scales the update like a learning rate (live **α** slider), derive why rsLoRA
+#   divides by $\sqrt r$, and sweep the rank of real LoRA training with both scales;
 # - measure how much two adapters share with the subspace similarity $\varphi$ (LoRA paper §7).
 #
 # **Runtime** (measured so far)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29) | 8 s | 2.0 min |
+# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 8 s | 2.0 min |
+# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 660 s |
 
 # %%
 # Colab only: install lorakit (does nothing anywhere else).
@@ -48,6 +51,7 @@ import copy
 import matplotlib.pyplot as plt
 import torch
 from matplotlib import cbook
+from matplotlib.ticker import MaxNLocator
 
 from lorakit import lowrank
 from lorakit.data import load_splits
@@ -71,7 +75,7 @@ R_BIG = RANKS[-1]                     # the large adapter of section 5 (64 at le
 ALPHAS = [0.25, 16, 256] if FAST else [0.25, 1, 4, 16, 64, 256]   # the α slider's positions, at r = 8
 TARGETS = ["q_proj", "v_proj"]        # the LoRA paper's choice; keeps the sweep short
 
-base, info = base_model()
+base, info = base_model(progress=not FAST)
 docs_train, docs_val = load_splits("docs")
 base_val = evaluate(base, docs_val, BATCH, EVAL_BATCHES)
 d = info["config"]["d_model"]
@@ -81,7 +85,7 @@ print(f"base GPT: {info['config']['n_layer']} layers, d = {d}; val loss on docs 
 # ## 1. Rank against reconstruction error, for three kinds of matrix
 #
 # Eckart–Young (notebook 01) says the best rank-$r$ approximation of $W \in \mathbb{R}^{m \times n}$
-# keeps its top $r$ singular directions, with relative error
+# keeps its top $r$ singular directions, with relative error (the course's one definition)
 #
 # $$\frac{\|W - W_r\|_F}{\|W\|_F} = \sqrt{\frac{\sum_{i > r}\sigma_i^2}{\sum_i \sigma_i^2}}.$$
 #
@@ -92,7 +96,8 @@ print(f"base GPT: {info['config']['n_layer']} layers, d = {d}; val loss on docs 
 # %%
 ft = copy.deepcopy(base)
 set_seed(0)
-train(ft, docs_train, steps=FT_STEPS, batch_size=BATCH, lr=1e-3, seed=0, desc="full fine-tuning")
+train(ft, docs_train, steps=FT_STEPS, batch_size=BATCH, lr=1e-3, seed=0, desc="full fine-tuning",
+      progress=not FAST)
 layer = "blocks.0.attn.q_proj"
 dW = lowrank.delta_weights(base, ft)[layer]
 W0 = base.get_submodule(layer).weight.detach().T
@@ -104,6 +109,7 @@ for name, M in matrices.items():
     errs = lowrank.relative_errors(M)
     ax.plot(range(1, len(errs) + 1), errs.numpy(), label=name)
 ax.set_xlabel("rank r")
+ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 ax.set_ylabel("relative error ‖W − W_r‖_F / ‖W‖_F")
 ax.set_ylim(0, 1.02)
 ax.set_title("Trained matrices compress better than noise")
@@ -116,14 +122,21 @@ for name, e in err8.items():
 assert err8["ΔW (fine-tuning update)"] < err8["random matrix"] - 0.1, "ΔW compresses clearly better than noise"
 assert err8["W0 (trained weight)"] < err8["random matrix"] - 0.1, "so does the trained weight: both have structure"
 assert err8["ΔW (fine-tuning update)"] > 0.1, "but ΔW is not rank 8: a visible part lies outside its top 8"
+gap = err8["W0 (trained weight)"] - err8["ΔW (fine-tuning update)"]
+print(f"W0's error minus ΔW's at rank 8: {gap:+.3f}")
+if FAST:
+    assert gap > 0.05, "in a short run (test mode) ΔW compresses better than W0"
+else:
+    assert abs(gap) < 0.15, "at learner size ΔW compresses about as well as W0, no better by much"
 
 # %% [markdown]
-# Both trained matrices sit well below the random one: training puts structure into them.
-# How far below depends on the model and the run — in test mode (tiny model, short run) $\Delta W$
-# is almost rank 8; at learner size it keeps only about half its energy in the top 8 of 128
-# directions, no better than $W_0$ itself (notebook 01 measures every layer). LoRA does not
-# compress $W_0$ at all — it keeps it frozen and only bets that a rank-$r$ **change** suffices,
-# which section 4 tests with real training.
+# Both trained matrices sit well below the random one: training puts structure into them
+# (asserted). Whether $\Delta W$ compresses better than $W_0$ depends on the run: in test mode
+# (tiny model, short run) $\Delta W$ is almost rank 8 and clearly better than $W_0$; at learner
+# size it keeps only about half its energy in the top 8 of 128 directions, about as well as $W_0$
+# (both asserted; notebook 01 measures every layer). LoRA does not compress $W_0$ at all — it
+# keeps it frozen and only bets that a rank-$r$ **change** suffices, which section 4 tests with
+# real training.
 #
 # ## 2. A live rank slider
 #
@@ -154,10 +167,13 @@ rank_box
 # LoRA's forward pass is $y = xW_0 + x A B \cdot s$ with $s = \alpha / r$. At initialisation
 # $B = 0$, so training starts from the base model for any $\alpha$. Why then does $\alpha$
 # matter? With Adam, each step moves every entry of $B$ by about the learning rate, whatever
-# the gradient's size. So after $t$ steps $B$ has entries of order $t \cdot \text{lr}$ and the
-# update $\Delta W = s\,AB$ has a size proportional to $s$: **α acts like a learning rate for the
-# LoRA path.** Too small and it learns less in the steps you have; too large and training
-# overshoots. That is why the paper sets $\alpha$ once and keeps it when trying other ranks.
+# the gradient's size (Adam divides each gradient by its own running root-mean-square, so the
+# factor $s$ in the gradient cancels). The size of $AB$ after $t$ steps is therefore set by the
+# optimizer, not by $s$ — and the update $\Delta W = s\,AB$ is $s$ times it: **α acts like a
+# learning rate for the LoRA path.** Too small and it learns less in the steps you have; too large
+# and training overshoots, the steps stop agreeing in sign, and $AB$ grows less — so $\|\Delta W\|$
+# grows with $\alpha$ but less than proportionally (measured below). That is why the paper sets
+# $\alpha$ once and keeps it when trying other ranks.
 #
 # Each α below is a real LoRA run on the docs ($r = 8$ on `q_proj`, `v_proj`, same steps and
 # seed). `short_lora_run` (in `lorakit.widgets`) returns the validation loss, the training curve
@@ -185,6 +201,9 @@ for a, res in alpha_runs.items():
 
 norms = [alpha_runs[a]["dW_norm"] for a in ALPHAS]
 assert all(b > a for a, b in zip(norms, norms[1:])), "a larger α gives a larger update ΔW"
+growth, proportional = norms[-1] / norms[0], ALPHAS[-1] / ALPHAS[0]
+print(f"α × {proportional:g} (from {ALPHAS[0]} to {ALPHAS[-1]}) makes ‖ΔW‖ only {growth:.1f}× larger")
+assert growth < proportional / 2, "but less than proportionally: the optimizer, not α, sets the size of AB"
 assert alpha_runs[ALPHAS[0]]["scale"] == update_scale(ALPHAS[0], 8) == lora_scaling(8, ALPHAS[0])
 best = min(alpha_runs, key=lambda a: alpha_runs[a]["val_bpb"])
 assert ALPHAS[0] < best < ALPHAS[-1], "both extremes lose: too small an α learns less, too large overshoots"
@@ -209,11 +228,19 @@ alpha_box
 # %% [markdown]
 # ## 4. A rank sweep of real training: $\alpha/r$ against rsLoRA
 #
-# Train LoRA at every rank in `RANKS` ($r = 1, 4, 8, 16, 64$ at learner size) with the same steps, learning rate and $\alpha = 16$.
-# With the paper's scale $s = \alpha/r$, a larger rank **shrinks** $s$ — by the argument of
-# section 3 it then learns more slowly, which can hide any gain from the extra directions.
-# rsLoRA (Kalajdzievski, 2023) uses $s = \alpha/\sqrt r$ instead, which keeps the update's size
-# stable as $r$ grows. (At $r = 1$ the two scales are equal.)
+# **The derivation.** Section 3 says Adam sets the size of $AB$ and $s$ multiplies it. How does
+# that size depend on $r$? $AB = \sum_{k=1}^{r} a_k b_k$ is a sum of $r$ outer products (column
+# $a_k$ of $A$, row $b_k$ of $B$). Each row $b_k$ gets entries of about the same size whatever
+# $r$ is (Adam again), and the columns of a random $A$ are nearly orthogonal, so the $r$ terms add
+# like independent vectors: $\|AB\|_F^2 \approx \sum_k \|a_k\|^2\|b_k\|^2 \propto r$, i.e.
+# $\|AB\|_F \propto \sqrt r$. Hence
+#
+# $$\|\Delta W\|_F = s\,\|AB\|_F \;\propto\; s\sqrt r = \begin{cases} \alpha/\sqrt r & s = \alpha/r \text{ (LoRA): the update shrinks as } r \text{ grows}\\ \alpha & s = \alpha/\sqrt r \text{ (rsLoRA): the same size at every } r.\end{cases}$$
+#
+# That is rsLoRA's argument (Kalajdzievski, 2023, who derives $s \propto 1/\sqrt r$ as the scale
+# that keeps learning stable as $r$ grows). Train LoRA at every rank in `RANKS` ($r = 1, 4, 8, 16,
+# 64$ at learner size) with the same steps, learning rate and $\alpha = 16$, and measure the scale,
+# $\|AB\|_F$ and $\|\Delta W\|_F$. (At $r = 1$ the two scales are equal.)
 
 # %%
 sweep = {}
@@ -232,10 +259,11 @@ ax.set_ylabel("val loss on docs (bits/byte)")
 ax.set_title(f"r = 1 already gets over half the gain ({STEPS} steps each)")
 ax.legend()
 plt.show()
+print(f"{'':6}{'α/r: scale':>12}{'‖AB‖':>9}{'‖ΔW‖':>9}{'val':>8}  |{'α/√r: scale':>13}{'‖AB‖':>9}{'‖ΔW‖':>9}{'val':>8}")
 for r in RANKS:
     a, b = sweep[(r, False)], sweep[(r, True)]
-    print(f"r = {r:>2}: α/r  val {a['val_bpb']:.3f} (‖ΔW‖ {a['dW_norm']:.3f}) | "
-          f"α/√r val {b['val_bpb']:.3f} (‖ΔW‖ {b['dW_norm']:.3f}) bits/byte")
+    print(f"r = {r:<2}{a['scale']:12.4g}{a['dW_norm'] / a['scale']:9.3f}{a['dW_norm']:9.3f}{a['val_bpb']:8.3f}  |"
+          f"{b['scale']:13.4g}{b['dW_norm'] / b['scale']:9.3f}{b['dW_norm']:9.3f}{b['val_bpb']:8.3f}")
 
 best_val = min(res["val_bpb"] for res in sweep.values())
 gain_r1 = base_val - sweep[(1, False)]["val_bpb"]
@@ -248,15 +276,24 @@ drift = sweep[(R_BIG, True)]["dW_norm"] / sweep[(1, True)]["dW_norm"]
 assert shrink > 1.5, "with α/r, the update shrinks as r grows"
 assert 1 / 1.5 < drift < 1.5, "with α/√r (rsLoRA), the update keeps its size across ranks"
 assert sweep[(R_BIG, False)]["val_bpb"] < sweep[(1, False)]["val_bpb"], "with α/r, the largest rank beats r = 1 here"
-print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain; from r = 1 to r = {R_BIG} "
-      f"‖ΔW‖ shrinks {shrink:.1f}× with α/r and changes {drift:.2f}× with rsLoRA")
+AB_growth = {rs: (sweep[(R_BIG, rs)]["dW_norm"] / sweep[(R_BIG, rs)]["scale"]) /
+                 (sweep[(1, rs)]["dW_norm"] / sweep[(1, rs)]["scale"]) for rs in (False, True)}
+scale_fall = sweep[(1, False)]["scale"] / sweep[(R_BIG, False)]["scale"]      # = R_BIG
+assert all(g > R_BIG ** 0.5 / 2 for g in AB_growth.values()), "‖AB‖ grows with r (the derivation: about √r)"
+assert shrink < scale_fall / 4, "so under α/r ‖ΔW‖ falls far less than the scale does"
+print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain. From r = 1 to r = {R_BIG}: the α/r "
+      f"scale falls {scale_fall:g}×, ‖AB‖ grows {AB_growth[False]:.1f}× (√r = {R_BIG ** 0.5:.1f}), so ‖ΔW‖ "
+      f"falls only {shrink:.1f}×; under rsLoRA ‖AB‖ grows {AB_growth[True]:.1f}× and ‖ΔW‖ changes {drift:.2f}×")
 
 # %% [markdown]
-# **Reading the sweep.** Every rank improves on the frozen base, and $r = 1$ already gets over
-# half of the best gain — the LoRA paper found the same for GPT-3 (its Table 6). Beyond that,
-# this measurement does **not** show the textbook rsLoRA story, and it is worth seeing why.
-# With $\alpha/r$ the scale falls from 16 at $r = 1$ to 0.25 at $r = 64$, and $\|\Delta W\|$ shrinks
-# with it. Here that *helps*: $\alpha = 16$ with a learning rate of $10^{-2}$ is already at the
+# **Reading the sweep.** The derivation holds up: $\|AB\|$ grows with $r$ (about as fast as
+# $\sqrt r$ or faster), so under $\alpha/r$ the update shrinks far less than the scale — and under
+# rsLoRA it keeps its size (all asserted). Every rank improves on the frozen base, and $r = 1$
+# already gets over half of the best gain. (The LoRA paper's Table 6 cannot say that — it has no
+# no-adapter baseline; what it shows is that $r = 1$ is competitive with $r = 64$ for $W_q, W_v$
+# on GPT-3.) Beyond that, this measurement does **not** show the textbook rsLoRA story, and it is
+# worth seeing why. With $\alpha/r$ the scale falls from 16 at $r = 1$ to 0.25 at $r = 64$, and
+# $\|\Delta W\|$ shrinks with it, though less. Here that *helps*: $\alpha = 16$ with a learning rate of $10^{-2}$ is already at the
 # top of the useful range (section 3: a scale of 8 overshoots), so a shrinking scale moves the
 # larger ranks towards the sweet spot, and $\alpha/r$ improves with $r$ (at learner size). rsLoRA
 # does exactly what it promises — $\|\Delta W\|$ stays about the same at every rank — so it keeps
@@ -264,8 +301,9 @@ print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain; from 
 # the **coupling**: with $\alpha/r$, changing $r$ silently changes the effective learning rate;
 # rsLoRA removes that coupling, so a learning rate tuned at one rank stays tuned at another.
 # What we assert is only the robust part: every rank helps, $r = 1$ gets over half the best
-# gain, and the update's size shrinks with $r$ under $\alpha/r$ but not under rsLoRA. Try
-# `LR = 2e-3` and rerun the sweep to see how the two curves move.
+# gain, $\|AB\|$ grows with $r$, and the update's size shrinks with $r$ under $\alpha/r$ (less than
+# the scale) but not under rsLoRA. Try `LR = 2e-3` and rerun the sweep to see how the two curves
+# move. Notebook 04 tunes the learning rate for each rank before comparing them.
 
 # %% [markdown]
 # ## 5. What do two adapters share? Subspace similarity (LoRA paper §7)
@@ -300,15 +338,19 @@ grids = {
     f"q_proj: r=8 vs r={R_BIG}": lowrank.subspace_similarity_grid(A_small[f"{last}.q_proj"], A_big_1[f"{last}.q_proj"]),
     f"v_proj: r=8 vs r={R_BIG}": lowrank.subspace_similarity_grid(A_small[f"{last}.v_proj"], A_big_1[f"{last}.v_proj"]),
 }
-fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-for ax, (title, G) in zip(axes, grids.items()):
+random_grid = lowrank.subspace_similarity_grid(rand_1[:, :8], rand_2)   # the same shapes, random A's
+fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
+for ax, (title, G) in zip(axes, {**grids, "random baseline (two Gaussian A)": random_grid}.items()):
     im = ax.imshow(G.numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto",
                    extent=(0.5, G.shape[1] + 0.5, G.shape[0] + 0.5, 0.5))
     ax.set_title(title)
     ax.set_xlabel(f"j (top-j directions of A, r = {R_BIG})")
     ax.set_ylabel("i (top-i directions of A, r = 8)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 fig.colorbar(im, ax=axes, label="φ(i, j)")
-fig.suptitle(f"The top directions of an r = 8 adapter reappear in an r = {R_BIG} one ({last})")
+fig.suptitle(f"The top directions of an r = 8 adapter reappear in an r = {R_BIG} one ({last}); "
+             "random subspaces give φ ≈ max(i, j)/d (right)")
 plt.show()
 
 top = min(16, R_BIG)  # the top-left corner, where random subspaces overlap little (φ ≈ max(i, j)/d)
@@ -324,6 +366,8 @@ for ax, (title, G) in zip(axes, seed_grids.items()):
     ax.set_title(title)
     ax.set_xlabel(f"j (top-j directions, seed 1, r = {R_BIG})")
     ax.set_ylabel(f"i (top-i directions, seed 0, r = {R_BIG})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 fig.colorbar(im, ax=axes, label="φ(i, j)")
 fig.suptitle(f"Two seeds at r = {R_BIG} share their top directions; random matrices do not (i, j ≤ {top})")
 plt.show()
@@ -353,12 +397,16 @@ print(f"random baseline for the top-{k} corner: {expected:.3f} (expected), {rand
 # %% [markdown]
 # ## Summary
 #
-# - A fine-tuning update $\Delta W$ compresses far better than a random matrix or the trained
-#   weight itself: LoRA compresses the change, never $W_0$.
+# - A fine-tuning update $\Delta W$ and the trained weight $W_0$ both compress better than a random
+#   matrix; $\Delta W$ better than $W_0$ after a short run (test mode), about as well at learner
+#   size (asserted). LoRA compresses the change, never $W_0$.
 # - The rank slider is a thin shell over `rank_figure`/`rank_readout`; the α slider over cached
 #   `short_lora_run` results.
-# - $\alpha$ scales the update like a learning rate: a larger α gives a larger $\Delta W$; too
-#   small an α learns less in a fixed number of steps, too large an α overshoots.
+# - $\alpha$ scales the update like a learning rate: a larger α gives a larger $\Delta W$, though
+#   less than proportionally; too small an α learns less in a fixed number of steps, too large an
+#   α overshoots.
+# - Under Adam $\|AB\|$ grows with $r$ (≈ $\sqrt r$), so $\|\Delta W\| \propto s\sqrt r$: rsLoRA's
+#   $\alpha/\sqrt r$ keeps the update's size across ranks, $\alpha/r$ shrinks it (less than the scale).
 # - In a rank sweep of real training every rank helps and $r = 1$ gets over half of the best
 #   gain; $\alpha/r$ shrinks the update as $r$ grows, rsLoRA's $\alpha/\sqrt r$ does not — which
 #   couples $r$ with the effective learning rate under $\alpha/r$ (here that favoured $\alpha/r$).
@@ -368,8 +416,12 @@ print(f"random baseline for the top-{k} corner: {expected:.3f} (expected), {rand
 # %% [markdown]
 # ## Exercises
 #
+# Each checker says whether your answer is right and, if not, what the usual mistake is; it
+# states its tolerance, and numbers may be any numeric type. Worked solutions, with the
+# reasoning: `notebooks/solutions/nb03.py` (try first).
+#
 # **Exercise 3.1 — the rsLoRA scale.** With $\alpha = 16$ and $r = 64$, what factor multiplies
-# $AB$ under rsLoRA? Answer: a float. *Hint:* compare with the paper's $\alpha / r$.
+# $AB$ under rsLoRA? Answer: a number, accepted within 0.5 %. *Hint:* compare with the paper's $\alpha / r$.
 
 # %%
 answer = None  # your answer here
@@ -377,8 +429,8 @@ check_ex_3_1(answer)
 
 # %% [markdown]
 # **Exercise 3.2 — φ by hand.** For `A1, A2 = exercise_adapters()` (16×4 and 16×6), compute
-# $\varphi(A_1, A_2, i=2, j=3)$. Answer: a float in $[0, 1]$. *Hint:* `torch.linalg.svd` gives the
-# left-singular vectors $U$; do not use the columns of $A$ directly.
+# $\varphi(A_1, A_2, i=2, j=3)$. Answer: a number in $[0, 1]$, accepted within 1e-4. *Hint:*
+# `torch.linalg.svd` gives the left-singular vectors $U$; do not use the columns of $A$ directly.
 
 # %%
 A1, A2 = exercise_adapters()
@@ -386,11 +438,34 @@ answer = None  # your answer here
 check_ex_3_2(answer)
 
 # %% [markdown]
-# **Exercise 3.3 — the random baseline.** Two independent random subspaces of
-# $\mathbb{R}^{128}$, of dimensions $i = 8$ and $j = 64$: what is the expected $\varphi$?
-# Answer: a float. *Hint:* a random unit vector has expected squared overlap $1/d$ with any
-# fixed unit vector, so $\mathbb{E}\|U_1^\top U_2\|_F^2 = ij/d$.
+# **Exercise 3.3 — the random baseline, measured.** Section 5 compared trained adapters with
+# random ones. Write `random_phi(d, i, j, trials, seed)` that draws `trials` independent pairs of
+# Gaussian matrices ($d \times i$ and $d \times j$, from `torch.Generator().manual_seed(seed)`),
+# computes $\varphi(i, j)$ for each pair (your own code or `lowrank.subspace_similarity`) and
+# returns the mean. The checker calls it for a few $(d, i, j)$ and compares with a formula it
+# knows (within 4 standard errors); it also checks that two seeds give different single draws —
+# so it has to be a measurement. Then guess the formula from your measurements:
+# how does $\varphi$ of random subspaces depend on $d$, $i$ and $j$?
 
 # %%
-answer = None  # your answer here
+def random_phi(d, i, j, trials, seed=0):
+    ...  # your code here
+
+
+answer = None  # set to random_phi once written
 check_ex_3_3(answer)
+
+# %% [markdown]
+# ## References
+#
+# - E. J. Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*, 2021, arXiv:2106.09685 —
+#   α/r and "set α to the first r we try" (§4.1), Table 6 (rank), §7 and Figure 3 (subspace
+#   similarity φ).
+# - D. Kalajdzievski, *A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA* (rsLoRA),
+#   2023, arXiv:2312.03732 — the α/√r scale derived in section 4.
+# - D. P. Kingma, J. Ba, *Adam: A Method for Stochastic Optimization*, 2014, arXiv:1412.6980 —
+#   the per-entry step of about the learning rate that the α argument rests on.
+# - C. Eckart, G. Young, Psychometrika 1, 1936 — best rank-r approximation (section 1).
+# - PEFT: `peft.LoraConfig(r=..., lora_alpha=..., use_rslora=True)` sets the scale
+#   (`peft.tuners.lora.layer.LoraLayer.update_layer` computes `scaling = lora_alpha / r` or
+#   `lora_alpha / math.sqrt(r)`); this notebook's sliders live in `lorakit.widgets`.

@@ -78,12 +78,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
 def open_notebook(page, server: JupyterLab, rel_path: str) -> None:
     page.goto(f"{server.base}/lab/tree/{rel_path}?token={server.token}", timeout=90_000)
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
-    # A notebook without kernelspec metadata (jupytext writes none) asks which kernel to use:
-    # accept the default, Python 3 (ipykernel), whenever that dialog shows up.
+    # Every notebook carries ipykernel's kernelspec (tests/test_notebooks.py), so it must open
+    # straight into a running kernel: a "Select Kernel" (or any other) dialog is a failure.
     def kernel_ready():
-        accept = page.locator(".jp-Dialog .jp-mod-accept")
-        if accept.count():
-            accept.first.click()
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():
+            raise AssertionError(f"opening {rel_path} showed a dialog: {dialog.first.inner_text()[:300]!r}")
         states = server.kernel_states()
         return bool(states) and all(s == "idle" for s in states)
     wait_until(kernel_ready, 90, "the notebook's kernel to start and be idle")

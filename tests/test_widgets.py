@@ -36,10 +36,12 @@ def test_rank_readout_contains_the_error_and_changes_with_r():
     assert "rank r = 3" in text3 and text3 != text10
 
 
-def test_rank_figure_is_a_figure_with_three_panels():
+def test_rank_figure_is_a_figure_with_three_panels_and_a_colorbar():
     fig = widgets.rank_figure(randn(16, 64), 4, "a weight")
-    assert isinstance(fig, plt.Figure) and len(fig.axes) == 3
-    assert "rank 4 keeps" in fig._suptitle.get_text()
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert isinstance(fig, plt.Figure) and len(panels) == 3 and len(fig.axes) == 4, "3 panels + 1 colorbar"
+    title = fig._suptitle.get_text()
+    assert "rank 4 keeps" in title and "1 − relative error²" in title, title
     plt.close(fig)
     img = torch.rand(20, 30)  # non-negative: drawn as a grey image
     plt.close(widgets.rank_figure(img, 20))
@@ -101,6 +103,19 @@ def test_alpha_readout_and_figure():
     fig = widgets.alpha_figure(runs, 16, base_bpb=3.2)
     assert len(fig.axes) == 3  # two panels, one with a twin axis
     plt.close(fig)
+
+
+def test_alpha_figure_keeps_a_diverged_alpha_from_flattening_the_rest():
+    runs = {a: fake_run(a) for a in (1, 4, 16, 64)}
+    runs[64]["val_bpb"] = 7.5                          # diverged: far above the frozen base
+    fig = widgets.alpha_figure(runs, 16, base_bpb=3.2)
+    right = fig.axes[1]
+    lo, hi = right.get_ylim()
+    others = [runs[a]["val_bpb"] for a in (1, 4, 16)]
+    assert hi < 7.5 and hi - lo < 2 * (max(others) - min(others)) + 0.2, (lo, hi)
+    assert any("off scale" in t.get_text() for t in right.texts), "the off-scale run is labelled"
+    plt.close(fig)
+    runs = {a: fake_run(a) for a in (1, 4, 16)}
     with pytest.raises(ValueError, match="alpha must be one of"):
         widgets.alpha_readout(runs, 2)
     with pytest.raises(ValueError, match="runs is empty"):

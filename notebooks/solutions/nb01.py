@@ -22,3 +22,16 @@ def solve_ex_1_3() -> int:
     s2 = torch.tensor(EX_1_3_SINGULAR_VALUES).square()
     energy = s2.cumsum(0) / s2.sum()
     return int((energy >= 0.9).nonzero()[0]) + 1
+
+
+def solve_ex_1_4():
+    """One step's gradient is Xᵀ G: a sum of k outer products x_i g_iᵀ (one per input row), so
+    its rank is at most k (and at most min(in, out) = 48). Measured, not assumed."""
+
+    def gradient_rank(k: int) -> int:
+        layer = torch.nn.Linear(64, 48, bias=False)
+        x, target = torch.randn(k, 64), torch.randn(k, 48)
+        ((layer(x) - target) ** 2).sum().backward()
+        return int(torch.linalg.matrix_rank(layer.weight.grad))
+
+    return gradient_rank

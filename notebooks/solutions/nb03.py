@@ -4,11 +4,12 @@ import math
 
 import torch
 
+from lorakit import lowrank
 from lorakit.exercises.nb03 import exercise_adapters
 
 
 def solve_ex_3_1() -> float:
-    """rsLoRA: scale = α / √r."""
+    """rsLoRA: scale = α / √r = 16 / 8 = 2 (the paper's α/r would be 0.25)."""
     return 16 / math.sqrt(64)
 
 
@@ -21,8 +22,18 @@ def solve_ex_3_2() -> float:
     return float((U1[:, :i].T @ U2[:, :j]).square().sum() / min(i, j))
 
 
-def solve_ex_3_3() -> float:
-    """Each of the i·j squared overlaps of random unit vectors in R^d has mean 1/d:
-    E‖U1ᵀU2‖²_F = i·j/d, divided by min(i, j) gives max(i, j)/d."""
-    d, i, j = 128, 8, 64
-    return i * j / d / min(i, j)
+def solve_ex_3_3():
+    """Measure it: random Gaussian matrices, φ for each pair, the mean.
+
+    What comes out is max(i, j)/d. Why: a random unit vector has expected squared overlap 1/d
+    with any fixed unit vector, so E‖U1ᵀU2‖²_F = i·j/d, and φ divides by min(i, j).
+    """
+
+    def random_phi(d, i, j, trials, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        values = [lowrank.subspace_similarity(torch.randn(d, i, generator=gen, dtype=torch.float64),
+                                              torch.randn(d, j, generator=gen, dtype=torch.float64), i, j)
+                  for _ in range(trials)]
+        return sum(values) / trials
+
+    return random_phi

@@ -20,3 +20,17 @@ def solve_ex_6_2() -> list:
 def solve_ex_6_3() -> float:
     """4 bits of code + one float32 absmax shared by 128 values."""
     return 4 + 32 / 128
+
+
+def solve_ex_6_4() -> dict:
+    """Sample, quantize with each type (blocks of 64), measure ‖w − ŵ‖_F / ‖w‖_F.
+
+    Outcome: NF4 ≈ 0.104 < INT4 ≈ 0.141 < FP4 ≈ 0.151. INT4 is 1.36× NF4 here against 1.17× on
+    normal data: a heavy tail raises each block's absmax, the bulk of small values then falls
+    into INT4's few central levels, while NF4 (and FP4) keep their levels dense near zero. FP4
+    spends two of its levels (0.0052 and 0.167) very close to zero and has few in between.
+    """
+    torch.manual_seed(0)
+    w = torch.distributions.Laplace(0.0, 1.0).sample((1024, 1024))
+    return {name: float(torch.linalg.norm(Q.dequantize_4bit(Q.quantize_4bit(w, name)) - w) / torch.linalg.norm(w))
+            for name in ("int4", "fp4", "nf4")}

@@ -17,3 +17,12 @@ def solve_ex_7_2() -> float:
 def solve_ex_7_3() -> float:
     """The dynamic map's value for code 200, scaled by absmax2, plus the offset."""
     return float(Q.dynamic_map()[200]) * 0.05 + 0.1
+
+
+def solve_ex_7_4() -> set:
+    """Loop over the calculator. Result: 7B and 13B with QLoRA, and 7B with 16-bit LoRA (15.7 GB:
+    13.5 GB of frozen 16-bit weights leave almost no room). 13B's 16-bit base alone is 26 GB."""
+    from lorakit.memory import MODEL_SHAPES, estimate_memory
+
+    return {(model, method) for model in MODEL_SHAPES for method in ("full", "lora", "qlora")
+            if estimate_memory(model, method, r=64, batch_size=1, seq_len=512)["total"] < 16}
