@@ -288,7 +288,3 @@ def generate_bytes(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> s
     model.train(was_training)
     return decode(out)
 
-
-def stopped(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> bool:
-    """Whether the course GPT ends its answer with ``EOS`` within ``max_new_tokens`` bytes."""
-    return len(encode(generate_bytes(model, prompt, max_new_tokens))) < max_new_tokens
