@@ -119,6 +119,9 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
                 A, B = m.lora_A[key].weight.t(), m.lora_B[key].weight.t()
                 s = float(m.scaling[key])
                 params = {f"lora_A.{key}": m.lora_A[key].weight, f"lora_B.{key}": m.lora_B[key].weight}
+                magnitude = getattr(m, "lora_magnitude_vector", {})
+                if key in magnitude:                                  # PEFT's DoRA
+                    params[f"magnitude.{key}"] = magnitude[key].weight
                 with torch.no_grad():
                     delta = (A.float() @ B.float()) * s
                 name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path

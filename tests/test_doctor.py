@@ -240,3 +240,12 @@ def test_peft_wrapped_llama():
     assert merged.ok and all(row["merged"] for row in merged.layers), str(merged)
     confused = peft.get_peft_model(copy.deepcopy(llama), peft.LoraConfig(r=32, lora_alpha=1, target_modules=["q_proj"]))
     assert "unusual_scaling" in doctor.check(confused).codes
+
+
+@needs_peft
+def test_peft_dora_magnitudes_count_as_adapter_parameters(gpt):
+    model = peft.get_peft_model(copy.deepcopy(gpt), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"],
+                                                                     use_dora=True))
+    report = doctor.check(model, ["q_proj"])
+    assert "extra_trainable" not in report.codes and report.ok, str(report)
+    assert report.trainable == 2 * (32 + 32) + 32
