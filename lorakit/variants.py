@@ -34,7 +34,8 @@ class DoRALinear(LoRALinear):
     """LoRA with a learned magnitude: ``y = (x W0 + dropout(x) A B s) ⊙ m / ‖W0 + s A B‖_col``.
 
     A subclass of ``LoRALinear``, so injection, ``lora_layers``, merging and the doctor treat it
-    as an adapter. ``delta()`` is the change DoRA makes to the weight, ``W' − W0``, so
+    as an adapter. Dropout acts on the LoRA path only; PEFT (with dropout > 0) also rescales the
+    dropped-out base path, so the two agree exactly with dropout 0, the default. ``delta()`` is the change DoRA makes to the weight, ``W' − W0``, so
     ``merge_lora`` folds in the right thing. The base must be an ``nn.Linear`` (DoRA reads W0).
     """
 

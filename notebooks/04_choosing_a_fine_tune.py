@@ -640,10 +640,11 @@ def planted(fault):
     set_seed(0)
     if fault == "targets match nothing":               # Hugging Face GPT-2 names on a Llama-style model
         return doctor.check(model, ["c_attn", "c_proj"])
-    if fault == "adapter never trained":               # optimizer built before injecting LoRA
+    if fault == "adapter never trained":               # optimizer built before injecting LoRA, then trained
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         inject_lora(model, "all-linear", r=4, alpha=8)
-        return doctor.check(model, optimizer=opt)
+        train(model, docs_train, steps=5, batch_size=BATCH, context=CTX, optimizer=opt, progress=False)
+        return doctor.check(model, optimizer=opt, after_training=True)
     if fault == "α confused with the scale":           # wanted scale 2 at r = 64, passed α = 2
         inject_lora(model, "all-linear", r=64, alpha=2)
         return doctor.check(model)
@@ -663,15 +664,16 @@ def planted(fault):
 EXPECT = {"targets match nothing": "unmatched_targets", "adapter never trained": "not_in_optimizer",
           "α confused with the scale": "unusual_scaling", "merged twice": "merged_twice",
           "low-precision adapter": "low_precision"}
-caught = {}
+caught, reports = {}, {}
 for fault, code in EXPECT.items():
-    rep = planted(fault)
+    rep = reports[fault] = planted(fault)
     caught[fault] = code in rep.codes
     finding = next(f for f in rep.findings if f.code == code)
     print(f"{fault}:\n  {finding}\n")
 
 # %%
 assert all(caught.values()), f"the doctor must catch every planted fault: {caught}"
+assert "B_zero" in reports["adapter never trained"].codes, "after training, a B still at zero is reported"
 print("the doctor caught all five planted faults")
 
 # %% [markdown]

@@ -204,3 +204,12 @@ def test_loraplus_bad_inputs(gpt, kw, err):
 def test_loraplus_needs_an_adapter(gpt):
     with pytest.raises(ValueError, match="inject"):
         loraplus_param_groups(gpt, lr=1e-3)
+
+
+def test_pissa_refuses_a_merged_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8, bias=False))
+    inject_lora(model, ["0"], r=2, alpha=2)
+    merge_lora(model)
+    with pytest.raises(ValueError, match="merged"):
+        pissa_init(model[0])
