@@ -8,6 +8,8 @@ One concept per module, each derived in a notebook:
 - ``lowrank`` SVD truncation, Eckart–Young, subspace similarity (01, 03)
 - ``lora``    the LoRA layer, injection, merging, adapter files (02)
 - ``widgets`` slider shells over pure functions (03, 06, 07)
+- ``variants`` DoRA, PiSSA's init and LoRA+, each equal to PEFT's (04)
+- ``doctor``  ``check(model)``: is this adapter set up, training, merged right? (04)
 - ``quant``   NF4/FP4 blockwise quantization and double quantization (06, 07)
 - ``memory``  memory estimates and measured peaks (07, 08)
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)

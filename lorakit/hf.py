@@ -18,6 +18,7 @@ optimizer states are counted (bitsandbytes' paged optimizers live in unified mem
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import statistics
 import time
@@ -44,6 +45,9 @@ CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ me
 def _transformers():
     """transformers, imported quietly, with its own progress bars and info messages off."""
     quiet_import("torchao")  # transformers imports it, if installed, when it loads a model: take its noise now
+    # torchao's lazily imported submodules register pytree constants, and torch logs a deprecation
+    # line for each (not ours to fix, harmless): keep that one logger to errors
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     transformers = quiet_import("transformers")
     if transformers is not None:
         transformers.utils.logging.set_verbosity_error()

@@ -129,11 +129,14 @@ def train(
     context: int | None = None,
     desc: str = "train",
     progress: bool = True,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> History:
     """AdamW on the parameters that have ``requires_grad`` — all of them for full fine-tuning,
     only ``A`` and ``B`` once LoRA has frozen the rest. Returns a ``History``.
 
     ``warmup`` steps ramp the learning rate up linearly; ``cosine`` decays it to 10 % by the end.
+    ``optimizer``: use this one instead (e.g. LoRA+'s groups, notebook 04); the schedule then
+    scales each group's own learning rate and ``lr``/``weight_decay`` are not used.
     """
     if steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps}")
@@ -147,21 +150,23 @@ def train(
         raise ValueError("the model has no trainable parameters (every requires_grad is False)")
     device = params[0].device
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    group_lrs = [group["lr"] for group in opt.param_groups]
 
     def lr_at(step: int) -> float:
+        """The schedule's factor at ``step`` (times each group's learning rate)."""
         scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
         if cosine:
             scale *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))
-        return lr * scale
+        return scale
 
     hist = History()
     model.train()
     start = time.perf_counter()
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+        for group, group_lr in zip(opt.param_groups, group_lrs):
+            group["lr"] = group_lr * lr_at(step)
         x, y = get_batch(train_data, batch_size, context, gen)
         _, loss = model(x.to(device), y.to(device))
         opt.zero_grad(set_to_none=True)

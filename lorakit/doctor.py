@@ -1,0 +1,393 @@
+"""The adapter doctor: check a LoRA model before and after training (notebook 04, section 8).
+
+``check(model)`` looks at every adapted layer — lorakit's ``LoRALinear`` (and the variants in
+``lorakit.variants``) or PEFT's LoRA layers, on the course GPT or on a Hugging Face model — and
+reports what a learner otherwise finds out only after a wasted run:
+
+- which modules carry an adapter, which linear layers do not, and target names that match nothing;
+- trainable parameters and their share, and trainable parameters outside the adapters;
+- the scale in use (α/r or rsLoRA's α/√r) and whether it looks like α was confused with α/r;
+- whether every ``B`` has moved from zero and by how much: ‖B‖ and the update ratio ‖s A B‖/‖W0‖;
+- gradients that are None or zero (A and B both zero: no gradient can ever flow);
+- the adapters' dtype, and (given the optimizer) how many entries one step of lr cannot move;
+- the merged flag, and (given the original weights) how many times the update sits in the weight.
+
+Every finding has a ``code`` (a stable name the tests use), a ``level`` (``"error"``, ``"warning"``
+or ``"info"``) and a message that says what to do. Notation as in ``lorakit.lora``: ``A`` in×r,
+``B`` r×out (PEFT stores the transposes, ``lora_A.weight = Aᵀ``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .lora import LoRALinear
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α/r were likely confused
+TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
+PEFT_PREFIX = "base_model.model."
+
+
+@dataclass
+class Finding:
+    level: str      # "error", "warning" or "info"
+    code: str       # stable name, e.g. "B_zero"
+    message: str
+    value: float | None = None   # the measured number behind it, where there is one
+
+    def __str__(self) -> str:
+        mark = {"error": "✗", "warning": "!", "info": "·"}[self.level]
+        return f"{mark} [{self.code}] {self.message}"
+
+
+@dataclass
+class Report:
+    """What ``check`` found: one row per adapted layer, totals, and the findings."""
+
+    layers: list[dict] = field(default_factory=list)
+    untargeted: list[str] = field(default_factory=list)
+    trainable: int = 0
+    total: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        """Trainable parameters as a fraction of all parameters."""
+        return self.trainable / max(self.total, 1)
+
+    @property
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings and info may remain)."""
+        return not any(f.level == "error" for f in self.findings)
+
+    def __str__(self) -> str:
+        lines = [f"adapted layers: {len(self.layers)}; untargeted linear layers: {len(self.untargeted)}; "
+                 f"trainable {self.trainable:,} of {self.total:,} ({100 * self.share:.2f} %)"]
+        if self.layers:
+            lines.append(f"  {'layer':<32} {'r':>3} {'scaling':>9} {'dtype':>9} {'merged':>6} "
+                         f"{'‖B‖':>9} {'‖sAB‖/‖W0‖':>11} {'grad A,B':>10}")
+            for row in self.layers:
+                lines.append(f"  {row['layer'][-32:]:<32} {row['r']:>3} {row['scaling']:>9.4g} "
+                             f"{str(row['dtype']).replace('torch.', ''):>9} {str(row['merged']):>6} "
+                             f"{row['B_norm']:>9.3g} {row['update_ratio']:>11.3g} {row['grad']:>10}")
+        lines += [str(f) for f in self.findings] or ["✓ no problems found"]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- one view of both kinds of adapter
+
+
+@dataclass
+class _Adapter:
+    name: str                  # module path in the unwrapped model (PEFT's prefix removed)
+    A: torch.Tensor            # in×r (a view of the parameter)
+    B: torch.Tensor            # r×out
+    params: dict               # parameter name -> Parameter (A, B, magnitude ...)
+    r: int
+    alpha: float
+    scaling: float
+    weight: torch.Tensor       # the base layer's weight as stored (out×in)
+    merged: bool
+    delta: torch.Tensor        # the update this adapter makes to W0, in×out (DoRA: W' − W0)
+
+
+def _is_peft_lora(module: nn.Module) -> bool:
+    return all(hasattr(module, a) for a in ("lora_A", "lora_B", "scaling", "base_layer")) and \
+        isinstance(getattr(module, "lora_A"), nn.ModuleDict)
+
+
+def _adapters(model: nn.Module) -> list[_Adapter]:
+    found = []
+    for path, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            with torch.no_grad():
+                delta = m.delta().detach()
+            params = {k: p for k, p in m.named_parameters() if not k.startswith("base.")}
+            found.append(_Adapter(path, m.A, m.B, params, m.r, m.alpha, m.scaling,
+                                  m.base.weight, m.merged, delta))
+        elif _is_peft_lora(m):
+            for key in m.lora_A:
+                A, B = m.lora_A[key].weight.t(), m.lora_B[key].weight.t()
+                s = float(m.scaling[key])
+                params = {f"lora_A.{key}": m.lora_A[key].weight, f"lora_B.{key}": m.lora_B[key].weight}
+                magnitude = getattr(m, "lora_magnitude_vector", {})
+                if key in magnitude:                                  # PEFT's DoRA
+                    params[f"magnitude.{key}"] = magnitude[key].weight
+                with torch.no_grad():
+                    delta = (A.float() @ B.float()) * s
+                name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path
+                found.append(_Adapter(name, A, B, params, int(m.r[key]), float(m.lora_alpha[key]), s,
+                                      m.base_layer.weight, key in getattr(m, "merged_adapters", []), delta))
+    return found
+
+
+def _linear_paths(model: nn.Module, adapter_paths: list[str]) -> list[str]:
+    """Linear layers that are not an adapter's own parts (its base, PEFT's lora_A/lora_B)."""
+    inside = tuple(p + "." for p in adapter_paths)
+    out = []
+    for path, m in model.named_modules():
+        name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path
+        if isinstance(m, nn.Linear) and name not in adapter_paths and not name.startswith(inside):
+            out.append(name)
+    return out
+
+
+def _matches(path: str, target: str) -> bool:
+    return path == target or path.endswith("." + target)
+
+
+def _reference_weight(reference, name: str) -> torch.Tensor | None:
+    if isinstance(reference, nn.Module):
+        try:
+            return reference.get_submodule(name).weight
+        except AttributeError:
+            return None
+    return reference.get(f"{name}.weight")
+
+
+# ---------------------------------------------------------------- the check
+
+
+@torch.no_grad()
+def check(
+    model: nn.Module,
+    targets: list[str] | str | None = None,
+    *,
+    after_training: bool = False,
+    optimizer: torch.optim.Optimizer | None = None,
+    reference: nn.Module | dict | None = None,
+) -> Report:
+    """Examine ``model``'s LoRA adapters and return a ``Report`` (print it to read it).
+
+    - ``targets``: the target list you meant; names that match no linear layer are reported.
+    - ``after_training``: a ``B`` still at zero is then an error (before training it is expected).
+    - ``optimizer``: checked to hold every trainable adapter parameter at a learning rate > 0, and
+      used to count adapter entries too large for one step of that lr to change in their dtype.
+    - ``reference``: the original base model (or its ``state_dict``); each base weight is compared
+      with it to count how many times the update has been merged into it.
+    Gradients are read from ``.grad`` as they are (run it after ``loss.backward()`` to see them).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(after_training, bool):
+        raise TypeError(f"after_training must be True or False, got {after_training!r}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if reference is not None and not isinstance(reference, (nn.Module, dict)):
+        raise TypeError(f"reference must be an nn.Module or a state_dict, got {type(reference).__name__}")
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [targets]
+    if targets is not None and targets != "all-linear" and (
+            not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets)):
+        raise TypeError(f"targets must be a list of module names or 'all-linear', got {targets!r}")
+
+    report = Report()
+    adapters = _adapters(model)
+    report.untargeted = _linear_paths(model, [a.name for a in adapters])
+    report.total = sum(p.numel() for p in model.parameters())
+    report.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
+
+    _check_targets(adapters, report, targets, add)
+    if not adapters:
+        return report
+    adapter_ids = {id(p) for a in adapters for p in a.params.values()}
+    extra = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids)
+    if extra:
+        add("warning", "extra_trainable", f"{extra:,} trainable parameters sit outside the adapters "
+            "(the base is not frozen): this is partly full fine-tuning. Freeze them unless you meant it.")
+    frozen = [a.name for a in adapters if not all(p.requires_grad for p in a.params.values())]
+    if frozen:
+        add("error", "frozen_adapter", f"adapter parameters of {_few(frozen)} have requires_grad=False: "
+            "they can never train. Call requires_grad_(True) on A and B (inject_lora does).")
+
+    for a in adapters:
+        report.layers.append(_row(a))
+    _check_scaling(adapters, add)
+    _check_B_and_updates(adapters, report, after_training, add)
+    _check_grads(adapters, add)
+    _check_dtype(adapters, optimizer, add)
+    if optimizer is not None:
+        _check_optimizer(adapters, optimizer, add)
+    merged = [a.name for a in adapters if a.merged]
+    if merged:
+        add("info", "merged", f"{len(merged)} of {len(adapters)} adapters are merged into their base weight "
+            "(do not train or merge again; unmerge to switch adapters).")
+    if reference is not None:
+        _check_against_reference(adapters, reference, add)
+    return report
+
+
+def _few(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _row(a: _Adapter) -> dict:
+    W0 = torch.linalg.matrix_norm(a.weight.float()).item()
+    grads = []
+    for key in ("A", "B"):
+        p = next((p for k, p in a.params.items() if k == key or k.startswith(f"lora_{key}.")), None)
+        g = None if p is None else p.grad
+        grads.append("None" if g is None else ("0" if not g.abs().max() > 0 else "ok"))
+    return dict(layer=a.name, r=a.r, alpha=a.alpha, scaling=a.scaling, dtype=a.A.dtype, merged=a.merged,
+                B_norm=torch.linalg.matrix_norm(a.B.float()).item(),
+                update_ratio=torch.linalg.matrix_norm(a.delta.float()).item() / max(W0, 1e-30),
+                grad=",".join(grads))
+
+
+def _check_targets(adapters, report, targets, add) -> None:
+    if targets is not None and targets != "all-linear":
+        names = [a.name for a in adapters] + report.untargeted
+        unmatched = [t for t in targets if not any(_matches(n, t) for n in names)]
+        if unmatched:
+            add("error", "unmatched_targets", f"target(s) {unmatched} match no linear layer. "
+                f"This model's linear layers are named like: {_few(sorted({n.split('.')[-1] for n in names}), 8)}.")
+        missed = [n for n in report.untargeted if any(_matches(n, t) for t in targets)]
+        if missed:
+            add("error", "targets_not_adapted", f"{_few(missed)} match your targets but carry no adapter "
+                "(was the adapter injected into another copy of the model?).")
+    if not adapters:
+        add("error", "no_adapters", "no LoRA layer found: nothing will train as LoRA. Inject one "
+            "(lorakit.lora.inject_lora or peft.get_peft_model) with targets from the linear layers: "
+            f"{_few(sorted({n.split('.')[-1] for n in report.untargeted}), 8)}.")
+    elif report.untargeted:
+        kinds = sorted({n.split(".")[-1] for n in report.untargeted})
+        add("info", "untargeted", f"{len(report.untargeted)} linear layers carry no adapter ({', '.join(kinds)}).")
+
+
+def _check_scaling(adapters, add) -> None:
+    kinds = set()
+    for a in adapters:
+        rs = math.isclose(a.scaling, a.alpha / math.sqrt(a.r), rel_tol=1e-6)
+        kinds.add("α/√r (rsLoRA)" if rs and a.r > 1 else "α/r")
+    scalings = sorted({round(a.scaling, 6) for a in adapters})
+    a0 = adapters[0]
+    add("info", "scaling", f"scale in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
+        f"(e.g. r = {a0.r}, α = {a0.alpha:g}).")
+    odd = [a for a in adapters if not USUAL_SCALING[0] <= a.scaling <= USUAL_SCALING[1]]
+    if odd:
+        a = odd[0]
+        add("warning", "unusual_scaling", f"scale {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
+            f"{USUAL_SCALING[0]:g}…{USUAL_SCALING[1]:g}. α is not the scale: the scale is α/r. For a scale of 2 "
+            f"at r = {a.r}, pass α = {2 * a.r:g}. A scale this far off acts like a learning rate {a.scaling:.3g}× too large/small.")
+
+
+def _check_B_and_updates(adapters, report, after_training, add) -> None:
+    zero_B = [a.name for a in adapters if not a.B.abs().max() > 0]
+    zero_A = [a.name for a in adapters if not a.A.abs().max() > 0]
+    both = sorted(set(zero_A) & set(zero_B))
+    if both:
+        add("error", "both_zero", f"A and B are both zero in {_few(both)}: ∂L/∂A = s·xᵀ(g Bᵀ) and ∂L/∂B = "
+            "s·(xA)ᵀ g are then both zero, so no step can ever move them. Start A random (B zero).")
+    only_B = [n for n in zero_B if n not in both]
+    if only_B and after_training:
+        add("error", "B_zero", f"B is still exactly zero in {len(only_B)} of {len(adapters)} adapters "
+            f"({_few(only_B)}): they never trained. Is B frozen, the lr 0, or B missing from the optimizer?")
+    elif only_B:
+        add("info", "B_zero", f"B is zero in {len(only_B)} of {len(adapters)} adapters: the model equals its "
+            "base (expected before training; run check(model, after_training=True) afterwards).")
+    if after_training:
+        tiny = [row["layer"] for row in report.layers if 0 < row["update_ratio"] < TINY_UPDATE]
+        if tiny:
+            add("warning", "tiny_update", f"the update ‖sAB‖/‖W0‖ is below {TINY_UPDATE:g} in {_few(tiny)}: "
+                "the adapter barely changed the model (scale or lr too small, or too few steps).")
+        moved = [row for row in report.layers if row["B_norm"] > 0]
+        if moved:
+            ratios = [row["update_ratio"] for row in moved]
+            add("info", "update_size", f"B moved from zero in {len(moved)} of {len(adapters)} adapters; "
+                f"‖sAB‖/‖W0‖ from {min(ratios):.2g} to {max(ratios):.2g}.")
+
+
+def _check_grads(adapters, add) -> None:
+    params = [(a.name, k, p) for a in adapters for k, p in a.params.items() if p.requires_grad]
+    with_grad = [(n, k, p) for n, k, p in params if p.grad is not None]
+    if not with_grad:
+        add("info", "no_grads", "no gradients yet (run check after loss.backward() to inspect them).")
+        return
+    none = sorted({n for n, k, p in params if p.grad is None})
+    if none:
+        add("warning", "grad_none", f"{len(none)} adapters got no gradient (grad is None) while others did: "
+            f"{_few(none)}. Are they on the forward path (right module, adapter enabled)?")
+    zero = sorted({n for n, k, p in with_grad if not p.grad.abs().max() > 0}
+                  - {n for n, k, p in with_grad if p.grad.abs().max() > 0})
+    if zero:
+        add("error", "grad_zero", f"every gradient of {_few(zero)} is exactly zero: those adapters cannot learn "
+            "(A and B both zero? a detached or disabled path?).")
+
+
+def _check_dtype(adapters, optimizer, add) -> None:
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for a in adapters for p in a.params.values()})
+    low = [a for a in adapters if any(p.dtype in LOW_PRECISION for p in a.params.values())]
+    if not low:
+        add("info", "dtype", f"adapter dtype: {', '.join(dtypes)}.")
+        return
+    lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]} if optimizer else {}
+    stuck, counted = 0, 0
+    for a in low:
+        for p in a.params.values():
+            lr = lrs.get(id(p))
+            if lr:
+                # Adam moves each entry by about lr per step: does adding lr change it at all?
+                w = p.detach()[p.detach() != 0]
+                stuck += (w + lr == w).sum().item()
+                counted += w.numel()
+    detail, share = "", None
+    if counted:
+        share = stuck / counted
+        detail = (f" With this optimizer's lr, one step cannot change {stuck:,} of the {counted:,} non-zero "
+                  f"adapter entries ({100 * share:.1f} %): the update rounds away.")
+    add("warning", "low_precision", f"adapters are stored in {', '.join(dtypes)}: a step smaller than about "
+        f"|value|·2^-8 (bfloat16) rounds to nothing.{detail} Keep A and B in float32 (compute in 16 bits).", share)
+
+
+def _check_optimizer(adapters, optimizer, add) -> None:
+    lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    missing = sorted({a.name for a in adapters for p in a.params.values() if p.requires_grad and id(p) not in lrs})
+    if missing:
+        add("error", "not_in_optimizer", f"the optimizer does not hold the adapters of {_few(missing)} "
+            f"({len(missing)} layers): they will never step. Build the optimizer after injecting LoRA.")
+    zero = sorted({a.name for a in adapters for p in a.params.values() if lrs.get(id(p)) == 0})
+    if zero:
+        add("error", "zero_lr", f"learning rate 0 for the adapters of {_few(zero)}.")
+
+
+def _check_against_reference(adapters, reference, add) -> None:
+    """How many times is the update in the weight? k = ⟨W − W_ref, δ⟩ / ⟨δ, δ⟩ (δ = s A B)."""
+    twice, stacked, residual, unknown = [], [], [], []
+    for a in adapters:
+        ref = _reference_weight(reference, a.name)
+        delta = a.delta.float().t()                      # out×in, like the stored weight
+        if ref is None or ref.shape != a.weight.shape:
+            unknown.append(a.name)
+            continue
+        dd = (delta * delta).sum().item()
+        if dd == 0:
+            continue
+        k = ((a.weight.float() - ref.float()) * delta).sum().item() / dd   # least squares: W − W_ref ≈ k δ
+        if a.merged and abs(k - 1) > 0.1:
+            twice.append(f"{a.name} (k = {k:.2f})")
+        elif not a.merged and abs(k - 1) < 0.1:
+            stacked.append(a.name)
+        elif not a.merged and abs(k + 1) < 0.1:
+            residual.append(a.name)
+    if twice:
+        add("error", "merged_twice", f"the weight holds the update k times instead of once: {_few(twice)}. "
+            "It was merged more than once; reload the base and merge once.")
+    if stacked:
+        add("error", "double_applied", f"the base weight already contains this update and the adapter is "
+            f"active on top of it in {_few(stacked)}: the update counts twice. Load the adapter into the "
+            "original base, or use the merged model without the adapter.")
+    if residual:
+        add("info", "pissa_residual", f"the base weight is the reference minus the update in {_few(residual)}: "
+            "a PiSSA residual (expected for PiSSA; unmerged it is the original model).")
+    if unknown:
+        add("warning", "no_reference", f"no matching reference weight for {_few(unknown)}.")
