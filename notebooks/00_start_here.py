@@ -26,11 +26,12 @@
 # - meet the data (text that ships with Python itself: no downloads) and its byte-level tokens;
 # - train (or load from the cache) the base model, see its loss curve and what it writes.
 #
-# **Runtime** (measured; the first run trains the base model, later runs load it in a second)
+# **Runtime** (measured; the learner-size base model ships with lorakit, so it loads in a second;
+# `base_model(use_shipped=False)` retrains it: ≈ 3 min on 2 cores)
 #
 # | device | first run | later runs |
 # |---|---|---|
-# | 2-core x86_64 CPU (learner size) | ≈ 3 min | 9 s |
+# | 2-core x86_64 CPU (learner size) | 9 s (shipped weights; ≈ 3 min to retrain) | 9 s |
 # | 2-core CPU (test mode, `LORAKIT_FAST=1`) | ≈ 25 s | ≈ 8 s |
 # | the same CPU shared with other jobs (load ≈ 7), learner size, after the issue-11 edits | — | 30 s |
 #
@@ -84,7 +85,7 @@ assert all_required_ok, "a required package failed to import: run `make lab` aga
 # ## 2. The device
 #
 # The course picks CUDA when there is a GPU, then Apple's MPS, then the CPU. Every notebook
-# before 08 is sized to run on a 2-core CPU in a few minutes; 08 does more when it finds a GPU.
+# but 09 is sized to run on a 2-core CPU in a few minutes; 09 loads a real LLM when it finds a GPU.
 
 # %%
 import torch
@@ -141,16 +142,19 @@ print(f"unigram entropy = {unigram_bpb:.3f} bits/byte (uniform would be 8)")
 # LLMs use: attention `q_proj`, `k_proj`, `v_proj`, `o_proj`, and MLP `up_proj`, `down_proj`.
 # So a LoRA target list written here, `["q_proj", "v_proj"]`, means the same on Llama or Qwen.
 #
-# `base_model()` trains it once on the code corpus and caches the weights (safetensors) under
+# `base_model()` trains it on the code corpus and caches the weights (safetensors) under
 # `~/.cache/lorakit` (or `$LORAKIT_CACHE`). The cache is keyed by the config, the training
-# settings and a fingerprint of the data, and a corrupted file is detected and retrained.
+# settings and a fingerprint of the data, and a corrupted file is detected and retrained. The
+# learner-size model also **ships with lorakit** (`lorakit/weights/`, 3.5 MB, with its training
+# card and sha256), trained by this same code: a workshop does not wait ≈ 3 minutes for it.
+# `base_model(use_shipped=False)` trains your own (test mode always trains its tiny one).
 
 # %%
 from lorakit.model import count_parameters
 from lorakit.train import base_model
 
 model, info = base_model(progress=not FAST)  # no progress bar in test mode
-print(f"{'trained now' if info['trained'] else 'loaded from the cache'}: {info['path']}")
+print(f"{'trained now' if info['trained'] else 'loaded (shipped with lorakit or cached)'}: {info['path']}")
 print(f"config: {info['config']}")
 print(f"parameters: {count_parameters(model) / 1e6:.3f} M")
 print(f"validation loss = {info['val_bpb']:.3f} bits/byte  (unigram baseline {unigram_bpb:.3f})")
