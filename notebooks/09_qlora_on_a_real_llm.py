@@ -244,14 +244,16 @@ print(f"answers that stop: with EOS {stop_rate['LoRA']:.2f}, without EOS {no_eos
 print("without EOS it runs on:", repr(no_eos_answers[0]))
 
 # %% [markdown]
-# Here the mask changes the held-out answer loss little (the two numbers above): with short
-# prompts and a small model, training on the prompt mostly wastes compute. With real chat data
-# prompts are often 10× longer than answers, and then most of an unmasked run is spent learning
-# to write prompts. What the mask always buys is a loss that measures the answer.
+# Without the mask the held-out answer loss is no better (the two numbers above): at learner
+# size the two are equal within noise (measured 2.695 vs 2.698 bits/byte), in the short test-mode
+# run the unmasked model is worse. With short prompts and a small model, training on the prompt
+# mostly wastes compute; with real chat data, where prompts are often 10× longer than answers,
+# most of an unmasked run is spent learning to write prompts. What the mask always buys is a
+# loss that measures the answer.
 
 # %%
 assert masked_share < 0.5, "most tokens are prompt"
-assert abs(no_mask_bits - cpu_runs["LoRA"]["val_bits"]) < 0.15, "here the mask changes the answer loss little"
+assert no_mask_bits > cpu_runs["LoRA"]["val_bits"] - 0.05, "training on prompts does not make better answers"
 assert no_eos_stops < 0.1, "without an EOS in training, the model does not stop"
 assert stop_rate["LoRA"] >= max(MIN_STOP, no_eos_stops), "with one, it does"
 
