@@ -28,6 +28,7 @@ in the GPT (learned absolute positions), but lengthen every attention row by ``P
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import statistics
@@ -396,7 +397,9 @@ class PrefixTuned(nn.Module):
                                                                  layer[1].expand(B, -1, -1, -1))
             cache.update(pk, pv, i)
         mask = torch.ones(B, P + idx.shape[1], dtype=torch.long, device=idx.device)
-        return self.base(input_ids=idx, past_key_values=cache, attention_mask=mask, use_cache=True).logits
+        # transformers 5.x renamed past_key_values to cache; pass whichever this version takes
+        name = "cache" if "cache" in inspect.signature(self.base.forward).parameters else "past_key_values"
+        return self.base(input_ids=idx, attention_mask=mask, use_cache=True, **{name: cache}).logits
 
 
 def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,
