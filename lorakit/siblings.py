@@ -120,7 +120,8 @@ class SoftPrompt(nn.Module):
                 self.embedding.weight.copy_(init)
 
     def forward(self) -> torch.Tensor:
-        return self.embedding.weight  # (P, d)
+        # a lookup, not the weight itself: a module output that is a leaf confuses autograd hooks
+        return self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
 
 
 class PromptEncoder(nn.Module):
@@ -144,7 +145,7 @@ class PromptEncoder(nn.Module):
                                           nn.ReLU(), nn.Linear(hidden, d_model))
 
     def forward(self) -> torch.Tensor:
-        e = self.embedding.weight  # (P, d)
+        e = self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
         if self.encoder == "lstm":
             return self.mlp_head(self.lstm_head(e.unsqueeze(0))[0])[0]
         return self.mlp_head(e)  # (P, d)
@@ -176,7 +177,8 @@ class PrefixEncoder(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """The prefix as ``(L, 2, H, P, d/H)``: layer, key/value, head, position, head dim."""
-        flat = self.embedding.weight if self.hidden is None else self.transform(self.embedding.weight)
+        e = self.embedding(torch.arange(self.n_virtual, device=self.embedding.weight.device))
+        flat = e if self.hidden is None else self.transform(e)
         P, L, H = self.n_virtual, self.n_layer, self.n_head
         return flat.view(P, L, 2, H, self.d_model // H).permute(1, 2, 3, 0, 4)
 
@@ -528,3 +530,20 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
                 m(x)
             times[name].append((time.perf_counter() - start) / calls)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
+    """Exact floating-point operations of one forward pass (``torch.utils.flop_counter``).
+
+    Attention runs on PyTorch's reference (math) kernel here, whose matrix products the counter
+    sees; the fused CPU kernel would be counted as zero and hide what a prefix costs.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _check_positive_int("n_tokens", n_tokens)
+    _check_positive_int("batch_size", batch_size)
+    idx = torch.zeros(batch_size, n_tokens, dtype=torch.long, device=next(model.parameters()).device)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(idx)
+    return counter.get_total_flops()
