@@ -9,6 +9,8 @@ differ in *where* those parameters act:
 - **prompt tuning** (Lester et al. 2021): ``P`` trainable embeddings in front of the input;
 - **P-tuning v1** (Liu et al. 2021): the same, but a small network (MLP or LSTM, the
   *prompt encoder*) produces those ``P`` embeddings;
+- **(IA)³** (Liu et al. 2022, the bonus): learned vectors that rescale the keys, the values and
+  the MLP's hidden units — a sibling that, like LoRA, merges into the weights;
 - **prefix tuning** (Li & Liang 2021): ``P`` trainable keys and values in *every* layer's
   attention, produced by an MLP (the reparameterisation) or stored directly; stored directly it
   is **P-tuning v2** (Liu et al. 2022, "deep prompts").
@@ -40,11 +42,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .lora import _read_safetensors
+from .lora import _read_safetensors, _resolve_targets
 from .model import GPT, Attention
 
 SIBLING_FORMAT = "lorakit-sibling"
-METHODS = ("adapter", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2")
+METHODS = ("adapter", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "ia3")
 
 # ---------------------------------------------------------------- argument checks (one home)
 
@@ -82,7 +84,7 @@ def model_shape(model) -> dict:
 def _check_fresh(model) -> None:
     """One method per base: a model already carrying a sibling method is refused."""
     if isinstance(model, (PromptTuned, PrefixTuned)) or any(
-            isinstance(m, (SerialAdapter, PrefixAttention)) for m in model.modules()):
+            isinstance(m, (SerialAdapter, PrefixAttention, IA3Linear)) for m in model.modules()):
         raise ValueError("the model already carries a parameter-efficient method; start from a fresh base "
                          "(copy.deepcopy(base)) for each method")
 
@@ -228,6 +230,64 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
             setattr(block, name, wrapped)
     model.sibling_config = dict(method="adapter", bottleneck=bottleneck, where=list(where))
     return model
+
+
+# ---------------------------------------------------------------- (IA)³: rescaling, mergeable
+
+
+class IA3Linear(nn.Module):
+    """(IA)³ on one frozen linear layer: ``base(x) * l`` (keys, values) or, for a feed-forward
+    layer, ``base(x * l)`` (the MLP's hidden units, before ``down_proj``). ``l`` starts at ones, so
+    the model starts equal to the base; being a diagonal scale, it merges into the weight.
+    PEFT's ``ia3_l`` is the same vector shaped (out, 1) or (1, in)."""
+
+    def __init__(self, base: nn.Linear, feedforward: bool):
+        super().__init__()
+        self.base, self.feedforward = base, feedforward
+        n = base.in_features if feedforward else base.out_features
+        self.l = nn.Parameter(torch.ones(n, dtype=base.weight.dtype, device=base.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x * self.l) if self.feedforward else self.base(x) * self.l
+
+
+def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "down_proj"),
+            feedforward: tuple[str, ...] = ("down_proj",)) -> nn.Module:
+    """(IA)³ in place on the GPT or a Hugging Face decoder: a learned scale on each target layer
+    (PEFT's defaults for Llama: keys, values, and the input of ``down_proj``). Only the scales train."""
+    model_shape(model)  # the type check
+    if isinstance(targets, str) or isinstance(feedforward, str):
+        raise TypeError(f"targets and feedforward must be tuples of module names, got {targets!r}, {feedforward!r}")
+    if not set(feedforward) <= set(targets):
+        raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
+    _check_fresh(model)
+    names = _resolve_targets(model, list(targets), (nn.Linear,))
+    ff = [n for n in names if any(n == t or n.endswith("." + t) for t in feedforward)]
+    _freeze(model)
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, IA3Linear(getattr(owner, child), feedforward=name in ff))
+    model.sibling_config = dict(method="ia3", targets=list(targets), feedforward=list(feedforward))
+    return model
+
+
+@torch.no_grad()
+def merge_ia3(model: nn.Module) -> list[str]:
+    """Fold every scale into its weight (``nn.Linear`` stores out×in: rows for an output scale,
+    columns for an input scale) and put the plain layers back: zero cost at inference."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, IA3Linear)}
+    if not layers:
+        raise ValueError("the model has no (IA)³ layers to merge")
+    for name, layer in layers.items():
+        W = layer.base.weight
+        W.mul_(layer.l.view(1, -1) if layer.feedforward else layer.l.view(-1, 1))
+        if layer.base.bias is not None and not layer.feedforward:
+            layer.base.bias.mul_(layer.l)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, layer.base)
+    model.__dict__.pop("sibling_config", None)
+    return list(layers)
 
 
 # ---------------------------------------------------------------- virtual tokens at the input
@@ -464,6 +524,7 @@ ADD = {
     "p_tuning": lambda m, c: add_p_tuning(m, c["n_virtual"], c["hidden"], c["encoder"]),
     "prefix_tuning": lambda m, c: add_prefix_tuning(m, c["n_virtual"], c["hidden"]),
     "p_tuning_v2": lambda m, c: add_p_tuning_v2(m, c["n_virtual"]),
+    "ia3": lambda m, c: add_ia3(m, tuple(c["targets"]), tuple(c["feedforward"])),
 }
 
 

@@ -38,6 +38,7 @@ BUILDERS = {
     "p_tuning_lstm": lambda m: S.add_p_tuning(m, 3, hidden=8, encoder="lstm"),
     "prefix_tuning": lambda m: S.add_prefix_tuning(m, 3, hidden=8),
     "p_tuning_v2": lambda m: S.add_p_tuning_v2(m, 3),
+    "ia3": lambda m: S.add_ia3(m),
 }
 
 
@@ -316,3 +317,48 @@ def test_compare_latency_returns_a_median_per_model():
     assert set(out) == {"base", "adapter"} and all(t > 0 for t in out.values())
     with pytest.raises(ValueError, match="batch_size"):
         S.compare_latency({"base": gpt}, 0, 8)
+
+
+# ---------------------------------------------------------------- (IA)³, the mergeable bonus
+
+
+def test_ia3_starts_equal_merges_exactly_and_counts():
+    base, idx = tiny_gpt(), tokens()
+    model = S.add_ia3(copy.deepcopy(base))
+    assert torch.equal(model(idx)[0], base(idx)[0]), "l = 1: (IA)³ starts at the base exactly"
+    assert sum(t.numel() for t in S.trainable_state(model).values()) == 2 * (32 + 32 + 4 * 32)
+    perturb(model)
+    x = torch.randn(2, 5, 32)
+    k = model.blocks[0].attn.k_proj
+    assert torch.allclose(k(x), (x @ k.base.weight.T) * k.l, atol=1e-6)
+    down = model.blocks[0].mlp.down_proj
+    h = torch.randn(2, 5, 128)
+    assert torch.allclose(down(h), (h * down.l) @ down.base.weight.T, atol=1e-6)
+    with torch.no_grad():
+        before = model(idx)[0]
+    S.merge_ia3(model)
+    assert not any(isinstance(m, S.IA3Linear) for m in model.modules())
+    assert torch.allclose(model(idx)[0], before, atol=1e-5)
+    assert S.forward_flops(model, 8) == S.forward_flops(base, 8), "merged (IA)³ does the base's arithmetic"
+    with pytest.raises(ValueError, match="no"):
+        S.merge_ia3(model)
+    with pytest.raises(ValueError, match="subset"):
+        S.add_ia3(tiny_gpt(), targets=("k_proj",), feedforward=("down_proj",))
+    with pytest.raises(ValueError, match="match no linear"):
+        S.add_ia3(tiny_gpt(), targets=("w_q",), feedforward=())
+
+
+def test_ia3_equals_peft():
+    peft = quiet_import("peft")
+    llama = tiny_llama()
+    theirs = peft.get_peft_model(copy.deepcopy(llama), peft.IA3Config(
+        task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    ours = S.add_ia3(copy.deepcopy(llama))
+    perturb(theirs)
+    with torch.no_grad():
+        for name, layer in ours.named_modules():
+            if isinstance(layer, S.IA3Linear):
+                layer.l.copy_(theirs.base_model.model.get_submodule(name).ia3_l["default"].flatten())
+    idx = tokens(shape=(2, 9))
+    with torch.no_grad():
+        assert torch.allclose(ours(idx).logits, theirs(input_ids=idx).logits, atol=1e-5)
