@@ -63,8 +63,8 @@ from lorakit.exercises.nb05 import check_ex_5_1, check_ex_5_2, check_ex_5_3
 from lorakit.lora import inject_lora, remove_lora
 from lorakit.memory import track_peak
 from lorakit.siblings import (
-    add_adapters, add_p_tuning, add_p_tuning_v2, add_prefix_tuning, add_prompt_tuning, compare_latency,
-    forward_flops, gpt_logits_from_embeddings, load_sibling, prefix_attention, save_sibling, trainable_state,
+    add_adapters, add_ia3, add_p_tuning, add_p_tuning_v2, add_prefix_tuning, add_prompt_tuning, compare_latency,
+    forward_flops, merge_ia3, gpt_logits_from_embeddings, load_sibling, prefix_attention, save_sibling, trainable_state,
 )
 from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
 
@@ -107,6 +107,7 @@ print(f"base val loss: docs (new domain) {base_docs:.3f} bits/byte, code (its ow
 # | P-tuning v1 | $P$ input embeddings made by an MLP/LSTM | the encoder | Liu et al. 2021 |
 # | prefix tuning | $P$ extra keys and values in every attention, via an MLP | $P\times d$ + MLP | Li & Liang 2021 |
 # | P-tuning v2 | the same, stored directly ("deep prompts") | $P \times L \times 2d$ | Liu et al. 2022 |
+| (IA)³ (bonus) | rescale keys, values, MLP hidden units: $xW_k \odot l_k$ | one vector per target | Liu et al. 2022 |
 #
 # Our GPT is byte level: there are no special tokens, so a virtual token at the input is simply an
 # extra position. A prompt of $P$ takes $P$ of the $C$ positions away from the text.
@@ -155,6 +156,19 @@ print(f"adapters (b=8, 2 per block): {n_adapter:,} trainable = {L} blocks × 2 �
 assert same_start, "a zero-initialised up-projection makes the adapted model equal the base exactly"
 assert diff < 1e-6, "our MyAdapter must compute what lorakit.siblings.SerialAdapter computes"
 assert n_adapter == L * 2 * (2 * D * 8 + 8 + D)
+
+# %% [markdown]
+# **The bonus sibling, (IA)³** (Liu et al. 2022) is even smaller: a learned vector $l$ rescales the
+# keys ($xW_k \odot l_k$), the values, and the MLP's hidden units before `down_proj`. With $l = 1$ it
+# starts at the base; being a diagonal scale, it merges into $W_0$ exactly as LoRA does.
+
+# %%
+ia3 = add_ia3(copy.deepcopy(base))
+with torch.no_grad():
+    same_start_ia3 = torch.equal(ia3(probe)[0], base(probe)[0])
+n_ia3 = sum(t.numel() for t in trainable_state(ia3).values())
+print(f"(IA)³ on k_proj, v_proj, down_proj: {n_ia3:,} trainable = {L} × (d + d + 4d); fresh == base: {same_start_ia3}")
+assert same_start_ia3 and n_ia3 == L * 6 * D
 
 # %% [markdown]
 # ## 3. Prompt tuning (Lester et al. 2021) and P-tuning v1 (Liu et al. 2021)
@@ -319,6 +333,7 @@ def full_fine_tune(m, _):
 
 
 small, large = (2, 8) if FAST else (4, 32)
+IA3_TARGETS = {1: (("k_proj", "v_proj"), ()), 2: (("k_proj", "v_proj", "down_proj"), ("down_proj",))}
 METHODS = {  # name: (build(model, budget), [small budget, large budget], learning rates to try)
     "LoRA": (with_lora, [small // 2, large // 2], [3e-3, 1e-2, 3e-2]),
     "adapter": (add_adapters, [small // 2, large // 2], [1e-3, 3e-3, 1e-2]),
@@ -326,6 +341,7 @@ METHODS = {  # name: (build(model, budget), [small budget, large budget], learni
     "P-tuning v2": (add_p_tuning_v2, [small, large], [3e-3, 1e-2, 3e-2]),
     "P-tuning v1": (lambda m, p: add_p_tuning(m, p, hidden=2 * p), [small, large], [3e-3, 1e-2, 3e-2]),
     "prompt tuning": (add_prompt_tuning, [small, large], [1e-2, 3e-2, 1e-1]),
+    "(IA)³": (lambda m, b: add_ia3(m, *IA3_TARGETS[b]), [1, 2], [3e-3, 1e-2, 3e-2]),
 }
 FULL = (full_fine_tune, [0], [3e-4, 1e-3])
 
@@ -377,16 +393,18 @@ print("best docs bits/byte: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(best
 # Three ways to add cost: extra layers in series (adapters, unmerged LoRA), a longer attention
 # (prefixes lengthen every attention row by $P$), a longer sequence (prompts add $P$ positions to
 # every layer's work). Merged LoRA adds nothing: after `remove_lora(merge=True)` the model *is* a
-# plain GPT. We count the floating-point operations of one forward pass exactly
-# (`torch.utils.flop_counter`), then time it, all models interleaved in one run, at batch 1 and
+# plain GPT. We count the floating-point operations of the matrix products in one forward pass
+# exactly (`torch.utils.flop_counter`; elementwise work such as (IA)³'s scaling is not counted), then time it, all models interleaved in one run, at batch 1 and
 # batch 32, on the same $T = C - P_{\max}$ real tokens.
 
 # %%
 largest = {name: runs[-1]["model"] for name, runs in results.items() if name != "full fine-tune"}
 merged = copy.deepcopy(largest["LoRA"])
 remove_lora(merged, merge=True)
+ia3_merged = copy.deepcopy(largest["(IA)³"])
+merge_ia3(ia3_merged)
 contenders = {"base": base, "LoRA merged": merged, "LoRA unmerged": largest["LoRA"],
-              **{k: v for k, v in largest.items() if k != "LoRA"}}
+              **{k: v for k, v in largest.items() if k != "LoRA"}, "(IA)³ merged": ia3_merged}
 
 
 flops = {name: forward_flops(m, EVAL_T) for name, m in contenders.items()}
@@ -400,9 +418,10 @@ print(f"base forward: {1e3 * latency[1]['base']:.2f} ms (batch 1), {1e3 * latenc
       f"{torch.get_num_threads()} CPU threads, measured in this run on a possibly shared machine")
 
 # %%
-assert flops["LoRA merged"] == flops["base"], "merged LoRA does exactly the base's arithmetic"
-assert all(flops[k] > flops["base"] for k in contenders if k not in ("base", "LoRA merged")), \
-    "every unmerged method does more arithmetic than the base"
+assert flops["LoRA merged"] == flops["base"] == flops["(IA)³ merged"], "merged LoRA/(IA)³ do the base's arithmetic"
+# the counter counts matrix products; unmerged (IA)³ adds only elementwise multiplies, which it does not see
+assert all(flops[k] > flops["base"] for k in contenders if k not in ("base", "LoRA merged", "(IA)³", "(IA)³ merged")), \
+    "every other unmerged method does more matrix arithmetic than the base"
 assert 0.6 < ratio[32]["LoRA merged"] < 1.6, "merged LoRA runs at the base's speed (generous: shared machine)"
 print(f"merged LoRA / base latency at batch 32: {ratio[32]['LoRA merged']:.2f}; "
       f"adapters: {ratio[32]['adapter']:.2f}")
@@ -443,13 +462,14 @@ assert same_back, "save/load through safetensors must reproduce the method exact
 # ## 8. One figure, one table
 
 # %%
-COLORS = dict(zip([*METHODS, "full fine-tune"], ["C0", "C1", "C2", "C3", "C4", "C5", "k"]))
-lat_of = {"LoRA": ratio[32]["LoRA merged"], **{k: ratio[32][k] for k in largest if k != "LoRA"}}
+COLORS = dict(zip([*METHODS, "full fine-tune"], ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "k"]))
+LAT_KEY = {"LoRA": "LoRA merged", "(IA)³": "(IA)³ merged", "full fine-tune": "base"}
+lat_of = {name: ratio[32][LAT_KEY.get(name, name)] for name in results}
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
 for name, runs in results.items():
     xs, ys = [r["params"] for r in runs], [r["docs"] for r in runs]
     style = "*" if name == "full fine-tune" else "o-"
-    label = f"{name} (latency ×{lat_of[name]:.2f})" if name in lat_of else f"{name} (latency ×1.00)"
+    label = f"{name} (latency ×{lat_of[name]:.2f})"
     ax.plot(xs, ys, style, color=COLORS[name], label=label, ms=12 if style == "*" else 6)
 ax.axhline(base_docs, color="gray", ls="--", lw=1, label="base")
 ax.set_xscale("log")
@@ -470,24 +490,22 @@ plt.show()
 
 # %%
 MERGE = {"LoRA": "yes (exact)", "adapter": "no (GELU between)", "prefix (MLP)": "no", "P-tuning v2": "no",
-         "P-tuning v1": "no", "prompt tuning": "no", "full fine-tune": "is the model"}
+         "P-tuning v1": "no", "prompt tuning": "no", "(IA)³": "yes (exact)", "full fine-tune": "is the model"}
 TASKS = {"LoRA": "1 merged; per row unmerged", "adapter": "1", "prefix (MLP)": "one per row",
          "P-tuning v2": "one per row", "P-tuning v1": "one per row", "prompt tuning": "one per row",
-         "full fine-tune": "1"}
-LAT_KEY = {"LoRA": "LoRA merged"}
+         "(IA)³": "1 merged; per row unmerged", "full fine-tune": "1"}
 header = (f"{'method':>14} {'budget':>6} {'lr':>6} {'trainable':>9} {'docs':>6} {'forget':>7} {'step ms':>7} "
           f"{'lat b1':>6} {'lat b32':>7} {'state MB':>8} {'text pos':>8}  {'mergeable':<18} tasks/batch")
 print(header + "\n" + "-" * len(header))
 for name, runs in results.items():
     for r in runs:
         key = LAT_KEY.get(name, name)
-        lat1 = f"{ratio[1][key]:.2f}" if key in ratio[1] else "1.00"
-        lat32 = f"{ratio[32][key]:.2f}" if key in ratio[32] else "1.00"
+        lat1, lat32 = f"{ratio[1][key]:.2f}", f"{ratio[32][key]:.2f}"
         print(f"{name:>14} {r['budget']:>6} {r['lr']:>6g} {r['params']:>9,} {r['docs']:>6.3f} "
               f"{r['code'] - base_code:>+7.3f} {r['step_ms']:>7.0f} {lat1:>6} {lat32:>7} {r['state_mb']:>8.2f} "
               f"{r['text_positions']:>8}  {MERGE[name]:<18} {TASKS[name]}")
 print(f"base: docs {base_docs:.3f}, code {base_code:.3f} bits/byte. forget = code bits/byte change with the method on; "
-      "lat = latency / base (largest budget; LoRA merged); state = weights + grads + AdamW state while training "
+      "lat = latency / base (largest budget; LoRA, (IA)³ merged); state = weights + grads + AdamW state while training "
       "(activations not counted); text pos = positions left for text in the context")
 
 # %%
