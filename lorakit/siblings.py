@@ -22,9 +22,9 @@ Hugging Face decoder such as ``LlamaForCausalLM`` (soft prompts through ``inputs
 prefixes through a ``DynamicCache``). The parameter modules use PEFT's attribute names
 (``embedding``, ``transform``, ``mlp_head``, ``lstm_head``) so a state dict copies across.
 
-The byte-level GPT has no special tokens: virtual tokens at the input are extra *positions*
-(a prompt of ``P`` leaves ``context - P`` for text); prefixes in attention take no input position
-in the GPT (learned absolute positions), but lengthen every attention row by ``P``.
+The byte-level GPT has no special tokens: virtual tokens are extra *positions*. A prompt of ``P``
+leaves ``context - P`` positions for text; so does a prefix, which stands for ``P`` earlier
+positions (real tokens start at position ``P``, as in PEFT) and lengthens every attention row.
 """
 
 from __future__ import annotations
@@ -89,12 +89,13 @@ def _check_fresh(model) -> None:
                          "(copy.deepcopy(base)) for each method")
 
 
-def _check_virtual(model, n_virtual, at_input: bool) -> dict:
+def _check_virtual(model, n_virtual) -> dict:
+    """Virtual tokens (prompt or prefix) occupy positions: at least one must be left for text."""
     shape = model_shape(model)
     _check_positive_int("n_virtual (the number of virtual tokens)", n_virtual)
-    if at_input and n_virtual >= shape["context"]:
+    if n_virtual >= shape["context"]:
         raise ValueError(
-            f"a prompt of {n_virtual} virtual tokens leaves no room for text in a context of "
+            f"{n_virtual} virtual tokens leave no room for text in a context of "
             f"{shape['context']} positions: n_virtual must be between 1 and {shape['context'] - 1}"
         )
     return shape
@@ -293,14 +294,16 @@ def merge_ia3(model: nn.Module) -> list[str]:
 # ---------------------------------------------------------------- virtual tokens at the input
 
 
-def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor) -> torch.Tensor:
+def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:
     """The GPT's forward pass from token embeddings ``x`` (B, T, d) instead of token ids:
-    position embeddings, blocks, final norm, head. ``GPT.forward(idx)`` equals this applied to
-    ``gpt.tok_emb(idx)`` (tested bit for bit), so soft prompts need no change to ``lorakit.model``."""
+    position embeddings (positions ``start .. start+T-1``), blocks, final norm, head.
+    ``GPT.forward(idx)`` equals this applied to ``gpt.tok_emb(idx)`` (tested bit for bit), so
+    soft prompts and prefixes need no change to ``lorakit.model``."""
     T = x.shape[1]
-    if T > gpt.cfg.context:
-        raise ValueError(f"sequence length {T} (virtual + real tokens) exceeds the model's context {gpt.cfg.context}")
-    x = x + gpt.pos_emb(torch.arange(T, device=x.device))
+    if start + T > gpt.cfg.context:
+        raise ValueError(f"sequence length {T} after {start} virtual positions exceeds the model's context "
+                         f"{gpt.cfg.context}")
+    x = x + gpt.pos_emb(torch.arange(start, start + T, device=x.device))
     for block in gpt.blocks:
         x = block(x)
     return gpt.lm_head(gpt.ln_f(x))
@@ -349,7 +352,7 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
     Initialised, as the paper recommends, from embeddings of random vocabulary entries (``seed``),
     unless ``init`` (P × d) is given.
     """
-    shape = _check_virtual(model, n_virtual, at_input=True)
+    shape = _check_virtual(model, n_virtual)
     _check_fresh(model)
     table = model.tok_emb.weight if isinstance(model, GPT) else model.get_input_embeddings().weight
     if init is None:
@@ -366,7 +369,7 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
 def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "mlp", seed: int = 0) -> PromptTuned:
     """Liu et al. (P-tuning v1): virtual tokens at the input, produced by an MLP or LSTM prompt
     encoder of width ``hidden``. Trainable: the encoder and its input table."""
-    shape = _check_virtual(model, n_virtual, at_input=True)
+    shape = _check_virtual(model, n_virtual)
     _check_positive_int("hidden (the prompt encoder's width)", hidden)
     if encoder not in ("mlp", "lstm"):
         raise ValueError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
@@ -419,9 +422,10 @@ class PrefixAttention(nn.Module):
 class PrefixTuned(nn.Module):
     """A frozen base whose every attention layer sees ``P`` trainable keys and values first.
 
-    GPT: the attention modules are replaced by ``PrefixAttention``; real tokens keep positions
-    ``0..T-1``. Hugging Face: the prefix goes in as a ``DynamicCache`` (what PEFT does), so real
-    tokens there sit at positions ``P..P+T-1``. ``forward(idx, targets=None, prefix=None)``;
+    The prefix stands for ``P`` earlier positions, so real tokens sit at positions ``P..P+T-1``
+    and the text gets ``context - P`` of them, as in Li & Liang's GPT-2 and in PEFT. GPT: the
+    attention modules are replaced by ``PrefixAttention``. Hugging Face: the prefix goes in as a
+    ``DynamicCache`` (what PEFT does). ``forward(idx, targets=None, prefix=None)``;
     ``prefix`` (B, L, 2, H, P, d/H) overrides the learned one row by row.
     """
 
@@ -430,7 +434,7 @@ class PrefixTuned(nn.Module):
         self.base, self.prefix_encoder = base, encoder
         self.sibling_config = dict(method=method, n_virtual=encoder.n_virtual, **settings)
         if isinstance(base, GPT):
-            self.cfg = base.cfg
+            self.cfg = dataclasses.replace(base.cfg, context=base.cfg.context - encoder.n_virtual)
             for block in base.blocks:
                 block.attn = PrefixAttention(block.attn)
 
@@ -441,7 +445,8 @@ class PrefixTuned(nn.Module):
             try:
                 for attn, layer in zip(attns, kv):
                     attn.prefix = (layer[0], layer[1]) if prefix is None else (layer[:, 0], layer[:, 1])
-                logits, _ = self.base(idx)
+                x = self.base.tok_emb(idx)
+                logits = gpt_logits_from_embeddings(self.base, x, start=self.prefix_encoder.n_virtual)
             finally:
                 for attn in attns:
                     attn.prefix = None
@@ -464,15 +469,51 @@ class PrefixTuned(nn.Module):
         return self.base(input_ids=idx, attention_mask=mask, use_cache=True, **{name: cache}).logits
 
 
+@torch.no_grad()
+def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """The keys and values the GPT itself computes for ``P`` real tokens, flattened as a prefix
+    table ``P × (L·2·d)`` (layer, key/value, head, head dim): Li & Liang's initialisation "with
+    the activations of real words", which starts the prefix as a plausible context."""
+    P = tokens.shape[0]
+    x = gpt.tok_emb(tokens[None].long()) + gpt.pos_emb(torch.arange(P, device=tokens.device))
+    layers = []
+    for block in gpt.blocks:
+        h = block.ln_1(x)
+        layers.append(torch.stack([block.attn.k_proj(h)[0], block.attn.v_proj(h)[0]], dim=1))  # (P, 2, d)
+        x = block(x)
+    return torch.stack(layers, dim=1).reshape(P, -1)
+
+
+@torch.no_grad()
+def _init_prefix(encoder: PrefixEncoder, flat: torch.Tensor) -> None:
+    """Make the encoder output ``flat`` (P × L·2d): copied in directly, or, through the MLP, by a
+    least-squares fit of its last layer (exact when the MLP is at least P wide)."""
+    if encoder.hidden is None:
+        encoder.embedding.weight.copy_(flat)
+        return
+    last = encoder.transform[-1]
+    last.bias.zero_()
+    Z = encoder.transform[:-1](encoder.embedding.weight)  # P × hidden
+    last.weight.copy_(torch.linalg.lstsq(Z, flat).solution.T)
+
+
 def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,
-                      init_std: float | None = None, seed: int = 0) -> PrefixTuned:
+                      init_std: float | None = None, seed: int = 0,
+                      init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """Li & Liang: trainable keys/values for ``n_virtual`` positions in every layer.
 
     ``hidden`` = width of the reparameterisation MLP (their §4.3); ``hidden=None`` stores the
-    prefix directly (= P-tuning v2, ``add_p_tuning_v2``). ``init_std`` rescales the initial
-    table (default: ``0.02·√d`` without the MLP, about the size of the base's own keys).
+    prefix directly (= P-tuning v2, ``add_p_tuning_v2``). ``init_tokens`` (P token ids, GPT only)
+    starts the prefix at the base's own keys/values for that text (``prefix_from_tokens``); without
+    it the table is random, ``init_std`` rescaling it (default ``0.02·√d`` without the MLP).
     """
-    shape = _check_virtual(model, n_virtual, at_input=False)
+    shape = _check_virtual(model, n_virtual)
+    if init_tokens is not None:
+        if not isinstance(model, GPT):
+            raise TypeError("init_tokens works on the course GPT; for a Hugging Face model leave it None")
+        if not isinstance(init_tokens, torch.Tensor) or tuple(init_tokens.shape) != (n_virtual,):
+            got = tuple(init_tokens.shape) if isinstance(init_tokens, torch.Tensor) else type(init_tokens).__name__
+            raise ValueError(f"init_tokens must be a tensor of n_virtual = {n_virtual} token ids, got {got}")
     if hidden is not None:
         _check_positive_int("hidden (the reparameterisation MLP's width)", hidden)
     if not isinstance(model, GPT):
@@ -490,14 +531,17 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     torch.manual_seed(seed)
     encoder = PrefixEncoder(n_virtual, shape["n_layer"], shape["n_head"], shape["d_model"], hidden,
                             init_std).to(ref.device, ref.dtype)
+    if init_tokens is not None:
+        _init_prefix(encoder, prefix_from_tokens(model, init_tokens.to(ref.device)))
     method = "prefix_tuning" if hidden is not None else "p_tuning_v2"
     settings = dict(hidden=hidden) if hidden is not None else {}
     return PrefixTuned(model, encoder, method, settings)
 
 
-def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0) -> PrefixTuned:
+def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,
+                    init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """P-tuning v2 (Liu et al. 2022): deep prompts in every layer = prefix tuning without the MLP."""
-    return add_prefix_tuning(model, n_virtual, hidden=None, init_std=init_std, seed=seed)
+    return add_prefix_tuning(model, n_virtual, hidden=None, init_std=init_std, seed=seed, init_tokens=init_tokens)
 
 
 # ---------------------------------------------------------------- counting, saving, loading

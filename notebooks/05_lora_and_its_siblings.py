@@ -109,8 +109,8 @@ print(f"base val loss: docs (new domain) {base_docs:.3f} bits/byte, code (its ow
 # | P-tuning v2 | the same, stored directly ("deep prompts") | $P \times L \times 2d$ | Liu et al. 2022 |
 | (IA)³ (bonus) | rescale keys, values, MLP hidden units: $xW_k \odot l_k$ | one vector per target | Liu et al. 2022 |
 #
-# Our GPT is byte level: there are no special tokens, so a virtual token at the input is simply an
-# extra position. A prompt of $P$ takes $P$ of the $C$ positions away from the text.
+# Our GPT is byte level: there are no special tokens, so a virtual token is simply an extra
+# position. A prompt or a prefix of $P$ takes $P$ of the $C$ positions away from the text.
 
 # %% [markdown]
 # ## 2. Serial adapters (Houlsby et al. 2019)
@@ -214,8 +214,9 @@ assert start_shift > 1e-4, "prompt tuning cannot start exactly at the base: the 
 # $P$ prefix positions and the real positions $0..t$: a $T \times (P+T)$ mask. That is $P\cdot L\cdot 2d$
 # parameters, acting in every layer rather than only at the bottom. Li & Liang found training the
 # table directly unstable and produced it with an MLP from a smaller $P \times d$ table
-# (reparameterisation); P-tuning v2 drops the MLP and trains the table directly. In the GPT the
-# prefix takes no input position (it has no token), but every attention row grows by $P$.
+# (reparameterisation); P-tuning v2 drops the MLP and trains the table directly. The prefix
+# stands for $P$ earlier positions, so the text starts at position $P$ (as in Li & Liang's GPT-2
+# and in PEFT): like a prompt, it takes $P$ positions of the context, and every attention row grows by $P$.
 
 # %%
 T_show, P_show = 6, 3
@@ -261,6 +262,23 @@ print(f"ours vs lorakit attention max diff {diff_attn:.1e}; at init the logits m
 assert diff_attn < 1e-5, "our masked softmax must equal lorakit.siblings.prefix_attention"
 assert n_deep == P * L * 2 * D, "P-tuning v2 trains P x L x 2d numbers"
 assert start_shift_prefix > 1e-4, "a prefix takes attention mass from the start: it cannot equal the base"
+assert deep.cfg.context == C - P, "the prefix stands for P earlier positions"
+
+# %% [markdown]
+# A random prefix is a random context, and it hurts (the logits above moved a lot). Li & Liang
+# initialise the prefix with the activations of real words: the keys and values the base itself
+# computes for $P$ real tokens (`prefix_from_tokens`). Then, at step 0, the prefixed model is
+# *exactly* the base reading those $P$ tokens first — a plausible start. We use $P$ bytes of the
+# docs for every prefix run below (through the MLP, its last layer is fitted by least squares).
+
+# %%
+text = docs_train[:P]
+from_text = add_p_tuning_v2(copy.deepcopy(base), P, init_tokens=text)
+with torch.no_grad():
+    as_context = base(torch.cat([text.long().expand(4, -1), probe], dim=1))[0][:, P:]
+    diff_text = (from_text(probe)[0] - as_context).abs().max().item()
+print(f"prefix initialised from {P} bytes of docs vs the base reading those bytes first: max diff {diff_text:.1e}")
+assert diff_text < 1e-4, "a prefix made of the base's own keys/values for real text is that text as context"
 
 # %% [markdown]
 # ## 5. The same methods in PEFT
@@ -337,8 +355,9 @@ IA3_TARGETS = {1: (("k_proj", "v_proj"), ()), 2: (("k_proj", "v_proj", "down_pro
 METHODS = {  # name: (build(model, budget), [small budget, large budget], learning rates to try)
     "LoRA": (with_lora, [small // 2, large // 2], [3e-3, 1e-2, 3e-2]),
     "adapter": (add_adapters, [small // 2, large // 2], [1e-3, 3e-3, 1e-2]),
-    "prefix (MLP)": (lambda m, p: add_prefix_tuning(m, p, hidden=p), [small, large], [1e-3, 3e-3, 1e-2]),
-    "P-tuning v2": (add_p_tuning_v2, [small, large], [3e-3, 1e-2, 3e-2]),
+    "prefix (MLP)": (lambda m, p: add_prefix_tuning(m, p, hidden=p, init_tokens=docs_train[:p]), [small, large],
+                     [1e-3, 3e-3, 1e-2]),
+    "P-tuning v2": (lambda m, p: add_p_tuning_v2(m, p, init_tokens=docs_train[:p]), [small, large], [1e-3, 3e-3, 1e-2]),
     "P-tuning v1": (lambda m, p: add_p_tuning(m, p, hidden=2 * p), [small, large], [3e-3, 1e-2, 3e-2]),
     "prompt tuning": (add_prompt_tuning, [small, large], [1e-2, 3e-2, 1e-1]),
     "(IA)³": (lambda m, b: add_ia3(m, *IA3_TARGETS[b]), [1, 2], [3e-3, 1e-2, 3e-2]),

@@ -113,12 +113,27 @@ def test_virtual_token_methods_do_not_start_equal_and_leave_the_base_intact(name
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
 
 
-def test_prompt_tuning_takes_positions_prefix_does_not():
+def test_virtual_tokens_take_positions():
     gpt = tiny_gpt()
     assert S.add_prompt_tuning(copy.deepcopy(gpt), 5).cfg.context == 16 - 5
-    assert S.add_p_tuning_v2(copy.deepcopy(gpt), 5).cfg.context == 16
-    with pytest.raises(ValueError, match="context"):
-        S.add_prompt_tuning(copy.deepcopy(gpt), 5)(tokens(shape=(1, 12)))
+    assert S.add_p_tuning_v2(copy.deepcopy(gpt), 5).cfg.context == 16 - 5
+    for model in (S.add_prompt_tuning(copy.deepcopy(gpt), 5), S.add_p_tuning_v2(copy.deepcopy(gpt), 5)):
+        with pytest.raises(ValueError, match="context"):
+            model(tokens(shape=(1, 12)))
+
+
+@pytest.mark.parametrize("hidden", [None, 4])
+def test_prefix_from_real_text_is_that_text_as_context(hidden):
+    """Li & Liang's init: the base's own keys/values for P real tokens. Then the prefixed model
+    computes exactly what the base computes on [those tokens; text] at the text's positions."""
+    gpt, idx = tiny_gpt(), tokens(shape=(2, 10))
+    text = tokens(seed=9, shape=(4,))
+    model = S.add_prefix_tuning(copy.deepcopy(gpt), 4, hidden=hidden, init_tokens=text)
+    with torch.no_grad():
+        want = gpt(torch.cat([text.expand(2, -1), idx], dim=1))[0][:, 4:]
+        assert torch.allclose(model(idx)[0], want, atol=1e-4)
+    with pytest.raises(ValueError, match="init_tokens"):
+        S.add_p_tuning_v2(tiny_gpt(), 4, init_tokens=text[:3])
 
 
 def test_prefix_attention_is_the_hand_computation():
@@ -194,6 +209,7 @@ def test_load_refuses_a_file_for_another_base_and_leaves_it_unchanged(tmp_path):
     (lambda m: S.add_prefix_tuning(m, 0), ValueError, "n_virtual"),
     (lambda m: S.add_p_tuning_v2(m, -1), ValueError, "n_virtual"),
     (lambda m: S.add_prefix_tuning(m, 4, hidden=0), ValueError, "hidden"),
+    (lambda m: S.add_p_tuning_v2(m, 16), ValueError, "context"),
     (lambda m: S.add_prompt_tuning(m, 16), ValueError, "context"),
     (lambda m: S.add_prompt_tuning(m, 0), ValueError, "n_virtual"),
     (lambda m: S.add_p_tuning(m, 4, hidden=8, encoder="gru"), ValueError, "encoder"),
