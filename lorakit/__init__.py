@@ -7,6 +7,7 @@ One concept per module, each derived in a notebook:
 - ``train``   training loop, bits-per-byte evaluation, the cached base model (00)
 - ``lowrank`` SVD truncation, Eckart–Young, subspace similarity (01, 03)
 - ``lora``    the LoRA layer, injection, merging, adapter files (02)
+- ``siblings`` serial adapters, prompt tuning, P-tuning v1/v2, prefix tuning (05)
 - ``widgets`` slider shells over pure functions (03, 06, 07)
 - ``variants`` DoRA, PiSSA's init and LoRA+, each equal to PEFT's (04)
 - ``doctor``  ``check(model)``: is this adapter set up, training, merged right? (04)
