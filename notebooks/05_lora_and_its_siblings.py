@@ -109,7 +109,7 @@ print(f"base val loss: docs (new domain) {base_docs:.3f} bits/byte, code (its ow
 # | P-tuning v1 | $P$ input embeddings made by an MLP/LSTM | the encoder | Liu et al. 2021 |
 # | prefix tuning | $P$ extra keys and values in every attention, via an MLP | $P\times d$ + MLP | Li & Liang 2021 |
 # | P-tuning v2 | the same, stored directly ("deep prompts") | $P \times L \times 2d$ | Liu et al. 2022 |
-| (IA)³ (bonus) | rescale keys, values, MLP hidden units: $xW_k \odot l_k$ | one vector per target | Liu et al. 2022 |
+# | (IA)³ (bonus) | rescale keys, values, MLP hidden units: $xW_k \odot l_k$ | one vector per target | Liu et al. 2022 |
 #
 # Our GPT is byte level: there are no special tokens, so a virtual token is simply an extra
 # position. A prompt or a prefix of $P$ takes $P$ of the $C$ positions away from the text.
