@@ -60,5 +60,11 @@ html: $(STAMP)
 	$(BIN)/python scripts/render_html.py $(if $(FAST),--fast)
 	@echo "read notebooks/_build/html/index.html"
 
+# reveal.js slides of every notebook (executed first, for the figures; FAST=1 for test sizes),
+# viewable with no network: reveal.js and MathJax are copied from npm into notebooks/_build/slides/_assets
+slides: $(STAMP)
+	$(BIN)/python scripts/make_slides.py $(if $(FAST),--fast)
+	@echo "open notebooks/_build/slides/index.html"
+
 clean:
 	rm -rf $(VENV) .cache
