@@ -1,0 +1,209 @@
+"""The workshop clock: from a fresh clone to notebook 03's rank slider live and answering.
+
+    python bench/workshop_clock.py                          # warm pip cache, learner size
+    python bench/workshop_clock.py --wheelhouse wheelhouse  # install with no index (make wheelhouse)
+    python bench/workshop_clock.py --fast                   # test-mode sizes: a smoke run of the script
+
+What a participant does, timed stage by stage, in a temporary folder:
+1. clone      `git clone` of this repository (--repo, default: the checkout this script is in,
+              its committed HEAD);
+2. install    `make .venv/.installed` in the clone: a fresh venv, `pip install -r requirements.txt
+              -e .` from the warm pip cache, or from --wheelhouse with no index at all;
+3. lab open   JupyterLab (the clone's own venv, 127.0.0.1, token) and headless Chromium
+              (tests/browser_helpers.py), notebook 00 open with its kernel idle;
+4. 00 run     Run All Cells in notebook 00: with a fresh model cache (as on a participant's
+              laptop) this pretrains the base model;
+5. 03 live    notebook 03 opened, Run All Cells, then the "rank r" slider dragged until the error
+              readout and the figure change (the checks of tests/test_browser.py).
+Prints each stage as it ends and writes the table to bench/results/workshop-clock.txt (with the
+machine's load average, which on a shared machine inflates every number). The goal is 5 minutes
+on 2 cores. Server, kernels and browser are stopped by PID; the temporary folder is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import test_browser as tb  # noqa: E402  (the browser checks of tests/test_browser.py)
+from browser_helpers import CHROMIUM, Chromium, JupyterLab  # noqa: E402
+
+RESULT = REPO / "bench" / "results" / "workshop-clock.txt"
+GOAL_S = 300
+
+
+def loadavg() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The participant's shell: no PYTHONPATH/virtualenv of ours, no test-mode variables."""
+    drop = {"PYTHONPATH", "VIRTUAL_ENV", "LORAKIT_FAST", "LORAKIT_CACHE", "MPLBACKEND", "PYTHONHASHSEED"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(extra)
+    return env
+
+
+def open_in_workspace(page, server: JupyterLab, rel_path: str, workspace: str) -> None:
+    """Open a notebook in its own named JupyterLab workspace (a clean layout: only this notebook),
+    then wait for its kernel; accept the kernel dialog if one asks."""
+    page.goto(f"{server.base}/lab/workspaces/{workspace}/tree/{rel_path}?token={server.token}",
+              timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+
+    def kernel_ready():
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        states = server.kernel_states()
+        return bool(states) and all(s == "idle" for s in states)
+    tb.wait_until(kernel_ready, 120, f"the kernel of {rel_path} to start and be idle")
+
+
+def slider_answers(page) -> dict:
+    """Drag notebook 03's rank slider; return when the error readout and the figure have changed."""
+    tb.assert_widgets_rendered(page)
+    slider = tb.find_slider(page)
+    cell = slider.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]")
+    value_before = slider.locator(".widget-readout").inner_text()
+    before = tb.snapshot(cell)
+    assert before["error_values"] and before["imgs"], "the rank slider's cell shows no readout or no figure"
+    t_drag = time.monotonic()
+    tb.drag_slider(page, slider)
+    value_after = tb.wait_until(lambda: (v := slider.locator(".widget-readout").inner_text()) != value_before and v,
+                                10, "the slider value to change after dragging")
+
+    def changed():
+        now = tb.snapshot(cell)
+        return now if (now["error_values"] and now["error_values"] != before["error_values"]
+                       and now["imgs"] and now["imgs"] != before["imgs"]) else None
+    after = tb.wait_until(changed, tb.WIDGET_TIMEOUT, "the error readout and the figure to change", interval=0.1)
+    return {"rank": f"{value_before} -> {value_after}", "error": f"{before['error_values']} -> {after['error_values']}",
+            "answer_s": round(time.monotonic() - t_drag, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=str(REPO), help="what to clone (path or URL; default: this checkout)")
+    parser.add_argument("--branch", help="branch to clone (default: the repository's HEAD)")
+    parser.add_argument("--wheelhouse", type=Path, help="install from this folder with no index (make wheelhouse)")
+    parser.add_argument("--python", default="python3", help="the Python that creates the venv (default python3)")
+    parser.add_argument("--fast", action="store_true", help="test-mode sizes (LORAKIT_FAST=1): checks the script, not the clock")
+    parser.add_argument("--warm-model-cache", action="store_true",
+                        help="use ~/.cache/lorakit (a base model already trained) instead of a fresh cache")
+    parser.add_argument("--reuse-venv", type=Path, help="skip the install: link this venv into the clone "
+                        "(a smoke run of the script; its lorakit must be an install of the same code)")
+    parser.add_argument("--out", type=Path, default=RESULT, help=f"result file (default {RESULT.relative_to(REPO)})")
+    args = parser.parse_args(argv)
+    if not CHROMIUM.exists():
+        parser.error(f"{CHROMIUM} is missing: run scripts/install_browser.sh")
+    from playwright.sync_api import sync_playwright
+
+    tb.RUN_ALL_TIMEOUT = 1800    # notebook 00 pretrains the base model at learner size
+    stages: list[tuple[str, float, str]] = []
+    t0 = last = time.monotonic()
+    load_start = loadavg()
+
+    def stage(name: str, note: str = "") -> None:
+        nonlocal last
+        now = time.monotonic()
+        stages.append((name, now - last, note))
+        print(f"[{now - t0:7.1f} s] {name:<10} {now - last:7.1f} s  {note}", flush=True)
+        last = now
+
+    with tempfile.TemporaryDirectory(prefix="lorakit-clock-", ignore_cleanup_errors=True) as tmp:
+        tmp = Path(tmp)
+        clone = tmp / "lorakit"
+        branch = ["--branch", args.branch] if args.branch else []
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", *branch,
+                        Path(args.repo).resolve().as_uri() if Path(args.repo).exists() else args.repo,
+                        str(clone)], check=True)
+        commit = subprocess.run(["git", "-C", str(clone), "log", "-1", "--format=%h %s"],
+                                capture_output=True, text=True).stdout.strip()
+        stage("clone", commit[:60])
+
+        if args.reuse_venv:
+            (clone / ".venv").symlink_to(args.reuse_venv.resolve())
+            stage("install", f"skipped: reused {args.reuse_venv} (smoke run, not a clock)")
+        else:
+            make = ["make", ".venv/.installed", f"PYTHON={args.python}"]
+            if args.wheelhouse:
+                make.append(f"WHEELHOUSE={args.wheelhouse.resolve()}")
+            subprocess.run(make, cwd=clone, env=clean_env(), check=True, stdout=subprocess.DEVNULL)
+            size = subprocess.run(["du", "-sh", str(clone / ".venv")], capture_output=True, text=True).stdout.split()[0]
+            stage("install", f"{'wheelhouse, no index' if args.wheelhouse else 'warm pip cache'}; venv {size}")
+
+        cache = Path.home() / ".cache" / "lorakit" if args.warm_model_cache else tmp / "model-cache"
+        env = clean_env(LORAKIT_CACHE=str(cache), PATH=f"{clone / '.venv' / 'bin'}:{os.environ['PATH']}")
+        if args.fast:
+            env["LORAKIT_FAST"] = "1"
+        server = JupyterLab(clone, tmp, env)
+        server.cmd[0] = str(clone / ".venv" / "bin" / "jupyter")   # the clone's own JupyterLab
+        browser_proc = Chromium(tmp)
+        facts: dict = {}
+        try:
+            server.start(timeout=180)
+            endpoint = browser_proc.start()
+            with sync_playwright() as pw:
+                browser = pw.chromium.connect_over_cdp(endpoint, timeout=60_000)
+                try:
+                    page = browser.contexts[0].new_page()
+                    page.set_viewport_size({"width": 1400, "height": 1000})
+                    nb00 = clone / "notebooks" / "00_start_here.ipynb"
+                    open_in_workspace(page, server, "notebooks/00_start_here.ipynb", "clock00")
+                    stage("lab open", "JupyterLab + Chromium, notebook 00 open, kernel idle")
+                    tb.run_all_cells(page, server, tb.code_cells_to_run(nb00))
+                    trained = "base model from the cache" if args.warm_model_cache else "fresh cache: pretrains the base model"
+                    stage("00 run", trained)
+                    server.record_children()
+
+                    page = browser.contexts[0].new_page()
+                    page.set_viewport_size({"width": 1400, "height": 1000})
+                    nb03 = clone / "notebooks" / "03_rank_and_alpha.ipynb"
+                    open_in_workspace(page, server, "notebooks/03_rank_and_alpha.ipynb", "clock03")
+                    tb.run_all_cells(page, server, tb.code_cells_to_run(nb03))
+                    server.record_children()
+                    facts = slider_answers(page)
+                    stage("03 live", f"run all + slider answered in {facts['answer_s']} s "
+                                     f"(rank {facts['rank']}, error {facts['error']})")
+                finally:
+                    browser.close()
+        finally:
+            try:
+                browser_proc.stop()
+            finally:
+                server.stop()
+
+    total = time.monotonic() - t0
+    size_note = "test mode (LORAKIT_FAST=1)" if args.fast else "learner size"
+    lines = [
+        f"workshop clock: fresh clone -> install -> JupyterLab -> notebook 03's rank slider answering",
+        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()} {os.cpu_count()} cores; "
+        f"Python {platform.python_version()}; {size_note}; "
+        f"{'wheelhouse ' + str(args.wheelhouse) if args.wheelhouse else 'warm pip cache'}",
+        f"load average (1/5/15 min) at start {load_start}, at end {loadavg()} (a shared machine inflates every stage)",
+        "",
+        "| stage | seconds | note |",
+        "|---|---|---|",
+        *[f"| {name} | {secs:.1f} | {note} |" for name, secs, note in stages],
+        f"| **total** | **{total:.1f}** | goal {GOAL_S} s: {'met' if total <= GOAL_S else 'NOT met'} |",
+    ]
+    text = "\n".join(lines)
+    print("\n" + text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
