@@ -11,6 +11,7 @@ page requested nothing from the network.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import pytest
 from browser_helpers import CHROMIUM, REPO, Chromium
 
 sys.path.insert(0, str(REPO / "scripts"))
-from make_slides import LONG_CODE, expected_slides, mark_slides  # noqa: E402
+from make_slides import ASSETS, LONG_CODE, NPM_CACHE, expected_slides, mark_slides  # noqa: E402
 
 NOTEBOOK_00 = REPO / "notebooks" / "00_start_here.ipynb"
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
@@ -135,6 +136,9 @@ def test_decks_render_offline_in_a_real_browser():
     if not CHROMIUM.exists() and sys.platform != "linux":
         pytest.skip(f"{CHROMIUM} exists only on Debian-like Linux; this is {sys.platform}")
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/install_browser.sh (make test does)"
+    cached = all((NPM_CACHE / (spec.replace("@", "-") + ".tgz")).exists() for spec, _ in ASSETS.values())
+    if not cached and shutil.which("npm") is None:
+        pytest.skip("reveal.js and MathJax come from the npm registry, and `npm` is not installed")
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="lorakit-slides-", ignore_cleanup_errors=True) as tmp:
