@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             make = ["make", ".venv/.installed", f"PYTHON={args.python}"]
             if args.wheelhouse:
                 make.append(f"WHEELHOUSE={args.wheelhouse.resolve()}")
-            subprocess.run(make, cwd=clone, env=clean_env(), check=True, stdout=subprocess.DEVNULL)
+            run = subprocess.run(make, cwd=clone, env=clean_env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)   # pip's build warnings: only on failure
+            if run.returncode != 0:
+                raise SystemExit(f"{' '.join(make)} failed ({run.returncode}):\n{run.stderr[-4000:]}")
             size = subprocess.run(["du", "-sh", str(clone / ".venv")], capture_output=True, text=True).stdout.split()[0]
             stage("install", f"{'wheelhouse, no index' if args.wheelhouse else 'warm pip cache'}; venv {size}")
 
