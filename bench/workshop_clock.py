@@ -97,16 +97,18 @@ PROMPTS_JS = """() => [...document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"""
 
 
-def run_from_cell(page, rel_path: str, text: str, command: str, watch: int | None = None) -> int:
+def run_from_cell(page, rel_path: str, text: str, command: str, watch: int | None = None,
+                  offset: int = 0) -> int:
     """Make the code cell of `rel_path` whose source contains `text` the active cell, then start
     the JupyterLab command `command` (e.g. notebook:run-all-above) on it, without waiting for the
-    cells to finish. Returns that cell's index among the notebook's code cells.
+    cells to finish (with `offset` = 1: on the cell after it). Returns that cell's index among
+    the notebook's code cells.
 
     Uses the application object the server exposes (--LabApp.expose_app_in_browser) instead of
     clicking. A command issued before the notebook is fully ready can do nothing, so this waits
     for the notebook's readiness first, then checks that code cell `watch` (default: the first
     cell the command runs) got queued, and issues the command again if it did not."""
-    js = """async ([path, text, command]) => {
+    js = """async ([path, text, command, offset]) => {
         const app = window.jupyterapp;
         const panel = [...app.shell.widgets('main')].find(w => w.context && w.context.path === path);
         if (!panel) return -2;
@@ -118,12 +120,12 @@ def run_from_cell(page, rel_path: str, text: str, command: str, watch: int | Non
         const i = cells.findIndex(c => c.model.type === 'code' && c.model.sharedModel.getSource().includes(text));
         if (i < 0) return -1;
         panel.content.deselectAll();
-        panel.content.activeCellIndex = i;
+        panel.content.activeCellIndex = i + offset;
         panel.content.activate();
         app.commands.execute(command);
         return cells.slice(0, i).filter(c => c.model.type === 'code').length; }"""
     for attempt in range(3):
-        index = page.evaluate(js, [rel_path, text, command])
+        index = page.evaluate(js, [rel_path, text, command, offset])
         assert index != -2, f"{rel_path} is not open in JupyterLab"
         assert index >= 0, f"no code cell of {rel_path} contains {text!r}"
         target = watch if watch is not None else (0 if command.endswith("above") else index)
@@ -271,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     facts = slider_answers(page)
                     stage("03 slider", f"cells 1-{k + 1} (Run All Above + the slider cell), slider answered in "
                                        f"{facts['answer_s']} s (rank {facts['rank']}, error {facts['error']})")
-                    run_from_cell(page, rel03, SLIDER_CODE, "notebook:run-all-below", watch=k + 1)
+                    run_from_cell(page, rel03, SLIDER_CODE, "notebook:run-all-below", watch=k + 1, offset=1)
                     wait_for_cells(page, server, 0, tb.code_cells_to_run(nb03), tb.RUN_ALL_TIMEOUT)
                     server.record_children()
                     rest, rest_cpu = time.monotonic() - last, cpu_seconds() - cpu_last
