@@ -44,8 +44,16 @@ def check(wheelhouse: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+def make_env() -> dict[str, str]:
+    """The environment without what a calling `make` passes down (`make test WHEELHOUSE=x` puts
+    WHEELHOUSE=x into MAKEFLAGS, and every make below would inherit it)."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "WHEELHOUSE", "WHEELHOUSE_DIR"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 def make_dry_run(*args: str) -> str:
-    run = subprocess.run([MAKE, "-n", "-B", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([MAKE, "-n", "-B", "-C", str(REPO), *args], capture_output=True, text=True,
+                         timeout=60, env=make_env())
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -151,7 +159,7 @@ def test_make_stops_before_pip_on_a_missing_wheel(tmp_path):
     for name, version in (("numpy", "2.0"), ("setuptools", "80.0"), ("pip", "26.0")):
         fake_wheel(wh, name, version)
     run = subprocess.run([MAKE, "-C", str(proj), ".venv/.installed", f"WHEELHOUSE={wh}"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=make_env())
     assert run.returncode != 0, run.stdout
     assert "missing wheel: safetensors, needed by requirements.txt (>=0.4)" in run.stderr, run.stderr
     assert "--no-index" not in run.stdout, "pip ran although the wheelhouse was incomplete"
