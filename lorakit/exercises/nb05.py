@@ -9,15 +9,14 @@ import math
 
 import torch
 
-from . import report
-from .nb02 import _as_int
+from . import as_integer, report
 
 
 def check_ex_5_1(answer) -> bool:
     """P-tuning v2 with P = 20 on a Llama-7B shape (32 layers, d = 4096): P · L · 2d = 5,242,880.
     Exact integer (or an integral float)."""
     right = 20 * 32 * 2 * 4096
-    n = _as_int(answer)
+    n = as_integer(answer)
     if n is None:
         return report(False, "", f"expected an int (a parameter count), got {answer!r}")
     if n == right:
