@@ -33,7 +33,8 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29), on a machine shared with ~10 other jobs (load 7–10) | 39–58 s | 17.6 min wall, 316 s of CPU time (not yet timed on an idle machine) |
+# | 2-core x86_64 CPU, base model cached, nearly idle (load ≈ 2), 2026-11-29 | — | **177 s** |
+# | the same CPU shared with ~10 other jobs (load 7–10) | 39–58 s | 17.6 min wall (316 s of CPU time) |
 #
 # **What was cut to fit 6 minutes on 2 cores.** Every fine-tune here is short (`STEPS` steps of
 # batch 16 at context 64, half the base model's context), the sweeps have 3–5 points, most settings

@@ -35,7 +35,8 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU shared with other jobs (load 3–11), base model cached (2026-11-29) | 25–65 s | 6.6 min wall at load ≈ 3; 305 s of CPU time, so ≈ 5 min on an idle machine (estimate) |
+# | 2-core x86_64 CPU, base model cached, nearly idle (load ≈ 2), 2026-11-29 | — | **179 s** |
+# | the same CPU shared with other jobs (load 3–11) | 25–65 s | 6.6 min wall at load ≈ 3 |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).

@@ -34,8 +34,9 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached (2026-11-29) | 40 s | see the README's runtime table |
-# | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 10 min (not yet measured) |
+# | 2-core x86_64 CPU, nearly idle (load ≈ 1), 2026-11-29 (tiny stand-in LLM) | — | **132 s** |
+# | the same CPU shared with other jobs (load ≈ 8) | 86 s under nbval (24 s of CPU time) | — |
+# | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 10–20 min (not yet measured) |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
