@@ -533,7 +533,7 @@ def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = No
         deadline, failed = time.monotonic() + timeout, []
         while True:
             with contextlib.suppress(queue.Empty):
-                while True:
+                while time.monotonic() <= deadline:  # a chatty rank must not starve the deadline check
                     rank, line = lines.get(timeout=0.1)
                     logs[rank].append(line)
                     if echo and ((rank == 0 and line.startswith(("step ", "done:"))) or line.startswith("[rank ")):
