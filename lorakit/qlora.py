@@ -209,6 +209,14 @@ class Linear4bit(nn.Module):
                 f"compute_dtype={self.compute_dtype}, bias={self.bias is not None}")
 
 
+def native_bf16() -> bool:
+    """Whether the CUDA device computes bfloat16 natively (Ampere or newer), emulation not counted."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no including_emulation and never counted emulation
+        return torch.cuda.is_bf16_supported()
+
+
 def choose_compute_dtype(device: torch.device | str) -> torch.dtype:
     """The compute dtype for QLoRA on ``device``: bfloat16 only where it is native, else float32.
 
@@ -220,11 +228,7 @@ def choose_compute_dtype(device: torch.device | str) -> torch.dtype:
     """
     device = torch.device(device)
     if device.type == "cuda":
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch < 2.3 has no including_emulation and never emulates
-            native = torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if native else torch.float32
+        return torch.bfloat16 if native_bf16() else torch.float32
     return torch.float32
 
 
@@ -238,11 +242,7 @@ def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
     if device.type == "cuda" and dtype == torch.bfloat16:
-        try:
-            ok = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch
-            ok = torch.cuda.is_bf16_supported()
-        if not ok:
+        if not native_bf16():
             name = torch.cuda.get_device_name(device)
             raise ValueError(f"compute_dtype torch.bfloat16 is not supported natively on {name}; "
                              "use torch.float32 (safe) or torch.float16 (fast, less stable)")
