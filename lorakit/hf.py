@@ -31,7 +31,7 @@ import torch.nn as nn
 from .data import load_corpus
 from .lora import inject_lora
 from .memory import track_peak
-from .qlora import prepare_qlora
+from .qlora import enable_gradient_checkpointing, prepare_qlora
 from .quiet import quiet_import
 from .sft import IGNORE, chat_example, collate, evaluate_sft, response_loss
 from .train import set_seed
@@ -161,7 +161,7 @@ def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: i
     else:  # full fine-tuning: every weight trains
         model.requires_grad_(True)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model)
     return model
 
 

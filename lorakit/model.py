@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .data import VOCAB_SIZE, decode, encode
+from .validate import number, positive_int
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,12 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model", "mlp_ratio"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), f"GPTConfig.{name}")
         if self.d_model % self.n_head:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        number(self.dropout, "GPTConfig.dropout", low=0.0, high=1.0, high_open=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +77,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    ``checkpoint = True`` (gradient checkpointing, notebook 08 §5) stores only the block's input
+    during training and recomputes the rest in backward: activation memory drops to one block's,
+    for one extra forward. Names and weights do not change, so adapters and merges keep working.
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -87,8 +91,14 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        self.checkpoint = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln_1(x)))
         return x + self.drop(self.mlp(self.ln_2(x)))
 

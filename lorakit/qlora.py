@@ -30,7 +30,6 @@ import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from .lora import LoRALinear, inject_lora, lora_layers
 from .model import Block
@@ -291,42 +290,25 @@ def _set(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-class CheckpointedBlock(Block):
-    """A course-GPT ``Block`` whose activations are recomputed in backward instead of stored.
-
-    ``enable_gradient_checkpointing`` switches a block's class to this one, so module names and
-    weights stay exactly as they were (adapters and merges keep working).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and torch.is_grad_enabled():
-            return checkpoint(super().forward, x, use_reentrant=False)
-        return super().forward(x)
-
-
 def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
     """Recompute each transformer block in backward: memory for activations drops to one block's.
 
     Hugging Face models use their own switch (``activation_checkpointing_enable`` in transformers
     5, ``gradient_checkpointing_enable`` before; non-reentrant);
-    the course GPT gets ``CheckpointedBlock``.
+    the course GPT sets each ``Block.checkpoint`` flag.
     """
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        if getattr(getattr(model, "config", None), "use_cache", None):
-            model.config.use_cache = False
-        return model
-    if hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if getattr(getattr(model, "config", None), "use_cache", None):
-            model.config.use_cache = False  # a KV cache is useless (and refused) while checkpointing
-        return model
+    for switch in ("activation_checkpointing", "gradient_checkpointing"):  # transformers >= 5, < 5
+        if hasattr(model, f"{switch}_enable"):
+            getattr(model, f"{switch}_enable")(**{f"{switch}_kwargs": {"use_reentrant": False}})
+            if getattr(getattr(model, "config", None), "use_cache", None):
+                model.config.use_cache = False  # a KV cache is useless (and refused) while checkpointing
+            return model
     blocks = getattr(model, "blocks", None)
     if blocks is None or not all(isinstance(b, Block) for b in blocks):
         raise ValueError("gradient checkpointing needs a course GPT (model.blocks of lorakit Blocks) "
                          f"or a Hugging Face model; got {type(model).__name__}")
     for block in blocks:
-        block.__class__ = CheckpointedBlock
+        block.checkpoint = True
     return model
 
 

@@ -48,15 +48,41 @@ def test_generate_is_deterministic(tiny_cfg):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(context=0), "context must be a positive integer"),
+        (dict(context=0), "context must be an integer >= 1"),
         (dict(d_model=30, n_head=4), "divisible by n_head"),
-        (dict(dropout=1.0), "dropout must be in"),
-        (dict(n_layer=-1), "n_layer must be a positive integer"),
+        (dict(dropout=1.0), "dropout must be a finite number >= 0.0 and < 1.0"),
+        (dict(n_layer=-1), "n_layer must be an integer >= 1"),
     ],
 )
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_layer=True), dict(d_model=32.0), dict(dropout="0.1")])
+def test_a_config_of_the_wrong_type_is_a_type_error(kwargs):
+    with pytest.raises(TypeError, match="GPTConfig"):
+        GPTConfig(**kwargs)
+
+
+def test_a_checkpointed_block_keeps_fewer_tensors_and_gives_the_same_gradients(tiny_cfg):
+    """Gradient checkpointing is a flag on Block: same outputs and gradients, fewer saved tensors."""
+    x = torch.randint(0, tiny_cfg.vocab_size, (2, tiny_cfg.context))
+    grads, saved = [], []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = GPT(tiny_cfg)
+        for block in model.blocks:
+            block.checkpoint = flag
+        count = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: count.append(t) or t, lambda t: t):
+            loss = model(x, x)[1]
+        loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+        saved.append(len(count))
+    for g0, g1 in zip(*grads):
+        torch.testing.assert_close(g0, g1)
+    assert saved[1] < saved[0]
 
 
 def test_too_long_sequence(tiny_cfg):
