@@ -43,18 +43,16 @@ from lorakit.qlora import (choose_compute_dtype, compile_dequantize, enable_grad
 from lorakit.quiet import quiet_import  # noqa: E402
 
 GOALS = {"peak_vs_peft": 1.05, "time_vs_peft": 1.3, "qlora_peak_vs_bf16_lora": 0.4}
-SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=4,
-                   vocab_size=256)
+SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=4, vocab_size=256)
 
 
 def build_llama(shape: dict, device: torch.device, dtype: torch.dtype, seed: int):
     """A LlamaForCausalLM with random weights, created directly on ``device`` in ``dtype``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
-                      intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
-                      num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
-                      max_position_embeddings=4096, use_cache=False)
+    # MODEL_SHAPES uses a Hugging Face config's key names, so a shape is a LlamaConfig as it is
+    cfg = LlamaConfig(**shape, max_position_embeddings=4096, use_cache=False)
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

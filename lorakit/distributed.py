@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from .data import get_batch, load_splits
 from .lora import save_adapter
-from .memory import GB, _shape, estimate_memory, parameter_counts, quantized_bits_per_parameter
+from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
 from .train import LN2, fast_mode, load_model, set_seed
@@ -606,7 +606,7 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
     one = estimate_memory(model, "qlora", r=r, batch_size=batch_size, seq_len=seq_len,
                           gradient_checkpointing=gradient_checkpointing)
     counts = parameter_counts(model)
-    layers = _shape(model)["num_layers"]
+    layers = shape_of(model)["num_hidden_layers"]
     layer = counts["linear"] / layers * quantized_bits_per_parameter() / 8 / GB  # one decoder layer, 4-bit
     lora_layer = one["lora"] / layers
     gathered = 2 * (layer + lora_layer) if n_gpus > 1 or cpu_offload else 0.0

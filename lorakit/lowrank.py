@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .validate import integer, positive_int
+
 # ---------------------------------------------------------------- checks shared by every function
 
 
@@ -33,12 +35,8 @@ def _check_matrix(W, name: str = "W") -> torch.Tensor:
 def _check_rank(r, m: int, n: int) -> int:
     """``r`` must be an integer in 1..min(m, n): a rank-0 update is no update, and no
     m×n matrix has a rank above min(m, n)."""
-    if isinstance(r, bool) or not isinstance(r, int):
-        raise TypeError(f"r must be an int, got {type(r).__name__} {r!r}")
     k = min(m, n)
-    if not 1 <= r <= k:
-        raise ValueError(f"r must be between 1 and min(m, n) = {k} for a {m}×{n} matrix, got {r}")
-    return r
+    return integer(r, f"r (at most min(m, n) = {k} for a {m}×{n} matrix)", 1, k)
 
 
 def _check_singular_values(s) -> torch.Tensor:
@@ -92,7 +90,7 @@ def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:
     r = k). No SVD of the residual needed — that is the point of the theorem.
     """
     s = _check_singular_values(s)
-    _check_rank(r, s.numel(), s.numel())
+    integer(r, f"r (at most the number of singular values, {s.numel()})", 1, s.numel())
     if norm == "fro":
         return float(s[r:].square().sum().sqrt())
     if norm == "spectral":
@@ -133,7 +131,7 @@ def energy(W_or_s: torch.Tensor, r: int) -> float:
     """
     is_matrix = isinstance(W_or_s, torch.Tensor) and W_or_s.dim() == 2
     s = singular_values(W_or_s) if is_matrix else _check_singular_values(W_or_s)
-    _check_rank(r, s.numel(), s.numel())
+    integer(r, f"r (at most the number of singular values, {s.numel()})", 1, s.numel())
     s2 = s.square()
     total = s2.sum()
     if total == 0:
@@ -159,15 +157,15 @@ def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def full_params(m: int, n: int) -> int:
-    """Numbers in a dense m×n update: ``m·n``."""
-    for name, v in (("m", m), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return m * n
+    """Numbers in a dense m×n update: ``m·n`` (notebook 01 §5)."""
+    return positive_int(m, "m") * positive_int(n, "n")
 
 
 def lora_params(m: int, n: int, r: int) -> int:
-    """Numbers in ``A`` (m×r) plus ``B`` (r×n): ``r(m + n)``, linear in the width, not quadratic."""
+    """Numbers in ``A`` (m×r) plus ``B`` (r×n): ``r(m + n)``, linear in the width, not quadratic.
+
+    The one LoRA parameter-count formula (notebook 01 §5); ``memory.lora_parameter_count`` sums it
+    over a real model's layers."""
     full_params(m, n)
     _check_rank(r, m, n)
     return r * (m + n)
@@ -210,35 +208,6 @@ def gpt3_lora_savings(r: int = 4) -> dict:
     """
     d, layers = 12288, 96
     return lora_savings(175e9, [(d, d)] * (2 * layers), r, bytes_per_param=2)
-
-
-# Llama-7B: d=4096, 32 layers, MLP width 11008 (gate, up, down), vocab 32000, untied head.
-LLAMA_7B = dict(d_model=4096, n_layer=32, d_ff=11008, vocab_size=32000)
-
-
-def llama_shapes(d_model: int, n_layer: int, d_ff: int, targets=("q_proj", "v_proj")) -> list[tuple[int, int]]:
-    """(in, out) of the named projections in every layer of a Llama-style model (no GQA)."""
-    one = {
-        "q_proj": (d_model, d_model), "k_proj": (d_model, d_model),
-        "v_proj": (d_model, d_model), "o_proj": (d_model, d_model),
-        "gate_proj": (d_model, d_ff), "up_proj": (d_model, d_ff), "down_proj": (d_ff, d_model),
-    }
-    unknown = [t for t in targets if t not in one]
-    if unknown or not targets:
-        raise ValueError(f"targets must be a non-empty subset of {sorted(one)}, got {list(targets)}")
-    return [one[t] for _ in range(n_layer) for t in targets]
-
-
-def llama_total_params(d_model: int, n_layer: int, d_ff: int, vocab_size: int) -> int:
-    """All parameters of a Llama-style model: embeddings, attention, gated MLP, RMSNorms, head.
-
-    For ``LLAMA_7B`` this gives 6,738,415,616 — the "7B" (6.7 B) of the model card.
-    """
-    for name, v in (("d_model", d_model), ("n_layer", n_layer), ("d_ff", d_ff), ("vocab_size", vocab_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    per_layer = 4 * d_model * d_model + 3 * d_model * d_ff + 2 * d_model
-    return 2 * vocab_size * d_model + n_layer * per_layer + d_model
 
 
 # ---------------------------------------------------------------- measuring a fine-tuning update
@@ -284,11 +253,7 @@ def _input_directions(A: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _check_index(v, name: str, top: int, matrix: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-    if not 1 <= v <= top:
-        raise ValueError(f"{name} must be between 1 and {top} (the rank of {matrix}), got {v}")
-    return v
+    return integer(v, f"{name} (at most the rank of {matrix}, {top})", 1, top)
 
 
 def _check_pair(A1: torch.Tensor, A2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,8 +302,7 @@ def random_subspace_similarity(d: int, i: int, j: int) -> float:
     E‖U1ᵀU2‖²_F = i·j/d, divided by min(i, j). The baseline a trained pair must beat.
     """
     for name, v in (("d", d), ("i", i), ("j", j)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        positive_int(v, name)
     if max(i, j) > d:
         raise ValueError(f"i and j must be at most d = {d}, got i={i}, j={j}")
     return max(i, j) / d
@@ -347,6 +311,6 @@ def random_subspace_similarity(d: int, i: int, j: int) -> float:
 __all__ = [
     "singular_values", "truncate", "low_rank_factors", "tail_error", "truncation_error",
     "relative_errors", "energy", "random_like", "full_params", "lora_params", "lora_savings",
-    "gpt3_lora_savings", "LLAMA_7B", "llama_shapes", "llama_total_params", "delta_weights", "subspace_similarity",
+    "gpt3_lora_savings", "delta_weights", "subspace_similarity",
     "subspace_similarity_grid", "random_subspace_similarity",
 ]

@@ -36,20 +36,25 @@ import torch
 import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from .lowrank import lora_params
+from .validate import positive_int
+
 GB = 1e9
 
-# LLaMA (1) shapes; "70B" is Llama 2 70B (grouped-query attention: 8 key/value heads).
+# The one model-shape table of the course, with the key names of a Hugging Face ``config.json``
+# (``LlamaConfig``). LLaMA (1) shapes; "70B" is Llama 2 70B (grouped-query attention: 8 key/value
+# heads). Notebook 01 counts LLaMA-7B from it, notebooks 07, 08 and 10 estimate memory with it.
 MODEL_SHAPES: dict[str, dict[str, int]] = {
-    "7B": dict(hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,
-               num_kv_heads=32, vocab_size=32000),
-    "13B": dict(hidden_size=5120, intermediate_size=13824, num_layers=40, num_heads=40,
-                num_kv_heads=40, vocab_size=32000),
-    "33B": dict(hidden_size=6656, intermediate_size=17920, num_layers=60, num_heads=52,
-                num_kv_heads=52, vocab_size=32000),
-    "65B": dict(hidden_size=8192, intermediate_size=22016, num_layers=80, num_heads=64,
-                num_kv_heads=64, vocab_size=32000),
-    "70B": dict(hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64,
-                num_kv_heads=8, vocab_size=32000),
+    "7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=32000),
+    "13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                num_key_value_heads=40, vocab_size=32000),
+    "33B": dict(hidden_size=6656, intermediate_size=17920, num_hidden_layers=60, num_attention_heads=52,
+                num_key_value_heads=52, vocab_size=32000),
+    "65B": dict(hidden_size=8192, intermediate_size=22016, num_hidden_layers=80, num_attention_heads=64,
+                num_key_value_heads=64, vocab_size=32000),
+    "70B": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                num_key_value_heads=8, vocab_size=32000),
 }
 
 METHODS = ("full", "lora", "qlora")
@@ -59,7 +64,9 @@ LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # ---------------------------------------------------------------- shapes and parameter counts
 
 
-def _shape(model: str | Mapping[str, int]) -> dict[str, int]:
+def shape_of(model: str | Mapping[str, int]) -> dict[str, int]:
+    """The shape dict of ``model``: a name from ``MODEL_SHAPES`` or a dict with the same keys
+    (a Hugging Face config's ``to_dict()`` works: extra keys are ignored)."""
     if isinstance(model, str):
         if model not in MODEL_SHAPES:
             raise ValueError(f"model must be one of {sorted(MODEL_SHAPES)} or a shape dict, got {model!r}")
@@ -74,9 +81,9 @@ def _shape(model: str | Mapping[str, int]) -> dict[str, int]:
 
 def linear_shapes(model: str | Mapping[str, int]) -> dict[str, tuple[int, int]]:
     """(in, out) of each linear layer in one LLaMA decoder layer (the LoRA targets)."""
-    s = _shape(model)
+    s = shape_of(model)
     h, i = s["hidden_size"], s["intermediate_size"]
-    kv = h // s["num_heads"] * s["num_kv_heads"]
+    kv = h // s["num_attention_heads"] * s["num_key_value_heads"]
     return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
             "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
@@ -87,24 +94,22 @@ def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:
     The split matters because QLoRA quantizes only the first group: the embedding, the output
     head and the norms stay in 16 bits. LLaMA-7B comes out at 6.74 B, 65B at 65.29 B.
     """
-    s = _shape(model)
+    s = shape_of(model)
     per_layer = sum(m * n for m, n in linear_shapes(s).values())
-    linear = s["num_layers"] * per_layer
-    norms = (2 * s["num_layers"] + 1) * s["hidden_size"]
+    linear = s["num_hidden_layers"] * per_layer
+    norms = (2 * s["num_hidden_layers"] + 1) * s["hidden_size"]
     other = 2 * s["vocab_size"] * s["hidden_size"] + norms  # embedding + lm_head (untied) + norms
     return {"linear": linear, "other": other, "total": linear + other}
 
 
 def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-linear") -> int:
-    """r·(in + out) per adapted layer: A is in×r, B is r×out."""
+    """``lowrank.lora_params`` = r·(in + out) summed over the adapted layers of every decoder layer."""
     shapes = linear_shapes(model)
     names = list(shapes) if targets == "all-linear" else list(targets)
     unknown = sorted(set(names) - set(shapes))
     if unknown:
         raise ValueError(f"targets must be 'all-linear' or names from {list(shapes)}, got unknown {unknown}")
-    if not isinstance(r, int) or r <= 0:
-        raise ValueError(f"r must be a positive integer, got {r!r}")
-    return _shape(model)["num_layers"] * sum(r * sum(shapes[n]) for n in names)
+    return shape_of(model)["num_hidden_layers"] * sum(lora_params(*shapes[n], r) for n in names)
 
 
 def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:
@@ -138,14 +143,14 @@ def activation_bytes(
     full set while it is recomputed. Both add the logits in float32 and their gradient
     (``2·b·s·vocab·4`` bytes), which is often the largest single tensor at small batch sizes.
     """
-    s = _shape(model)
+    s = shape_of(model)
     tokens = batch_size * seq_len
     per_layer = tokens * (6 * s["hidden_size"] + 4 * s["intermediate_size"]) * bytes_per_value
     logits = 2 * tokens * s["vocab_size"] * 4
     if gradient_checkpointing:
-        kept = s["num_layers"] * tokens * s["hidden_size"] * bytes_per_value
+        kept = s["num_hidden_layers"] * tokens * s["hidden_size"] * bytes_per_value
         return kept + per_layer + logits
-    return s["num_layers"] * per_layer + logits
+    return s["num_hidden_layers"] * per_layer + logits
 
 
 def estimate_memory(
@@ -178,8 +183,7 @@ def estimate_memory(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(value, name)
     counts = parameter_counts(model)
     if method == "full":
         n_lora, trainable = 0, counts["total"]

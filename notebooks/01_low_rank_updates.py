@@ -55,6 +55,7 @@ from matplotlib import cbook
 from lorakit import lowrank
 from lorakit.data import load_splits
 from lorakit.exercises.nb01 import check_ex_1_1, check_ex_1_2, check_ex_1_3, check_ex_1_4, exercise_matrix
+from lorakit.memory import MODEL_SHAPES, linear_shapes, parameter_counts
 from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
 from lorakit.widgets import rank_figure
 
@@ -219,22 +220,24 @@ print(f"GPT-3 175B, r = 4 on Wq, Wv: {trainable:,} trainable parameters = {train
 
 # %% [markdown]
 # **Llama-7B**: $d = 4096$, 32 layers, MLP width 11008 (gate, up, down), vocabulary 32000.
-# Its total, counted from the shapes, is the "7B" of its name; LoRA on the attention
+# Its total, counted from the shapes (`lorakit.memory.MODEL_SHAPES`, the course's one shape table,
+# keyed like a Hugging Face `config.json`), is the "7B" of its name; LoRA on the attention
 # projections adds a fraction of a percent.
 
 # %%
-total = lowrank.llama_total_params(**lowrank.LLAMA_7B)
+llama = MODEL_SHAPES["7B"]  # the course's one shape table, with a Hugging Face config's key names
+total = parameter_counts(llama)["total"]
 assert abs(total - 6.74e9) < 0.01e9, "the shapes add up to Llama-7B's 6.74 B parameters"
-cfg = dict(d_model=4096, n_layer=32, d_ff=11008)
+per_layer = linear_shapes(llama)  # (in, out) of q_proj … down_proj in one decoder layer
 rows = [("q_proj, v_proj", ("q_proj", "v_proj"), 8),
         ("q, k, v, o", ("q_proj", "k_proj", "v_proj", "o_proj"), 8),
         ("all linear (QLoRA)", ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), 64)]
 print(f"Llama-7B: {total:,} parameters ({total / 1e9:.2f} B)")
 for label, targets, r in rows:
-    sav = lowrank.lora_savings(total, lowrank.llama_shapes(**cfg, targets=targets), r)
+    sav = lowrank.lora_savings(total, [per_layer[t] for t in targets] * llama["num_hidden_layers"], r)
     print(f"  r = {r:>2} on {label:<20} {sav['lora_trainable'] / 1e6:7.2f} M trainable "
           f"({100 / sav['ratio']:.3f} % of the model), adapter {sav['lora_checkpoint_bytes'] / 1e6:6.1f} MB in fp16")
-qv = lowrank.lora_savings(total, lowrank.llama_shapes(**cfg), 8)
+qv = lowrank.lora_savings(total, [per_layer["q_proj"], per_layer["v_proj"]] * llama["num_hidden_layers"], 8)
 assert qv["lora_trainable"] == 32 * 2 * 8 * (4096 + 4096) == 4_194_304
 assert qv["ratio"] > 1000, "r = 8 on q, v trains under 0.1 % of Llama-7B"
 

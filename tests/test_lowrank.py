@@ -99,14 +99,6 @@ def test_gpt3_claims_by_arithmetic():
     assert 30e6 < g["lora_checkpoint_bytes"] < 40e6, "the paper's '35 MB'"
 
 
-def test_llama_7b_shapes():
-    assert lr.llama_total_params(**lr.LLAMA_7B) == 6_738_415_616
-    shapes = lr.llama_shapes(4096, 32, 11008, targets=("q_proj", "v_proj", "down_proj"))
-    assert len(shapes) == 96 and shapes[2] == (11008, 4096)
-    s = lr.lora_savings(6.7e9, lr.llama_shapes(4096, 32, 11008), r=8)
-    assert s["lora_trainable"] == 32 * 2 * 8 * 8192
-
-
 # ---------------------------------------------------------------- ΔW of a fine-tuning
 
 
@@ -198,16 +190,16 @@ def test_phi_uses_input_space_directions_of_our_in_by_r_A():
 def test_bad_rank_raises_value_error_naming_the_range(r):
     W = randn(8, 5)
     for fn in (lr.truncate, lr.low_rank_factors, lr.truncation_error, lr.energy):
-        with pytest.raises(ValueError, match=r"r must be between 1 and min\(m, n\) = 5.*got " + str(r)):
+        with pytest.raises(ValueError, match=r"r \(at most .*\b5\b.*\) must be an integer in 1\.\.5, got " + str(r)):
             fn(W, r)
-    with pytest.raises(ValueError, match="r must be between"):
+    with pytest.raises(ValueError, match="r .at most min"):
         lr.lora_params(8, 5, r)
 
 
 def test_non_integer_rank_is_a_type_error():
-    with pytest.raises(TypeError, match="r must be an int"):
+    with pytest.raises(TypeError, match=r"r \(at most .*\) must be an int"):
         lr.truncate(randn(4, 4), 2.0)
-    with pytest.raises(TypeError, match="r must be an int"):
+    with pytest.raises(TypeError, match=r"r \(at most .*\) must be an int"):
         lr.truncate(randn(4, 4), True)
 
 
@@ -237,17 +229,17 @@ def test_bad_norm_and_bad_singular_values():
 
 def test_phi_bad_input():
     A1, A2 = randn(16, 4), randn(16, 8)
-    with pytest.raises(ValueError, match=r"i must be between 1 and 4 .*got 5"):
+    with pytest.raises(ValueError, match=r"i \(at most the rank of A1, 4\) must be an integer in 1\.\.4, got 5"):
         lr.subspace_similarity(A1, A2, 5, 1)
-    with pytest.raises(ValueError, match=r"j must be between 1 and 8 .*got 0"):
+    with pytest.raises(ValueError, match=r"j \(at most the rank of A2, 8\) must be an integer in 1\.\.8, got 0"):
         lr.subspace_similarity(A1, A2, 1, 0)
     with pytest.raises(ValueError, match="same input size"):
         lr.subspace_similarity(A1, randn(15, 4), 1, 1)
-    with pytest.raises(ValueError, match="max_j must be between 1 and 8"):
+    with pytest.raises(ValueError, match=r"max_j .* must be an integer in 1\.\.8"):
         lr.subspace_similarity_grid(A1, A2, 4, 9)
     with pytest.raises(ValueError, match="2-D"):
         lr.subspace_similarity(torch.zeros(16), A2, 1, 1)
-    with pytest.raises(TypeError, match="i must be an int"):
+    with pytest.raises(TypeError, match=r"i \(at most .*\) must be an int"):
         lr.subspace_similarity(A1, A2, 1.5, 1)
 
 
@@ -256,9 +248,7 @@ def test_savings_bad_input():
         lr.lora_savings(0, [(4, 4)], 1)
     with pytest.raises(ValueError, match="at least one"):
         lr.lora_savings(10, [], 1)
-    with pytest.raises(ValueError, match="targets must be"):
-        lr.llama_shapes(8, 1, 16, targets=("wq",))
-    with pytest.raises(ValueError, match="m must be a positive integer"):
+    with pytest.raises(ValueError, match="m must be an integer >= 1"):
         lr.full_params(0, 3)
     assert math.isclose(lr.lora_savings(100, [(4, 4)], 1, bytes_per_param=4)["lora_checkpoint_bytes"], 32)
 

@@ -22,6 +22,15 @@ def test_shapes_give_the_published_parameter_counts():
     for name, billions in expected.items():
         got = parameter_counts(name)["total"] / 1e9
         assert got == pytest.approx(billions, rel=0.01), f"{name}: {got:.2f} B parameters"
+    assert parameter_counts("7B")["total"] == 6_738_415_616, "the exact count of LLaMA-7B's model card"
+
+
+def test_the_shape_table_uses_hugging_face_key_names():
+    transformers = pytest.importorskip("transformers")
+    for name, shape in MODEL_SHAPES.items():
+        config = transformers.LlamaConfig(**shape)  # an unknown key would be kept, so compare back
+        assert {k: getattr(config, k) for k in shape} == shape, name
+    assert parameter_counts(transformers.LlamaConfig(**MODEL_SHAPES["7B"]).to_dict()) == parameter_counts("7B")
 
 
 def test_bits_per_parameter_of_double_quantization():
