@@ -18,6 +18,8 @@ import sysconfig
 
 import torch
 
+from .validate import positive_int
+
 VOCAB_SIZE = 256
 CORPORA = ("code", "docs", "tests")
 _TEST_DIRS = {"test", "tests", "idle_test"}
@@ -80,8 +82,8 @@ def load_corpus(name: str, max_bytes: int | None = None) -> bytes:
     """
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; choose one of {CORPORA}")
-    if max_bytes is not None and max_bytes <= 0:
-        raise ValueError(f"max_bytes must be a positive number of bytes or None, got {max_bytes}")
+    if max_bytes is not None:
+        positive_int(max_bytes, "max_bytes (or None)")
     if name == "docs":
         text = _docs_text()
     else:
@@ -105,8 +107,7 @@ def train_val_split(data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    if chunk <= 0:
-        raise ValueError(f"chunk must be a positive number of bytes, got {chunk}")
+    positive_int(chunk, "chunk (bytes)")
     every = max(2, round(1 / val_fraction))
     pieces = list(torch.split(data, chunk))
     val = [p for i, p in enumerate(pieces) if i % every == every - 1]
@@ -132,10 +133,8 @@ def get_batch(data: torch.Tensor, batch_size: int, context: int, generator: torc
 
     The generator makes batches reproducible: same seed, same batches, same loss.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    if context <= 0:
-        raise ValueError(f"context must be a positive integer, got {context}")
+    positive_int(batch_size, "batch_size")
+    positive_int(context, "context")
     if len(data) <= context + 1:
         raise ValueError(f"data has {len(data)} tokens, fewer than context + 2 = {context + 2}")
     starts = torch.randint(len(data) - context - 1, (batch_size,), generator=generator)

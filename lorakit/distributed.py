@@ -51,6 +51,7 @@ from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_pa
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
 from .train import LN2, fast_mode, load_model, set_seed
+from .validate import integer, number, positive_int
 
 # ---------------------------------------------------------------- quant storage
 
@@ -228,23 +229,15 @@ class RunSettings:
 
     def __post_init__(self):
         for name in ("steps", "global_batch", "r", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"RunSettings.{name} must be an int, got {type(value).__name__} {value!r}")
-            if value < (0 if name == "seed" else 1):
-                raise ValueError(f"RunSettings.{name} must be {'>= 0' if name == 'seed' else '>= 1'}, got {value}")
+            integer(getattr(self, name), f"RunSettings.{name}", low=0 if name == "seed" else 1)
         for name in ("lr", "alpha", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"RunSettings.{name} must be a number > 0, got {value!r}")
-        if self.max_bytes is not None and (isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int)
-                                           or self.max_bytes <= 0):
-            raise ValueError(f"RunSettings.max_bytes must be a positive int or None, got {self.max_bytes!r}")
+            number(getattr(self, name), f"RunSettings.{name}", low=0, low_open=True)
+        if self.max_bytes is not None:
+            positive_int(self.max_bytes, "RunSettings.max_bytes (or None)")
 
     def check_world(self, world_size: int) -> None:
         """The global batch must split evenly, or the N-rank run would not be the same run."""
-        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"the number of ranks must be an int >= 1, got {world_size!r}")
+        positive_int(world_size, "world_size (the number of ranks)")
         if self.global_batch % world_size:
             raise ValueError(f"global_batch {self.global_batch} does not split into {world_size} equal "
                              f"per-rank batches; choose a multiple of {world_size}")
@@ -601,8 +594,7 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
     copied in per layer: the GPU keeps only the two gathered layers and the activations.
     Allocator overhead and temporaries (a dequantized weight, the float32 logits) are ignored.
     """
-    if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
-        raise ValueError(f"n_gpus must be an int >= 1, got {n_gpus!r}")
+    positive_int(n_gpus, "n_gpus")
     one = estimate_memory(model, "qlora", r=r, batch_size=batch_size, seq_len=seq_len,
                           gradient_checkpointing=gradient_checkpointing)
     counts = parameter_counts(model)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .data import VOCAB_SIZE, decode, encode
-from .validate import number, positive_int
+from .validate import integer, number, positive_int
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,8 @@ def generate(
     seed: int = 0,
 ) -> str:
     """Sample a continuation of ``prompt`` byte by byte (deterministic for a given seed)."""
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    integer(max_new_tokens, "max_new_tokens", low=0)
+    number(temperature, "temperature", low=0, low_open=True)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .data import _stdlib_files, decode, encode
 from .train import cache_dir, fast_mode, set_seed
+from .validate import integer, positive_int
 
 #: the ignore index of ``F.cross_entropy``: a label that contributes nothing to the loss
 IGNORE = -100
@@ -119,8 +120,7 @@ def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if not isinstance(max_summary_chars, int) or isinstance(max_summary_chars, bool) or max_summary_chars < 12:
-        raise ValueError(f"max_summary_chars must be an integer >= 12, got {max_summary_chars!r}")
+    integer(max_summary_chars, "max_summary_chars", low=12)
     return tuple(p for p in _all_pairs(max_summary_chars) if _is_validation(p.module) == (split == "val"))
 
 
@@ -243,9 +243,8 @@ def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr:
     Linear warm-up for ``warmup`` steps, then a constant rate (QLoRA's schedule). Deterministic
     for a given ``seed``.
     """
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    positive_int(steps, "steps")
+    positive_int(batch_size, "batch_size")
     if not examples:
         raise ValueError("examples is empty: nothing to train on")
     params = [p for p in model.parameters() if p.requires_grad]

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data import fingerprint, get_batch, load_splits
 from .model import GPT, GPTConfig
+from .validate import number, positive_int
 
 LN2 = math.log(2.0)
 
@@ -62,9 +63,9 @@ def set_seed(seed: int) -> None:
 def _context(model: nn.Module, context: int | None) -> int:
     if context is None:
         context = getattr(getattr(model, "cfg", None), "context", None)
-    if context is None or context <= 0:
-        raise ValueError(f"context must be a positive integer, got {context}")
-    return context
+    if context is None:
+        raise ValueError("context must be given: the model has no cfg.context to take it from")
+    return positive_int(context, "context")
 
 
 @torch.no_grad()
@@ -81,8 +82,7 @@ def evaluate(
     The windows come from a generator seeded with ``seed``, so two models (or one model before
     and after training) are compared on exactly the same text.
     """
-    if n_batches <= 0:
-        raise ValueError(f"n_batches must be a positive integer, got {n_batches}")
+    positive_int(n_batches, "n_batches")
     context = _context(model, context)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -138,12 +138,9 @@ def train(
     ``optimizer``: use this one instead (e.g. LoRA+'s groups, notebook 04); the schedule then
     scales each group's own learning rate and ``lr``/``weight_decay`` are not used.
     """
-    if steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    positive_int(steps, "steps")
+    positive_int(batch_size, "batch_size")
+    number(lr, "lr", low=0, low_open=True)
     context = _context(model, context)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -53,27 +53,27 @@ class NoLinear(nn.Module):
 CASES = [
     # data
     ("unknown corpus", lambda: data.load_corpus("wiki"), ValueError, r"unknown corpus 'wiki'"),
-    ("max_bytes 0", lambda: data.load_corpus("code", 0), ValueError, r"max_bytes must be a positive"),
-    ("batch_size 0", lambda: data.get_batch(U8, 0, 4, GEN), ValueError, r"batch_size must be a positive"),
-    ("context 0", lambda: data.get_batch(U8, 2, 0, GEN), ValueError, r"context must be a positive"),
+    ("max_bytes 0", lambda: data.load_corpus("code", 0), ValueError, r"max_bytes \(or None\) must be an integer >= 1"),
+    ("batch_size 0", lambda: data.get_batch(U8, 0, 4, GEN), ValueError, r"batch_size must be an integer >= 1"),
+    ("context 0", lambda: data.get_batch(U8, 2, 0, GEN), ValueError, r"context must be an integer >= 1"),
     ("context too long", lambda: data.get_batch(U8, 2, 200, GEN), ValueError, r"fewer than context"),
     ("val_fraction 0", lambda: data.train_val_split(U8, 0.0), ValueError, r"val_fraction must be between 0 and 1"),
     # model and train
-    ("config context 0", lambda: GPTConfig(context=0), ValueError, r"context must be a positive integer"),
+    ("config context 0", lambda: GPTConfig(context=0), ValueError, r"GPTConfig.context must be an integer >= 1"),
     ("heads do not divide", lambda: GPTConfig(d_model=10, n_head=3), ValueError, r"divisible by n_head"),
-    ("steps 0", lambda: train.train(gpt(), U8, steps=0), ValueError, r"steps must be a positive"),
-    ("lr negative", lambda: train.train(gpt(), U8, steps=1, lr=-1.0), ValueError, r"lr must be > 0"),
-    ("eval n_batches 0", lambda: train.evaluate(gpt(), U8, n_batches=0), ValueError, r"n_batches must be a positive"),
+    ("steps 0", lambda: train.train(gpt(), U8, steps=0), ValueError, r"steps must be an integer >= 1"),
+    ("lr negative", lambda: train.train(gpt(), U8, steps=1, lr=-1.0), ValueError, r"lr must be a finite number > 0"),
+    ("eval n_batches 0", lambda: train.evaluate(gpt(), U8, n_batches=0), ValueError, r"n_batches must be an integer >= 1"),
     ("nothing trainable", lambda: train.train(gpt().requires_grad_(False), U8, steps=1), ValueError, r"no trainable parameters"),
     ("unknown base setting", lambda: train.base_model(epochs=1), ValueError, r"unknown base_model settings \['epochs'\]"),
     # lowrank
-    ("truncate r 0", lambda: lowrank.truncate(W, 0), ValueError, r"r must be between 1 and min\(m, n\) = 6"),
-    ("truncate r too big", lambda: lowrank.truncate(W, 7), ValueError, r"r must be between 1 and min\(m, n\) = 6.*got 7"),
+    ("truncate r 0", lambda: lowrank.truncate(W, 0), ValueError, r"r \(at most min\(m, n\) = 6 for a 8×6 matrix\) must be an integer in 1\.\.6"),
+    ("truncate r too big", lambda: lowrank.truncate(W, 7), ValueError, r"r \(at most min\(m, n\) = 6 for a 8×6 matrix\) must be an integer in 1\.\.6, got 7"),
     ("truncate 1-D", lambda: lowrank.truncate(torch.randn(5), 1), ValueError, r"must be a 2-D matrix"),
     ("truncate not a tensor", lambda: lowrank.truncate([[1.0]], 1), TypeError, r"must be a torch.Tensor"),
     ("tail_error bad norm", lambda: lowrank.tail_error(torch.tensor([2.0, 1.0]), 1, norm="nuclear"), ValueError, r"norm must be 'fro' or 'spectral'"),
     ("energy of zero", lambda: lowrank.energy(torch.zeros(3, 3), 1), ValueError, r"undefined for the zero matrix"),
-    ("phi i out of range", lambda: lowrank.subspace_similarity(torch.randn(10, 4), torch.randn(10, 4), 5, 1), ValueError, r"i must be between 1 and 4"),
+    ("phi i out of range", lambda: lowrank.subspace_similarity(torch.randn(10, 4), torch.randn(10, 4), 5, 1), ValueError, r"i \(at most the rank of A1, 4\) must be an integer in 1\.\.4"),
     ("phi shapes differ", lambda: lowrank.subspace_similarity(torch.randn(10, 4), torch.randn(12, 4), 1, 1), ValueError, r"same input size"),
     # lora
     ("LoRA r 0", lambda: lora.LoRALinear(nn.Linear(8, 4), r=0, alpha=1), ValueError, r"r must be"),
@@ -109,7 +109,7 @@ CASES = [
     # memory
     ("memory unknown model", lambda: memory.estimate_memory("8B", "qlora"), ValueError, r"model must be one of"),
     ("memory unknown method", lambda: memory.estimate_memory("7B", "adapter"), ValueError, r"method must be one of"),
-    ("memory r 0", lambda: memory.estimate_memory("7B", "lora", r=0), ValueError, r"must be a positive integer"),
+    ("memory r 0", lambda: memory.estimate_memory("7B", "lora", r=0), ValueError, r"r \(at most .*\) must be an integer in 1\.\."),
 ]
 
 

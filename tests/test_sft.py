@@ -118,10 +118,12 @@ def test_fine_tuning_the_course_gpt_lowers_the_response_loss(pairs):
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="split must be"):
         sft.docstring_pairs("test")
-    with pytest.raises(ValueError, match="max_summary_chars"):
+    with pytest.raises(TypeError, match="max_summary_chars must be an int"):
         sft.docstring_pairs("train", True)
+    with pytest.raises(ValueError, match="max_summary_chars must be an integer >= 12"):
+        sft.docstring_pairs("train", 11)
     model = GPT(GPTConfig(context=32, n_layer=1, n_head=2, d_model=32))
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         sft.train_sft(model, [(torch.tensor([1, 2]), torch.tensor([1, 2]))], steps=0, batch_size=1, lr=1e-3, pad_id=0)
     with pytest.raises(ValueError, match="examples is empty"):
         sft.train_sft(model, [], steps=1, batch_size=1, lr=1e-3, pad_id=0)

@@ -127,10 +127,10 @@ def test_device_helper_returns_cpu_here():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(steps=0), "steps must be a positive"),
-        (dict(steps=1, batch_size=0), "batch_size must be a positive"),
-        (dict(steps=1, lr=0.0), "lr must be > 0"),
-        (dict(steps=1, context=0), "context must be a positive"),
+        (dict(steps=0), "steps must be an integer >= 1"),
+        (dict(steps=1, batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(steps=1, lr=0.0), "lr must be a finite number > 0"),
+        (dict(steps=1, context=0), "context must be an integer >= 1"),
     ],
 )
 def test_train_bad_input(tiny_cfg, splits, kwargs, match):
