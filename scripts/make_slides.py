@@ -21,19 +21,16 @@ Writes DIR/NN_name.slides.html and DIR/index.html (default DIR: notebooks/_build
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import html
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from notebook_runner import REPO, arguments, execute, finish, run_all, set_environment, write_index
+
 DEFAULT_OUT = REPO / "notebooks" / "_build" / "slides"
 TEMPLATE_DIR = REPO / "scripts" / "slides_template"
 NPM_CACHE = REPO / ".cache" / "npm"
@@ -49,7 +46,6 @@ HEIGHT_BUDGET = 30     # lines of content per (sub-)slide before a section is cu
 FIGURE_LINES = 18      # how many lines a figure counts for
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*")
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 # ---------------------------------------------------------------- slide metadata (pure functions)
@@ -178,14 +174,6 @@ def fetch_assets(out: Path) -> Path:
 
 # ---------------------------------------------------------------- execute and convert
 
-def execute(nb, path: Path, timeout: int):
-    """Run the notebook (cwd = its folder) with the inline backend, so figures are captured."""
-    from nbconvert.preprocessors import ExecutePreprocessor
-
-    ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
-        nb, {"metadata": {"path": str(path.parent)}})
-
-
 def to_slides(nb) -> str:
     from nbconvert import SlidesExporter
     from traitlets.config import Config
@@ -202,63 +190,34 @@ def to_slides(nb) -> str:
     return body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="notebooks to convert (default: every notebooks/NN_*.ipynb)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--fast", action="store_true", help="execute in test mode (LORAKIT_FAST=1)")
-    parser.add_argument("--no-execute", action="store_true",
-                        help="convert the notebooks as they are (committed without outputs: no figures)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
-    args = parser.parse_args(argv)
-
+def build(path: Path, out_dir: Path, timeout: int, run: bool):
+    """Execute one notebook (unless ``run`` is False), mark its slides and write the deck."""
     import nbformat
 
-    paths = args.notebooks or sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing or not paths:
-        parser.error(f"no such notebook: {', '.join(missing) or 'notebooks/NN_*.ipynb'}")
-    os.environ["MPLBACKEND"] = INLINE_BACKEND   # `make test` sets Agg, which would drop every figure
-    if args.fast:
-        os.environ["LORAKIT_FAST"] = "1"
-        os.environ.setdefault("LORAKIT_CACHE", str(REPO / ".cache" / "test"))
+    nb = nbformat.read(path, as_version=4)
+    error = execute(nb, path, timeout) if run else None
+    marked = mark_slides(nb)
+    target = out_dir / f"{path.stem}.slides.html"
+    target.write_text(to_slides(marked), encoding="utf-8")
+    slides, subslides = expected_slides(marked)
+    return target, (target.name, path.stem, f"({slides} slides)"), error, \
+        f"{slides} slides, {subslides} with sub-slides, "
+
+
+def main(argv: list[str] | None = None) -> int:
+    def no_execute(parser):
+        parser.add_argument("--no-execute", action="store_true",
+                            help="convert the notebooks as they are (committed without outputs: no figures)")
+
+    args = arguments(__doc__.splitlines()[0], DEFAULT_OUT, argv, extra=no_execute)
+    set_environment(args.fast)
     args.out.mkdir(parents=True, exist_ok=True)
     fetch_assets(args.out)
-
-    rows, failed = [], []
-    for path in paths:
-        start = time.monotonic()
-        nb = nbformat.read(path, as_version=4)
-        error = None
-        if not args.no_execute:
-            try:
-                execute(nb, path.resolve(), args.timeout)
-            except Exception as e:  # still write what ran, so the failure can be seen
-                error = (str(e).strip().splitlines() or [repr(e)])[-1]
-        marked = mark_slides(nb)
-        target = args.out / f"{path.stem}.slides.html"
-        target.write_text(to_slides(marked), encoding="utf-8")
-        slides, subslides = expected_slides(marked)
-        rows.append((target.name, path.stem, slides, subslides))
-        took = time.monotonic() - start
-        if error:
-            failed.append(path.name)
-            print(f"FAILED {path.name} after {took:.1f} s: {error}  (partial deck in {target})", flush=True)
-        else:
-            print(f"ok     {path.name} -> {target} ({slides} slides, {subslides} with sub-slides, "
-                  f"{took:.1f} s)", flush=True)
-    items = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(name)}</a> '
-                      f"({slides} slides)</li>" for href, name, slides, _ in rows)
-    (args.out / "index.html").write_text(
-        "<!doctype html>\n<meta charset='utf-8'>\n<title>lorakit slides</title>\n"
-        "<h1>lorakit: slides</h1>\n<p>Arrow keys move between slides (down: the slide's details); "
-        "<kbd>S</kbd> opens the speaker view.</p>\n" f"<ol>\n{items}\n</ol>\n", encoding="utf-8")
-    print(f"index: {args.out / 'index.html'}")
-    if failed:
-        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    rows, failed = run_all(args.paths, lambda path: build(path, args.out, args.timeout, not args.no_execute))
+    write_index(args.out, "lorakit slides", "lorakit: slides",
+                "Arrow keys move between slides (down: the slide's details); <kbd>S</kbd> opens the speaker view.",
+                rows)
+    return finish(failed)
 
 
 if __name__ == "__main__":
