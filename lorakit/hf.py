@@ -55,6 +55,7 @@ def _transformers():
     return transformers
 
 
+# notebook 09 §6
 def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int = 512) -> Path:
     """Save a tiny ``LlamaForCausalLM`` and a tokenizer to ``folder``, offline, in about a second.
 
@@ -92,6 +93,7 @@ def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int =
     return folder
 
 
+# notebook 09 §6
 def load_tokenizer(model_id: str | os.PathLike, local_only: bool = False):
     """``AutoTokenizer`` with a pad token (the EOS token when the model has none)."""
     tokenizer = _transformers().AutoTokenizer.from_pretrained(str(model_id), local_files_only=local_only)
@@ -100,6 +102,7 @@ def load_tokenizer(model_id: str | os.PathLike, local_only: bool = False):
     return tokenizer
 
 
+# notebook 09 §6
 def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
                device: torch.device | str = "cpu", local_only: bool = False) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` on ``device``, in eval mode."""
@@ -108,6 +111,7 @@ def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
     return model.to(device).eval()
 
 
+# notebook 09 §6
 def pick_model(model_id: str, fallback_folder: str | os.PathLike, local_only: bool = False) -> tuple[str, str]:
     """``(model_id or the fallback folder, why)``: the Hub model if its files can be had, else a tiny one.
 
@@ -145,6 +149,7 @@ def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, a
         return peft.get_peft_model(model, lora)
 
 
+# notebook 09 §6
 def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: int = 16, alpha: float = 32,
             dropout: float = 0.0, gradient_checkpointing: bool = False, local_only: bool = False) -> nn.Module:
     """A fresh model from ``model_id``, ready to fine-tune with ``method`` (one of ``METHODS``)."""
@@ -165,6 +170,7 @@ def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: i
     return model
 
 
+# notebook 09 §6
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA/MPS/CPU allocation failures, whatever class the backend raises them as."""
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
@@ -177,6 +183,7 @@ def _free(device) -> None:
         torch.cuda.empty_cache()
 
 
+# notebook 09 §6
 def fine_tune(method: str, model_id: str, train_examples: list, val_examples: list, *, steps: int,
               batch_size: int, lr: float, compute_dtype: torch.dtype, device, pad_id: int, r: int = 16,
               alpha: float = 32, warmup_steps: int = 2, seed: int = 0, gradient_checkpointing: bool = False,
@@ -231,12 +238,14 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
     return result
 
 
+# notebook 09 §7
 def chat_prompt_ids(tokenizer, pair, max_code_chars: int = 600) -> torch.Tensor:
     """The prompt part of ``chat_example`` (template, instruction, code), as a 1×T tensor."""
     ids, labels = chat_example(pair, tokenizer, max_len=10**6, max_code_chars=max_code_chars)
     return ids[labels == IGNORE].unsqueeze(0)
 
 
+# notebook 09 §6
 @torch.no_grad()
 def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32) -> list[str]:
     """Greedy answers of a chat model to each pair's prompt, up to its EOS token."""

@@ -53,11 +53,13 @@ def _check_singular_values(s) -> torch.Tensor:
 # ---------------------------------------------------------------- SVD and the best rank-r matrix
 
 
+# notebook 01 §3
 def singular_values(W: torch.Tensor) -> torch.Tensor:
     """σ1 ≥ σ2 ≥ … ≥ σ_min(m,n) ≥ 0 of ``W`` (float64): the spectrum we plot and truncate."""
     return torch.linalg.svdvals(_check_matrix(W))
 
 
+# notebook 01 §4
 def truncate(W: torch.Tensor, r: int) -> torch.Tensor:
     """The best rank-r approximation of ``W``: keep the top r singular triplets.
 
@@ -71,6 +73,7 @@ def truncate(W: torch.Tensor, r: int) -> torch.Tensor:
     return W_r.to(W.dtype if W.is_floating_point() else torch.float64)
 
 
+# notebook 01 §4
 def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``A`` (m×r) and ``B`` (r×n) with ``A @ B = truncate(W, r)``: the rank-r matrix written
     in LoRA's form, r(m+n) numbers instead of m·n. The singular values are split evenly
@@ -83,6 +86,7 @@ def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
     return (U[:, :r] * root).to(dtype), (root[:, None] * Vh[:r]).to(dtype)
 
 
+# notebook 01 §4
 def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:
     """Eckart–Young: the error of the best rank-r approximation, read off the singular values.
 
@@ -98,6 +102,7 @@ def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:
     raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
 
 
+# notebook 01 §4
 def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:
     """``‖W − W_r‖`` measured directly on the residual matrix (Frobenius or spectral).
 
@@ -112,6 +117,7 @@ def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:
     return float(torch.linalg.matrix_norm(residual, 2))
 
 
+# notebook 03 §1
 def relative_errors(W: torch.Tensor) -> torch.Tensor:
     """``‖W − W_r‖_F / ‖W‖_F`` for r = 1 … min(m, n) (entry r−1), from the singular values.
 
@@ -124,6 +130,7 @@ def relative_errors(W: torch.Tensor) -> torch.Tensor:
     return (errs / total).clamp_min(0).sqrt() if total > 0 else torch.zeros_like(s2)
 
 
+# notebook 01 §4
 def energy(W_or_s: torch.Tensor, r: int) -> float:
     """Fraction of ``‖W‖_F²`` captured by the top r directions: ``Σ_{i≤r} σ_i² / Σ σ_i²``.
 
@@ -139,6 +146,7 @@ def energy(W_or_s: torch.Tensor, r: int) -> float:
     return float(s2[:r].sum() / total)
 
 
+# notebook 03 §1
 def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A Gaussian matrix with ``W``'s shape and Frobenius norm: the "no structure" baseline.
 
@@ -156,11 +164,13 @@ def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:
 # ---------------------------------------------------------------- parameter counts
 
 
+# notebook 01 §5
 def full_params(m: int, n: int) -> int:
     """Numbers in a dense m×n update: ``m·n`` (notebook 01 §5)."""
     return positive_int(m, "m") * positive_int(n, "n")
 
 
+# notebook 01 §5
 def lora_params(m: int, n: int, r: int) -> int:
     """Numbers in ``A`` (m×r) plus ``B`` (r×n): ``r(m + n)``, linear in the width, not quadratic.
 
@@ -171,6 +181,7 @@ def lora_params(m: int, n: int, r: int) -> int:
     return r * (m + n)
 
 
+# notebook 01 §5
 def lora_savings(
     total_params: float,
     shapes: list[tuple[int, int]],
@@ -199,6 +210,7 @@ def lora_savings(
     )
 
 
+# notebook 01 §5
 def gpt3_lora_savings(r: int = 4) -> dict:
     """The LoRA paper's GPT-3 175B arithmetic: rank r on Wq and Wv in all 96 layers (d=12288).
 
@@ -213,6 +225,7 @@ def gpt3_lora_savings(r: int = 4) -> dict:
 # ---------------------------------------------------------------- measuring a fine-tuning update
 
 
+# notebook 01 §6
 def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str, torch.Tensor]:
     """``{name: dW}`` for every ``nn.Linear`` of ``base_model``, with ``dW = W_ft − W0`` (in×out).
 
@@ -265,6 +278,7 @@ def _check_pair(A1: torch.Tensor, A2: torch.Tensor) -> tuple[torch.Tensor, torch
     return U1, U2
 
 
+# notebook 03 §5
 def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> float:
     """φ(A1, A2, i, j) = ‖U1[:, :i]ᵀ U2[:, :j]‖²_F / min(i, j), in [0, 1].
 
@@ -279,6 +293,7 @@ def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> f
     return float(overlap.square().sum() / min(i, j))
 
 
+# notebook 03 §5
 def subspace_similarity_grid(
     A1: torch.Tensor, A2: torch.Tensor, max_i: int | None = None, max_j: int | None = None
 ) -> torch.Tensor:
@@ -296,6 +311,7 @@ def subspace_similarity_grid(
     return cum / torch.minimum(i, j)
 
 
+# notebook 03 §5
 def random_subspace_similarity(d: int, i: int, j: int) -> float:
     """Expected φ of two independent random subspaces of R^d (dims i and j): ``max(i, j)/d``.
 

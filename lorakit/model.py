@@ -21,6 +21,7 @@ from .data import VOCAB_SIZE, decode, encode
 from .validate import integer, number, positive_int
 
 
+# notebook 00 §4
 @dataclass(frozen=True)
 class GPTConfig:
     vocab_size: int = VOCAB_SIZE
@@ -44,6 +45,7 @@ class GPTConfig:
         return asdict(self)
 
 
+# notebook 00 §4
 class Attention(nn.Module):
     """Causal multi-head self-attention with separate q/k/v/o projections (LoRA targets)."""
 
@@ -66,6 +68,7 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
+# notebook 00 §4
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -76,10 +79,11 @@ class MLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x)))
 
 
+# notebook 00 §4; checkpointing 07 §7
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
 
-    ``checkpoint = True`` (gradient checkpointing, notebook 08 §5) stores only the block's input
+    ``checkpoint = True`` (gradient checkpointing, notebook 07 §7) stores only the block's input
     during training and recomputes the rest in backward: activation memory drops to one block's,
     for one extra forward. Names and weights do not change, so adapters and merges keep working.
     """
@@ -103,6 +107,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
+# notebook 00 §4
 class GPT(nn.Module):
     """Token + position embeddings, ``n_layer`` blocks, a final norm and the ``lm_head``."""
 
@@ -141,11 +146,13 @@ class GPT(nn.Module):
         return logits, loss
 
 
+# notebook 00 §4
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+# notebook 00 §5
 @torch.no_grad()
 def generate(
     model: GPT,

@@ -47,6 +47,7 @@ TEMPLATE = "### Code\n{code}\n### Summary\n"
 INSTRUCTION = "Write the one-line docstring summary of this Python function.\n\n"
 
 
+# notebook 09 §1
 @dataclass(frozen=True)
 class Pair:
     """One example: the function's ``code`` without its docstring, and the docstring's first line."""
@@ -110,6 +111,7 @@ def _all_pairs(max_summary_chars: int) -> list[Pair]:
     return pairs
 
 
+# notebook 09 §1
 @functools.lru_cache(maxsize=8)
 def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[Pair, ...]:
     """All (code → first docstring line) pairs of the standard library, for ``split``.
@@ -124,6 +126,7 @@ def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[
     return tuple(p for p in _all_pairs(max_summary_chars) if _is_validation(p.module) == (split == "val"))
 
 
+# notebook 09 §1
 def cut_code(code: str, max_chars: int) -> str:
     """The head of ``code`` in at most ``max_chars`` characters, cut at a line end when possible."""
     if len(code) <= max_chars:
@@ -132,6 +135,7 @@ def cut_code(code: str, max_chars: int) -> str:
     return head[: head.rfind("\n")] if "\n" in head else head
 
 
+# notebook 09 §2
 def prompt_of(pair: Pair, max_code_chars: int) -> str:
     """The course GPT's prompt: ``TEMPLATE`` around the function's code (its head, if long)."""
     return TEMPLATE.format(code=cut_code(pair.code, max_code_chars))
@@ -145,6 +149,7 @@ def _example(prompt_ids: list[int], response_ids: list[int], mask: bool) -> tupl
     return ids, labels
 
 
+# notebook 09 §2
 def byte_example(pair: Pair, context: int, mask: bool = True, eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, labels)`` in bytes for the course GPT, at most ``context`` long.
 
@@ -162,12 +167,14 @@ def byte_example(pair: Pair, context: int, mask: bool = True, eos: bool = True) 
     return _example(encode(prompt).tolist(), encode(response).tolist(), mask)
 
 
+# notebook 09 §3
 def byte_examples(pairs, context: int, mask: bool = True, eos: bool = True) -> list:
     """``byte_example`` for every pair whose response fits ``context`` with some code; others skipped."""
     overhead = len(encode(TEMPLATE.format(code=""))) + 8 + (1 if eos else 0)
     return [byte_example(p, context, mask, eos) for p in pairs if len(encode(p.summary)) + overhead <= context]
 
 
+# notebook 09 §6
 def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,
                  max_code_chars: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, labels)`` for a Hugging Face chat model, through its own chat template.
@@ -187,6 +194,7 @@ def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bo
     return _example(list(prompt_ids), list(response_ids), mask)
 
 
+# notebook 09 §2
 def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch: ``input_ids`` with ``pad_id``, ``labels`` with ``IGNORE``, and the mask.
 
@@ -201,6 +209,7 @@ def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> d
     return dict(input_ids=ids, labels=labels, attention_mask=attention)
 
 
+# notebook 09 §2
 def logits_of(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token logits (batch, T, vocab) from the course GPT or a Hugging Face causal LM."""
     if hasattr(model, "cfg") and hasattr(model, "blocks"):  # the course GPT
@@ -208,6 +217,7 @@ def logits_of(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
+# notebook 09 §2
 def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy (nats) of each labelled token given the tokens before it; ``IGNORE`` skipped.
 
@@ -221,6 +231,7 @@ def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: s
                            ignore_index=IGNORE, reduction=reduction)
 
 
+# notebook 09 §3
 @torch.no_grad()
 def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int = 32) -> float:
     """Mean loss over every **response** token of ``examples``, in bits per token."""
@@ -236,6 +247,7 @@ def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int 
     return total / max(count, 1) / math.log(2)
 
 
+# notebook 09 §3
 def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,
               seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning") -> list[float]:
     """AdamW on the trainable parameters over shuffled batches of ``examples``; the losses (nats).
@@ -269,6 +281,7 @@ def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr:
     return losses
 
 
+# notebook 09 §3
 @torch.no_grad()
 def generate_bytes(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> str:
     """Greedy continuation of ``prompt`` by the course GPT, stopping at ``EOS`` (not included)."""

@@ -39,11 +39,13 @@ from .validate import number, positive_int
 LN2 = math.log(2.0)
 
 
+# notebook 00 §4
 def fast_mode() -> bool:
     """True when ``LORAKIT_FAST`` is set (the test harness sets it): same code, smaller sizes."""
     return os.environ.get("LORAKIT_FAST", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# notebook 00 §2
 def pick_device() -> torch.device:
     """CUDA if present, then Apple's MPS, then the CPU."""
     if torch.cuda.is_available():
@@ -54,6 +56,7 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+# notebook 00 §4
 def set_seed(seed: int) -> None:
     """Seed Python and torch: the same seed gives the same initial weights and batches."""
     random.seed(seed)
@@ -68,6 +71,7 @@ def _context(model: nn.Module, context: int | None) -> int:
     return positive_int(context, "context")
 
 
+# notebook 00 §4
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -97,6 +101,7 @@ def evaluate(
     return total / n_batches / LN2
 
 
+# notebook 00 §4
 @dataclass
 class History:
     """What a training run measured: train loss per step and validation loss per evaluation."""
@@ -111,6 +116,7 @@ class History:
         return {k: getattr(self, k) for k in ("steps", "train_bpb", "eval_steps", "val_bpb", "seconds")}
 
 
+# notebook 00 §4
 def train(
     model: nn.Module,
     train_data: torch.Tensor,
@@ -187,12 +193,14 @@ def train(
 # ---------------------------------------------------------------- saving and loading weights
 
 
+# notebook 00 §4
 def save_model(model: GPT, path: str | os.PathLike) -> None:
     """Weights as safetensors plus the config in the file's metadata: a file, not a pickle."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"gpt_config": json.dumps(model.cfg.to_dict())})
 
 
+# notebook 00 §4
 def load_weights(model: GPT, path: str | os.PathLike) -> GPT:
     """Load a safetensors checkpoint into ``model``, after checking every name and shape.
 
@@ -217,6 +225,7 @@ def load_weights(model: GPT, path: str | os.PathLike) -> GPT:
     return model
 
 
+# notebook 00 §4
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
     """A GPT rebuilt from the config stored in the checkpoint, with its weights loaded."""
     from safetensors import safe_open
@@ -235,6 +244,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> G
 # ---------------------------------------------------------------- the cached base model
 
 
+# notebook 00 §4
 def base_settings() -> dict:
     """Config and training settings of the base model: learner size, or tiny in test mode.
 
@@ -247,6 +257,7 @@ def base_settings() -> dict:
     return dict(config=cfg, steps=800, batch_size=32, lr=2e-3, max_bytes=None, seed=0)
 
 
+# notebook 00 §4
 def cache_dir() -> Path:
     """``$LORAKIT_CACHE`` if set, else ``~/.cache/lorakit``."""
     return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit")
@@ -300,6 +311,7 @@ def _read_shipped(settings: dict) -> tuple[GPT | None, dict]:
     return load_model(SHIPPED), info
 
 
+# notebook 00 §4
 def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Path:
     """Write ``model`` and its card to ``lorakit/weights/`` (how the shipped base was made)."""
     settings = settings or base_settings()
@@ -312,6 +324,7 @@ def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Pat
     return SHIPPED
 
 
+# notebook 00 §4
 def base_model(progress: bool = True, device: torch.device | str | None = None, use_shipped: bool = True,
                **overrides):
     """The course's pretrained base GPT and a dict describing it; shipped or trained once, then cached.
