@@ -21,7 +21,6 @@ import gc
 import logging
 import os
 import statistics
-import time
 import warnings
 from pathlib import Path
 
@@ -31,9 +30,10 @@ import torch.nn as nn
 from .data import load_corpus
 from .lora import inject_lora
 from .memory import track_peak
+from .model import count_parameters
 from .qlora import enable_gradient_checkpointing, prepare_qlora
 from .quiet import quiet_import
-from .sft import IGNORE, chat_example, collate, evaluate_sft, response_loss
+from .sft import IGNORE, chat_example, evaluate_sft, train_sft
 from .train import set_seed
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
@@ -200,28 +200,11 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
     try:
         set_seed(seed)
         model = prepare(method, model_id, compute_dtype, device, r, alpha, 0.0, gradient_checkpointing, local_only)
+        times: list[float] = []
         with track_peak(device=device, model=model) as peak:  # the model's own bytes count too
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # not paged: its states are counted
-            order = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(seed)).tolist()
-            losses, times = [], []
-            model.train()
-            from tqdm.auto import tqdm
-            for step in tqdm(range(steps), desc=method, disable=not progress):
-                idx = [order[(step * batch_size + j) % len(order)] for j in range(batch_size)]
-                for group in opt.param_groups:
-                    group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup_steps + 1))
-                start = time.perf_counter()
-                loss = response_loss(model, collate([train_examples[i] for i in idx], pad_id))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if torch.device(device).type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - start)
-                losses.append(loss.item())
-        model.eval()
-        result.update(losses=losses, trainable=sum(p.numel() for p in params),
+            losses = train_sft(model, train_examples, steps, batch_size, lr, pad_id, seed=seed,
+                               warmup=warmup_steps + 1, progress=progress, desc=method, step_times=times)
+        result.update(losses=losses, trainable=count_parameters(model, trainable_only=True),
                       ms_per_step=1e3 * statistics.median(times[warmup_steps:] or times),
                       peak_bytes=peak["peak_bytes"], memory_method=peak["method"],
                       val_bits=evaluate_sft(model, val_examples, pad_id, batch_size))

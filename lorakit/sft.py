@@ -25,6 +25,7 @@ import os
 import sys
 import sysconfig
 import textwrap
+import time
 import zlib
 from dataclasses import asdict, dataclass
 
@@ -249,11 +250,14 @@ def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int 
 
 # notebook 09 §3
 def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,
-              seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning") -> list[float]:
+              seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning",
+              step_times: list | None = None) -> list[float]:
     """AdamW on the trainable parameters over shuffled batches of ``examples``; the losses (nats).
 
     Linear warm-up for ``warmup`` steps, then a constant rate (QLoRA's schedule). Deterministic
-    for a given ``seed``.
+    for a given ``seed``. A plain (not paged) AdamW, so ``memory.track_peak`` sees its states.
+    ``step_times``, if given, gets each step's seconds appended (forward, backward, update; CUDA
+    synchronised): how notebook 09 §6 compares methods.
     """
     positive_int(steps, "steps")
     positive_int(batch_size, "batch_size")
@@ -272,10 +276,15 @@ def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr:
         cursor += batch_size
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+        start = time.perf_counter()
         loss = response_loss(model, collate([examples[i] for i in idx], pad_id))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step_times is not None:
+            if loss.device.type == "cuda":
+                torch.cuda.synchronize(loss.device)
+            step_times.append(time.perf_counter() - start)
         losses.append(loss.item())
     model.eval()
     return losses
