@@ -56,6 +56,7 @@ from .validate import integer, number, positive_int
 # ---------------------------------------------------------------- quant storage
 
 
+# notebook 10 §2
 def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
     """Turn every ``Linear4bit``'s quantized tensors into frozen parameters, so FSDP shards them.
 
@@ -88,6 +89,7 @@ def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
     return {"sharded": sharded, "replicated": replicated}
 
 
+# notebook 10 §3
 def shard(model: GPT, mesh) -> GPT:
     """FSDP2, layer by layer: each transformer block is one unit, the rest (embeddings, final
     norm, head) the root unit. Bottom-up, as ``fully_shard`` requires. In place."""
@@ -120,6 +122,7 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
+# notebook 10 §5
 def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
     """Bytes this process holds, by kind: what FSDP shards, and what every rank keeps whole.
 
@@ -142,6 +145,7 @@ def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
     )
 
 
+# notebook 10 §5
 def shard_shapes(module: nn.Module) -> dict[str, dict]:
     """For each parameter of ``module``: its global shape, this rank's local shape, its placement."""
     out = {}
@@ -152,6 +156,7 @@ def shard_shapes(module: nn.Module) -> dict[str, dict]:
     return out
 
 
+# notebook 10 §6
 def comm_per_step(model: nn.Module) -> dict[str, int]:
     """Bytes FSDP2 moves in one training step, predicted from the sharded model.
 
@@ -178,6 +183,7 @@ def comm_per_step(model: nn.Module) -> dict[str, int]:
     return dict(all_gather=gathered, reduce_scatter=reduced)
 
 
+# notebook 10 §6
 class CommCounter:
     """Count the bytes of FSDP2's all-gathers and reduce-scatters while the ``with`` block runs.
 
@@ -214,6 +220,7 @@ class CommCounter:
 # ---------------------------------------------------------------- the training run
 
 
+# notebook 10 §3
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """One QLoRA fine-tune on the ``docs`` corpus; the same settings give the same run on any N."""
@@ -257,6 +264,7 @@ def _flag(field: str) -> str:
     return "--lora-" + field if field in ("r", "alpha") else "--" + field.replace("_", "-")
 
 
+# notebook 10 §3
 def run_settings() -> RunSettings:
     """Learner size (the cached 4-layer base, 30 steps of 16 windows), or tiny in test mode."""
     if fast_mode():
@@ -264,6 +272,7 @@ def run_settings() -> RunSettings:
     return RunSettings(steps=30, global_batch=16, r=16, max_bytes=None)
 
 
+# notebook 10 §3
 def build_qlora(base_path: str | os.PathLike, settings: RunSettings, device: torch.device | str = "cpu") -> GPT:
     """The course base loaded from its file, made QLoRA (NF4 + DQ, LoRA on all linear layers),
     its 4-bit tensors turned into frozen parameters. Seeded: every rank builds the same model."""
@@ -274,6 +283,7 @@ def build_qlora(base_path: str | os.PathLike, settings: RunSettings, device: tor
     return model.to(device)
 
 
+# notebook 10 §4
 def train_qlora(model: GPT, settings: RunSettings, rank: int = 0, world_size: int = 1,
                 on_step=None) -> tuple[torch.optim.Optimizer, list[float]]:
     """AdamW on A and B for ``settings.steps`` steps; returns the optimizer and the loss per step
@@ -334,6 +344,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# notebook 10 §3
 def main(argv: list[str] | None = None) -> int:
     """One rank of the sharded run; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_*."""
     args = _parse(argv)
@@ -407,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- the single-process reference
 
 
+# notebook 10 §4
 def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:
     """The same fine-tune in this process, without torch.distributed: the reference."""
     model = build_qlora(base_path, settings)
@@ -419,6 +431,7 @@ def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:
 # ---------------------------------------------------------------- launching
 
 
+# notebook 10 §8
 class DistributedRunError(RuntimeError):
     """A sharded run failed (a rank died) or overran its timeout; every rank has been stopped.
 
@@ -430,6 +443,7 @@ class DistributedRunError(RuntimeError):
         self.log, self.pids = log, tuple(pids)
 
 
+# notebook 10 §3
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:
     """What to type on a multi-GPU machine: ``torchrun`` starting this script on ``nproc`` ranks."""
     return ["torchrun", "--standalone", "--nproc-per-node", str(nproc), "-m", "lorakit.distributed", *args]
@@ -477,6 +491,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
+# notebook 10 §3
 def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = None, *,
            base: str | os.PathLike | None = None, timeout: float = 300.0, echo: bool = True,
            extra_args: list[str] | None = None) -> dict:
@@ -582,6 +597,7 @@ ANSWER_AI_70B_RUNS = [(2, 24, True, 2), (4, 24, False, 1), (8, 24, False, 1), (2
 ANSWER_AI_70B_PEAK_GIB = 14.92  # 2 × 24 GB, CPU offload, batch 2: "Peak Memory (GiB)"
 
 
+# notebook 10 §7
 def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int = 64,
                       batch_size: int = 1, seq_len: int = 2048, gradient_checkpointing: bool = True) -> dict:
     """GB per GPU for FSDP-QLoRA of a LLaMA-shaped ``model`` on ``n_gpus`` (an estimate).
