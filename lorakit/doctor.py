@@ -1,4 +1,4 @@
-"""The adapter doctor: check a LoRA model before and after training (notebook 04, section 8).
+"""The adapter doctor: check a LoRA model before and after training (notebook 04 §8).
 
 ``check(model)`` looks at every adapted layer — lorakit's ``LoRALinear`` (and the variants in
 ``lorakit.variants``) or PEFT's LoRA layers, on the course GPT or on a Hugging Face model — and
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from .adapters import PEFT_PREFIX
 from .lora import LoRALinear
+from .targets import matches
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α/r were likely confused
 TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
             with torch.no_grad():
                 delta = m.delta().detach()
             params = {k: p for k, p in m.named_parameters() if not k.startswith("base.")}
-            found.append(_Adapter(path, m.A, m.B, params, m.r, m.alpha, m.scaling,
+            found.append(_Adapter(path, m.A, m.B, params, m.config.r, m.config.alpha, m.scaling,
                                   m.base.weight, m.merged, delta))
         elif _is_peft_lora(m):
             for key in m.lora_A:
@@ -139,10 +140,6 @@ def _linear_paths(model: nn.Module, adapter_paths: list[str]) -> list[str]:
         if isinstance(m, nn.Linear) and name not in adapter_paths and not name.startswith(inside):
             out.append(name)
     return out
-
-
-def _matches(path: str, target: str) -> bool:
-    return path == target or path.endswith("." + target)
 
 
 def _reference_weight(reference, name: str) -> torch.Tensor | None:
@@ -176,6 +173,7 @@ def check(
       with it to count how many times the update has been merged into it.
     Gradients are read from ``.grad`` as they are (run it after ``loss.backward()`` to see them).
     """
+    # derived in notebook 04 §8
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(after_training, bool):
@@ -247,11 +245,11 @@ def _row(a: _Adapter) -> dict:
 def _check_targets(adapters, report, targets, add) -> None:
     if targets is not None and targets != "all-linear":
         names = [a.name for a in adapters] + report.untargeted
-        unmatched = [t for t in targets if not any(_matches(n, t) for n in names)]
+        unmatched = [t for t in targets if not any(matches(n, t) for n in names)]
         if unmatched:
             add("error", "unmatched_targets", f"target(s) {unmatched} match no linear layer. "
                 f"This model's linear layers are named like: {_few(sorted({n.split('.')[-1] for n in names}), 8)}.")
-        missed = [n for n in report.untargeted if any(_matches(n, t) for t in targets)]
+        missed = [n for n in report.untargeted if any(matches(n, t) for t in targets)]
         if missed:
             add("error", "targets_not_adapted", f"{_few(missed)} match your targets but carry no adapter "
                 "(was the adapter injected into another copy of the model?).")

@@ -42,21 +42,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .lora import _read_safetensors, _resolve_targets
+from .adapters import check_state
+from .files import read_safetensors
 from .model import GPT, Attention
+from .targets import matches, replace_module, resolve_targets
+from .validate import positive_int
 
 SIBLING_FORMAT = "lorakit-sibling"
 METHODS = ("adapter", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "ia3")
-
-# ---------------------------------------------------------------- argument checks (one home)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
-
 
 def _is_hf_decoder(model) -> bool:
     cfg = getattr(model, "config", None)
@@ -92,7 +85,7 @@ def _check_fresh(model) -> None:
 def _check_virtual(model, n_virtual) -> dict:
     """Virtual tokens (prompt or prefix) occupy positions: at least one must be left for text."""
     shape = model_shape(model)
-    _check_positive_int("n_virtual (the number of virtual tokens)", n_virtual)
+    positive_int(n_virtual, "n_virtual (the number of virtual tokens)")
     if n_virtual >= shape["context"]:
         raise ValueError(
             f"{n_virtual} virtual tokens leave no room for text in a context of "
@@ -218,7 +211,7 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
     adapters train. ``where=("mlp",)`` gives one adapter per block (Pfeiffer et al.'s placement)."""
     if not isinstance(model, GPT):
         raise TypeError(f"add_adapters works on the course GPT (lorakit.model.GPT), got {type(model).__name__}")
-    _check_positive_int("bottleneck", bottleneck)
+    positive_int(bottleneck, "bottleneck")
     if isinstance(where, str) or not where or not set(where) <= {"attn", "mlp"}:
         raise ValueError(f"where must be a non-empty tuple drawn from ('attn', 'mlp'), got {where!r}")
     _check_fresh(model)
@@ -262,13 +255,11 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
     if not set(feedforward) <= set(targets):
         raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
     _check_fresh(model)
-    names = _resolve_targets(model, list(targets), (nn.Linear,))
-    ff = [n for n in names if any(n == t or n.endswith("." + t) for t in feedforward)]
+    names = resolve_targets(model, list(targets))
     _freeze(model)
     for name in names:
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, IA3Linear(getattr(owner, child), feedforward=name in ff))
+        feeds = any(matches(name, t) for t in feedforward)
+        replace_module(model, name, IA3Linear(model.get_submodule(name), feedforward=feeds))
     model.sibling_config = dict(method="ia3", targets=list(targets), feedforward=list(feedforward))
     return model
 
@@ -285,8 +276,7 @@ def merge_ia3(model: nn.Module) -> list[str]:
         W.mul_(layer.l.view(1, -1) if layer.feedforward else layer.l.view(-1, 1))
         if layer.base.bias is not None and not layer.feedforward:
             layer.base.bias.mul_(layer.l)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, layer.base)
+        replace_module(model, name, layer.base)
     model.__dict__.pop("sibling_config", None)
     return list(layers)
 
@@ -370,7 +360,7 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
     """Liu et al. (P-tuning v1): virtual tokens at the input, produced by an MLP or LSTM prompt
     encoder of width ``hidden``. Trainable: the encoder and its input table."""
     shape = _check_virtual(model, n_virtual)
-    _check_positive_int("hidden (the prompt encoder's width)", hidden)
+    positive_int(hidden, "hidden (the prompt encoder's width)")
     if encoder not in ("mlp", "lstm"):
         raise ValueError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
     _check_fresh(model)
@@ -515,7 +505,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
             got = tuple(init_tokens.shape) if isinstance(init_tokens, torch.Tensor) else type(init_tokens).__name__
             raise ValueError(f"init_tokens must be a tensor of n_virtual = {n_virtual} token ids, got {got}")
     if hidden is not None:
-        _check_positive_int("hidden (the reparameterisation MLP's width)", hidden)
+        positive_int(hidden, "hidden (the reparameterisation MLP's width)")
     if not isinstance(model, GPT):
         kv_heads = getattr(model.config, "num_key_value_heads", None) or shape["n_head"]
         if kv_heads != shape["n_head"]:
@@ -582,7 +572,7 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     import copy
 
     path = Path(path)
-    state, meta = _read_safetensors(path)
+    state, meta = read_safetensors(path)
     if meta.get("format") != SIBLING_FORMAT:
         raise ValueError(f"{path} is not a lorakit sibling file (format={meta.get('format')!r}, "
                          f"expected {SIBLING_FORMAT!r})")
@@ -594,13 +584,7 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     if method not in ADD:
         raise ValueError(f"{path}: unknown method {method!r}; known: {METHODS}")
     trial = ADD[method](copy.deepcopy(base), config)  # validates settings against this base
-    want = {n: tuple(p.shape) for n, p in trial.named_parameters() if p.requires_grad}
-    got = {n: tuple(t.shape) for n, t in state.items()}
-    if want != got:
-        missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        wrong = [f"{n}: file {got[n]} vs model {want[n]}" for n in sorted(set(want) & set(got)) if want[n] != got[n]]
-        raise ValueError(f"{path} does not fit this base: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                         f"wrong shapes {wrong[:5]}")
+    check_state(state, {n: p.shape for n, p in trial.named_parameters() if p.requires_grad}, f"{path}")
     model = ADD[method](base, config)
     params = dict(model.named_parameters())
     for n, t in state.items():
@@ -619,9 +603,9 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
     The models are interleaved within every repeat, so load on a shared machine hits all alike:
     report ratios between models of the *same* call, not absolute times.
     """
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_tokens", n_tokens)
-    _check_positive_int("repeats", repeats)
+    positive_int(batch_size, "batch_size")
+    positive_int(n_tokens, "n_tokens")
+    positive_int(repeats, "repeats")
     idx = torch.randint(256, (batch_size, n_tokens), generator=torch.Generator().manual_seed(seed))
     times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():
@@ -646,8 +630,8 @@ def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    _check_positive_int("n_tokens", n_tokens)
-    _check_positive_int("batch_size", batch_size)
+    positive_int(n_tokens, "n_tokens")
+    positive_int(batch_size, "batch_size")
     idx = torch.zeros(batch_size, n_tokens, dtype=torch.long, device=next(model.parameters()).device)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(idx)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lorakit import doctor
-from lorakit.lora import inject_lora, load_adapter, lora_layers, merge_lora, remove_lora, save_adapter
+from lorakit.adapters import load_adapter, save_adapter
+from lorakit.lora import inject_lora, lora_layers, merge_lora, remove_lora
 from lorakit.model import GPT
 from lorakit.quiet import quiet_import
 from lorakit.train import train
