@@ -6,7 +6,7 @@ reports what a learner otherwise finds out only after a wasted run:
 
 - which modules carry an adapter, which linear layers do not, and target names that match nothing;
 - trainable parameters and their share, and trainable parameters outside the adapters;
-- the scale in use (α/r or rsLoRA's α/√r) and whether it looks like α was confused with α/r;
+- the scaling in use (α/r or rsLoRA's α/√r) and whether it looks like α was confused with α/r;
 - whether every ``B`` has moved from zero and by how much: ‖B‖ and the update ratio ‖s A B‖/‖W0‖;
 - gradients that are None or zero (A and B both zero: no gradient can ever flow);
 - the adapters' dtype, and (given the optimizer) how many entries one step of lr cannot move;
@@ -269,14 +269,14 @@ def _check_scaling(adapters, add) -> None:
         kinds.add("α/√r (rsLoRA)" if rs and a.r > 1 else "α/r")
     scalings = sorted({round(a.scaling, 6) for a in adapters})
     a0 = adapters[0]
-    add("info", "scaling", f"scale in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
+    add("info", "scaling", f"scaling in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
         f"(e.g. r = {a0.r}, α = {a0.alpha:g}).")
     odd = [a for a in adapters if not USUAL_SCALING[0] <= a.scaling <= USUAL_SCALING[1]]
     if odd:
         a = odd[0]
-        add("warning", "unusual_scaling", f"scale {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
-            f"{USUAL_SCALING[0]:g}…{USUAL_SCALING[1]:g}. α is not the scale: the scale is α/r. For a scale of 2 "
-            f"at r = {a.r}, pass α = {2 * a.r:g}. A scale this far off acts like a learning rate {a.scaling:.3g}× too large/small.")
+        add("warning", "unusual_scaling", f"scaling {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
+            f"{USUAL_SCALING[0]:g}…{USUAL_SCALING[1]:g}. α is not the scaling: the scaling is α/r. For a scaling of 2 "
+            f"at r = {a.r}, pass α = {2 * a.r:g}. A scaling this far off acts like a learning rate {a.scaling:.3g}× too large/small.")
 
 
 def _check_B_and_updates(adapters, report, after_training, add) -> None:
@@ -297,7 +297,7 @@ def _check_B_and_updates(adapters, report, after_training, add) -> None:
         tiny = [row["layer"] for row in report.layers if 0 < row["update_ratio"] < TINY_UPDATE]
         if tiny:
             add("warning", "tiny_update", f"the update ‖sAB‖/‖W0‖ is below {TINY_UPDATE:g} in {_few(tiny)}: "
-                "the adapter barely changed the model (scale or lr too small, or too few steps).")
+                "the adapter barely changed the model (scaling or lr too small, or too few steps).")
         moved = [row for row in report.layers if row["B_norm"] > 0]
         if moved:
             ratios = [row["update_ratio"] for row in moved]
