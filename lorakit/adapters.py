@@ -22,7 +22,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from .files import read_safetensors
-from .lora import LoRAConfig, LoRALinear, inject_lora, lora_layers, shared_config
+from .lora import LoRAConfig, inject_lora, lora_layers, shared_config
 
 ADAPTER_FORMAT = "lorakit-lora"
 PEFT_CONFIG = "adapter_config.json"
@@ -32,9 +32,8 @@ PEFT_PREFIX = "base_model.model."
 # ---------------------------------------------------------------- lorakit's format
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 02 §5
     """The adapter alone, ``{"<module path>.A": A, "<module path>.B": B}`` (copies, on the CPU)."""
-    # derived in notebook 02 §5
     state = {}
     for name, layer in lora_layers(model).items():
         state[f"{name}.A"] = layer.A.detach().cpu().clone().contiguous()
@@ -50,9 +49,8 @@ def _saved_config(model: nn.Module) -> LoRAConfig:
     return dataclasses.replace(shared_config(layers), targets=tuple(layers))
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:  # derived in notebook 02 §5
     """Write only ``A`` and ``B`` of every LoRA layer (safetensors), the ``LoRAConfig`` in its metadata."""
-    # derived in notebook 02 §5
     config = _saved_config(model)
     path = Path(path)
     meta = dict(format=ADAPTER_FORMAT, lora_config=json.dumps(dataclasses.asdict(config)))
@@ -62,6 +60,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
 
 def check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple], where: str) -> None:
     """Raise naming every missing, unexpected or wrongly shaped tensor of a saved method."""
+    # derived in notebook 02 §5 (used again for notebook 05's files)
     want = set(shapes)
     missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(shapes[k])}"
@@ -73,59 +72,50 @@ def check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple], where:
         )
 
 
-def _check_against_layers(layers: dict[str, LoRALinear], state: dict, where: str, config: LoRAConfig) -> None:
-    """The adapter's settings and tensors must fit the LoRA layers already in the model."""
-    mine = shared_config(layers)
-    mism = [f"{k}={getattr(mine, k)!r} in the model vs {getattr(config, k)!r} in the file"
-            for k in ("r", "alpha", "rslora") if getattr(mine, k) != getattr(config, k)]
-    if mism:
-        raise ValueError(f"adapter {where} does not fit this model's LoRA layers: {'; '.join(mism)}")
-    shapes = {}
-    for n, layer in layers.items():
-        shapes[f"{n}.A"], shapes[f"{n}.B"] = layer.A.shape, layer.B.shape
-    check_state(state, shapes, f"adapter {where}")
-
-
-def _check_fresh(model: nn.Module, state: dict, where: str, config: LoRAConfig) -> None:
-    """Before injecting into a model without LoRA: the target layers exist and the shapes fit."""
+def _fitting_layers(model: nn.Module, where: str, config: LoRAConfig) -> dict[str, nn.Module]:
+    """The layers the adapter goes on: the model's LoRA layers (same r, alpha, rslora, none
+    merged) or, in a model without LoRA, the linear layers the file targets."""
+    layers = lora_layers(model)
+    if layers:
+        mine = shared_config(layers)
+        mism = [f"{k}={getattr(mine, k)!r} in the model vs {getattr(config, k)!r} in the file"
+                for k in ("r", "alpha", "rslora") if getattr(mine, k) != getattr(config, k)]
+        if mism:
+            raise ValueError(f"adapter {where} does not fit this model's LoRA layers: {'; '.join(mism)}")
+        merged = [n for n, layer in layers.items() if layer.merged]
+        if merged:
+            raise ValueError(f"LoRA layers {merged[:4]} are merged: unmerge_lora(model) before loading another adapter")
+        return layers
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     absent = [t for t in config.targets if t not in linears]
     if absent:
         raise ValueError(f"adapter {where} targets layers this model lacks: {absent[:6]}; "
                          f"its linear layers are {list(linears)[:12]}")
-    shapes = {}
-    for t in config.targets:
-        shapes[f"{t}.A"] = (linears[t].in_features, config.r)
-        shapes[f"{t}.B"] = (config.r, linears[t].out_features)
-    check_state(state, shapes, f"adapter {where}")
+    return {t: linears[t] for t in config.targets}
 
 
 @torch.no_grad()
 def _copy_in(model: nn.Module, state: dict[str, torch.Tensor], where: str, config: LoRAConfig) -> list[str]:
-    """Check ``state`` ({"<path>.A"/".B": tensor}) against the model, inject if needed, copy."""
-    layers = lora_layers(model)
-    if not layers:
-        _check_fresh(model, state, where, config)
+    """Check ``state`` ({"<path>.A": in×r, "<path>.B": r×out}) against the model, inject if needed, copy."""
+    fit = _fitting_layers(model, where, config)
+    shapes = {f"{n}.{k}": shape for n, m in fit.items()
+              for k, shape in (("A", (m.in_features, config.r)), ("B", (config.r, m.out_features)))}
+    check_state(state, shapes, f"adapter {where}")
+    if not lora_layers(model):
         inject_lora(model, config=config)
-        layers = lora_layers(model)
-    else:
-        merged = [n for n, layer in layers.items() if layer.merged]
-        if merged:
-            raise ValueError(f"LoRA layers {merged[:4]} are merged: unmerge_lora(model) before loading another adapter")
-        _check_against_layers(layers, state, where, config)
+    layers = lora_layers(model)
     for n, layer in layers.items():
         layer.A.copy_(state[f"{n}.A"])
         layer.B.copy_(state[f"{n}.B"])
     return list(layers)
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # derived in notebook 02 §5–§6
     """Load an adapter written by ``save_adapter``; inject LoRA first if the model has none.
 
     Every check (file format, r/alpha/rslora, key names, shapes, merged state) runs before the
     model changes, so a wrong file leaves the model as it was.
     """
-    # derived in notebook 02 §5–§6
     state, meta = read_safetensors(path)
     if meta.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{path} is not a lorakit adapter (metadata format={meta.get('format')!r}, "
@@ -141,9 +131,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:
 # ---------------------------------------------------------------- PEFT's format
 
 
-def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 02 §7
     """The adapter with PEFT's names and orientation: ``lora_A.weight = Aᵀ``, ``lora_B.weight = Bᵀ``."""
-    # derived in notebook 02 §7
     state = {}
     for name, layer in lora_layers(model).items():
         state[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.A.detach().t().contiguous().cpu()
@@ -152,29 +141,15 @@ def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,
-                      base_model_name_or_path: str | None = None) -> Path:
+                      base_model_name_or_path: str | None = None) -> Path:  # derived in notebook 02 §7
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` as PEFT does, so that
     ``peft.PeftModel.from_pretrained(base, folder)`` rebuilds the same adapter."""
-    # derived in notebook 02 §7
     config = _saved_config(model)
-    peft_config = {
-        "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": base_model_name_or_path,
-        "r": config.r,
-        "lora_alpha": config.alpha,
-        "lora_dropout": config.dropout,
-        "use_rslora": config.rslora,
-        "target_modules": list(config.targets),  # exact paths: PEFT matches them as full names
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "init_lora_weights": True,
-        "inference_mode": True,
-        "modules_to_save": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "use_dora": False,
-    }
+    peft_config = dict(  # PEFT's LoraConfig; target_modules as exact paths, which PEFT matches as full names
+        peft_type="LORA", task_type=None, base_model_name_or_path=base_model_name_or_path,
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.rslora,
+        target_modules=list(config.targets), bias="none", fan_in_fan_out=False, init_lora_weights=True,
+        inference_mode=True, modules_to_save=None, rank_pattern={}, alpha_pattern={}, use_dora=False)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2))
@@ -203,16 +178,15 @@ def _read_peft_config(folder: Path) -> dict:
     return cfg
 
 
-def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
+def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:  # derived in notebook 02 §7
     """Load a PEFT LoRA adapter folder into ``model`` (injecting LoRA first if it has none),
     transposing ``lora_A.weight``/``lora_B.weight`` back to ``A``/``B``. Validated first."""
-    # derived in notebook 02 §7
     folder = Path(folder)
     cfg = _read_peft_config(folder)
     peft_state, _ = read_safetensors(folder / PEFT_WEIGHTS)
     state, odd = {}, []
     for key, value in peft_state.items():
-        name = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
+        name = key.removeprefix(PEFT_PREFIX)
         name = name.replace(".default.weight", ".weight")
         if name.endswith(".lora_A.weight"):
             state[name[: -len(".lora_A.weight")] + ".A"] = value.t()

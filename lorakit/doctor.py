@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from .adapters import PEFT_PREFIX
 from .lora import LoRALinear
-from .targets import matches
+from .targets import check_targets, matches
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α/r were likely confused
@@ -36,6 +36,7 @@ TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after trainin
 
 @dataclass
 class Finding:
+    # derived in notebook 04 §8
     level: str      # "error", "warning" or "info"
     code: str       # stable name, e.g. "B_zero"
     message: str
@@ -47,7 +48,7 @@ class Finding:
 
 
 @dataclass
-class Report:
+class Report:  # derived in notebook 04 §8
     """What ``check`` found: one row per adapted layer, totals, and the findings."""
 
     layers: list[dict] = field(default_factory=list)
@@ -125,7 +126,7 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
                     params[f"magnitude.{key}"] = magnitude[key].weight
                 with torch.no_grad():
                     delta = (A.float() @ B.float()) * s
-                name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path
+                name = path.removeprefix(PEFT_PREFIX)
                 found.append(_Adapter(name, A, B, params, int(m.r[key]), float(m.lora_alpha[key]), s,
                                       m.base_layer.weight, key in getattr(m, "merged_adapters", []), delta))
     return found
@@ -136,7 +137,7 @@ def _linear_paths(model: nn.Module, adapter_paths: list[str]) -> list[str]:
     inside = tuple(p + "." for p in adapter_paths)
     out = []
     for path, m in model.named_modules():
-        name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path
+        name = path.removeprefix(PEFT_PREFIX)
         if isinstance(m, nn.Linear) and name not in adapter_paths and not name.startswith(inside):
             out.append(name)
     return out
@@ -162,7 +163,7 @@ def check(
     after_training: bool = False,
     optimizer: torch.optim.Optimizer | None = None,
     reference: nn.Module | dict | None = None,
-) -> Report:
+) -> Report:  # derived in notebook 04 §8
     """Examine ``model``'s LoRA adapters and return a ``Report`` (print it to read it).
 
     - ``targets``: the target list you meant; names that match no linear layer are reported.
@@ -173,7 +174,6 @@ def check(
       with it to count how many times the update has been merged into it.
     Gradients are read from ``.grad`` as they are (run it after ``loss.backward()`` to see them).
     """
-    # derived in notebook 04 §8
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(after_training, bool):
@@ -182,11 +182,7 @@ def check(
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if reference is not None and not isinstance(reference, (nn.Module, dict)):
         raise TypeError(f"reference must be an nn.Module or a state_dict, got {type(reference).__name__}")
-    if isinstance(targets, str) and targets != "all-linear":
-        targets = [targets]
-    if targets is not None and targets != "all-linear" and (
-            not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets)):
-        raise TypeError(f"targets must be a list of module names or 'all-linear', got {targets!r}")
+    targets = None if targets is None else check_targets(targets)
 
     report = Report()
     adapters = _adapters(model)

@@ -20,7 +20,8 @@ import math
 import torch
 import torch.nn as nn
 
-from .targets import replace_module, resolve_targets
+from .model import count_parameters
+from .targets import check_targets, replace_module, resolve_targets
 from .validate import integer, number
 
 # ---------------------------------------------------------------- the hyper-parameters
@@ -47,23 +48,12 @@ class LoRAConfig:
         number(self.dropout, "dropout", low=0, high=1, high_open=True)
         if not isinstance(self.rslora, bool):
             raise TypeError(f"rslora must be True or False, got {type(self.rslora).__name__} {self.rslora!r}")
-        targets = self.targets
-        if isinstance(targets, str) and targets != "all-linear":
-            targets = (targets,)
-        if targets != "all-linear":
-            if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
-                raise TypeError(f"targets must be 'all-linear' or a list of module names (str), got {targets!r}")
-            if not targets:
-                raise ValueError("targets is empty: name at least one module, e.g. ['q_proj', 'v_proj'] "
-                                 "or 'all-linear'")
-            targets = tuple(targets)
-        object.__setattr__(self, "targets", targets)  # frozen: a list becomes a (hashable) tuple
+        object.__setattr__(self, "targets", check_targets(self.targets))  # frozen: a list becomes a tuple
 
     @property
-    def scaling(self) -> float:
+    def scaling(self) -> float:  # derived in notebook 02 §1 (α/r) and 03 §4 (α/√r)
         """``alpha / r`` (the paper), or ``alpha / sqrt(r)`` (rsLoRA, which keeps the update's
         size stable as r grows)."""
-        # derived in notebook 02 §1 (α/r) and 03 §4 (α/√r)
         return self.alpha / math.sqrt(self.r) if self.rslora else self.alpha / self.r
 
 
@@ -81,6 +71,7 @@ def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
 
 def shared_config(layers: dict[str, "LoRALinear"]) -> LoRAConfig:
     """The one ``LoRAConfig`` the LoRA layers of a model share (one adapter holds one setting)."""
+    # derived in notebook 02 §5 (one adapter file, one setting)
     configs = {layer.config for layer in layers.values()}
     if len(configs) != 1:
         raise ValueError(f"LoRA layers disagree on their settings ({sorted(map(repr, configs))}); "
@@ -172,16 +163,15 @@ class LoRALinear(nn.Module):
 # ---------------------------------------------------------------- finding and injecting
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:  # derived in notebook 02 §2
     """Every LoRALinear in ``model`` by module path, in module order."""
-    # derived in notebook 02 §2
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
 def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int | None = None,
                 alpha: float | None = None, *, config: LoRAConfig | None = None,
                 layer_types: tuple[type, ...] = (nn.Linear,), layer: type = LoRALinear,
-                dtype: torch.dtype | None = None, **hyper) -> list[str]:
+                dtype: torch.dtype | None = None, **hyper) -> list[str]:  # derived in notebook 02 §2
     """Wrap the targeted linear layers of ``model`` in ``LoRALinear`` and freeze everything else.
 
     ``targets``: a list of module names (full dotted paths or their last components, so
@@ -191,7 +181,6 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
     Afterwards only the adapters train. Returns the wrapped module paths. Everything is
     validated before the model is changed.
     """
-    # derived in notebook 02 §2
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     config = _config(config, targets=targets, r=r, alpha=alpha, **hyper)
@@ -212,10 +201,9 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
     return names
 
 
-def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
+def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:  # derived in notebook 02 §4
     """Put the plain base layers back. With ``merge=True`` the update is folded into them first
     (PEFT's ``merge_and_unload``); otherwise any merge is undone, restoring ``W0``."""
-    # derived in notebook 02 §4
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers to remove")
@@ -228,11 +216,9 @@ def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
     return list(layers)
 
 
-def parameter_report(model: nn.Module) -> dict:
+def parameter_report(model: nn.Module) -> dict:  # derived in notebook 02 §2
     """Trainable and total parameter counts, and the trainable percentage."""
-    # derived in notebook 02 §2
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     return dict(trainable=trainable, total=total, percent=100.0 * trainable / max(total, 1))
 
 
@@ -254,10 +240,9 @@ def _layers_for_merge(model: nn.Module) -> dict[str, LoRALinear]:
 
 
 @torch.no_grad()
-def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:
+def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:  # derived in notebook 02 §4
     """Fold ``scaling · (A B)ᵀ`` into each base weight, in place: inference then costs exactly a
     plain Linear. Refuses to merge twice (the update would be added twice)."""
-    # derived in notebook 02 §4
     layers = _layers_for_merge(model)
     done = [n for n, layer in layers.items() if layer.merged]
     if done and not _only_unmerged:
@@ -271,9 +256,8 @@ def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:
 
 
 @torch.no_grad()
-def unmerge_lora(model: nn.Module, _only_merged: bool = False) -> list[str]:
+def unmerge_lora(model: nn.Module, _only_merged: bool = False) -> list[str]:  # derived in notebook 02 §4
     """Subtract ``scaling · (A B)ᵀ`` again, restoring ``W0`` up to float rounding."""
-    # derived in notebook 02 §4
     layers = _layers_for_merge(model)
     not_merged = [n for n, layer in layers.items() if not layer.merged]
     if not_merged and not _only_merged:

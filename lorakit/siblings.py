@@ -46,7 +46,7 @@ from .adapters import check_state
 from .files import read_safetensors
 from .model import GPT, Attention
 from .targets import matches, replace_module, resolve_targets
-from .validate import positive_int
+from .validate import integer, positive_int
 
 SIBLING_FORMAT = "lorakit-sibling"
 METHODS = ("adapter", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "ia3")
@@ -58,7 +58,7 @@ def _is_hf_decoder(model) -> bool:
                     for k in ("num_hidden_layers", "num_attention_heads", "hidden_size")))
 
 
-def model_shape(model) -> dict:
+def model_shape(model) -> dict:  # derived in notebook 05 §5 (the GPT and a Hugging Face decoder)
     """``n_layer``, ``n_head``, ``d_model`` and ``context`` of the course GPT or a Hugging Face
     decoder (Llama-like); a clear TypeError for anything else."""
     if isinstance(model, GPT):
@@ -85,12 +85,8 @@ def _check_fresh(model) -> None:
 def _check_virtual(model, n_virtual) -> dict:
     """Virtual tokens (prompt or prefix) occupy positions: at least one must be left for text."""
     shape = model_shape(model)
-    positive_int(n_virtual, "n_virtual (the number of virtual tokens)")
-    if n_virtual >= shape["context"]:
-        raise ValueError(
-            f"{n_virtual} virtual tokens leave no room for text in a context of "
-            f"{shape['context']} positions: n_virtual must be between 1 and {shape['context'] - 1}"
-        )
+    integer(n_virtual, f"n_virtual (virtual tokens in a context of {shape['context']} positions)",
+            low=1, high=shape["context"] - 1)
     return shape
 
 
@@ -102,7 +98,7 @@ def _freeze(model: nn.Module) -> None:
 # ---------------------------------------------------------------- the parameter side (model-agnostic)
 
 
-class SoftPrompt(nn.Module):
+class SoftPrompt(nn.Module):  # derived in notebook 05 §3
     """Prompt tuning: a ``P × d`` table of trainable input embeddings (PEFT's ``PromptEmbedding``).
 
     Lester et al. initialise it from real vocabulary embeddings; pass them as ``init``.
@@ -120,7 +116,7 @@ class SoftPrompt(nn.Module):
         return self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
 
 
-class PromptEncoder(nn.Module):
+class PromptEncoder(nn.Module):  # derived in notebook 05 §3
     """P-tuning v1: a prompt encoder turns ``P`` trainable embeddings into the virtual tokens.
 
     ``encoder="mlp"``: Linear → ReLU → Linear → ReLU → Linear (d → h → h → d).
@@ -147,7 +143,7 @@ class PromptEncoder(nn.Module):
         return self.mlp_head(e)  # (P, d)
 
 
-class PrefixEncoder(nn.Module):
+class PrefixEncoder(nn.Module):  # derived in notebook 05 §4
     """Prefix tuning: keys and values for ``P`` virtual positions in every layer.
 
     Without reparameterisation (``hidden=None``, = P-tuning v2) the table ``P × (L·2·d)`` *is* the
@@ -182,7 +178,7 @@ class PrefixEncoder(nn.Module):
 # ---------------------------------------------------------------- serial adapters (GPT)
 
 
-class SerialAdapter(nn.Module):
+class SerialAdapter(nn.Module):  # derived in notebook 05 §2
     """A sublayer followed by a bottleneck: ``y = base(x)``, then ``y + up(gelu(down(y)))``.
 
     ``down`` (d → b) starts small and random, ``up`` (b → d) starts at **zero**, so at init the
@@ -209,6 +205,7 @@ class SerialAdapter(nn.Module):
 def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")) -> GPT:
     """Houlsby adapters after the attention and the MLP of every block (in place); only the
     adapters train. ``where=("mlp",)`` gives one adapter per block (Pfeiffer et al.'s placement)."""
+    # derived in notebook 05 §2
     if not isinstance(model, GPT):
         raise TypeError(f"add_adapters works on the course GPT (lorakit.model.GPT), got {type(model).__name__}")
     positive_int(bottleneck, "bottleneck")
@@ -229,7 +226,7 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
 # ---------------------------------------------------------------- (IA)³: rescaling, mergeable
 
 
-class IA3Linear(nn.Module):
+class IA3Linear(nn.Module):  # derived in notebook 05 §2 (the bonus sibling)
     """(IA)³ on one frozen linear layer: ``base(x) * l`` (keys, values) or, for a feed-forward
     layer, ``base(x * l)`` (the MLP's hidden units, before ``down_proj``). ``l`` starts at ones, so
     the model starts equal to the base; being a diagonal scale, it merges into the weight.
@@ -249,6 +246,7 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
             feedforward: tuple[str, ...] = ("down_proj",)) -> nn.Module:
     """(IA)³ in place on the GPT or a Hugging Face decoder: a learned scale on each target layer
     (PEFT's defaults for Llama: keys, values, and the input of ``down_proj``). Only the scales train."""
+    # derived in notebook 05 §2 (the bonus sibling)
     model_shape(model)  # the type check
     if isinstance(targets, str) or isinstance(feedforward, str):
         raise TypeError(f"targets and feedforward must be tuples of module names, got {targets!r}, {feedforward!r}")
@@ -265,7 +263,7 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
 
 
 @torch.no_grad()
-def merge_ia3(model: nn.Module) -> list[str]:
+def merge_ia3(model: nn.Module) -> list[str]:  # derived in notebook 05 §7
     """Fold every scale into its weight (``nn.Linear`` stores out×in: rows for an output scale,
     columns for an input scale) and put the plain layers back: zero cost at inference."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, IA3Linear)}
@@ -284,7 +282,7 @@ def merge_ia3(model: nn.Module) -> list[str]:
 # ---------------------------------------------------------------- virtual tokens at the input
 
 
-def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # derived in notebook 05 §3
     """The GPT's forward pass from token embeddings ``x`` (B, T, d) instead of token ids:
     position embeddings (positions ``start .. start+T-1``), blocks, final norm, head.
     ``GPT.forward(idx)`` equals this applied to ``gpt.tok_emb(idx)`` (tested bit for bit), so
@@ -305,7 +303,7 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor | None):
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
-class PromptTuned(nn.Module):
+class PromptTuned(nn.Module):  # derived in notebook 05 §3
     """A frozen base plus virtual tokens in front of every input (prompt tuning, P-tuning v1).
 
     ``forward(idx, targets=None, prompts=None)`` returns ``(logits, loss)`` for the *real*
@@ -336,7 +334,7 @@ class PromptTuned(nn.Module):
 
 
 def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | None = None,
-                      seed: int = 0) -> PromptTuned:
+                      seed: int = 0) -> PromptTuned:  # derived in notebook 05 §3
     """Lester et al.: ``n_virtual`` trainable embeddings at the input, nothing else.
 
     Initialised, as the paper recommends, from embeddings of random vocabulary entries (``seed``),
@@ -359,6 +357,7 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
 def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "mlp", seed: int = 0) -> PromptTuned:
     """Liu et al. (P-tuning v1): virtual tokens at the input, produced by an MLP or LSTM prompt
     encoder of width ``hidden``. Trainable: the encoder and its input table."""
+    # derived in notebook 05 §3
     shape = _check_virtual(model, n_virtual)
     positive_int(hidden, "hidden (the prompt encoder's width)")
     if encoder not in ("mlp", "lstm"):
@@ -375,7 +374,7 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
 
 
 def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+                     pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:  # derived in notebook 05 §4
     """Causal attention in which every query also sees ``P`` prefix keys/values.
 
     ``q, k, v``: (B, H, T, d/H); ``pk, pv``: (B, H, P, d/H). Row ``t`` attends to all ``P``
@@ -387,7 +386,7 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return F.scaled_dot_product_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask)
 
 
-class PrefixAttention(nn.Module):
+class PrefixAttention(nn.Module):  # derived in notebook 05 §4
     """The GPT's attention with a prefix: same projections (frozen), keys and values extended.
 
     ``PrefixTuned`` sets ``self.prefix = (pk, pv)`` before each forward pass and clears it after.
@@ -409,7 +408,7 @@ class PrefixAttention(nn.Module):
         return a.o_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
-class PrefixTuned(nn.Module):
+class PrefixTuned(nn.Module):  # derived in notebook 05 §4
     """A frozen base whose every attention layer sees ``P`` trainable keys and values first.
 
     The prefix stands for ``P`` earlier positions, so real tokens sit at positions ``P..P+T-1``
@@ -460,7 +459,7 @@ class PrefixTuned(nn.Module):
 
 
 @torch.no_grad()
-def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:
+def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:  # derived in notebook 05 §4
     """The keys and values the GPT itself computes for ``P`` real tokens, flattened as a prefix
     table ``P × (L·2·d)`` (layer, key/value, head, head dim): Li & Liang's initialisation "with
     the activations of real words", which starts the prefix as a plausible context."""
@@ -489,7 +488,7 @@ def _init_prefix(encoder: PrefixEncoder, flat: torch.Tensor) -> None:
 
 def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,
                       init_std: float | None = None, seed: int = 0,
-                      init_tokens: torch.Tensor | None = None) -> PrefixTuned:
+                      init_tokens: torch.Tensor | None = None) -> PrefixTuned:  # derived in notebook 05 §4
     """Li & Liang: trainable keys/values for ``n_virtual`` positions in every layer.
 
     ``hidden`` = width of the reparameterisation MLP (their §4.3); ``hidden=None`` stores the
@@ -529,7 +528,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
 
 
 def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,
-                    init_tokens: torch.Tensor | None = None) -> PrefixTuned:
+                    init_tokens: torch.Tensor | None = None) -> PrefixTuned:  # derived in notebook 05 §4
     """P-tuning v2 (Liu et al. 2022): deep prompts in every layer = prefix tuning without the MLP."""
     return add_prefix_tuning(model, n_virtual, hidden=None, init_std=init_std, seed=seed, init_tokens=init_tokens)
 
@@ -537,12 +536,12 @@ def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = N
 # ---------------------------------------------------------------- counting, saving, loading
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 05 §2
     """The method's parameters alone (everything with ``requires_grad``), as CPU copies."""
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:  # derived in notebook 05 §7
     """Write the method's parameters (safetensors) with its name and settings in the metadata."""
     config = getattr(model, "sibling_config", None)
     if not isinstance(config, dict):
@@ -563,7 +562,7 @@ ADD = {
 
 
 @torch.no_grad()
-def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
+def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:  # derived in notebook 05 §7
     """Rebuild the method written by ``save_sibling`` on a fresh ``base`` and load its parameters.
 
     The file, its settings and every key and shape are checked on a scratch copy of the method
@@ -597,7 +596,7 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 @torch.no_grad()
 def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,
-                    calls: int = 3, seed: int = 0) -> dict[str, float]:
+                    calls: int = 3, seed: int = 0) -> dict[str, float]:  # derived in notebook 05 §7
     """Median seconds of one forward pass on ``batch_size × n_tokens`` real tokens, per model.
 
     The models are interleaved within every repeat, so load on a shared machine hits all alike:
@@ -621,7 +620,7 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
+def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:  # derived in notebook 05 §7
     """Exact floating-point operations of one forward pass (``torch.utils.flop_counter``).
 
     Attention runs on PyTorch's reference (math) kernel here, whose matrix products the counter

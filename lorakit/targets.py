@@ -14,17 +14,28 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-def matches(path: str, target: str) -> bool:
+def matches(path: str, target: str) -> bool:  # derived in notebook 02 §2
     """Does ``target`` name the module at ``path``? (its full path, or its last components)."""
-    # derived in notebook 02 §2
     return path == target or path.endswith("." + target)
 
 
-def output_head(model: nn.Module) -> nn.Module | None:
+def output_head(model: nn.Module) -> nn.Module | None:  # derived in notebook 02 §2 ('all-linear' leaves the head alone)
     """The layer that maps hidden states to the vocabulary (``lm_head``), if the model has one."""
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
     return head if head is not None else getattr(model, "lm_head", None)
+
+
+def check_targets(targets) -> tuple[str, ...] | str:
+    """``"all-linear"``, or the target names as a tuple (one name may come as a str); else raise."""
+    if targets == "all-linear":
+        return targets
+    targets = (targets,) if isinstance(targets, str) else targets
+    if not isinstance(targets, (list, tuple, set)) or not all(isinstance(t, str) for t in targets):
+        raise TypeError(f"targets must be 'all-linear' or a list of module names (str), got {targets!r}")
+    if not targets:
+        raise ValueError("targets is empty: name at least one module, e.g. ['q_proj', 'v_proj'] or 'all-linear'")
+    return tuple(targets)
 
 
 def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (nn.Linear,),
@@ -36,6 +47,7 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     candidate (QLoRA keeps it in 16 bits).
     """
     # derived in notebook 02 §2 (LoRA); used again in 04 §7 (DoRA), 05 §5 ((IA)³), 08 §3 (QLoRA)
+    targets = check_targets(targets)
     head = output_head(model)
     candidates = [n for n, m in model.named_modules() if n and isinstance(m, layer_types)]
     if targets == "all-linear" or not head_allowed:
@@ -46,12 +58,6 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
             raise ValueError(f"{type(model).__name__} has no nn.Linear layers other than the output head: "
                              "'all-linear' found nothing")
         return candidates
-    if isinstance(targets, str):
-        targets = [targets]
-    if not isinstance(targets, (list, tuple, set)) or not all(isinstance(t, str) for t in targets):
-        raise TypeError(f"targets must be 'all-linear' or a list of module names (str), got {targets!r}")
-    if not targets:
-        raise ValueError("targets is empty: name at least one module, e.g. ['q_proj', 'v_proj'] or 'all-linear'")
     unused = [t for t in targets if not any(matches(n, t) for n in candidates)]
     if unused:
         head_note = "" if head_allowed else " (the output head is never a target)"
@@ -60,8 +66,7 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     return [n for n in candidates if any(matches(n, t) for t in targets)]
 
 
-def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:  # derived in notebook 02 §2
     """Put ``module`` where the module at dotted ``path`` was (its parent's attribute)."""
-    # derived in notebook 02 §2
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

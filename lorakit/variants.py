@@ -87,7 +87,7 @@ def inject_dora(model: nn.Module, targets=None, r: int | None = None, alpha: flo
 
 
 @torch.no_grad()
-def pissa_init(layer: LoRALinear) -> LoRALinear:
+def pissa_init(layer: LoRALinear) -> LoRALinear:  # derived in notebook 04 §7
     """Start ``A``, ``B`` from the top-r singular directions of W0 and keep only the residual.
 
     With ``weight = W0ᵀ = V S Uᵀ`` (SVD of the stored out×in matrix, the way PEFT takes it, so the
@@ -95,7 +95,6 @@ def pissa_init(layer: LoRALinear) -> LoRALinear:
     ``A = U_r √(S_r/s)`` (in×r), ``B = √(S_r/s) V_rᵀ`` (r×out), so ``s A B`` is the best rank-r
     part of W0, and the base weight becomes ``W0 − s A B``: the layer's output is unchanged.
     """
-    # derived in notebook 04 §7
     if not isinstance(layer, LoRALinear) or isinstance(layer, DoRALinear):
         raise TypeError(f"pissa_init needs a plain LoRALinear, got {type(layer).__name__}")
     if not isinstance(layer.base, nn.Linear):
@@ -126,11 +125,10 @@ def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: floa
 # ---------------------------------------------------------------- LoRA+
 
 
-def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:
+def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:  # derived in notebook 04 §7
     """Trainable parameters in two groups: ``B`` (and 1-D parameters such as DoRA's magnitude,
     as PEFT does) at ``lr · ratio``, everything else (``A``) at ``lr``. No weight decay, PEFT's
     default for LoRA+."""
-    # derived in notebook 04 §7
     number(lr, "lr", low=0, low_open=True)
     number(ratio, "ratio", low=0, low_open=True)
     group_A, group_B, has_B = [], [], False

@@ -25,13 +25,12 @@ from .validate import number
 # ---------------------------------------------------------------- rank r: pure functions
 
 
-def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
+def rank_reconstruction(W: torch.Tensor, r: int) -> dict:  # derived in notebook 03 §1
     """The best rank-r approximation of ``W`` and what it costs and loses.
 
     Returns ``W_r`` (float32), ``rel_error`` = ‖W − W_r‖_F/‖W‖_F, ``energy`` (fraction of
     ‖W‖_F² kept), ``params_full`` = m·n and ``params_lowrank`` = r(m+n).
     """
-    # derived in notebook 03 §1
     W_r = lowrank.truncate(W, r)  # validates W and r
     m, n = W.shape
     s = lowrank.singular_values(W)
@@ -43,9 +42,8 @@ def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
     )
 
 
-def rank_readout(W: torch.Tensor, r: int) -> str:
+def rank_readout(W: torch.Tensor, r: int) -> str:  # derived in notebook 03 §2
     """The slider's one-line readout; it always contains the relative error as a number."""
-    # derived in notebook 03 §2
     rec = rank_reconstruction(W, r)
     return (
         f"rank r = {r}: relative error ‖W − W_r‖_F/‖W‖_F = {rec['rel_error']:.4f}, "
@@ -54,10 +52,9 @@ def rank_readout(W: torch.Tensor, r: int) -> str:
     )
 
 
-def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
+def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:  # derived in notebook 03 §1–§2
     """Three panels: ``W``, its best rank-r approximation (same colour scale), and the relative
     error against r with the chosen r marked. Returns the figure (the caller shows it)."""
-    # derived in notebook 03 §1–§2
     rec = rank_reconstruction(W, r)
     errors = lowrank.relative_errors(W)
     Wf = W.detach().float().cpu()
@@ -103,9 +100,8 @@ def _check_runs(runs: dict, alpha) -> dict:
     return runs[alpha]
 
 
-def alpha_readout(runs: dict, alpha: float) -> str:
+def alpha_readout(runs: dict, alpha: float) -> str:  # derived in notebook 03 §3
     """One line for the α slider: the scaling, the update's size and the loss it reached."""
-    # derived in notebook 03 §3
     run = _check_runs(runs, alpha)
     kind = "α/√r" if run["rslora"] else "α/r"
     return (
@@ -115,10 +111,9 @@ def alpha_readout(runs: dict, alpha: float) -> str:
     )
 
 
-def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:
+def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:  # derived in notebook 03 §3
     """Two panels: the training curve at the chosen α (others faint), and the final validation
     loss and ‖ΔW‖ against α (log scale), the chosen α marked."""
-    # derived in notebook 03 §3
     run = _check_runs(runs, alpha)
     alphas = sorted(runs)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
@@ -179,7 +174,7 @@ def _show(out, make_figure: Callable[[], plt.Figure]) -> None:
         plt.close(fig)
 
 
-def rank_slider(matrices, r: int = 8):
+def rank_slider(matrices, r: int = 8):  # derived in notebook 03 §2
     """An ``IntSlider`` "rank r" (+ a "matrix" dropdown when given several) over
     ``rank_figure``/``rank_readout``.
 
@@ -188,7 +183,6 @@ def rank_slider(matrices, r: int = 8):
     ``lorakit-rank-figure``. Returns the ``VBox``; its ``.slider``, ``.readout``, ``.out``
     (and ``.dropdown``) attributes give tests and notebooks direct access.
     """
-    # derived in notebook 03 §2
     import ipywidgets as widgets
 
     if isinstance(matrices, torch.Tensor):
@@ -233,14 +227,13 @@ def rank_slider(matrices, r: int = 8):
 
 
 def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,
-                 base_bpb: float | None = None, cache: dict | None = None):
+                 base_bpb: float | None = None, cache: dict | None = None):  # derived in notebook 03 §3
     """A ``SelectionSlider`` "alpha α" over a cached ``run(alpha) -> result`` (a ``short_lora_run``).
 
     Each α is trained once and kept in ``cache`` (pass the dict you filled beforehand to make
     every position instant). ``continuous_update=False``: nothing trains while dragging.
     Readout class ``lorakit-alpha-readout``, figure ``Output`` class ``lorakit-alpha-figure``.
     """
-    # derived in notebook 03 §3
     import ipywidgets as widgets
 
     alphas = [number(a, "every alpha", low=0, low_open=True) for a in alphas]
