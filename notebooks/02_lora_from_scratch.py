@@ -216,7 +216,8 @@ assert (sv > 1e-4 * sv[0]).sum().item() == R, "ΔW = AB must have rank r"
 #
 # `inject_lora(model, targets, r, alpha)` walks `model.named_modules()`, replaces every
 # `nn.Linear` whose path ends in a target name (`"q_proj"` matches `blocks.0.attn.q_proj`) by a
-# `LoRALinear`, and freezes **everything** except the new $A$ and $B$. Per targeted
+# `LoRALinear`, and freezes **everything** except the new $A$ and $B$ (the matching and the swap by
+# dotted name live in `lorakit.targets`: `resolve_targets`, `replace_module`). Per targeted
 # $m \times n$ matrix LoRA adds $r(m + n)$ trainable parameters instead of $mn$. The
 # hyper-parameters travel as one frozen record, `LoRAConfig(r, alpha, dropout, rslora, targets)`
 # (PEFT's `LoraConfig`): every injected layer holds it as `layer.config`, with
