@@ -434,3 +434,19 @@ def test_bench_lora_smoke(capsys):
     assert bench.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     assert "lorakit / PEFT" in out and "merged / plain" in out
+
+
+def test_the_adapter_file_stores_the_config(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    model = tiny_gpt()
+    inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=8, dropout=0.1, rslora=True)
+    path = save_adapter(model, tmp_path / "a.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        stored = LoRAConfig(**json.loads(f.metadata()["lora_config"]))
+    assert stored == LoRAConfig(r=4, alpha=8, dropout=0.1, rslora=True, targets=list(lora_layers(model)))
+    fresh = tiny_gpt(seed=3)
+    load_adapter(fresh, path)
+    assert {layer.config for layer in lora_layers(fresh).values()} == {stored}
