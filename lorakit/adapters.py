@@ -133,11 +133,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # der
 
 def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 02 §7
     """The adapter with PEFT's names and orientation: ``lora_A.weight = Aᵀ``, ``lora_B.weight = Bᵀ``."""
-    state = {}
-    for name, layer in lora_layers(model).items():
-        state[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.A.detach().t().contiguous().cpu()
-        state[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.B.detach().t().contiguous().cpu()
-    return state
+    return {f"{PEFT_PREFIX}{key[:-2]}.lora_{key[-1]}.weight": tensor.t().contiguous()   # "<path>.A" -> "...lora_A.weight"
+            for key, tensor in adapter_state(model).items()}
 
 
 def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,
