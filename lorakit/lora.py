@@ -130,8 +130,7 @@ class LoRALinear(nn.Module):
         self.base, self.config, self.merged = base, config, False
         self.in_features, self.out_features = in_features, out_features
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        for p in base.parameters():
-            p.requires_grad_(False)
+        base.requires_grad_(False)
         dtype, device = _base_dtype_device(base, dtype)
         # PEFT's init: kaiming_uniform(a=sqrt(5)) on the r×in matrix, i.e. U(±1/sqrt(in)).
         A_t = torch.empty(config.r, in_features, dtype=dtype, device=device)
@@ -192,8 +191,7 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
         )
     names = resolve_targets(model, config.targets, layer_types)
     new = {name: layer(model.get_submodule(name), config=config, dtype=dtype) for name in names}  # validates
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     for name, wrapped in new.items():
         replace_module(model, name, wrapped)
         for p in wrapped.parameters(recurse=False):

@@ -90,11 +90,6 @@ def _check_virtual(model, n_virtual) -> dict:
     return shape
 
 
-def _freeze(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-
 # ---------------------------------------------------------------- the parameter side (model-agnostic)
 
 
@@ -212,7 +207,7 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
     if isinstance(where, str) or not where or not set(where) <= {"attn", "mlp"}:
         raise ValueError(f"where must be a non-empty tuple drawn from ('attn', 'mlp'), got {where!r}")
     _check_fresh(model)
-    _freeze(model)
+    model.requires_grad_(False)
     dtype = model.lm_head.weight.dtype
     device = model.lm_head.weight.device
     for block in model.blocks:
@@ -254,7 +249,7 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
         raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
     _check_fresh(model)
     names = resolve_targets(model, list(targets))
-    _freeze(model)
+    model.requires_grad_(False)
     for name in names:
         feeds = any(matches(name, t) for t in feedforward)
         replace_module(model, name, IA3Linear(model.get_submodule(name), feedforward=feeds))
@@ -349,7 +344,7 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
     elif tuple(init.shape) != (n_virtual, shape["d_model"]):
         raise ValueError(f"init must have shape (n_virtual, d_model) = {(n_virtual, shape['d_model'])}, "
                          f"got {tuple(init.shape)}")
-    _freeze(model)
+    model.requires_grad_(False)
     prompt = SoftPrompt(n_virtual, shape["d_model"], init).to(table.device, table.dtype)
     return PromptTuned(model, prompt, n_virtual, "prompt_tuning", {})
 
@@ -363,7 +358,7 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
     if encoder not in ("mlp", "lstm"):
         raise ValueError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
     _check_fresh(model)
-    _freeze(model)
+    model.requires_grad_(False)
     ref = next(model.parameters())
     torch.manual_seed(seed)
     prompt = PromptEncoder(n_virtual, shape["d_model"], hidden, encoder).to(ref.device, ref.dtype)
@@ -513,7 +508,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     if shape["d_model"] % shape["n_head"]:
         raise ValueError(f"d_model {shape['d_model']} must be divisible by n_head {shape['n_head']}")
     _check_fresh(model)
-    _freeze(model)
+    model.requires_grad_(False)
     ref = next(model.parameters())
     if init_std is None and hidden is None and isinstance(model, GPT):
         init_std = 0.02 * shape["d_model"] ** 0.5
