@@ -32,7 +32,8 @@ PEFT_PREFIX = "base_model.model."
 # ---------------------------------------------------------------- lorakit's format
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 02 §5
+# notebook 02 §5
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter alone, ``{"<module path>.A": A, "<module path>.B": B}`` (copies, on the CPU)."""
     state = {}
     for name, layer in lora_layers(model).items():
@@ -49,7 +50,8 @@ def _saved_config(model: nn.Module) -> LoRAConfig:
     return dataclasses.replace(shared_config(layers), targets=tuple(layers))
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:  # derived in notebook 02 §5
+# notebook 02 §5
+def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write only ``A`` and ``B`` of every LoRA layer (safetensors), the ``LoRAConfig`` in its metadata."""
     config = _saved_config(model)
     path = Path(path)
@@ -58,18 +60,16 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:  # derived 
     return path
 
 
+# notebook 02 §5 (used again for notebook 05's files)
 def check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple], where: str) -> None:
     """Raise naming every missing, unexpected or wrongly shaped tensor of a saved method."""
-    # derived in notebook 02 §5 (used again for notebook 05's files)
     want = set(shapes)
     missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(shapes[k])}"
              for k in sorted(want & set(state)) if tuple(state[k].shape) != tuple(shapes[k])]
     if missing or unexpected or wrong:
-        raise ValueError(
-            f"{where} does not fit this model: missing keys {missing[:6]}, "
-            f"unexpected keys {unexpected[:6]}, wrong shapes {wrong[:6]}"
-        )
+        raise ValueError(f"{where} does not fit this model: missing keys {missing[:6]}, "
+                         f"unexpected keys {unexpected[:6]}, wrong shapes {wrong[:6]}")
 
 
 def _fitting_layers(model: nn.Module, where: str, config: LoRAConfig) -> dict[str, nn.Module]:
@@ -110,7 +110,8 @@ def _copy_in(model: nn.Module, state: dict[str, torch.Tensor], where: str, confi
     return list(layers)
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # derived in notebook 02 §5–§6
+# notebook 02 §5–§6
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:
     """Load an adapter written by ``save_adapter``; inject LoRA first if the model has none.
 
     Every check (file format, r/alpha/rslora, key names, shapes, merged state) runs before the
@@ -131,14 +132,16 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # der
 # ---------------------------------------------------------------- PEFT's format
 
 
-def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 02 §7
+# notebook 02 §7
+def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter with PEFT's names and orientation: ``lora_A.weight = Aᵀ``, ``lora_B.weight = Bᵀ``."""
     return {f"{PEFT_PREFIX}{key[:-2]}.lora_{key[-1]}.weight": tensor.t().contiguous()   # "<path>.A" -> "...lora_A.weight"
             for key, tensor in adapter_state(model).items()}
 
 
+# notebook 02 §7
 def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,
-                      base_model_name_or_path: str | None = None) -> Path:  # derived in notebook 02 §7
+                      base_model_name_or_path: str | None = None) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` as PEFT does, so that
     ``peft.PeftModel.from_pretrained(base, folder)`` rebuilds the same adapter."""
     config = _saved_config(model)
@@ -169,13 +172,13 @@ def _read_peft_config(folder: Path) -> dict:
         unsupported["bias"] = cfg["bias"]
     if unsupported:
         raise ValueError(f"{cfg_path}: settings lorakit does not support: {unsupported}")
-    for key in ("r", "lora_alpha"):
-        if key not in cfg:
-            raise ValueError(f"{cfg_path} has no {key!r}")
+    if "r" not in cfg or "lora_alpha" not in cfg:
+        raise ValueError(f"{cfg_path} needs 'r' and 'lora_alpha', has {sorted(cfg)}")
     return cfg
 
 
-def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:  # derived in notebook 02 §7
+# notebook 02 §7
+def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
     """Load a PEFT LoRA adapter folder into ``model`` (injecting LoRA first if it has none),
     transposing ``lora_A.weight``/``lora_B.weight`` back to ``A``/``B``. Validated first."""
     folder = Path(folder)
@@ -183,8 +186,7 @@ def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
     peft_state, _ = read_safetensors(folder / PEFT_WEIGHTS)
     state, odd = {}, []
     for key, value in peft_state.items():
-        name = key.removeprefix(PEFT_PREFIX)
-        name = name.replace(".default.weight", ".weight")
+        name = key.removeprefix(PEFT_PREFIX).replace(".default.weight", ".weight")
         if name.endswith(".lora_A.weight"):
             state[name[: -len(".lora_A.weight")] + ".A"] = value.t()
         elif name.endswith(".lora_B.weight"):

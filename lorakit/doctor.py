@@ -34,9 +34,9 @@ USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α
 TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
 
 
+# notebook 04 §8
 @dataclass
 class Finding:
-    # derived in notebook 04 §8
     level: str      # "error", "warning" or "info"
     code: str       # stable name, e.g. "B_zero"
     message: str
@@ -47,8 +47,9 @@ class Finding:
         return f"{mark} [{self.code}] {self.message}"
 
 
+# notebook 04 §8
 @dataclass
-class Report:  # derived in notebook 04 §8
+class Report:
     """What ``check`` found: one row per adapted layer, totals, and the findings."""
 
     layers: list[dict] = field(default_factory=list)
@@ -155,6 +156,7 @@ def _reference_weight(reference, name: str) -> torch.Tensor | None:
 # ---------------------------------------------------------------- the check
 
 
+# notebook 04 §8
 @torch.no_grad()
 def check(
     model: nn.Module,
@@ -163,7 +165,7 @@ def check(
     after_training: bool = False,
     optimizer: torch.optim.Optimizer | None = None,
     reference: nn.Module | dict | None = None,
-) -> Report:  # derived in notebook 04 §8
+) -> Report:
     """Examine ``model``'s LoRA adapters and return a ``Report`` (print it to read it).
 
     - ``targets``: the target list you meant; names that match no linear layer are reported.

@@ -13,13 +13,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 
+# notebook 00 §4 (the cached base model) and 02 §5 (adapter files)
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """``(tensors, metadata)`` of a safetensors file; unlike ``torch.load`` it never unpickles.
 
     A missing file raises ``FileNotFoundError``; anything unreadable (a pickle, a truncated
     file) raises ``ValueError`` naming the file.
     """
-    # derived in notebook 00 §4 (the cached base model) and 02 §5 (adapter files)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")

@@ -27,6 +27,7 @@ from .validate import integer, number
 # ---------------------------------------------------------------- the hyper-parameters
 
 
+# notebook 02 §2 (the hyper-parameters: 02 §1; rsLoRA: 03 §4)
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
     """LoRA's hyper-parameters, validated once (PEFT's ``LoraConfig``: r, lora_alpha,
@@ -42,7 +43,6 @@ class LoRAConfig:
     targets: tuple[str, ...] | str = ("q_proj", "v_proj")
 
     def __post_init__(self):
-        # derived in notebook 02 §1 (r, α, dropout) and 03 §4 (rsLoRA)
         integer(self.r, "r", low=1)
         number(self.alpha, "alpha", low=0, low_open=True)
         number(self.dropout, "dropout", low=0, high=1, high_open=True)
@@ -50,8 +50,9 @@ class LoRAConfig:
             raise TypeError(f"rslora must be True or False, got {type(self.rslora).__name__} {self.rslora!r}")
         object.__setattr__(self, "targets", check_targets(self.targets))  # frozen: a list becomes a tuple
 
+    # notebook 02 §1 (α/r) and 03 §4 (α/√r)
     @property
-    def scaling(self) -> float:  # derived in notebook 02 §1 (α/r) and 03 §4 (α/√r)
+    def scaling(self) -> float:
         """``alpha / r`` (the paper), or ``alpha / sqrt(r)`` (rsLoRA, which keeps the update's
         size stable as r grows)."""
         return self.alpha / math.sqrt(self.r) if self.rslora else self.alpha / self.r
@@ -62,16 +63,15 @@ def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
     given = {k: v for k, v in given.items() if v is not None}
     if config is None:
         return LoRAConfig(**given)
-    if not isinstance(config, LoRAConfig):
-        raise TypeError(f"config must be a LoRAConfig, got {type(config).__name__}")
-    if given:
-        raise TypeError(f"pass either config or {sorted(given)}, not both")
+    if not isinstance(config, LoRAConfig) or given:
+        raise TypeError(f"pass either one LoRAConfig as config or the keywords {sorted(given)}, not both; "
+                        f"got config={config!r}")
     return config
 
 
+# notebook 02 §5 (one adapter file, one setting)
 def shared_config(layers: dict[str, "LoRALinear"]) -> LoRAConfig:
     """The one ``LoRAConfig`` the LoRA layers of a model share (one adapter holds one setting)."""
-    # derived in notebook 02 §5 (one adapter file, one setting)
     configs = {layer.config for layer in layers.values()}
     if len(configs) != 1:
         raise ValueError(f"LoRA layers disagree on their settings ({sorted(map(repr, configs))}); "
@@ -99,6 +99,7 @@ def _base_dtype_device(base: nn.Module, dtype: torch.dtype | None) -> tuple[torc
     return torch.get_default_dtype(), device
 
 
+# notebook 02 §1 (MyLoRALinear)
 class LoRALinear(nn.Module):
     """A frozen ``base`` layer plus a trainable low-rank update ``dropout(x) A B · scaling``.
 
@@ -108,17 +109,14 @@ class LoRALinear(nn.Module):
     Pass ``r``, ``alpha`` (``dropout``, ``rslora``) or one ``config``; ``layer.config`` holds them.
     """
 
-    # derived in notebook 02 §1 (MyLoRALinear)
     def __init__(self, base: nn.Module, r: int | None = None, alpha: float | None = None,
                  dropout: float | None = None, rslora: bool | None = None, *,
                  config: LoRAConfig | None = None, dtype: torch.dtype | None = None):
         in_features = getattr(base, "in_features", None)
         out_features = getattr(base, "out_features", None)
         if not isinstance(base, nn.Module) or not isinstance(in_features, int) or not isinstance(out_features, int):
-            raise TypeError(
-                "base must be an nn.Module with integer in_features and out_features "
-                f"(e.g. nn.Linear), got {type(base).__name__}"
-            )
+            raise TypeError("base must be an nn.Module with integer in_features and out_features "
+                            f"(e.g. nn.Linear), got {type(base).__name__}")
         if isinstance(base, LoRALinear):
             raise TypeError("base is already a LoRALinear: LoRA on LoRA is not supported")
         config = _config(config, r=r, alpha=alpha, dropout=dropout, rslora=rslora)
@@ -162,15 +160,17 @@ class LoRALinear(nn.Module):
 # ---------------------------------------------------------------- finding and injecting
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:  # derived in notebook 02 §2
+# notebook 02 §2
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """Every LoRALinear in ``model`` by module path, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+# notebook 02 §2
 def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int | None = None,
                 alpha: float | None = None, *, config: LoRAConfig | None = None,
                 layer_types: tuple[type, ...] = (nn.Linear,), layer: type = LoRALinear,
-                dtype: torch.dtype | None = None, **hyper) -> list[str]:  # derived in notebook 02 §2
+                dtype: torch.dtype | None = None, **hyper) -> list[str]:
     """Wrap the targeted linear layers of ``model`` in ``LoRALinear`` and freeze everything else.
 
     ``targets``: a list of module names (full dotted paths or their last components, so
@@ -185,10 +185,8 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
     config = _config(config, targets=targets, r=r, alpha=alpha, **hyper)
     existing = lora_layers(model)
     if existing:
-        raise ValueError(
-            f"the model already has LoRA layers ({list(existing)[:4]}...): injecting twice is not "
-            "supported; call remove_lora(model) first or load_adapter to switch adapters"
-        )
+        raise ValueError(f"the model already has LoRA layers ({list(existing)[:4]}...): injecting twice is not "
+                         "supported; call remove_lora(model) first or load_adapter to switch adapters")
     names = resolve_targets(model, config.targets, layer_types)
     new = {name: layer(model.get_submodule(name), config=config, dtype=dtype) for name in names}  # validates
     model.requires_grad_(False)
@@ -199,7 +197,8 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
     return names
 
 
-def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:  # derived in notebook 02 §4
+# notebook 02 §4
+def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
     """Put the plain base layers back. With ``merge=True`` the update is folded into them first
     (PEFT's ``merge_and_unload``); otherwise any merge is undone, restoring ``W0``."""
     layers = lora_layers(model)
@@ -214,7 +213,8 @@ def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:  # derived 
     return list(layers)
 
 
-def parameter_report(model: nn.Module) -> dict:  # derived in notebook 02 §2
+# notebook 02 §2
+def parameter_report(model: nn.Module) -> dict:
     """Trainable and total parameter counts, and the trainable percentage."""
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     return dict(trainable=trainable, total=total, percent=100.0 * trainable / max(total, 1))
@@ -230,15 +230,14 @@ def _layers_for_merge(model: nn.Module) -> dict[str, LoRALinear]:
     bad = [n for n, layer in layers.items() if not isinstance(layer.base, nn.Linear)]
     if bad:
         kind = type(layers[bad[0]].base).__name__
-        raise TypeError(
-            f"merging needs a floating-point nn.Linear base; {bad[:4]} wrap a {kind}. "
-            "Merge into the 16-bit weights instead (dequantize first)."
-        )
+        raise TypeError(f"merging needs a floating-point nn.Linear base; {bad[:4]} wrap a {kind}. "
+                        "Merge into the 16-bit weights instead (dequantize first).")
     return layers
 
 
+# notebook 02 §4
 @torch.no_grad()
-def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:  # derived in notebook 02 §4
+def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:
     """Fold ``scaling · (A B)ᵀ`` into each base weight, in place: inference then costs exactly a
     plain Linear. Refuses to merge twice (the update would be added twice)."""
     layers = _layers_for_merge(model)
@@ -253,8 +252,9 @@ def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:  # 
     return list(layers)
 
 
+# notebook 02 §4
 @torch.no_grad()
-def unmerge_lora(model: nn.Module, _only_merged: bool = False) -> list[str]:  # derived in notebook 02 §4
+def unmerge_lora(model: nn.Module, _only_merged: bool = False) -> list[str]:
     """Subtract ``scaling · (A B)ᵀ`` again, restoring ``W0`` up to float rounding."""
     layers = _layers_for_merge(model)
     not_merged = [n for n, layer in layers.items() if not layer.merged]

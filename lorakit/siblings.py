@@ -29,6 +29,7 @@ positions (real tokens start at position ``P``, as in PEFT) and lengthens every 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -58,7 +59,8 @@ def _is_hf_decoder(model) -> bool:
                     for k in ("num_hidden_layers", "num_attention_heads", "hidden_size")))
 
 
-def model_shape(model) -> dict:  # derived in notebook 05 §5 (the GPT and a Hugging Face decoder)
+# notebook 05 §5 (the GPT and a Hugging Face decoder)
+def model_shape(model) -> dict:
     """``n_layer``, ``n_head``, ``d_model`` and ``context`` of the course GPT or a Hugging Face
     decoder (Llama-like); a clear TypeError for anything else."""
     if isinstance(model, GPT):
@@ -68,10 +70,8 @@ def model_shape(model) -> dict:  # derived in notebook 05 §5 (the GPT and a Hug
         c = model.config
         return dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, d_model=c.hidden_size,
                     context=getattr(c, "max_position_embeddings", 2**31 - 1))
-    raise TypeError(
-        "model must be the course GPT (lorakit.model.GPT) or a Hugging Face causal LM such as "
-        f"LlamaForCausalLM, got {type(model).__name__}"
-    )
+    raise TypeError("model must be the course GPT (lorakit.model.GPT) or a Hugging Face causal LM such as "
+                    f"LlamaForCausalLM, got {type(model).__name__}")
 
 
 def _check_fresh(model) -> None:
@@ -93,7 +93,8 @@ def _check_virtual(model, n_virtual) -> dict:
 # ---------------------------------------------------------------- the parameter side (model-agnostic)
 
 
-class SoftPrompt(nn.Module):  # derived in notebook 05 §3
+# notebook 05 §3
+class SoftPrompt(nn.Module):
     """Prompt tuning: a ``P × d`` table of trainable input embeddings (PEFT's ``PromptEmbedding``).
 
     Lester et al. initialise it from real vocabulary embeddings; pass them as ``init``.
@@ -111,7 +112,8 @@ class SoftPrompt(nn.Module):  # derived in notebook 05 §3
         return self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
 
 
-class PromptEncoder(nn.Module):  # derived in notebook 05 §3
+# notebook 05 §3
+class PromptEncoder(nn.Module):
     """P-tuning v1: a prompt encoder turns ``P`` trainable embeddings into the virtual tokens.
 
     ``encoder="mlp"``: Linear → ReLU → Linear → ReLU → Linear (d → h → h → d).
@@ -138,7 +140,8 @@ class PromptEncoder(nn.Module):  # derived in notebook 05 §3
         return self.mlp_head(e)  # (P, d)
 
 
-class PrefixEncoder(nn.Module):  # derived in notebook 05 §4
+# notebook 05 §4
+class PrefixEncoder(nn.Module):
     """Prefix tuning: keys and values for ``P`` virtual positions in every layer.
 
     Without reparameterisation (``hidden=None``, = P-tuning v2) the table ``P × (L·2·d)`` *is* the
@@ -173,7 +176,8 @@ class PrefixEncoder(nn.Module):  # derived in notebook 05 §4
 # ---------------------------------------------------------------- serial adapters (GPT)
 
 
-class SerialAdapter(nn.Module):  # derived in notebook 05 §2
+# notebook 05 §2
+class SerialAdapter(nn.Module):
     """A sublayer followed by a bottleneck: ``y = base(x)``, then ``y + up(gelu(down(y)))``.
 
     ``down`` (d → b) starts small and random, ``up`` (b → d) starts at **zero**, so at init the
@@ -197,10 +201,10 @@ class SerialAdapter(nn.Module):  # derived in notebook 05 §2
         return y + self.up(F.gelu(self.down(y)))
 
 
+# notebook 05 §2
 def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")) -> GPT:
     """Houlsby adapters after the attention and the MLP of every block (in place); only the
     adapters train. ``where=("mlp",)`` gives one adapter per block (Pfeiffer et al.'s placement)."""
-    # derived in notebook 05 §2
     if not isinstance(model, GPT):
         raise TypeError(f"add_adapters works on the course GPT (lorakit.model.GPT), got {type(model).__name__}")
     positive_int(bottleneck, "bottleneck")
@@ -221,7 +225,8 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
 # ---------------------------------------------------------------- (IA)³: rescaling, mergeable
 
 
-class IA3Linear(nn.Module):  # derived in notebook 05 §2 (the bonus sibling)
+# notebook 05 §2 (the bonus sibling)
+class IA3Linear(nn.Module):
     """(IA)³ on one frozen linear layer: ``base(x) * l`` (keys, values) or, for a feed-forward
     layer, ``base(x * l)`` (the MLP's hidden units, before ``down_proj``). ``l`` starts at ones, so
     the model starts equal to the base; being a diagonal scale, it merges into the weight.
@@ -237,11 +242,11 @@ class IA3Linear(nn.Module):  # derived in notebook 05 §2 (the bonus sibling)
         return self.base(x * self.l) if self.feedforward else self.base(x) * self.l
 
 
+# notebook 05 §2 (the bonus sibling)
 def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "down_proj"),
             feedforward: tuple[str, ...] = ("down_proj",)) -> nn.Module:
     """(IA)³ in place on the GPT or a Hugging Face decoder: a learned scale on each target layer
     (PEFT's defaults for Llama: keys, values, and the input of ``down_proj``). Only the scales train."""
-    # derived in notebook 05 §2 (the bonus sibling)
     model_shape(model)  # the type check
     if isinstance(targets, str) or isinstance(feedforward, str):
         raise TypeError(f"targets and feedforward must be tuples of module names, got {targets!r}, {feedforward!r}")
@@ -257,8 +262,9 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
     return model
 
 
+# notebook 05 §7
 @torch.no_grad()
-def merge_ia3(model: nn.Module) -> list[str]:  # derived in notebook 05 §7
+def merge_ia3(model: nn.Module) -> list[str]:
     """Fold every scale into its weight (``nn.Linear`` stores out×in: rows for an output scale,
     columns for an input scale) and put the plain layers back: zero cost at inference."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, IA3Linear)}
@@ -277,7 +283,8 @@ def merge_ia3(model: nn.Module) -> list[str]:  # derived in notebook 05 §7
 # ---------------------------------------------------------------- virtual tokens at the input
 
 
-def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # derived in notebook 05 §3
+# notebook 05 §3
+def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:
     """The GPT's forward pass from token embeddings ``x`` (B, T, d) instead of token ids:
     position embeddings (positions ``start .. start+T-1``), blocks, final norm, head.
     ``GPT.forward(idx)`` equals this applied to ``gpt.tok_emb(idx)`` (tested bit for bit), so
@@ -298,7 +305,8 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor | None):
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
-class PromptTuned(nn.Module):  # derived in notebook 05 §3
+# notebook 05 §3
+class PromptTuned(nn.Module):
     """A frozen base plus virtual tokens in front of every input (prompt tuning, P-tuning v1).
 
     ``forward(idx, targets=None, prompts=None)`` returns ``(logits, loss)`` for the *real*
@@ -328,8 +336,9 @@ class PromptTuned(nn.Module):  # derived in notebook 05 §3
         return logits, _loss(logits, targets)
 
 
+# notebook 05 §3
 def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | None = None,
-                      seed: int = 0) -> PromptTuned:  # derived in notebook 05 §3
+                      seed: int = 0) -> PromptTuned:
     """Lester et al.: ``n_virtual`` trainable embeddings at the input, nothing else.
 
     Initialised, as the paper recommends, from embeddings of random vocabulary entries (``seed``),
@@ -349,10 +358,10 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
     return PromptTuned(model, prompt, n_virtual, "prompt_tuning", {})
 
 
+# notebook 05 §3
 def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "mlp", seed: int = 0) -> PromptTuned:
     """Liu et al. (P-tuning v1): virtual tokens at the input, produced by an MLP or LSTM prompt
     encoder of width ``hidden``. Trainable: the encoder and its input table."""
-    # derived in notebook 05 §3
     shape = _check_virtual(model, n_virtual)
     positive_int(hidden, "hidden (the prompt encoder's width)")
     if encoder not in ("mlp", "lstm"):
@@ -368,8 +377,9 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
 # ---------------------------------------------------------------- prefixes in every layer
 
 
+# notebook 05 §4
 def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:  # derived in notebook 05 §4
+                     pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
     """Causal attention in which every query also sees ``P`` prefix keys/values.
 
     ``q, k, v``: (B, H, T, d/H); ``pk, pv``: (B, H, P, d/H). Row ``t`` attends to all ``P``
@@ -381,7 +391,8 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return F.scaled_dot_product_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask)
 
 
-class PrefixAttention(nn.Module):  # derived in notebook 05 §4
+# notebook 05 §4
+class PrefixAttention(nn.Module):
     """The GPT's attention with a prefix: same projections (frozen), keys and values extended.
 
     ``PrefixTuned`` sets ``self.prefix = (pk, pv)`` before each forward pass and clears it after.
@@ -403,7 +414,8 @@ class PrefixAttention(nn.Module):  # derived in notebook 05 §4
         return a.o_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
-class PrefixTuned(nn.Module):  # derived in notebook 05 §4
+# notebook 05 §4
+class PrefixTuned(nn.Module):
     """A frozen base whose every attention layer sees ``P`` trainable keys and values first.
 
     The prefix stands for ``P`` earlier positions, so real tokens sit at positions ``P..P+T-1``
@@ -453,8 +465,9 @@ class PrefixTuned(nn.Module):  # derived in notebook 05 §4
         return self.base(input_ids=idx, attention_mask=mask, use_cache=True, **{name: cache}).logits
 
 
+# notebook 05 §4
 @torch.no_grad()
-def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:  # derived in notebook 05 §4
+def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """The keys and values the GPT itself computes for ``P`` real tokens, flattened as a prefix
     table ``P × (L·2·d)`` (layer, key/value, head, head dim): Li & Liang's initialisation "with
     the activations of real words", which starts the prefix as a plausible context."""
@@ -481,9 +494,10 @@ def _init_prefix(encoder: PrefixEncoder, flat: torch.Tensor) -> None:
     last.weight.copy_(torch.linalg.lstsq(Z, flat).solution.T)
 
 
+# notebook 05 §4
 def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,
                       init_std: float | None = None, seed: int = 0,
-                      init_tokens: torch.Tensor | None = None) -> PrefixTuned:  # derived in notebook 05 §4
+                      init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """Li & Liang: trainable keys/values for ``n_virtual`` positions in every layer.
 
     ``hidden`` = width of the reparameterisation MLP (their §4.3); ``hidden=None`` stores the
@@ -522,8 +536,9 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     return PrefixTuned(model, encoder, method, settings)
 
 
+# notebook 05 §4
 def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,
-                    init_tokens: torch.Tensor | None = None) -> PrefixTuned:  # derived in notebook 05 §4
+                    init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """P-tuning v2 (Liu et al. 2022): deep prompts in every layer = prefix tuning without the MLP."""
     return add_prefix_tuning(model, n_virtual, hidden=None, init_std=init_std, seed=seed, init_tokens=init_tokens)
 
@@ -531,12 +546,14 @@ def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = N
 # ---------------------------------------------------------------- counting, saving, loading
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:  # derived in notebook 05 §2
+# notebook 05 §2
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The method's parameters alone (everything with ``requires_grad``), as CPU copies."""
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:  # derived in notebook 05 §7
+# notebook 05 §7
+def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the method's parameters (safetensors) with its name and settings in the metadata."""
     config = getattr(model, "sibling_config", None)
     if not isinstance(config, dict):
@@ -556,15 +573,14 @@ ADD = {
 }
 
 
+# notebook 05 §7
 @torch.no_grad()
-def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:  # derived in notebook 05 §7
+def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Rebuild the method written by ``save_sibling`` on a fresh ``base`` and load its parameters.
 
     The file, its settings and every key and shape are checked on a scratch copy of the method
     first, so a wrong file raises and leaves ``base`` as it was. Returns the adapted model.
     """
-    import copy
-
     path = Path(path)
     state, meta = read_safetensors(path)
     if meta.get("format") != SIBLING_FORMAT:
@@ -589,9 +605,10 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:  # deri
 # ---------------------------------------------------------------- latency (notebook §7, bench)
 
 
+# notebook 05 §7
 @torch.no_grad()
 def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,
-                    calls: int = 3, seed: int = 0) -> dict[str, float]:  # derived in notebook 05 §7
+                    calls: int = 3, seed: int = 0) -> dict[str, float]:
     """Median seconds of one forward pass on ``batch_size × n_tokens`` real tokens, per model.
 
     The models are interleaved within every repeat, so load on a shared machine hits all alike:
@@ -615,7 +632,8 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:  # derived in notebook 05 §7
+# notebook 05 §7
+def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
     """Exact floating-point operations of one forward pass (``torch.utils.flop_counter``).
 
     Attention runs on PyTorch's reference (math) kernel here, whose matrix products the counter

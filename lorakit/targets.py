@@ -14,18 +14,21 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-def matches(path: str, target: str) -> bool:  # derived in notebook 02 §2
+# notebook 02 §2
+def matches(path: str, target: str) -> bool:
     """Does ``target`` name the module at ``path``? (its full path, or its last components)."""
     return path == target or path.endswith("." + target)
 
 
-def output_head(model: nn.Module) -> nn.Module | None:  # derived in notebook 02 §2 ('all-linear' leaves the head alone)
+# notebook 02 §2 ('all-linear' leaves the head alone)
+def output_head(model: nn.Module) -> nn.Module | None:
     """The layer that maps hidden states to the vocabulary (``lm_head``), if the model has one."""
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
     return head if head is not None else getattr(model, "lm_head", None)
 
 
+# notebook 02 §2
 def check_targets(targets) -> tuple[str, ...] | str:
     """``"all-linear"``, or the target names as a tuple (one name may come as a str); else raise."""
     if targets == "all-linear":
@@ -38,6 +41,7 @@ def check_targets(targets) -> tuple[str, ...] | str:
     return tuple(targets)
 
 
+# notebook 02 §2 (LoRA); used again in 04 §7 (DoRA), 05 §2 ((IA)³), 08 §3 (QLoRA)
 def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (nn.Linear,),
                     head_allowed: bool = True) -> list[str]:
     """The module paths ``targets`` names, in module order; checked before anything changes.
@@ -46,7 +50,6 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     silently adapting fewer layers. ``head_allowed=False``: the output head is never a
     candidate (QLoRA keeps it in 16 bits).
     """
-    # derived in notebook 02 §2 (LoRA); used again in 04 §7 (DoRA), 05 §5 ((IA)³), 08 §3 (QLoRA)
     targets = check_targets(targets)
     head = output_head(model)
     candidates = [n for n, m in model.named_modules() if n and isinstance(m, layer_types)]
@@ -66,7 +69,8 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     return [n for n in candidates if any(matches(n, t) for t in targets)]
 
 
-def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:  # derived in notebook 02 §2
+# notebook 02 §2
+def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:
     """Put ``module`` where the module at dotted ``path`` was (its parent's attribute)."""
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

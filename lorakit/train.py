@@ -367,6 +367,7 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
 # ---------------------------------------------------------------- a short LoRA experiment
 
 
+# notebook 03 §3 (the α slider) and §4 (the rank sweep)
 def short_lora_run(base: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, *, r: int, alpha: float,
                    steps: int, rslora: bool = False, targets=("q_proj", "v_proj"), lr: float = 2e-3,
                    batch_size: int = 16, seed: int = 0, eval_batches: int = 10) -> dict:
@@ -377,7 +378,6 @@ def short_lora_run(base: nn.Module, train_data: torch.Tensor, val_data: torch.Te
     (mean ‖scaling·A B‖_F over the adapted layers), ``A`` ({layer name: A, in×r}) and ``seconds``.
     Deterministic for a given ``seed`` (it seeds A's init and the batches).
     """
-    # derived in notebook 03 §3 (the α slider) and §4 (the rank sweep)
     import copy
 
     from .lora import LoRAConfig, inject_lora, lora_layers

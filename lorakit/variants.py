@@ -29,6 +29,7 @@ from .validate import number
 # ---------------------------------------------------------------- DoRA
 
 
+# notebook 04 §7 (my_dora)
 class DoRALinear(LoRALinear):
     """LoRA with a learned magnitude: ``y = (x W0 + dropout(x) A B s) ⊙ m / ‖W0 + s A B‖_col``.
 
@@ -38,7 +39,6 @@ class DoRALinear(LoRALinear):
     ``merge_lora`` folds in the right thing. The base must be an ``nn.Linear`` (DoRA reads W0).
     """
 
-    # derived in notebook 04 §7 (my_dora)
     def __init__(self, base: nn.Module, *args, **kw):
         if not isinstance(base, nn.Linear):
             raise TypeError(f"DoRA needs an nn.Linear base (it reads W0's column norms), got {type(base).__name__}")
@@ -77,17 +77,18 @@ class DoRALinear(LoRALinear):
         return d
 
 
+# notebook 04 §7
 def inject_dora(model: nn.Module, targets=None, r: int | None = None, alpha: float | None = None, **kw) -> list[str]:
     """``inject_lora`` with ``DoRALinear`` layers: only A, B and the magnitudes train."""
-    # derived in notebook 04 §7
     return inject_lora(model, targets, r, alpha, layer=DoRALinear, **kw)
 
 
 # ---------------------------------------------------------------- PiSSA
 
 
+# notebook 04 §7
 @torch.no_grad()
-def pissa_init(layer: LoRALinear) -> LoRALinear:  # derived in notebook 04 §7
+def pissa_init(layer: LoRALinear) -> LoRALinear:
     """Start ``A``, ``B`` from the top-r singular directions of W0 and keep only the residual.
 
     With ``weight = W0ᵀ = V S Uᵀ`` (SVD of the stored out×in matrix, the way PEFT takes it, so the
@@ -113,9 +114,9 @@ def pissa_init(layer: LoRALinear) -> LoRALinear:  # derived in notebook 04 §7
     return layer
 
 
+# notebook 04 §7
 def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw) -> list[str]:
     """``inject_lora``, then ``pissa_init`` on every new layer (the residual replaces W0)."""
-    # derived in notebook 04 §7
     names = inject_lora(model, targets, r, alpha, **kw)
     for layer in lora_layers(model).values():
         pissa_init(layer)
@@ -125,7 +126,8 @@ def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: floa
 # ---------------------------------------------------------------- LoRA+
 
 
-def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:  # derived in notebook 04 §7
+# notebook 04 §7
+def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:
     """Trainable parameters in two groups: ``B`` (and 1-D parameters such as DoRA's magnitude,
     as PEFT does) at ``lr · ratio``, everything else (``A``) at ``lr``. No weight decay, PEFT's
     default for LoRA+."""
@@ -142,7 +144,7 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> l
     return [dict(params=group_A, lr=lr, weight_decay=0.0), dict(params=group_B, lr=lr * ratio, weight_decay=0.0)]
 
 
+# notebook 04 §7
 def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0) -> torch.optim.AdamW:
     """AdamW with LoRA+'s two learning rates (B's is ``ratio`` × A's; the paper suggests 16)."""
-    # derived in notebook 04 §7
     return torch.optim.AdamW(loraplus_param_groups(model, lr, ratio))

@@ -25,7 +25,8 @@ from .validate import number
 # ---------------------------------------------------------------- rank r: pure functions
 
 
-def rank_reconstruction(W: torch.Tensor, r: int) -> dict:  # derived in notebook 03 §1
+# notebook 03 §1
+def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
     """The best rank-r approximation of ``W`` and what it costs and loses.
 
     Returns ``W_r`` (float32), ``rel_error`` = ‖W − W_r‖_F/‖W‖_F, ``energy`` (fraction of
@@ -42,7 +43,8 @@ def rank_reconstruction(W: torch.Tensor, r: int) -> dict:  # derived in notebook
     )
 
 
-def rank_readout(W: torch.Tensor, r: int) -> str:  # derived in notebook 03 §2
+# notebook 03 §2
+def rank_readout(W: torch.Tensor, r: int) -> str:
     """The slider's one-line readout; it always contains the relative error as a number."""
     rec = rank_reconstruction(W, r)
     return (
@@ -52,7 +54,8 @@ def rank_readout(W: torch.Tensor, r: int) -> str:  # derived in notebook 03 §2
     )
 
 
-def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:  # derived in notebook 03 §1–§2
+# notebook 03 §1–§2
+def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
     """Three panels: ``W``, its best rank-r approximation (same colour scale), and the relative
     error against r with the chosen r marked. Returns the figure (the caller shows it)."""
     rec = rank_reconstruction(W, r)
@@ -100,7 +103,8 @@ def _check_runs(runs: dict, alpha) -> dict:
     return runs[alpha]
 
 
-def alpha_readout(runs: dict, alpha: float) -> str:  # derived in notebook 03 §3
+# notebook 03 §3
+def alpha_readout(runs: dict, alpha: float) -> str:
     """One line for the α slider: the scaling, the update's size and the loss it reached."""
     run = _check_runs(runs, alpha)
     kind = "α/√r" if run["rslora"] else "α/r"
@@ -111,7 +115,8 @@ def alpha_readout(runs: dict, alpha: float) -> str:  # derived in notebook 03 §
     )
 
 
-def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:  # derived in notebook 03 §3
+# notebook 03 §3
+def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:
     """Two panels: the training curve at the chosen α (others faint), and the final validation
     loss and ‖ΔW‖ against α (log scale), the chosen α marked."""
     run = _check_runs(runs, alpha)
@@ -174,7 +179,8 @@ def _show(out, make_figure: Callable[[], plt.Figure]) -> None:
         plt.close(fig)
 
 
-def rank_slider(matrices, r: int = 8):  # derived in notebook 03 §2
+# notebook 03 §2
+def rank_slider(matrices, r: int = 8):
     """An ``IntSlider`` "rank r" (+ a "matrix" dropdown when given several) over
     ``rank_figure``/``rank_readout``.
 
@@ -226,8 +232,9 @@ def rank_slider(matrices, r: int = 8):  # derived in notebook 03 §2
     return box
 
 
+# notebook 03 §3
 def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,
-                 base_bpb: float | None = None, cache: dict | None = None):  # derived in notebook 03 §3
+                 base_bpb: float | None = None, cache: dict | None = None):
     """A ``SelectionSlider`` "alpha α" over a cached ``run(alpha) -> result`` (a ``short_lora_run``).
 
     Each α is trained once and kept in ``cache`` (pass the dict you filled beforehand to make

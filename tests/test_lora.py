@@ -226,9 +226,9 @@ def test_config_is_one_validated_record_the_layers_share():
     inject_lora(keywords, ["q_proj"], r=4, alpha=8)
     assert {layer.config for layer in lora_layers(keywords).values()} == {config}
     assert LoRALinear(nn.Linear(8, 16), config=config).config is config
-    with pytest.raises(TypeError, match="either config or"):
+    with pytest.raises(TypeError, match="either one LoRAConfig as config"):
         LoRALinear(nn.Linear(8, 16), 2, config=config)
-    with pytest.raises(TypeError, match="config must be a LoRAConfig"):
+    with pytest.raises(TypeError, match="either one LoRAConfig as config"):
         LoRALinear(nn.Linear(8, 16), config=dict(r=2))
     with pytest.raises(ValueError, match="targets is empty"):
         LoRAConfig(targets=[])
