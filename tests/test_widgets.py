@@ -48,7 +48,7 @@ def test_rank_figure_is_a_figure_with_three_panels_and_a_colorbar():
 
 
 def test_rank_bad_input():
-    with pytest.raises(ValueError, match="r must be between 1 and"):
+    with pytest.raises(ValueError, match=r"min\(m, n\) = 4 for a 5×4 matrix.*got 5"):
         widgets.rank_reconstruction(randn(5, 4), 5)
     with pytest.raises(ValueError, match="2-D"):
         widgets.rank_readout(torch.zeros(4), 1)
