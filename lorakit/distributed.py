@@ -45,8 +45,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .adapters import save_adapter
 from .data import get_batch, load_splits
-from .lora import save_adapter
 from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora

@@ -1,4 +1,4 @@
-"""The adapter doctor: check a LoRA model before and after training (notebook 04, section 8).
+"""The adapter doctor: check a LoRA model before and after training (notebook 04 §8).
 
 ``check(model)`` looks at every adapted layer — lorakit's ``LoRALinear`` (and the variants in
 ``lorakit.variants``) or PEFT's LoRA layers, on the course GPT or on a Hugging Face model — and
@@ -6,7 +6,7 @@ reports what a learner otherwise finds out only after a wasted run:
 
 - which modules carry an adapter, which linear layers do not, and target names that match nothing;
 - trainable parameters and their share, and trainable parameters outside the adapters;
-- the scale in use (α/r or rsLoRA's α/√r) and whether it looks like α was confused with α/r;
+- the scaling in use (α/r or rsLoRA's α/√r) and whether it looks like α was confused with α/r;
 - whether every ``B`` has moved from zero and by how much: ‖B‖ and the update ratio ‖s A B‖/‖W0‖;
 - gradients that are None or zero (A and B both zero: no gradient can ever flow);
 - the adapters' dtype, and (given the optimizer) how many entries one step of lr cannot move;
@@ -25,14 +25,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from .adapters import PEFT_PREFIX
 from .lora import LoRALinear
+from .targets import check_targets, matches
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α/r were likely confused
 TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
-PEFT_PREFIX = "base_model.model."
 
 
+# notebook 04 §8
 @dataclass
 class Finding:
     level: str      # "error", "warning" or "info"
@@ -45,6 +47,7 @@ class Finding:
         return f"{mark} [{self.code}] {self.message}"
 
 
+# notebook 04 §8
 @dataclass
 class Report:
     """What ``check`` found: one row per adapted layer, totals, and the findings."""
@@ -112,7 +115,7 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
             with torch.no_grad():
                 delta = m.delta().detach()
             params = {k: p for k, p in m.named_parameters() if not k.startswith("base.")}
-            found.append(_Adapter(path, m.A, m.B, params, m.r, m.alpha, m.scaling,
+            found.append(_Adapter(path, m.A, m.B, params, m.config.r, m.config.alpha, m.scaling,
                                   m.base.weight, m.merged, delta))
         elif _is_peft_lora(m):
             for key in m.lora_A:
@@ -124,7 +127,7 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
                     params[f"magnitude.{key}"] = magnitude[key].weight
                 with torch.no_grad():
                     delta = (A.float() @ B.float()) * s
-                name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path
+                name = path.removeprefix(PEFT_PREFIX)
                 found.append(_Adapter(name, A, B, params, int(m.r[key]), float(m.lora_alpha[key]), s,
                                       m.base_layer.weight, key in getattr(m, "merged_adapters", []), delta))
     return found
@@ -135,14 +138,10 @@ def _linear_paths(model: nn.Module, adapter_paths: list[str]) -> list[str]:
     inside = tuple(p + "." for p in adapter_paths)
     out = []
     for path, m in model.named_modules():
-        name = path[len(PEFT_PREFIX):] if path.startswith(PEFT_PREFIX) else path
+        name = path.removeprefix(PEFT_PREFIX)
         if isinstance(m, nn.Linear) and name not in adapter_paths and not name.startswith(inside):
             out.append(name)
     return out
-
-
-def _matches(path: str, target: str) -> bool:
-    return path == target or path.endswith("." + target)
 
 
 def _reference_weight(reference, name: str) -> torch.Tensor | None:
@@ -157,6 +156,7 @@ def _reference_weight(reference, name: str) -> torch.Tensor | None:
 # ---------------------------------------------------------------- the check
 
 
+# notebook 04 §8
 @torch.no_grad()
 def check(
     model: nn.Module,
@@ -184,11 +184,7 @@ def check(
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if reference is not None and not isinstance(reference, (nn.Module, dict)):
         raise TypeError(f"reference must be an nn.Module or a state_dict, got {type(reference).__name__}")
-    if isinstance(targets, str) and targets != "all-linear":
-        targets = [targets]
-    if targets is not None and targets != "all-linear" and (
-            not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets)):
-        raise TypeError(f"targets must be a list of module names or 'all-linear', got {targets!r}")
+    targets = None if targets is None else check_targets(targets)
 
     report = Report()
     adapters = _adapters(model)
@@ -247,11 +243,11 @@ def _row(a: _Adapter) -> dict:
 def _check_targets(adapters, report, targets, add) -> None:
     if targets is not None and targets != "all-linear":
         names = [a.name for a in adapters] + report.untargeted
-        unmatched = [t for t in targets if not any(_matches(n, t) for n in names)]
+        unmatched = [t for t in targets if not any(matches(n, t) for n in names)]
         if unmatched:
             add("error", "unmatched_targets", f"target(s) {unmatched} match no linear layer. "
                 f"This model's linear layers are named like: {_few(sorted({n.split('.')[-1] for n in names}), 8)}.")
-        missed = [n for n in report.untargeted if any(_matches(n, t) for t in targets)]
+        missed = [n for n in report.untargeted if any(matches(n, t) for t in targets)]
         if missed:
             add("error", "targets_not_adapted", f"{_few(missed)} match your targets but carry no adapter "
                 "(was the adapter injected into another copy of the model?).")
@@ -271,14 +267,14 @@ def _check_scaling(adapters, add) -> None:
         kinds.add("α/√r (rsLoRA)" if rs and a.r > 1 else "α/r")
     scalings = sorted({round(a.scaling, 6) for a in adapters})
     a0 = adapters[0]
-    add("info", "scaling", f"scale in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
+    add("info", "scaling", f"scaling in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
         f"(e.g. r = {a0.r}, α = {a0.alpha:g}).")
     odd = [a for a in adapters if not USUAL_SCALING[0] <= a.scaling <= USUAL_SCALING[1]]
     if odd:
         a = odd[0]
-        add("warning", "unusual_scaling", f"scale {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
-            f"{USUAL_SCALING[0]:g}…{USUAL_SCALING[1]:g}. α is not the scale: the scale is α/r. For a scale of 2 "
-            f"at r = {a.r}, pass α = {2 * a.r:g}. A scale this far off acts like a learning rate {a.scaling:.3g}× too large/small.")
+        add("warning", "unusual_scaling", f"scaling {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
+            f"{USUAL_SCALING[0]:g}…{USUAL_SCALING[1]:g}. α is not the scaling: the scaling is α/r. For a scaling of 2 "
+            f"at r = {a.r}, pass α = {2 * a.r:g}. A scaling this far off acts like a learning rate {a.scaling:.3g}× too large/small.")
 
 
 def _check_B_and_updates(adapters, report, after_training, add) -> None:
@@ -299,7 +295,7 @@ def _check_B_and_updates(adapters, report, after_training, add) -> None:
         tiny = [row["layer"] for row in report.layers if 0 < row["update_ratio"] < TINY_UPDATE]
         if tiny:
             add("warning", "tiny_update", f"the update ‖sAB‖/‖W0‖ is below {TINY_UPDATE:g} in {_few(tiny)}: "
-                "the adapter barely changed the model (scale or lr too small, or too few steps).")
+                "the adapter barely changed the model (scaling or lr too small, or too few steps).")
         moved = [row for row in report.layers if row["B_norm"] > 0]
         if moved:
             ratios = [row["update_ratio"] for row in moved]

@@ -31,9 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .lora import LoRALinear, inject_lora, lora_layers
+from .lora import LoRAConfig, LoRALinear, inject_lora, lora_layers
 from .model import Block
 from .quant import TABLES, Quantized4bit, bits_per_parameter, dequantize_absmax, quantize_4bit
+from .targets import replace_module, resolve_targets
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -256,40 +257,6 @@ def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch
 # ---------------------------------------------------------------- preparing a model
 
 
-def _output_head(model: nn.Module) -> nn.Module | None:
-    get = getattr(model, "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    return head if head is not None else getattr(model, "lm_head", None)
-
-
-def _quantizable(model: nn.Module) -> list[str]:
-    """Paths of the nn.Linear layers QLoRA quantizes: all of them except the output head."""
-    head = _output_head(model)
-    return [n for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and m is not head and n.split(".")[-1] != "lm_head"]
-
-
-def _resolve(model: nn.Module, targets, linear: list[str]) -> list[str]:
-    """The paths LoRA goes on, checked before anything changes (the rules of ``inject_lora``)."""
-    if targets == "all-linear":
-        return list(linear)
-    if isinstance(targets, str):
-        targets = [targets]
-    if not isinstance(targets, (list, tuple, set)) or not targets or not all(isinstance(t, str) for t in targets):
-        raise TypeError(f"targets must be 'all-linear' or a non-empty list of module names, got {targets!r}")
-    match = lambda path, t: path == t or path.endswith("." + t)  # noqa: E731
-    unused = [t for t in targets if not any(match(n, t) for n in linear)]
-    if unused:
-        raise ValueError(f"target(s) {unused} match no quantizable linear layer (the output head is "
-                         f"never a target); the layers are: {linear}")
-    return [n for n in linear if any(match(n, t) for t in targets)]
-
-
-def _set(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, child = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
     """Recompute each transformer block in backward: memory for activations drops to one block's.
 
@@ -344,10 +311,9 @@ def prepare_qlora(
     if already:
         raise ValueError(f"the model already has 4-bit or LoRA layers ({already[:3]}): quantizing twice "
                          "would add a second rounding error; start again from the 16-bit model")
-    linear = _quantizable(model)
-    if not linear:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear layers (other than an output head) to quantize")
-    names = _resolve(model, targets, linear)
+    linear = resolve_targets(model, "all-linear")  # what QLoRA quantizes: every linear layer but the head
+    names = resolve_targets(model, targets, head_allowed=False)
+    config = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=tuple(names))
     if quant_type not in TABLES:
         raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
     if adapter_dtype not in COMPUTE_DTYPES:
@@ -363,9 +329,9 @@ def prepare_qlora(
     for p in model.parameters():
         p.requires_grad_(False)
     for path in linear:  # paths, not modules: the replaced 16-bit layer is freed at once
-        _set(model, path, Linear4bit.from_linear(model.get_submodule(path), quant_type, blocksize,
+        replace_module(model, path, Linear4bit.from_linear(model.get_submodule(path), quant_type, blocksize,
                                                  double_quant, compute_dtype))
-    inject_lora(model, names, r, alpha, layer_types=(Linear4bit,), dropout=dropout, dtype=adapter_dtype)
+    inject_lora(model, config=config, layer_types=(Linear4bit,), dtype=adapter_dtype)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model
@@ -410,7 +376,7 @@ def merge_into_4bit(model: nn.Module) -> list[str]:
         merged.weight.copy_(W)
         if base.bias is not None:
             merged.bias.copy_(base.bias)
-        _set(model, name, Linear4bit.from_linear(merged, base.quant_type, base.blocksize,
+        replace_module(model, name, Linear4bit.from_linear(merged, base.quant_type, base.blocksize,
                                                  base.double_quant, base.compute_dtype))
     return list(layers)
 
@@ -438,7 +404,7 @@ def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32)
         if base.bias is not None:
             merged.bias.copy_(base.bias)
         merged.requires_grad_(False)
-        _set(model, name, merged)
+        replace_module(model, name, merged)
     return list(layers)
 
 

@@ -29,6 +29,7 @@ positions (real tokens start at position ``P``, as in PEFT) and lengthens every 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -42,21 +43,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .lora import _read_safetensors, _resolve_targets
+from .adapters import check_state
+from .files import read_safetensors
 from .model import GPT, Attention
+from .targets import matches, replace_module, resolve_targets
+from .validate import integer, positive_int
 
 SIBLING_FORMAT = "lorakit-sibling"
 METHODS = ("adapter", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "ia3")
-
-# ---------------------------------------------------------------- argument checks (one home)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
-
 
 def _is_hf_decoder(model) -> bool:
     cfg = getattr(model, "config", None)
@@ -65,6 +59,7 @@ def _is_hf_decoder(model) -> bool:
                     for k in ("num_hidden_layers", "num_attention_heads", "hidden_size")))
 
 
+# notebook 05 §5 (the GPT and a Hugging Face decoder)
 def model_shape(model) -> dict:
     """``n_layer``, ``n_head``, ``d_model`` and ``context`` of the course GPT or a Hugging Face
     decoder (Llama-like); a clear TypeError for anything else."""
@@ -75,10 +70,8 @@ def model_shape(model) -> dict:
         c = model.config
         return dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, d_model=c.hidden_size,
                     context=getattr(c, "max_position_embeddings", 2**31 - 1))
-    raise TypeError(
-        "model must be the course GPT (lorakit.model.GPT) or a Hugging Face causal LM such as "
-        f"LlamaForCausalLM, got {type(model).__name__}"
-    )
+    raise TypeError("model must be the course GPT (lorakit.model.GPT) or a Hugging Face causal LM such as "
+                    f"LlamaForCausalLM, got {type(model).__name__}")
 
 
 def _check_fresh(model) -> None:
@@ -92,23 +85,15 @@ def _check_fresh(model) -> None:
 def _check_virtual(model, n_virtual) -> dict:
     """Virtual tokens (prompt or prefix) occupy positions: at least one must be left for text."""
     shape = model_shape(model)
-    _check_positive_int("n_virtual (the number of virtual tokens)", n_virtual)
-    if n_virtual >= shape["context"]:
-        raise ValueError(
-            f"{n_virtual} virtual tokens leave no room for text in a context of "
-            f"{shape['context']} positions: n_virtual must be between 1 and {shape['context'] - 1}"
-        )
+    integer(n_virtual, f"n_virtual (virtual tokens in a context of {shape['context']} positions)",
+            low=1, high=shape["context"] - 1)
     return shape
-
-
-def _freeze(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(False)
 
 
 # ---------------------------------------------------------------- the parameter side (model-agnostic)
 
 
+# notebook 05 §3
 class SoftPrompt(nn.Module):
     """Prompt tuning: a ``P × d`` table of trainable input embeddings (PEFT's ``PromptEmbedding``).
 
@@ -127,6 +112,7 @@ class SoftPrompt(nn.Module):
         return self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
 
 
+# notebook 05 §3
 class PromptEncoder(nn.Module):
     """P-tuning v1: a prompt encoder turns ``P`` trainable embeddings into the virtual tokens.
 
@@ -154,6 +140,7 @@ class PromptEncoder(nn.Module):
         return self.mlp_head(e)  # (P, d)
 
 
+# notebook 05 §4
 class PrefixEncoder(nn.Module):
     """Prefix tuning: keys and values for ``P`` virtual positions in every layer.
 
@@ -189,6 +176,7 @@ class PrefixEncoder(nn.Module):
 # ---------------------------------------------------------------- serial adapters (GPT)
 
 
+# notebook 05 §2
 class SerialAdapter(nn.Module):
     """A sublayer followed by a bottleneck: ``y = base(x)``, then ``y + up(gelu(down(y)))``.
 
@@ -213,16 +201,17 @@ class SerialAdapter(nn.Module):
         return y + self.up(F.gelu(self.down(y)))
 
 
+# notebook 05 §2
 def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")) -> GPT:
     """Houlsby adapters after the attention and the MLP of every block (in place); only the
     adapters train. ``where=("mlp",)`` gives one adapter per block (Pfeiffer et al.'s placement)."""
     if not isinstance(model, GPT):
         raise TypeError(f"add_adapters works on the course GPT (lorakit.model.GPT), got {type(model).__name__}")
-    _check_positive_int("bottleneck", bottleneck)
+    positive_int(bottleneck, "bottleneck")
     if isinstance(where, str) or not where or not set(where) <= {"attn", "mlp"}:
         raise ValueError(f"where must be a non-empty tuple drawn from ('attn', 'mlp'), got {where!r}")
     _check_fresh(model)
-    _freeze(model)
+    model.requires_grad_(False)
     dtype = model.lm_head.weight.dtype
     device = model.lm_head.weight.device
     for block in model.blocks:
@@ -236,6 +225,7 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
 # ---------------------------------------------------------------- (IA)³: rescaling, mergeable
 
 
+# notebook 05 §2 (the bonus sibling)
 class IA3Linear(nn.Module):
     """(IA)³ on one frozen linear layer: ``base(x) * l`` (keys, values) or, for a feed-forward
     layer, ``base(x * l)`` (the MLP's hidden units, before ``down_proj``). ``l`` starts at ones, so
@@ -252,6 +242,7 @@ class IA3Linear(nn.Module):
         return self.base(x * self.l) if self.feedforward else self.base(x) * self.l
 
 
+# notebook 05 §2 (the bonus sibling)
 def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "down_proj"),
             feedforward: tuple[str, ...] = ("down_proj",)) -> nn.Module:
     """(IA)³ in place on the GPT or a Hugging Face decoder: a learned scale on each target layer
@@ -262,17 +253,16 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
     if not set(feedforward) <= set(targets):
         raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
     _check_fresh(model)
-    names = _resolve_targets(model, list(targets), (nn.Linear,))
-    ff = [n for n in names if any(n == t or n.endswith("." + t) for t in feedforward)]
-    _freeze(model)
+    names = resolve_targets(model, list(targets))
+    model.requires_grad_(False)
     for name in names:
-        parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, IA3Linear(getattr(owner, child), feedforward=name in ff))
+        feeds = any(matches(name, t) for t in feedforward)
+        replace_module(model, name, IA3Linear(model.get_submodule(name), feedforward=feeds))
     model.sibling_config = dict(method="ia3", targets=list(targets), feedforward=list(feedforward))
     return model
 
 
+# notebook 05 §7
 @torch.no_grad()
 def merge_ia3(model: nn.Module) -> list[str]:
     """Fold every scale into its weight (``nn.Linear`` stores out×in: rows for an output scale,
@@ -285,8 +275,7 @@ def merge_ia3(model: nn.Module) -> list[str]:
         W.mul_(layer.l.view(1, -1) if layer.feedforward else layer.l.view(-1, 1))
         if layer.base.bias is not None and not layer.feedforward:
             layer.base.bias.mul_(layer.l)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, layer.base)
+        replace_module(model, name, layer.base)
     model.__dict__.pop("sibling_config", None)
     return list(layers)
 
@@ -294,6 +283,7 @@ def merge_ia3(model: nn.Module) -> list[str]:
 # ---------------------------------------------------------------- virtual tokens at the input
 
 
+# notebook 05 §3
 def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:
     """The GPT's forward pass from token embeddings ``x`` (B, T, d) instead of token ids:
     position embeddings (positions ``start .. start+T-1``), blocks, final norm, head.
@@ -315,6 +305,7 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor | None):
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
+# notebook 05 §3
 class PromptTuned(nn.Module):
     """A frozen base plus virtual tokens in front of every input (prompt tuning, P-tuning v1).
 
@@ -345,6 +336,7 @@ class PromptTuned(nn.Module):
         return logits, _loss(logits, targets)
 
 
+# notebook 05 §3
 def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | None = None,
                       seed: int = 0) -> PromptTuned:
     """Lester et al.: ``n_virtual`` trainable embeddings at the input, nothing else.
@@ -361,20 +353,21 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
     elif tuple(init.shape) != (n_virtual, shape["d_model"]):
         raise ValueError(f"init must have shape (n_virtual, d_model) = {(n_virtual, shape['d_model'])}, "
                          f"got {tuple(init.shape)}")
-    _freeze(model)
+    model.requires_grad_(False)
     prompt = SoftPrompt(n_virtual, shape["d_model"], init).to(table.device, table.dtype)
     return PromptTuned(model, prompt, n_virtual, "prompt_tuning", {})
 
 
+# notebook 05 §3
 def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "mlp", seed: int = 0) -> PromptTuned:
     """Liu et al. (P-tuning v1): virtual tokens at the input, produced by an MLP or LSTM prompt
     encoder of width ``hidden``. Trainable: the encoder and its input table."""
     shape = _check_virtual(model, n_virtual)
-    _check_positive_int("hidden (the prompt encoder's width)", hidden)
+    positive_int(hidden, "hidden (the prompt encoder's width)")
     if encoder not in ("mlp", "lstm"):
         raise ValueError(f"encoder must be 'mlp' or 'lstm', got {encoder!r}")
     _check_fresh(model)
-    _freeze(model)
+    model.requires_grad_(False)
     ref = next(model.parameters())
     torch.manual_seed(seed)
     prompt = PromptEncoder(n_virtual, shape["d_model"], hidden, encoder).to(ref.device, ref.dtype)
@@ -384,6 +377,7 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
 # ---------------------------------------------------------------- prefixes in every layer
 
 
+# notebook 05 §4
 def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
     """Causal attention in which every query also sees ``P`` prefix keys/values.
@@ -397,6 +391,7 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return F.scaled_dot_product_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask)
 
 
+# notebook 05 §4
 class PrefixAttention(nn.Module):
     """The GPT's attention with a prefix: same projections (frozen), keys and values extended.
 
@@ -419,6 +414,7 @@ class PrefixAttention(nn.Module):
         return a.o_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
+# notebook 05 §4
 class PrefixTuned(nn.Module):
     """A frozen base whose every attention layer sees ``P`` trainable keys and values first.
 
@@ -469,6 +465,7 @@ class PrefixTuned(nn.Module):
         return self.base(input_ids=idx, attention_mask=mask, use_cache=True, **{name: cache}).logits
 
 
+# notebook 05 §4
 @torch.no_grad()
 def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """The keys and values the GPT itself computes for ``P`` real tokens, flattened as a prefix
@@ -497,6 +494,7 @@ def _init_prefix(encoder: PrefixEncoder, flat: torch.Tensor) -> None:
     last.weight.copy_(torch.linalg.lstsq(Z, flat).solution.T)
 
 
+# notebook 05 §4
 def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,
                       init_std: float | None = None, seed: int = 0,
                       init_tokens: torch.Tensor | None = None) -> PrefixTuned:
@@ -515,7 +513,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
             got = tuple(init_tokens.shape) if isinstance(init_tokens, torch.Tensor) else type(init_tokens).__name__
             raise ValueError(f"init_tokens must be a tensor of n_virtual = {n_virtual} token ids, got {got}")
     if hidden is not None:
-        _check_positive_int("hidden (the reparameterisation MLP's width)", hidden)
+        positive_int(hidden, "hidden (the reparameterisation MLP's width)")
     if not isinstance(model, GPT):
         kv_heads = getattr(model.config, "num_key_value_heads", None) or shape["n_head"]
         if kv_heads != shape["n_head"]:
@@ -524,7 +522,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     if shape["d_model"] % shape["n_head"]:
         raise ValueError(f"d_model {shape['d_model']} must be divisible by n_head {shape['n_head']}")
     _check_fresh(model)
-    _freeze(model)
+    model.requires_grad_(False)
     ref = next(model.parameters())
     if init_std is None and hidden is None and isinstance(model, GPT):
         init_std = 0.02 * shape["d_model"] ** 0.5
@@ -538,6 +536,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     return PrefixTuned(model, encoder, method, settings)
 
 
+# notebook 05 §4
 def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,
                     init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """P-tuning v2 (Liu et al. 2022): deep prompts in every layer = prefix tuning without the MLP."""
@@ -547,11 +546,13 @@ def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = N
 # ---------------------------------------------------------------- counting, saving, loading
 
 
+# notebook 05 §2
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The method's parameters alone (everything with ``requires_grad``), as CPU copies."""
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+# notebook 05 §7
 def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the method's parameters (safetensors) with its name and settings in the metadata."""
     config = getattr(model, "sibling_config", None)
@@ -572,6 +573,7 @@ ADD = {
 }
 
 
+# notebook 05 §7
 @torch.no_grad()
 def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Rebuild the method written by ``save_sibling`` on a fresh ``base`` and load its parameters.
@@ -579,10 +581,8 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     The file, its settings and every key and shape are checked on a scratch copy of the method
     first, so a wrong file raises and leaves ``base`` as it was. Returns the adapted model.
     """
-    import copy
-
     path = Path(path)
-    state, meta = _read_safetensors(path)
+    state, meta = read_safetensors(path)
     if meta.get("format") != SIBLING_FORMAT:
         raise ValueError(f"{path} is not a lorakit sibling file (format={meta.get('format')!r}, "
                          f"expected {SIBLING_FORMAT!r})")
@@ -594,13 +594,7 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     if method not in ADD:
         raise ValueError(f"{path}: unknown method {method!r}; known: {METHODS}")
     trial = ADD[method](copy.deepcopy(base), config)  # validates settings against this base
-    want = {n: tuple(p.shape) for n, p in trial.named_parameters() if p.requires_grad}
-    got = {n: tuple(t.shape) for n, t in state.items()}
-    if want != got:
-        missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        wrong = [f"{n}: file {got[n]} vs model {want[n]}" for n in sorted(set(want) & set(got)) if want[n] != got[n]]
-        raise ValueError(f"{path} does not fit this base: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                         f"wrong shapes {wrong[:5]}")
+    check_state(state, {n: p.shape for n, p in trial.named_parameters() if p.requires_grad}, f"{path}")
     model = ADD[method](base, config)
     params = dict(model.named_parameters())
     for n, t in state.items():
@@ -611,6 +605,7 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
 # ---------------------------------------------------------------- latency (notebook §7, bench)
 
 
+# notebook 05 §7
 @torch.no_grad()
 def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,
                     calls: int = 3, seed: int = 0) -> dict[str, float]:
@@ -619,9 +614,9 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
     The models are interleaved within every repeat, so load on a shared machine hits all alike:
     report ratios between models of the *same* call, not absolute times.
     """
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_tokens", n_tokens)
-    _check_positive_int("repeats", repeats)
+    positive_int(batch_size, "batch_size")
+    positive_int(n_tokens, "n_tokens")
+    positive_int(repeats, "repeats")
     idx = torch.randint(256, (batch_size, n_tokens), generator=torch.Generator().manual_seed(seed))
     times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():
@@ -637,6 +632,7 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+# notebook 05 §7
 def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
     """Exact floating-point operations of one forward pass (``torch.utils.flop_counter``).
 
@@ -646,8 +642,8 @@ def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    _check_positive_int("n_tokens", n_tokens)
-    _check_positive_int("batch_size", batch_size)
+    positive_int(n_tokens, "n_tokens")
+    positive_int(batch_size, "batch_size")
     idx = torch.zeros(batch_size, n_tokens, dtype=torch.long, device=next(model.parameters()).device)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(idx)

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import __version__
 from .data import fingerprint, get_batch, load_splits
+from .files import read_safetensors
 from .model import GPT, GPTConfig
 from .validate import number, positive_int
 
@@ -207,10 +207,7 @@ def load_weights(model: GPT, path: str | os.PathLike) -> GPT:
     Nothing is copied unless everything matches, so a checkpoint from another config leaves
     the model untouched and says which tensors differ.
     """
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+    state, _ = read_safetensors(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -228,13 +225,7 @@ def load_weights(model: GPT, path: str | os.PathLike) -> GPT:
 # notebook 00 §4
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
     """A GPT rebuilt from the config stored in the checkpoint, with its weights loaded."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+    _, meta = read_safetensors(path)
     if "gpt_config" not in meta:
         raise ValueError(f"{path} has no 'gpt_config' metadata: it was not written by save_model")
     model = GPT(GPTConfig(**json.loads(meta["gpt_config"])))
@@ -381,3 +372,43 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
     os.replace(tmp_card, card)
     info.update(path=str(weights), trained=True)
     return model.to(device or "cpu").eval(), info
+
+
+# ---------------------------------------------------------------- a short LoRA experiment
+
+
+# notebook 03 §3 (the α slider) and §4 (the rank sweep)
+def short_lora_run(base: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, *, r: int, alpha: float,
+                   steps: int, rslora: bool = False, targets=("q_proj", "v_proj"), lr: float = 2e-3,
+                   batch_size: int = 16, seed: int = 0, eval_batches: int = 10) -> dict:
+    """Train a LoRA adapter on a copy of ``base`` for ``steps`` steps; return what it measured.
+
+    ``base`` is never modified (a deep copy is adapted). The result holds ``val_bpb`` (bits per
+    byte on ``val_data``), the per-step ``train_bpb``, ``scaling`` (α/r or α/√r), ``dW_norm``
+    (mean ‖scaling·A B‖_F over the adapted layers), ``A`` ({layer name: A, in×r}) and ``seconds``.
+    Deterministic for a given ``seed`` (it seeds A's init and the batches).
+    """
+    import copy
+
+    from .lora import LoRAConfig, inject_lora, lora_layers
+    from .validate import positive_int
+
+    if not isinstance(base, nn.Module):
+        raise TypeError(f"base must be an nn.Module, got {type(base).__name__}")
+    positive_int(steps, "steps")
+    config = LoRAConfig(r=r, alpha=alpha, rslora=rslora, targets=tuple(targets))
+    model = copy.deepcopy(base).cpu()
+    set_seed(seed)
+    inject_lora(model, config=config)
+    hist = train(model, train_data, None, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+    layers = lora_layers(model)
+    with torch.no_grad():
+        norms = [float(torch.linalg.matrix_norm(layer.delta())) for layer in layers.values()]
+    return dict(
+        r=r, alpha=alpha, rslora=rslora, steps=steps, seed=seed, scaling=config.scaling,
+        val_bpb=evaluate(model, val_data, batch_size, eval_batches),
+        train_bpb=list(hist.train_bpb),
+        dW_norm=sum(norms) / len(norms),
+        A={name: layer.A.detach().clone() for name, layer in layers.items()},
+        seconds=hist.seconds,
+    )

@@ -1,7 +1,7 @@
 """Three LoRA variants built on ``lorakit.lora``: DoRA, PiSSA's initialisation, LoRA+ (notebook 04).
 
 Same notation as ``lorakit.lora`` (row vectors, ``y = x W0``, ``W0`` in×out, ``A`` in×r, ``B``
-r×out, ``s`` = α/r or α/√r). Each one changes a single thing about plain LoRA:
+r×out, ``s`` = ``scaling`` = α/r or α/√r). Each one changes a single thing about plain LoRA:
 
 - **DoRA** (Liu et al. 2024, arXiv 2402.09353; PEFT ``LoraConfig(use_dora=True)``) splits the
   adapted weight into a direction and a trainable magnitude per output column::
@@ -20,16 +20,16 @@ r×out, ``s`` = α/r or α/√r). Each one changes a single thing about plain Lo
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
 from .lora import LoRALinear, inject_lora, lora_layers
+from .validate import number
 
 # ---------------------------------------------------------------- DoRA
 
 
+# notebook 04 §7 (my_dora)
 class DoRALinear(LoRALinear):
     """LoRA with a learned magnitude: ``y = (x W0 + dropout(x) A B s) ⊙ m / ‖W0 + s A B‖_col``.
 
@@ -39,11 +39,10 @@ class DoRALinear(LoRALinear):
     ``merge_lora`` folds in the right thing. The base must be an ``nn.Linear`` (DoRA reads W0).
     """
 
-    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 rslora: bool = False, *, dtype: torch.dtype | None = None):
+    def __init__(self, base: nn.Module, *args, **kw):
         if not isinstance(base, nn.Linear):
             raise TypeError(f"DoRA needs an nn.Linear base (it reads W0's column norms), got {type(base).__name__}")
-        super().__init__(base, r, alpha, dropout, rslora, dtype=dtype)
+        super().__init__(base, *args, **kw)
         with torch.no_grad():
             self.magnitude = nn.Parameter(self._column_norm())   # out: ‖W0‖_col, as B = 0
         self._merged_delta: torch.Tensor | None = None
@@ -78,24 +77,16 @@ class DoRALinear(LoRALinear):
         return d
 
 
-def inject_dora(model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw) -> list[str]:
-    """``inject_lora``, then each ``LoRALinear`` becomes a ``DoRALinear`` with the same ``A``.
-
-    Everything ``inject_lora`` validates is validated first; only A, B and the magnitudes train.
-    """
-    names = inject_lora(model, targets, r, alpha, **kw)
-    for name, layer in lora_layers(model).items():
-        dora = DoRALinear(layer.base, layer.r, layer.alpha, layer.dropout_p, layer.rslora, dtype=layer.A.dtype)
-        with torch.no_grad():
-            dora.A.copy_(layer.A)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, dora)
-    return names
+# notebook 04 §7
+def inject_dora(model: nn.Module, targets=None, r: int | None = None, alpha: float | None = None, **kw) -> list[str]:
+    """``inject_lora`` with ``DoRALinear`` layers: only A, B and the magnitudes train."""
+    return inject_lora(model, targets, r, alpha, layer=DoRALinear, **kw)
 
 
 # ---------------------------------------------------------------- PiSSA
 
 
+# notebook 04 §7
 @torch.no_grad()
 def pissa_init(layer: LoRALinear) -> LoRALinear:
     """Start ``A``, ``B`` from the top-r singular directions of W0 and keep only the residual.
@@ -113,7 +104,7 @@ def pissa_init(layer: LoRALinear) -> LoRALinear:
         raise ValueError("the layer is merged: unmerge_lora first (PiSSA rewrites W0)")
     weight = layer.base.weight
     V, S, Uh = torch.linalg.svd(weight.float(), full_matrices=False)   # weight (out×in) = V S Uh
-    r, s = layer.r, layer.scaling
+    r, s = layer.config.r, layer.scaling
     root = torch.sqrt(S[:r] / s)
     A = Uh[:r].t() * root                 # in×r
     B = root[:, None] * V[:, :r].t()      # r×out
@@ -123,6 +114,7 @@ def pissa_init(layer: LoRALinear) -> LoRALinear:
     return layer
 
 
+# notebook 04 §7
 def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw) -> list[str]:
     """``inject_lora``, then ``pissa_init`` on every new layer (the residual replaces W0)."""
     names = inject_lora(model, targets, r, alpha, **kw)
@@ -134,15 +126,13 @@ def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: floa
 # ---------------------------------------------------------------- LoRA+
 
 
+# notebook 04 §7
 def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:
     """Trainable parameters in two groups: ``B`` (and 1-D parameters such as DoRA's magnitude,
     as PEFT does) at ``lr · ratio``, everything else (``A``) at ``lr``. No weight decay, PEFT's
     default for LoRA+."""
-    for name, value in (("lr", lr), ("ratio", ratio)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    number(lr, "lr", low=0, low_open=True)
+    number(ratio, "ratio", low=0, low_open=True)
     group_A, group_B, has_B = [], [], False
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -154,6 +144,7 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> l
     return [dict(params=group_A, lr=lr, weight_decay=0.0), dict(params=group_B, lr=lr * ratio, weight_decay=0.0)]
 
 
+# notebook 04 §7
 def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0) -> torch.optim.AdamW:
     """AdamW with LoRA+'s two learning rates (B's is ``ratio`` × A's; the paper suggests 16)."""
     return torch.optim.AdamW(loraplus_param_groups(model, lr, ratio))

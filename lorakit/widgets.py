@@ -1,32 +1,31 @@
-"""Sliders for rank r and scale α (notebook 03): thin ipywidgets shells over pure functions.
+"""Sliders for rank r and for α (notebook 03): thin ipywidgets shells over pure functions.
 
 Every slider here is two layers, so that what a learner sees is also what the tests check:
 
-- a **pure function** that computes the numbers (``rank_reconstruction``, ``short_lora_run``),
-  and pure functions that turn them into a figure and a one-line readout
-  (``rank_figure``/``rank_readout``, ``alpha_figure``/``alpha_readout``);
+- **pure functions** that turn numbers into a figure and a one-line readout
+  (``rank_reconstruction``, ``rank_figure``/``rank_readout``; ``alpha_figure``/``alpha_readout``
+  over the results of ``lorakit.train.short_lora_run``);
 - a **shell** (``rank_slider``, ``alpha_slider``) that only wires an ipywidgets control to
   those functions: a slider, an HTML readout and an ``Output`` holding the figure.
 
 Training runs are slow on a laptop, so ``alpha_slider`` caches one run per α value and its
 slider uses ``continuous_update=False`` (it recomputes when the handle is released).
-Notebooks 06/07 build their own sliders in ``quant``/``memory``.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn as nn
 
 from . import lowrank
+from .validate import number
 
 # ---------------------------------------------------------------- rank r: pure functions
 
 
+# notebook 03 §1
 def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
     """The best rank-r approximation of ``W`` and what it costs and loses.
 
@@ -44,6 +43,7 @@ def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
     )
 
 
+# notebook 03 §2
 def rank_readout(W: torch.Tensor, r: int) -> str:
     """The slider's one-line readout; it always contains the relative error as a number."""
     rec = rank_reconstruction(W, r)
@@ -54,6 +54,7 @@ def rank_readout(W: torch.Tensor, r: int) -> str:
     )
 
 
+# notebook 03 §1–§2
 def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
     """Three panels: ``W``, its best rank-r approximation (same colour scale), and the relative
     error against r with the chosen r marked. Returns the figure (the caller shows it)."""
@@ -94,65 +95,6 @@ def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
 # ---------------------------------------------------------------- α: pure functions
 
 
-def update_scale(alpha: float, r: int, rslora: bool = False) -> float:
-    """The factor in front of ``A @ B``: α/r (LoRA paper), or α/√r (rsLoRA)."""
-    from .lora import lora_scaling
-
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise ValueError(f"r must be a positive integer, got {r!r}")
-    return lora_scaling(r, alpha, rslora)
-
-
-def short_lora_run(
-    base: nn.Module,
-    train_data: torch.Tensor,
-    val_data: torch.Tensor,
-    *,
-    r: int,
-    alpha: float,
-    steps: int,
-    rslora: bool = False,
-    targets: Sequence[str] = ("q_proj", "v_proj"),
-    lr: float = 2e-3,
-    batch_size: int = 16,
-    seed: int = 0,
-    eval_batches: int = 10,
-) -> dict:
-    """Train a LoRA adapter on a copy of ``base`` for ``steps`` steps; return what it measured.
-
-    ``base`` is never modified (a deep copy is adapted). The result holds ``val_bpb`` (bits per
-    byte on ``val_data``), the per-step ``train_bpb``, ``scale`` (α/r or α/√r), ``dW_norm``
-    (mean ‖scale·A B‖_F over the adapted layers), ``A`` ({layer name: A, in×r}) and ``seconds``.
-    Deterministic for a given ``seed`` (it seeds A's init and the batches).
-    """
-    from .lora import inject_lora, lora_layers
-    from .train import evaluate, set_seed, train
-
-    if not isinstance(base, nn.Module):
-        raise TypeError(f"base must be an nn.Module, got {type(base).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    model = copy.deepcopy(base).cpu()
-    set_seed(seed)
-    inject_lora(model, list(targets), r, alpha, rslora=rslora)
-    hist = train(model, train_data, None, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                 progress=False)
-    layers = lora_layers(model)
-    with torch.no_grad():
-        norms = [float(torch.linalg.matrix_norm(layer.delta())) for layer in layers.values()]
-    return dict(
-        r=r, alpha=alpha, rslora=rslora, steps=steps, seed=seed,
-        scale=next(iter(layers.values())).scaling,
-        val_bpb=evaluate(model, val_data, batch_size, eval_batches),
-        train_bpb=list(hist.train_bpb),
-        dW_norm=sum(norms) / len(norms),
-        A={name: layer.A.detach().clone() for name, layer in layers.items()},
-        seconds=hist.seconds,
-    )
-
-
 def _check_runs(runs: dict, alpha) -> dict:
     if not runs:
         raise ValueError("runs is empty: run at least one α first")
@@ -161,17 +103,19 @@ def _check_runs(runs: dict, alpha) -> dict:
     return runs[alpha]
 
 
+# notebook 03 §3
 def alpha_readout(runs: dict, alpha: float) -> str:
-    """One line for the α slider: the scale, the update's size and the loss it reached."""
+    """One line for the α slider: the scaling, the update's size and the loss it reached."""
     run = _check_runs(runs, alpha)
     kind = "α/√r" if run["rslora"] else "α/r"
     return (
-        f"α = {alpha:g}, r = {run['r']}: scale {kind} = {run['scale']:.4g}, "
+        f"α = {alpha:g}, r = {run['r']}: scaling {kind} = {run['scaling']:.4g}, "
         f"‖ΔW‖_F = {run['dW_norm']:.4g}, val loss = {run['val_bpb']:.4f} bits/byte "
         f"after {run['steps']} steps"
     )
 
 
+# notebook 03 §3
 def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:
     """Two panels: the training curve at the chosen α (others faint), and the final validation
     loss and ‖ΔW‖ against α (log scale), the chosen α marked."""
@@ -216,7 +160,7 @@ def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt
     twin.set_yscale("log")
     twin.set_ylabel("mean ‖ΔW‖_F (log scale)", color="C2")
     right.set_title("larger α, larger ΔW; the best α lies in between")
-    fig.suptitle(f"α = {alpha:g} (scale {run['scale']:.3g}): val loss {run['val_bpb']:.3f} bits/byte")
+    fig.suptitle(f"α = {alpha:g} (scaling {run['scaling']:.3g}): val loss {run['val_bpb']:.3f} bits/byte")
     fig.tight_layout()
     return fig
 
@@ -235,6 +179,7 @@ def _show(out, make_figure: Callable[[], plt.Figure]) -> None:
         plt.close(fig)
 
 
+# notebook 03 §2
 def rank_slider(matrices, r: int = 8):
     """An ``IntSlider`` "rank r" (+ a "matrix" dropdown when given several) over
     ``rank_figure``/``rank_readout``.
@@ -287,6 +232,7 @@ def rank_slider(matrices, r: int = 8):
     return box
 
 
+# notebook 03 §3
 def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,
                  base_bpb: float | None = None, cache: dict | None = None):
     """A ``SelectionSlider`` "alpha α" over a cached ``run(alpha) -> result`` (a ``short_lora_run``).
@@ -297,9 +243,9 @@ def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: f
     """
     import ipywidgets as widgets
 
-    alphas = list(alphas)
-    if not alphas or any(not (isinstance(a, (int, float)) and a > 0) for a in alphas):
-        raise ValueError(f"alphas must be a non-empty list of numbers > 0, got {alphas}")
+    alphas = [number(a, "every alpha", low=0, low_open=True) for a in alphas]
+    if not alphas:
+        raise ValueError("alphas is empty: give at least one α")
     cache = {} if cache is None else cache
     value = alphas[len(alphas) // 2] if alpha is None else alpha
     if value not in alphas:

@@ -63,9 +63,9 @@ peft = quiet_import("peft")  # the reference library, imported without its start
 
 from lorakit.data import load_splits
 from lorakit.exercises.nb02 import check_ex_2_1, check_ex_2_2, check_ex_2_3, check_ex_2_4, toy_problem
+from lorakit.adapters import adapter_state, load_adapter, load_peft_adapter, save_adapter, save_peft_adapter
 from lorakit.lora import (
-    LoRALinear, adapter_state, inject_lora, load_adapter, load_peft_adapter, lora_layers,
-    merge_lora, parameter_report, remove_lora, save_adapter, save_peft_adapter, unmerge_lora,
+    LoRAConfig, LoRALinear, inject_lora, lora_layers, merge_lora, parameter_report, remove_lora, unmerge_lora,
 )
 from lorakit.train import base_model, evaluate, fast_mode, save_model, set_seed, train
 
@@ -113,7 +113,7 @@ print(f"base GPT: {info['config']['n_layer']} layers, d={info['config']['d_model
 
 # %%
 class MyLoRALinear(nn.Module):
-    """LoRA written out in full: frozen base + dropout(x) @ A @ B * scale."""
+    """LoRA written out in full: frozen base + dropout(x) @ A @ B * scaling."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
@@ -125,11 +125,11 @@ class MyLoRALinear(nn.Module):
         nn.init.kaiming_uniform_(A_t, a=5 ** 0.5)       # ... uniform in ±1/sqrt(m)
         self.A = nn.Parameter(A_t.t().contiguous())     # m×r
         self.B = nn.Parameter(torch.zeros(r, n))        # r×n, zero
-        self.scale = alpha / r
+        self.scaling = alpha / r
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x):
-        return self.base(x) + self.dropout(x) @ self.A @ self.B * self.scale
+        return self.base(x) + self.dropout(x) @ self.A @ self.B * self.scaling
 
 
 torch.manual_seed(0)
@@ -139,7 +139,7 @@ mine = MyLoRALinear(linear, r=R, alpha=ALPHA)
 set_seed(1)
 theirs = LoRALinear(linear, r=R, alpha=ALPHA)
 x = torch.randn(4, 10, 128)
-print(f"A: {tuple(mine.A.shape)} (in×r), B: {tuple(mine.B.shape)} (r×out), scale α/r = {mine.scale}")
+print(f"A: {tuple(mine.A.shape)} (in×r), B: {tuple(mine.B.shape)} (r×out), scaling α/r = {mine.scaling}")
 print(f"|A| max = {mine.A.abs().max():.4f}, bound 1/sqrt(in) = {128 ** -0.5:.4f}")
 
 # %%
@@ -201,7 +201,7 @@ draw_lora(d_model, d_model, R)
 # with $B$ filled in shows it ($r = 8$ non-zero singular values out of 96).
 
 # %%
-dW = (mine.A @ mine.B * mine.scale).detach()
+dW = (mine.A @ mine.B * mine.scaling).detach()
 sv = torch.linalg.svdvals(dW)
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.semilogy(range(1, len(sv) + 1), sv.clamp_min(1e-12), "o-", ms=3)
@@ -216,8 +216,12 @@ assert (sv > 1e-4 * sv[0]).sum().item() == R, "ΔW = AB must have rank r"
 #
 # `inject_lora(model, targets, r, alpha)` walks `model.named_modules()`, replaces every
 # `nn.Linear` whose path ends in a target name (`"q_proj"` matches `blocks.0.attn.q_proj`) by a
-# `LoRALinear`, and freezes **everything** except the new $A$ and $B$. Per targeted
-# $m \times n$ matrix LoRA adds $r(m + n)$ trainable parameters instead of $mn$.
+# `LoRALinear`, and freezes **everything** except the new $A$ and $B$ (the matching and the swap by
+# dotted name live in `lorakit.targets`: `resolve_targets`, `replace_module`). Per targeted
+# $m \times n$ matrix LoRA adds $r(m + n)$ trainable parameters instead of $mn$. The
+# hyper-parameters travel as one frozen record, `LoRAConfig(r, alpha, dropout, rslora, targets)`
+# (PEFT's `LoraConfig`): every injected layer holds it as `layer.config`, with
+# `config.scaling` $= \alpha/r$, and an adapter file stores it.
 
 # %%
 lora_model = copy.deepcopy(base)
@@ -226,6 +230,7 @@ names = inject_lora(lora_model, TARGETS, r=R, alpha=ALPHA)
 after = parameter_report(lora_model)
 d = info["config"]["d_model"]
 print(f"wrapped {len(names)} layers: {names[:2]} ...")
+print(lora_layers(lora_model)[names[0]].config)
 print(f"before: trainable {before['trainable']:,} of {before['total']:,}")
 print(f"after:  trainable {after['trainable']:,} of {after['total']:,} ({after['percent']:.2f} %)")
 
@@ -233,6 +238,8 @@ print(f"after:  trainable {after['trainable']:,} of {after['total']:,} ({after['
 assert after["trainable"] == len(names) * R * (d + d), "each d×d target adds r(d + d) parameters"
 assert after["total"] == before["total"] + after["trainable"], "the base weights are all still there"
 assert after["percent"] < 5, "LoRA trains a few percent of the model"
+assert all(layer.config == LoRAConfig(r=R, alpha=ALPHA, targets=TARGETS) for layer in lora_layers(lora_model).values()), \
+    "every layer holds the one LoRAConfig the keywords describe"
 probe = docs_val[: 2 * base.cfg.context].long().view(2, -1)
 assert torch.equal(lora_model(probe)[0], base(probe)[0]), "after injection the model is exactly the base"
 print("only A and B are trainable; the injected model still equals the base exactly")
@@ -353,7 +360,7 @@ print("merge keeps the outputs; unmerge restores W0 (max diff "
 # ## 5. The adapter file
 #
 # Only $A$ and $B$ need saving: the base is shared. `save_adapter` writes them as safetensors
-# (no pickle, nothing executes on load) with $r$, $\alpha$ and the targets in the metadata.
+# (no pickle, nothing executes on load) with its `LoRAConfig` (the targets as exact paths) in the metadata.
 # `load_adapter` checks every name and shape before touching the model, injects LoRA into a
 # fresh base if needed, and copies the tensors bit for bit.
 
@@ -509,14 +516,14 @@ answer = None  # set to lora_backward once written
 check_ex_2_1(answer)
 
 # %% [markdown]
-# **Exercise 2.2 — merge by hand.** Write a function `merge(W0, A, B, scale)` that returns the
+# **Exercise 2.2 — merge by hand.** Write a function `merge(W0, A, B, scaling)` that returns the
 # merged `nn.Linear` weight, where `W0` is the layer's `weight` (out×in), `A` is in×r and `B` is
 # r×out. It must return a new tensor and leave `W0` unchanged (the base is shared; unmerging
 # needs it). Answer: the function, checked within 1e-5. *Hint:* which layout is $AB$ in, and
 # which is `weight`?
 
 # %%
-answer = None  # your answer here: a function merge(W0, A, B, scale) -> tensor (out×in)
+answer = None  # your answer here: a function merge(W0, A, B, scaling) -> tensor (out×in)
 check_ex_2_2(answer)
 
 # %% [markdown]
@@ -554,7 +561,7 @@ check_ex_2_4(answer)
 # - S. Hayou, N. Ghosh, B. Yu, *The Impact of Initialization on LoRA Finetuning Dynamics*, 2024,
 #   arXiv:2406.08447 — zeroing B rather than A allows larger learning rates.
 # - D. Kalajdzievski, *A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA* (rsLoRA),
-#   2023, arXiv:2312.03732 — the α/√r scale (notebook 03).
+#   2023, arXiv:2312.03732 — the α/√r scaling (notebook 03).
 # - PEFT: `peft.LoraConfig` (`r`, `lora_alpha`, `target_modules`, `lora_dropout`, `use_rslora`),
 #   `peft.get_peft_model` (injection), `peft.tuners.lora.layer.Linear` (the layer:
 #   `lora_A`/`lora_B`, `reset_lora_parameters` for the init, `merge`/`unmerge`),

@@ -18,14 +18,14 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/03_rank_and_alpha.ipynb)
 #
-# After this notebook you can choose LoRA's rank $r$ and scale $\alpha$ knowing what each one
+# After this notebook you can choose LoRA's rank $r$ and $\alpha$ (the scaling is $\alpha/r$) knowing what each one
 # changes, and read a subspace-similarity map of two trained adapters.
 #
 # **You will**
 # - see how fast the error of a rank-$r$ approximation falls for a random matrix, a trained
 #   weight and a measured fine-tuning update, and move a live **rank r** slider;
 # - see that $\alpha$ scales the update like a learning rate (live **α** slider), derive why rsLoRA
-#   divides by $\sqrt r$, and sweep the rank of real LoRA training with both scales;
+#   divides by $\sqrt r$, and sweep the rank of real LoRA training with both scalings;
 # - measure how much two adapters share with the subspace similarity $\varphi$ (LoRA paper §7).
 #
 # **Runtime** (measured so far)
@@ -56,12 +56,9 @@ from matplotlib.ticker import MaxNLocator
 from lorakit import lowrank
 from lorakit.data import load_splits
 from lorakit.exercises.nb03 import check_ex_3_1, check_ex_3_2, check_ex_3_3, exercise_adapters
-from lorakit.lora import lora_scaling
-from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
-from lorakit.widgets import (
-    alpha_figure, alpha_readout, alpha_slider, rank_figure, rank_readout, rank_slider,
-    short_lora_run, update_scale,
-)
+from lorakit.lora import LoRAConfig
+from lorakit.train import base_model, evaluate, fast_mode, set_seed, short_lora_run, train
+from lorakit.widgets import alpha_figure, alpha_readout, alpha_slider, rank_figure, rank_readout, rank_slider
 
 FAST = fast_mode()
 FT_STEPS = 30 if FAST else 100        # full fine-tuning, for a measured ΔW (notebook 01 does 300)
@@ -176,7 +173,7 @@ rank_box
 # $\alpha$ once and keeps it when trying other ranks.
 #
 # Each α below is a real LoRA run on the docs ($r = 8$ on `q_proj`, `v_proj`, same steps and
-# seed). `short_lora_run` (in `lorakit.widgets`) returns the validation loss, the training curve
+# seed). `short_lora_run` (in `lorakit.train`) returns the validation loss, the training curve
 # and the mean $\|\Delta W\|_F$. Runs are cached by their settings, so the slider and the rank
 # sweep reuse them.
 
@@ -196,7 +193,7 @@ def run(r, alpha, rslora=False, seed=0):
 
 alpha_runs = {a: run(8, a) for a in ALPHAS}
 for a, res in alpha_runs.items():
-    print(f"α = {a:>3}: scale α/r = {res['scale']:6.3g}, mean ‖ΔW‖_F = {res['dW_norm']:.3f}, "
+    print(f"α = {a:>3}: scaling α/r = {res['scaling']:6.3g}, mean ‖ΔW‖_F = {res['dW_norm']:.3f}, "
           f"val loss {res['val_bpb']:.3f} bits/byte ({res['seconds']:.1f} s)")
 
 norms = [alpha_runs[a]["dW_norm"] for a in ALPHAS]
@@ -204,7 +201,7 @@ assert all(b > a for a, b in zip(norms, norms[1:])), "a larger α gives a larger
 growth, proportional = norms[-1] / norms[0], ALPHAS[-1] / ALPHAS[0]
 print(f"α × {proportional:g} (from {ALPHAS[0]} to {ALPHAS[-1]}) makes ‖ΔW‖ only {growth:.1f}× larger")
 assert growth < proportional / 2, "but less than proportionally: the optimizer, not α, sets the size of AB"
-assert alpha_runs[ALPHAS[0]]["scale"] == update_scale(ALPHAS[0], 8) == lora_scaling(8, ALPHAS[0])
+assert alpha_runs[ALPHAS[0]]["scaling"] == LoRAConfig(r=8, alpha=ALPHAS[0]).scaling == ALPHAS[0] / 8
 best = min(alpha_runs, key=lambda a: alpha_runs[a]["val_bpb"])
 assert ALPHAS[0] < best < ALPHAS[-1], "both extremes lose: too small an α learns less, too large overshoots"
 assert alpha_runs[best]["val_bpb"] < base_val - 0.05, "a well-chosen α adapts the model to the docs"
@@ -237,10 +234,10 @@ alpha_box
 #
 # $$\|\Delta W\|_F = s\,\|AB\|_F \;\propto\; s\sqrt r = \begin{cases} \alpha/\sqrt r & s = \alpha/r \text{ (LoRA): the update shrinks as } r \text{ grows}\\ \alpha & s = \alpha/\sqrt r \text{ (rsLoRA): the same size at every } r.\end{cases}$$
 #
-# That is rsLoRA's argument (Kalajdzievski, 2023, who derives $s \propto 1/\sqrt r$ as the scale
+# That is rsLoRA's argument (Kalajdzievski, 2023, who derives $s \propto 1/\sqrt r$ as the scaling
 # that keeps learning stable as $r$ grows). Train LoRA at every rank in `RANKS` ($r = 1, 4, 8, 16,
-# 64$ at learner size) with the same steps, learning rate and $\alpha = 16$, and measure the scale,
-# $\|AB\|_F$ and $\|\Delta W\|_F$. (At $r = 1$ the two scales are equal.)
+# 64$ at learner size) with the same steps, learning rate and $\alpha = 16$, and measure the scaling,
+# $\|AB\|_F$ and $\|\Delta W\|_F$. (At $r = 1$ the two scalings are equal.)
 
 # %%
 sweep = {}
@@ -249,7 +246,7 @@ for rslora in (False, True):
         sweep[(r, rslora)] = run(r, ALPHA, rslora=rslora and r > 1)
 
 fig, ax = plt.subplots(figsize=(6, 4))
-for rslora, label in ((False, "scale α/r"), (True, "scale α/√r (rsLoRA)")):
+for rslora, label in ((False, "scaling α/r"), (True, "scaling α/√r (rsLoRA)")):
     ax.plot(RANKS, [sweep[(r, rslora)]["val_bpb"] for r in RANKS], "o-", label=label)
 ax.axhline(base_val, color="k", ls="--", lw=1, label="frozen base")
 ax.set_xscale("log", base=2)
@@ -259,42 +256,42 @@ ax.set_ylabel("val loss on docs (bits/byte)")
 ax.set_title(f"r = 1 already gets over half the gain ({STEPS} steps each)")
 ax.legend()
 plt.show()
-print(f"{'':6}{'α/r: scale':>12}{'‖AB‖':>9}{'‖ΔW‖':>9}{'val':>8}  |{'α/√r: scale':>13}{'‖AB‖':>9}{'‖ΔW‖':>9}{'val':>8}")
+print(f"{'':6}{'α/r: scaling':>14}{'‖AB‖':>9}{'‖ΔW‖':>9}{'val':>8}  |{'α/√r: scaling':>15}{'‖AB‖':>9}{'‖ΔW‖':>9}{'val':>8}")
 for r in RANKS:
     a, b = sweep[(r, False)], sweep[(r, True)]
-    print(f"r = {r:<2}{a['scale']:12.4g}{a['dW_norm'] / a['scale']:9.3f}{a['dW_norm']:9.3f}{a['val_bpb']:8.3f}  |"
-          f"{b['scale']:13.4g}{b['dW_norm'] / b['scale']:9.3f}{b['dW_norm']:9.3f}{b['val_bpb']:8.3f}")
+    print(f"r = {r:<2}{a['scaling']:14.4g}{a['dW_norm'] / a['scaling']:9.3f}{a['dW_norm']:9.3f}{a['val_bpb']:8.3f}  |"
+          f"{b['scaling']:15.4g}{b['dW_norm'] / b['scaling']:9.3f}{b['dW_norm']:9.3f}{b['val_bpb']:8.3f}")
 
 best_val = min(res["val_bpb"] for res in sweep.values())
 gain_r1 = base_val - sweep[(1, False)]["val_bpb"]
 assert all(res["val_bpb"] < base_val for res in sweep.values()), "every rank improves on the frozen base"
 assert gain_r1 > 0.5 * (base_val - best_val), "r = 1 already gets over half the best gain (LoRA Table 6)"
 size_ratio = sweep[(R_BIG, True)]["dW_norm"] / sweep[(R_BIG, False)]["dW_norm"]
-assert size_ratio > 1.5, "at large r, rsLoRA's update is much larger than α/r's (its scale is √r times larger)"
+assert size_ratio > 1.5, "at large r, rsLoRA's update is much larger than α/r's (its scaling is √r times larger)"
 shrink = sweep[(1, False)]["dW_norm"] / sweep[(R_BIG, False)]["dW_norm"]
 drift = sweep[(R_BIG, True)]["dW_norm"] / sweep[(1, True)]["dW_norm"]
 assert shrink > 1.5, "with α/r, the update shrinks as r grows"
 assert 1 / 1.5 < drift < 1.5, "with α/√r (rsLoRA), the update keeps its size across ranks"
 assert sweep[(R_BIG, False)]["val_bpb"] < sweep[(1, False)]["val_bpb"], "with α/r, the largest rank beats r = 1 here"
-AB_growth = {rs: (sweep[(R_BIG, rs)]["dW_norm"] / sweep[(R_BIG, rs)]["scale"]) /
-                 (sweep[(1, rs)]["dW_norm"] / sweep[(1, rs)]["scale"]) for rs in (False, True)}
-scale_fall = sweep[(1, False)]["scale"] / sweep[(R_BIG, False)]["scale"]      # = R_BIG
+AB_growth = {rs: (sweep[(R_BIG, rs)]["dW_norm"] / sweep[(R_BIG, rs)]["scaling"]) /
+                 (sweep[(1, rs)]["dW_norm"] / sweep[(1, rs)]["scaling"]) for rs in (False, True)}
+scaling_fall = sweep[(1, False)]["scaling"] / sweep[(R_BIG, False)]["scaling"]      # = R_BIG
 assert all(g > R_BIG ** 0.5 / 2 for g in AB_growth.values()), "‖AB‖ grows with r (the derivation: about √r)"
-assert shrink < scale_fall / 4, "so under α/r ‖ΔW‖ falls far less than the scale does"
+assert shrink < scaling_fall / 4, "so under α/r ‖ΔW‖ falls far less than the scaling does"
 print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain. From r = 1 to r = {R_BIG}: the α/r "
-      f"scale falls {scale_fall:g}×, ‖AB‖ grows {AB_growth[False]:.1f}× (√r = {R_BIG ** 0.5:.1f}), so ‖ΔW‖ "
+      f"scaling falls {scaling_fall:g}×, ‖AB‖ grows {AB_growth[False]:.1f}× (√r = {R_BIG ** 0.5:.1f}), so ‖ΔW‖ "
       f"falls only {shrink:.1f}×; under rsLoRA ‖AB‖ grows {AB_growth[True]:.1f}× and ‖ΔW‖ changes {drift:.2f}×")
 
 # %% [markdown]
 # **Reading the sweep.** The derivation holds up: $\|AB\|$ grows with $r$ (about as fast as
-# $\sqrt r$ or faster), so under $\alpha/r$ the update shrinks far less than the scale — and under
+# $\sqrt r$ or faster), so under $\alpha/r$ the update shrinks far less than the scaling — and under
 # rsLoRA it keeps its size (all asserted). Every rank improves on the frozen base, and $r = 1$
 # already gets over half of the best gain. (The LoRA paper's Table 6 cannot say that — it has no
 # no-adapter baseline; what it shows is that $r = 1$ is competitive with $r = 64$ for $W_q, W_v$
 # on GPT-3.) Beyond that, this measurement does **not** show the textbook rsLoRA story, and it is
-# worth seeing why. With $\alpha/r$ the scale falls from 16 at $r = 1$ to 0.25 at $r = 64$, and
+# worth seeing why. With $\alpha/r$ the scaling falls from 16 at $r = 1$ to 0.25 at $r = 64$, and
 # $\|\Delta W\|$ shrinks with it, though less. Here that *helps*: $\alpha = 16$ with a learning rate of $10^{-2}$ is already at the
-# top of the useful range (section 3: a scale of 8 overshoots), so a shrinking scale moves the
+# top of the useful range (section 3: a scaling of 8 overshoots), so a shrinking scaling moves the
 # larger ranks towards the sweet spot, and $\alpha/r$ improves with $r$ (at learner size). rsLoRA
 # does exactly what it promises — $\|\Delta W\|$ stays about the same at every rank — so it keeps
 # the high effective learning rate and gains little from rank in these few steps. The lesson is
@@ -302,7 +299,7 @@ print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain. From 
 # rsLoRA removes that coupling, so a learning rate tuned at one rank stays tuned at another.
 # What we assert is only the robust part: every rank helps, $r = 1$ gets over half the best
 # gain, $\|AB\|$ grows with $r$, and the update's size shrinks with $r$ under $\alpha/r$ (less than
-# the scale) but not under rsLoRA. Try `LR = 2e-3` and rerun the sweep to see how the two curves
+# the scaling) but not under rsLoRA. Try `LR = 2e-3` and rerun the sweep to see how the two curves
 # move. Notebook 04 tunes the learning rate for each rank before comparing them.
 
 # %% [markdown]
@@ -406,7 +403,7 @@ print(f"random baseline for the top-{k} corner: {expected:.3f} (expected), {rand
 #   less than proportionally; too small an α learns less in a fixed number of steps, too large an
 #   α overshoots.
 # - Under Adam $\|AB\|$ grows with $r$ (≈ $\sqrt r$), so $\|\Delta W\| \propto s\sqrt r$: rsLoRA's
-#   $\alpha/\sqrt r$ keeps the update's size across ranks, $\alpha/r$ shrinks it (less than the scale).
+#   $\alpha/\sqrt r$ keeps the update's size across ranks, $\alpha/r$ shrinks it (less than the scaling).
 # - In a rank sweep of real training every rank helps and $r = 1$ gets over half of the best
 #   gain; $\alpha/r$ shrinks the update as $r$ grows, rsLoRA's $\alpha/\sqrt r$ does not — which
 #   couples $r$ with the effective learning rate under $\alpha/r$ (here that favoured $\alpha/r$).
@@ -420,7 +417,7 @@ print(f"random baseline for the top-{k} corner: {expected:.3f} (expected), {rand
 # states its tolerance, and numbers may be any numeric type. Worked solutions, with the
 # reasoning: `notebooks/solutions/nb03.py` (try first).
 #
-# **Exercise 3.1 — the rsLoRA scale.** With $\alpha = 16$ and $r = 64$, what factor multiplies
+# **Exercise 3.1 — the rsLoRA scaling.** With $\alpha = 16$ and $r = 64$, what factor multiplies
 # $AB$ under rsLoRA? Answer: a number, accepted within 0.5 %. *Hint:* compare with the paper's $\alpha / r$.
 
 # %%
@@ -462,10 +459,10 @@ check_ex_3_3(answer)
 #   α/r and "set α to the first r we try" (§4.1), Table 6 (rank), §7 and Figure 3 (subspace
 #   similarity φ).
 # - D. Kalajdzievski, *A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA* (rsLoRA),
-#   2023, arXiv:2312.03732 — the α/√r scale derived in section 4.
+#   2023, arXiv:2312.03732 — the α/√r scaling derived in section 4.
 # - D. P. Kingma, J. Ba, *Adam: A Method for Stochastic Optimization*, 2014, arXiv:1412.6980 —
 #   the per-entry step of about the learning rate that the α argument rests on.
 # - C. Eckart, G. Young, Psychometrika 1, 1936 — best rank-r approximation (section 1).
-# - PEFT: `peft.LoraConfig(r=..., lora_alpha=..., use_rslora=True)` sets the scale
+# - PEFT: `peft.LoraConfig(r=..., lora_alpha=..., use_rslora=True)` sets the scaling
 #   (`peft.tuners.lora.layer.LoraLayer.update_layer` computes `scaling = lora_alpha / r` or
 #   `lora_alpha / math.sqrt(r)`); this notebook's sliders live in `lorakit.widgets`.

@@ -63,11 +63,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from lorakit import doctor
+from lorakit.adapters import load_adapter, save_adapter
 from lorakit.data import encode, get_batch, load_splits
 from lorakit.exercises.nb04 import check_ex_4_1, check_ex_4_2, check_ex_4_3, check_ex_4_4
-from lorakit.lora import (
-    inject_lora, load_adapter, lora_layers, merge_lora, remove_lora, save_adapter,
-)
+from lorakit.lora import inject_lora, lora_layers, merge_lora, remove_lora
 from lorakit.model import generate
 from lorakit.quiet import quiet_import
 from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
@@ -87,7 +86,7 @@ WARMUP = max(1, STEPS // 10)          # linear warm-up, then constant (section 2
 LORA_LRS = [1e-3, 1e-2, 1e-1] if FAST else [1e-3, 3e-3, 1e-2, 3e-2]
 FULL_LRS = [3e-4, 1e-3, 3e-3] if FAST else [1e-4, 3e-4, 1e-3, 3e-3]
 RANKS = [4, 16] if FAST else [1, 4, 16]
-ALPHA = 16                            # fixed α: the scale is α/r (or α/√r with rsLoRA)
+ALPHA = 16                            # fixed α: the scaling is α/r (or α/√r with rsLoRA)
 WORK = Path(tempfile.mkdtemp(prefix="lorakit04-"))
 
 base, info = base_model(progress=False)
@@ -222,7 +221,7 @@ assert moved_ok > 0 and hist_ok.train_bpb[-1] < hist_stall.train_bpb[-1], "LoRA'
 # ## 2. The learning rate: LoRA wants a larger one than full fine-tuning
 #
 # A sweep for full fine-tuning and for LoRA on every linear layer (`"all-linear"`) at several ranks,
-# all with the paper's scale $s = \alpha/r$ and a fixed $\alpha = 16$. The "LoRA Without Regret"
+# all with the paper's scaling $s = \alpha/r$ and a fixed $\alpha = 16$. The "LoRA Without Regret"
 # study (Schulman et al., Thinking Machines, 2025) found the best LoRA learning rate about **10×**
 # full fine-tuning's, and nearly the same at every rank under $\alpha/r$.
 
@@ -286,7 +285,7 @@ assert sched_effect < rate_effect, "in short runs the schedule matters less than
 #
 # ## 3. $r$ and $\alpha$, fairly: $\alpha/r$ against rsLoRA's $\alpha/\sqrt r$, the learning rate tuned
 #
-# Notebook 03 compared the two scales at one fixed learning rate. Here each gets its own sweep.
+# Notebook 03 compared the two scalings at one fixed learning rate. Here each gets its own sweep.
 #
 # **Why the update grows like $s\sqrt r$ under Adam (one line).** Adam moves each entry of $B$ by
 # about $\pm\eta$ per step, so after $t$ steps $B_{kj} \approx \pm\eta t$; each entry of $AB$ is a sum
@@ -302,7 +301,7 @@ assert sched_effect < rate_effect, "in short runs the schedule matters less than
 RS_RANKS = RANKS[1:]
 rs_sweep = {(r, lr): finetune("lora", r=r, lr=lr, rslora=True) for r in RS_RANKS for lr in LORA_LRS}
 best_rs_lr = {r: min(LORA_LRS, key=lambda lr: rs_sweep[(r, lr)]["docs"]) for r in RS_RANKS}
-best_rs = {RANKS[0]: lora_sweep[(RANKS[0], best_lora_lr[RANKS[0]])]["docs"]}   # at r = 1 the scales agree
+best_rs = {RANKS[0]: lora_sweep[(RANKS[0], best_lora_lr[RANKS[0]])]["docs"]}   # at r = 1 the scalings agree
 best_rs.update({r: rs_sweep[(r, best_rs_lr[r])]["docs"] for r in RS_RANKS})
 best_ar = {r: lora_sweep[(r, best_lora_lr[r])]["docs"] for r in RANKS}
 lr_ref = 1e-3                                                                 # one rate for the ‖ΔW‖ panel
@@ -313,7 +312,7 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
 ax1.plot(RANKS, [best_ar[r] for r in RANKS], "o-", label="α/r, lr tuned per r")
 ax1.plot(RANKS, [best_rs[r] for r in RANKS], "s--", label="α/√r (rsLoRA), lr tuned per r")
 ax1.axhline(base_docs, color="gray", ls="--", lw=1, label="frozen base")
-ax1.set(title="With the lr tuned, the two scales end up close", xlabel="rank r (log)",
+ax1.set(title="With the lr tuned, the two scalings end up close", xlabel="rank r (log)",
         ylabel="best val loss on docs (bits/byte)")
 ax2.loglog(RANKS, [dW_ar[r] for r in RANKS], "o-", label="α/r")
 ax2.loglog(RANKS, [dW_rs[r] for r in RANKS], "s--", label="α/√r")
@@ -331,16 +330,16 @@ print(f"‖ΔW‖ ∝ r^{slope_ar:.2f} under α/r and r^{slope_rs:.2f} under α/
 
 # %%
 assert slope_ar < slope_rs - 0.25, "under α/r the update shrinks with r relative to rsLoRA (s·√r)"
-assert all(abs(best_ar[r] - best_rs[r]) < 0.1 for r in RANKS), "with the lr tuned per r the two scales end close"
-assert all(best_rs_lr[r] <= best_lora_lr[r] for r in RS_RANKS), "rsLoRA's larger scale wants a smaller (or equal) lr"
+assert all(abs(best_ar[r] - best_rs[r]) < 0.1 for r in RANKS), "with the lr tuned per r the two scalings end close"
+assert all(best_rs_lr[r] <= best_lora_lr[r] for r in RS_RANKS), "rsLoRA's larger scaling wants a smaller (or equal) lr"
 
 # %% [markdown]
-# **Rule.** $\alpha$ and the learning rate are one knob: with Adam, a scale $s$ and a rate $\eta$ move
-# $\Delta W$ by about $s\,\eta$. So fix $\alpha$ relative to $r$ once — **$\alpha = r$ or $2r$** (scale
+# **Rule.** $\alpha$ and the learning rate are one knob: with Adam, a scaling $s$ and a rate $\eta$ move
+# $\Delta W$ by about $s\,\eta$. So fix $\alpha$ relative to $r$ once — **$\alpha = r$ or $2r$** (scaling
 # 1 or 2; PEFT's default is $\alpha = r = 8$) — and tune the learning rate; if you will sweep $r$,
 # either keep $\alpha$ fixed under $\alpha/r$ (LoRA Without Regret: the best rate then barely moves)
 # or use rsLoRA (`use_rslora=True`) and expect a somewhat *smaller* best rate at large $r$, as
-# measured here. With the rate tuned, neither scale wins by much at these ranks: rsLoRA's claim is
+# measured here. With the rate tuned, neither scaling wins by much at these ranks: rsLoRA's claim is
 # about learning at large $r$ with a fixed rate, which our runs reproduce only as the $\|\Delta W\|$
 # slope, not as a loss gap.
 #
@@ -404,7 +403,7 @@ def points(runs):
 
 lora_points = list(lora_sweep.values()) + list(rs_sweep.values()) + list(target_runs.values())
 fig, ax = plt.subplots(figsize=(6, 4))
-ax.scatter(*points(lora_points), s=18, label="LoRA (every rank, lr, scale, target set)")
+ax.scatter(*points(lora_points), s=18, label="LoRA (every rank, lr, scaling, target set)")
 ax.scatter(*points(full_sweep.values()), marker="s", color="k", label="full fine-tuning (every lr)")
 ax.axhline(0, color="gray", lw=1)
 ax.set(title="LoRA and full fine-tuning trade learning for forgetting alike", xlabel="gain on docs (bits/byte, higher is better)",
@@ -624,7 +623,7 @@ assert all(abs(sum(v["gains"]) / 2 - lora_gain) < 3 * spread for v in variant.va
 # ## 8. The adapter doctor
 #
 # `lorakit.doctor.check(model, ...)` inspects every adapter — lorakit's or PEFT's, on the course GPT
-# or a Hugging Face model — and reports targets, trainable share, the scale, whether $B$ moved and
+# or a Hugging Face model — and reports targets, trainable share, the scaling, whether $B$ moved and
 # by how much, $\|sAB\|/\|W_0\|$ per layer, gradients, dtype and merges. A healthy adapter after
 # training first:
 
@@ -649,7 +648,7 @@ def planted(fault):
         inject_lora(model, "all-linear", r=4, alpha=8)
         train(model, docs_train, steps=5, batch_size=BATCH, context=CTX, optimizer=opt, progress=False)
         return doctor.check(model, optimizer=opt, after_training=True)
-    if fault == "α confused with the scale":           # wanted scale 2 at r = 64, passed α = 2
+    if fault == "α confused with the scaling":           # wanted scaling 2 at r = 64, passed α = 2
         inject_lora(model, "all-linear", r=64, alpha=2)
         return doctor.check(model)
     if fault == "merged twice":                        # merged weights saved, the adapter loaded and merged again
@@ -666,7 +665,7 @@ def planted(fault):
 
 
 EXPECT = {"targets match nothing": "unmatched_targets", "adapter never trained": "not_in_optimizer",
-          "α confused with the scale": "unusual_scaling", "merged twice": "merged_twice",
+          "α confused with the scaling": "unusual_scaling", "merged twice": "merged_twice",
           "low-precision adapter": "low_precision"}
 caught, reports = {}, {}
 for fault, code in EXPECT.items():
@@ -769,9 +768,9 @@ answer = None  # your answer here: a function lora_grads(x, g, A, B, s) -> (m×r
 check_ex_4_3(answer)
 
 # %% [markdown]
-# **Exercise 4.4 — α from the scale you want.** You want a scale of 2 at $r = 64$. Which α do you
+# **Exercise 4.4 — α from the scaling you want.** You want a scaling of 2 at $r = 64$. Which α do you
 # pass (a) with the paper's $\alpha/r$, (b) with rsLoRA's $\alpha/\sqrt r$? Answer: a pair of numbers.
-# *Hint:* section 8's third fault is what happens when α is taken for the scale.
+# *Hint:* section 8's third fault is what happens when α is taken for the scaling.
 
 # %%
 answer = None  # your answer here: (alpha for α/r, alpha for α/√r)

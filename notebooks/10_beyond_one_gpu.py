@@ -60,7 +60,7 @@ from matplotlib.ticker import MaxNLocator
 from safetensors.torch import load_file
 
 from lorakit import distributed as D
-from lorakit.lora import adapter_state, load_adapter
+from lorakit.adapters import adapter_state, load_adapter
 from lorakit.memory import estimate_memory
 from lorakit.qlora import Linear4bit, prepare_qlora
 from lorakit.train import base_model, fast_mode, load_model
@@ -250,7 +250,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The sharded run saved its adapter (`lorakit.lora.save_adapter`, safetensors) after gathering
+# The sharded run saved its adapter (`lorakit.adapters.save_adapter`, safetensors) after gathering
 # A and B (`FSDPModule.unshard`). Its weights are the single-process weights, and loaded into a
 # fresh single-process QLoRA model it gives the same logits:
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lorakit import data, lora, lowrank, memory, qlora, quant, train
+from lorakit import adapters, data, lora, lowrank, memory, qlora, quant, train
 from lorakit.model import GPT, GPTConfig
 
 CFG = GPTConfig(context=16, n_layer=1, n_head=2, d_model=16)
@@ -80,7 +80,7 @@ CASES = [
     ("LoRA r > min(in,out)", lambda: lora.LoRALinear(nn.Linear(8, 4), r=5, alpha=1), ValueError, r"min\(in, out\) = 4"),
     ("LoRA alpha 0", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=0), ValueError, r"alpha must be"),
     ("LoRA alpha NaN", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=math.nan), ValueError, r"alpha must be a finite"),
-    ("LoRA dropout 1", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=1, dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+    ("LoRA dropout 1", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=1, dropout=1.0), ValueError, r"dropout must be a finite number >= 0 and < 1"),
     ("LoRA r float", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2.5, alpha=1), TypeError, r"r must be an int"),
     ("targets match nothing", lambda: lora.inject_lora(gpt(), ["query"], r=2, alpha=1), ValueError, r"q_proj"),
     ("targets empty", lambda: lora.inject_lora(gpt(), [], r=2, alpha=1), ValueError, r"targets is empty"),
@@ -88,8 +88,8 @@ CASES = [
     ("merge twice", lambda: lora.merge_lora(merged()), ValueError, r"already merged"),
     ("unmerge unmerged", lambda: lora.unmerge_lora(gpt_with_lora()), ValueError, r"not merged"),
     ("merge without LoRA", lambda: lora.merge_lora(gpt()), ValueError, r"no LoRA layers"),
-    ("save without LoRA", lambda: lora.save_adapter(gpt(), "/tmp/never.safetensors"), ValueError, r"no LoRA layers"),
-    ("load missing file", lambda: lora.load_adapter(gpt_with_lora(), "/nonexistent/a.safetensors"), FileNotFoundError, r"does not exist"),
+    ("save without LoRA", lambda: adapters.save_adapter(gpt(), "/tmp/never.safetensors"), ValueError, r"no LoRA layers"),
+    ("load missing file", lambda: adapters.load_adapter(gpt_with_lora(), "/nonexistent/a.safetensors"), FileNotFoundError, r"does not exist"),
     # quant
     ("quantize int tensor", lambda: quant.quantize_4bit(torch.ones(64, dtype=torch.int32)), TypeError, r"float32, bfloat16 or float16"),
     ("quantize NaN", lambda: quant.quantize_4bit(nan_at((4, 64), (2, 37))), ValueError, r"(?i)nan at index \(2, 37\)"),
@@ -100,7 +100,7 @@ CASES = [
     ("unknown quant_type", lambda: quant.quantize_4bit(torch.randn(64), quant_type="nf3"), ValueError, r"quant_type must be one of"),
     ("dequantize a tensor", lambda: quant.dequantize_4bit(torch.randn(4)), TypeError, r"Quantized4bit"),
     # qlora
-    ("qlora targets nothing", lambda: qlora.prepare_qlora(gpt(), ["nope"], r=2, alpha=4), ValueError, r"match no quantizable linear"),
+    ("qlora targets nothing", lambda: qlora.prepare_qlora(gpt(), ["nope"], r=2, alpha=4), ValueError, r"match no linear layer"),
     ("qlora no Linear", lambda: qlora.prepare_qlora(NoLinear(), r=2, alpha=4), ValueError, r"no nn.Linear layers"),
     ("qlora twice", lambda: qlora.prepare_qlora(qlora.prepare_qlora(gpt(), r=2, alpha=4), r=2, alpha=4), ValueError, r"quantizing twice"),
     ("qlora bad quant_type", lambda: qlora.prepare_qlora(gpt(), r=2, alpha=4, quant_type="int3"), ValueError, r"quant_type must be one of"),
@@ -145,13 +145,13 @@ def test_failed_qlora_leaves_the_model_unchanged():
 
 def test_adapter_with_wrong_shapes_is_refused_before_any_change(tmp_path):
     small = gpt_with_lora()
-    lora.save_adapter(small, tmp_path / "a.safetensors")
+    adapters.save_adapter(small, tmp_path / "a.safetensors")
     torch.manual_seed(1)
     other = GPT(GPTConfig(context=16, n_layer=1, n_head=2, d_model=32))
     lora.inject_lora(other, ["q_proj", "v_proj"], r=2, alpha=4)
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(ValueError, match=r"q_proj"):
-        lora.load_adapter(other, tmp_path / "a.safetensors")
+        adapters.load_adapter(other, tmp_path / "a.safetensors")
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 
@@ -178,7 +178,7 @@ def test_a_pickle_payload_is_never_executed(tmp_path, loader):
     path, marker = tmp_path / "adapter.safetensors", tmp_path / "PWNED"
     _evil_file(path, marker)
     call = {
-        "load_adapter": lambda: lora.load_adapter(gpt_with_lora(), path),
+        "load_adapter": lambda: adapters.load_adapter(gpt_with_lora(), path),
         "load_model": lambda: train.load_model(path),
         "load_weights": lambda: train.load_weights(gpt(), path),
     }[loader]
@@ -189,11 +189,11 @@ def test_a_pickle_payload_is_never_executed(tmp_path, loader):
 
 def test_a_truncated_adapter_gives_a_clear_error(tmp_path):
     m = gpt_with_lora()
-    path = lora.save_adapter(m, tmp_path / "a.safetensors") or tmp_path / "a.safetensors"
+    path = adapters.save_adapter(m, tmp_path / "a.safetensors") or tmp_path / "a.safetensors"
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="safetensors"):
-        lora.load_adapter(gpt_with_lora(), path)
+        adapters.load_adapter(gpt_with_lora(), path)
 
 
 def test_a_truncated_cached_model_gives_a_clear_error(tmp_path):

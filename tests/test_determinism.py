@@ -9,8 +9,7 @@ from lorakit import lowrank
 from lorakit.data import load_splits
 from lorakit.model import GPT, GPTConfig
 from lorakit.qlora import prepare_qlora
-from lorakit.train import evaluate, set_seed, train
-from lorakit.widgets import short_lora_run
+from lorakit.train import evaluate, set_seed, short_lora_run, train
 
 CFG = GPTConfig(context=32, n_layer=1, n_head=2, d_model=32)
 

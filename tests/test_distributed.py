@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from lorakit import distributed as D
-from lorakit.lora import adapter_state, load_adapter
+from lorakit.adapters import adapter_state, load_adapter
 from lorakit.qlora import Linear4bit, prepare_qlora
 from lorakit.train import base_model
 

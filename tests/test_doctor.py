@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lorakit import doctor
-from lorakit.lora import inject_lora, load_adapter, lora_layers, merge_lora, remove_lora, save_adapter
+from lorakit.adapters import load_adapter, save_adapter
+from lorakit.lora import inject_lora, lora_layers, merge_lora, remove_lora
 from lorakit.model import GPT
 from lorakit.quiet import quiet_import
 from lorakit.train import train
@@ -111,8 +112,8 @@ def test_an_adapter_that_never_trained_optimizer_built_too_early(gpt, data):
     assert doctor.check(model, optimizer=good).ok
 
 
-def test_alpha_confused_with_the_scale(gpt):
-    confused = doctor.check(_adapted(gpt, r=32, alpha=2))       # meant "scale 2", got 2/32
+def test_alpha_confused_with_the_scaling(gpt):
+    confused = doctor.check(_adapted(gpt, r=32, alpha=2))       # meant "scaling 2", got 2/32
     assert "unusual_scaling" in confused.codes
     assert "pass α = 64" in next(f.message for f in confused.findings if f.code == "unusual_scaling")
     assert "unusual_scaling" not in doctor.check(_adapted(gpt, r=32, alpha=64)).codes

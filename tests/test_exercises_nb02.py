@@ -27,7 +27,7 @@ def ignores_its_start(A0, B0):   # trains from its own random init, so "both zer
 
 WRONG = {
     1: [None, 3,
-        lambda x, W0, A, B, s, G: (x.T @ G @ B.T, (x @ A).T @ G, G @ W0.T + G @ B.T @ A.T),      # no scale
+        lambda x, W0, A, B, s, G: (x.T @ G @ B.T, (x @ A).T @ G, G @ W0.T + G @ B.T @ A.T),      # no scaling
         lambda x, W0, A, B, s, G: (s * x.T @ G @ B.T, s * (x @ A).T @ G, s * G @ B.T @ A.T),     # no frozen path
         lambda x, W0, A, B, s, G: (s * x.T @ G @ B.T, s * (x @ A).T @ G),                        # two values
         lambda x, W0, A, B, s, G: (s * G.T @ x @ B.T, s * (x @ A).T @ G, G @ W0.T),              # shapes

@@ -1,4 +1,4 @@
-"""Unit tests for lorakit.lora: the layer, injection, merging, adapter files, bad inputs, PEFT."""
+"""Unit tests for lorakit.lora and lorakit.adapters: the config, the layer, injection, merging, adapter files, bad inputs, PEFT."""
 
 import math
 import warnings
@@ -7,16 +7,15 @@ import pytest
 import torch
 import torch.nn as nn
 
+from lorakit.adapters import adapter_state, load_adapter, save_adapter
 from lorakit.lora import (
+    LoRAConfig,
     LoRALinear,
-    adapter_state,
     inject_lora,
-    load_adapter,
     lora_layers,
     merge_lora,
     parameter_report,
     remove_lora,
-    save_adapter,
     unmerge_lora,
 )
 from lorakit.model import GPT, GPTConfig
@@ -178,7 +177,7 @@ def test_save_load_bit_exact_into_fresh_base(tmp_path):
     load_adapter(fresh, path)
     a, b = adapter_state(model), adapter_state(fresh)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert fresh.blocks[0].attn.q_proj.rslora and fresh.blocks[0].attn.q_proj.scaling == 8 / 2
+    assert fresh.blocks[0].attn.q_proj.config.rslora and fresh.blocks[0].attn.q_proj.scaling == 8 / 2
     x = tokens()
     assert torch.equal(model(x)[0], fresh(x)[0])
     # loading into an already injected model (switching adapters) is also bit-exact
@@ -194,14 +193,16 @@ def test_save_load_bit_exact_into_fresh_base(tmp_path):
 @pytest.mark.parametrize(
     "kw, exc, words",
     [
-        (dict(r=0, alpha=1), ValueError, ["r must be between 1 and", "got 0"]),
+        (dict(r=0, alpha=1), ValueError, ["r must be an integer >= 1", "got 0"]),
+        (dict(r=True, alpha=1), TypeError, ["r must be an int", "bool"]),
         (dict(r=-2, alpha=1), ValueError, ["got -2"]),
         (dict(r=9, alpha=1), ValueError, ["min(in, out) = 8", "got 9"]),
         (dict(r=2.5, alpha=1), TypeError, ["r must be an int"]),
         (dict(r=2, alpha=0), ValueError, ["alpha must be", "got 0"]),
         (dict(r=2, alpha=-1.0), ValueError, ["alpha", "-1.0"]),
         (dict(r=2, alpha=float("nan")), ValueError, ["alpha", "nan"]),
-        (dict(r=2, alpha=1, dropout=1.0), ValueError, ["dropout must be in [0, 1)", "1.0"]),
+        (dict(r=2, alpha=1, dropout=1.0), ValueError, ["dropout must be a finite number >= 0 and < 1", "1.0"]),
+        (dict(r=2, alpha=1, rslora=1), TypeError, ["rslora must be True or False"]),
         (dict(r=2, alpha=1, dropout=-0.1), ValueError, ["dropout", "-0.1"]),
     ],
 )
@@ -210,6 +211,27 @@ def test_bad_hyperparameters(kw, exc, words):
         LoRALinear(nn.Linear(8, 16), **kw)
     for w in words:
         assert w in str(e.value)
+
+
+def test_config_is_one_validated_record_the_layers_share():
+    config = LoRAConfig(r=4, alpha=8, targets=["q_proj"])
+    assert config.targets == ("q_proj",) and config.scaling == 2.0
+    assert LoRAConfig(r=16, alpha=8, rslora=True).scaling == 2.0
+    with pytest.raises(AttributeError):
+        config.r = 8  # frozen: a layer's settings cannot drift from its file's
+    model = tiny_gpt()
+    inject_lora(model, config=config)
+    assert all(layer.config is config for layer in lora_layers(model).values())
+    keywords = tiny_gpt()
+    inject_lora(keywords, ["q_proj"], r=4, alpha=8)
+    assert {layer.config for layer in lora_layers(keywords).values()} == {config}
+    assert LoRALinear(nn.Linear(8, 16), config=config).config is config
+    with pytest.raises(TypeError, match="either one LoRAConfig as config"):
+        LoRALinear(nn.Linear(8, 16), 2, config=config)
+    with pytest.raises(TypeError, match="either one LoRAConfig as config"):
+        LoRALinear(nn.Linear(8, 16), config=dict(r=2))
+    with pytest.raises(ValueError, match="targets is empty"):
+        LoRAConfig(targets=[])
 
 
 def test_bad_base():
@@ -412,3 +434,19 @@ def test_bench_lora_smoke(capsys):
     assert bench.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     assert "lorakit / PEFT" in out and "merged / plain" in out
+
+
+def test_the_adapter_file_stores_the_config(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    model = tiny_gpt()
+    inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=8, dropout=0.1, rslora=True)
+    path = save_adapter(model, tmp_path / "a.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        stored = LoRAConfig(**json.loads(f.metadata()["lora_config"]))
+    assert stored == LoRAConfig(r=4, alpha=8, dropout=0.1, rslora=True, targets=list(lora_layers(model)))
+    fresh = tiny_gpt(seed=3)
+    load_adapter(fresh, path)
+    assert {layer.config for layer in lora_layers(fresh).values()} == {stored}

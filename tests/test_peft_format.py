@@ -1,4 +1,4 @@
-"""Adapters in PEFT's format: lorakit -> PeftModel.from_pretrained and PEFT -> lorakit (issue 6.1)."""
+"""Adapters in PEFT's format: lorakit -> PeftModel.from_pretrained and PEFT -> lorakit."""
 
 import json
 import warnings
@@ -6,15 +6,8 @@ import warnings
 import pytest
 import torch
 
-from lorakit.lora import (
-    PEFT_CONFIG,
-    PEFT_WEIGHTS,
-    adapter_state,
-    inject_lora,
-    load_peft_adapter,
-    lora_layers,
-    save_peft_adapter,
-)
+from lorakit.adapters import PEFT_CONFIG, PEFT_WEIGHTS, adapter_state, load_peft_adapter, save_peft_adapter
+from lorakit.lora import inject_lora, lora_layers
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -78,7 +71,7 @@ def test_peft_saved_folder_loads_into_lorakit(tmp_path):
     ours = tiny_llama()
     names = load_peft_adapter(ours, tmp_path / "from_peft")  # injects, then copies
     assert sorted(names) == sorted(f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "k_proj"))
-    assert ours.model.layers[1].self_attn.k_proj.r == 8
+    assert ours.model.layers[1].self_attn.k_proj.config.r == 8
     torch.testing.assert_close(ours(ids()).logits, ref(ids()).logits, rtol=0, atol=1e-6)
 
     # round trip: lorakit -> PEFT format -> lorakit is bit-exact

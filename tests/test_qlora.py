@@ -205,16 +205,18 @@ def test_merge_into_16bit_is_16bit_base_plus_adapter_not_the_trained_model_and_4
 def test_bad_inputs_raise_before_anything_changes():
     model = tiny_gpt()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match="match no quantizable linear layer"):
+    with pytest.raises(ValueError, match="match no linear layer"):
         prepare_qlora(model, ["query"], r=4, alpha=8)
-    with pytest.raises(ValueError, match="match no quantizable linear layer"):
+    with pytest.raises(ValueError, match="match no linear layer"):
         prepare_qlora(model, ["lm_head"], r=4, alpha=8)
     with pytest.raises(ValueError, match="compute_dtype"):
         prepare_qlora(model, "all-linear", r=4, alpha=8, compute_dtype=torch.int8)
     with pytest.raises(ValueError, match="quant_type"):
         prepare_qlora(model, "all-linear", r=4, alpha=8, quant_type="int8")
-    with pytest.raises(TypeError, match="targets"):
+    with pytest.raises(ValueError, match="targets is empty"):
         prepare_qlora(model, [], r=4, alpha=8)
+    with pytest.raises(ValueError, match="alpha must be"):
+        prepare_qlora(model, "all-linear", r=4, alpha=0)
     assert all(isinstance(b.attn.q_proj, nn.Linear) for b in model.blocks)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     prepare_qlora(model, "all-linear", r=4, alpha=8)

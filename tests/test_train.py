@@ -148,3 +148,31 @@ def test_fast_mode_reads_the_environment(monkeypatch):
     assert T.fast_mode()
     monkeypatch.setenv("LORAKIT_FAST", "0")
     assert not T.fast_mode()
+
+
+# ---------------------------------------------------------------- a real (tiny) LoRA run
+
+
+def tiny_setup():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(context=16, n_layer=1, n_head=2, d_model=16))
+    data = torch.randint(0, 256, (2000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return model, data[:1600], data[1600:]
+
+
+def test_short_lora_run_is_deterministic_and_leaves_the_base_alone():
+    model, tr, va = tiny_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = dict(r=2, alpha=4, steps=3, batch_size=4, eval_batches=2)
+    a = T.short_lora_run(model, tr, va, **kw)
+    b = T.short_lora_run(model, tr, va, **kw)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert a["val_bpb"] == pytest.approx(b["val_bpb"], rel=1e-6)
+    assert a["scaling"] == 2.0 and len(a["train_bpb"]) == 3 and a["dW_norm"] > 0
+    assert set(a["A"]) == {"blocks.0.attn.q_proj", "blocks.0.attn.v_proj"}
+    assert a["A"]["blocks.0.attn.q_proj"].shape == (16, 2)
+    c = T.short_lora_run(model, tr, va, **{**kw, "rslora": True})
+    assert c["scaling"] == pytest.approx(4 / 2 ** 0.5)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        T.short_lora_run(model, tr, va, r=2, alpha=4, steps=0)
+

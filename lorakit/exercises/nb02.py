@@ -56,7 +56,7 @@ def check_ex_2_1(answer) -> bool:
     wrong = names[ok.index(False)]
     g, w = got[ok.index(False)].double(), want[ok.index(False)]
     if torch.allclose(g * s, w, atol=1e-8) or torch.allclose(g, w * s, atol=1e-8):
-        return report(False, "", f"{wrong} is off by the factor s: the scale multiplies the whole LoRA path")
+        return report(False, "", f"{wrong} is off by the factor s: the scaling multiplies the whole LoRA path")
     if wrong == "grad_x" and torch.allclose(g, G @ B.T @ A.T * s, atol=1e-8):
         return report(False, "", "grad_x misses the frozen path: x also reaches y through W0 (add G W0ᵀ)")
     if wrong == "grad_x" and torch.allclose(g, G @ W0.T, atol=1e-8):
@@ -76,11 +76,11 @@ def _probe_merge():
 
 
 def check_ex_2_2(answer) -> bool:
-    """A function ``merge(W0, A, B, scale)`` returning a NEW merged ``nn.Linear`` weight (out×in),
-    ``W0 + scale · (A B)ᵀ``, within 1e-5, leaving ``W0`` itself unchanged (a merge that writes into
+    """A function ``merge(W0, A, B, scaling)`` returning a NEW merged ``nn.Linear`` weight (out×in),
+    ``W0 + scaling · (A B)ᵀ``, within 1e-5, leaving ``W0`` itself unchanged (a merge that writes into
     the base weight destroys the base every other adapter shares, so it fails even if the value is right)."""
     if not callable(answer):
-        return report(False, "", f"expected a function merge(W0, A, B, scale), got {answer!r}")
+        return report(False, "", f"expected a function merge(W0, A, B, scaling), got {answer!r}")
     W0, A, B = _probe_merge()
     W0_before = W0.clone()
     want = W0 + 0.5 * (A @ B).T
@@ -96,10 +96,10 @@ def check_ex_2_2(answer) -> bool:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         return report(False, "", f"expected a tensor of shape {tuple(want.shape)} (out×in), got {shape}")
     if torch.allclose(got, want, atol=1e-5):
-        return report(True, "merged = W0 + scale·(A B)ᵀ, in nn.Linear's out×in layout, and W0 untouched.", "")
+        return report(True, "merged = W0 + scaling·(A B)ᵀ, in nn.Linear's out×in layout, and W0 untouched.", "")
     if torch.allclose(got, W0 + (A @ B).T, atol=1e-5):
-        return report(False, "", "you left out the scale α/r (it was 0.5 in the probe).")
-    return report(False, "", "the values are wrong: compare with W0 + scale * (A @ B).T")
+        return report(False, "", "you left out the scaling α/r (it was 0.5 in the probe).")
+    return report(False, "", "the values are wrong: compare with W0 + scaling * (A @ B).T")
 
 
 # ------------------------------------------------------------------ 2.3: PEFT's orientation

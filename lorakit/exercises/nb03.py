@@ -24,13 +24,13 @@ def _phi(U1: torch.Tensor, U2: torch.Tensor, i: int, j: int) -> float:
 
 
 def check_ex_3_1(answer) -> bool:
-    """The rsLoRA scale for alpha = 16, r = 64: 2.0. Any number type; accepted within 0.5 %."""
+    """The rsLoRA scaling for alpha = 16, r = 64: 2.0. Any number type; accepted within 0.5 %."""
     want = 16 / math.sqrt(64)
     answer = as_number(answer)
     if answer is None:
-        return report(False, "", "expected one number (the scale)")
+        return report(False, "", "expected one number (the scaling)")
     if close(answer, 16 / 64, rel=5e-3):
-        return report(False, "", "α/r = 0.25 is the paper's scale; rsLoRA divides by √r instead")
+        return report(False, "", "α/r = 0.25 is the paper's scaling; rsLoRA divides by √r instead")
     return report(close(answer, want, rel=5e-3), f"α/√r = 16/8 = {want:g}: the update keeps its size as r grows",
                   f"{answer:g} is not α/√r for α = 16, r = 64")
 

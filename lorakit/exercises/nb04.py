@@ -142,7 +142,7 @@ def check_ex_4_3(answer) -> bool:
         if not (ok_A and ok_B):
             if torch.allclose(dA.double() * s, A.grad, rtol=1e-5, atol=1e-5) and \
                     torch.allclose(dB.double() * s, B.grad, rtol=1e-5, atol=1e-5):
-                return report(False, "", "right up to the factor s: the scale multiplies both gradients")
+                return report(False, "", "right up to the factor s: the scaling multiplies both gradients")
             which = " and ".join(k for k, ok in (("dL/dA", ok_A), ("dL/dB", ok_B)) if not ok)
             return report(False, "", f"{which} wrong: dL/dA = s·xᵀ(g Bᵀ), dL/dB = s·(xA)ᵀ g")
     return report(True, "dL/dA = s·xᵀ(g Bᵀ) and dL/dB = s·(xA)ᵀ g: each carries the other factor, so with "
@@ -150,7 +150,7 @@ def check_ex_4_3(answer) -> bool:
 
 
 def check_ex_4_4(answer) -> bool:
-    """α for a scale of 2 at r = 64: (α/r → 128, α/√r → 16), to 1e-6 relative."""
+    """α for a scaling of 2 at r = 64: (α/r → 128, α/√r → 16), to 1e-6 relative."""
     pair = _pair(answer)
     if pair is None:
         return report(False, "", f"expected a pair (alpha for α/r, alpha for α/√r), got {answer!r}")
@@ -160,7 +160,7 @@ def check_ex_4_4(answer) -> bool:
     if math.isclose(a, 128, rel_tol=1e-6) and math.isclose(b, 16, rel_tol=1e-6):
         return report(True, "α = 2·64 = 128 under α/r, α = 2·√64 = 16 under rsLoRA.", "")
     if math.isclose(a, 2, rel_tol=1e-6):
-        return report(False, "", "α = 2 gives a scale of 2/64: α is not the scale, the scale is α/r")
+        return report(False, "", "α = 2 gives a scaling of 2/64: α is not the scaling, the scaling is α/r")
     if math.isclose(a, 16, rel_tol=1e-6) and math.isclose(b, 128, rel_tol=1e-6):
         return report(False, "", "swapped: α/r needs α = 128, α/√r needs α = 16")
     return report(False, "", f"({a:g}, {b:g}) is not it: solve α/64 = 2 and α/√64 = 2")

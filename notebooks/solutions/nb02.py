@@ -27,8 +27,8 @@ def solve_ex_2_2():
     makes a new tensor; `W0 += ...` would overwrite the base weight that unmerging (and every other
     adapter on the same base) needs."""
 
-    def merge(W0, A, B, scale):
-        return W0 + scale * (A @ B).T
+    def merge(W0, A, B, scaling):
+        return W0 + scaling * (A @ B).T
 
     return merge
 

@@ -9,7 +9,7 @@ from lorakit.exercises.nb03 import exercise_adapters
 
 
 def solve_ex_3_1() -> float:
-    """rsLoRA: scale = α / √r = 16 / 8 = 2 (the paper's α/r would be 0.25)."""
+    """rsLoRA: scaling = α / √r = 16 / 8 = 2 (the paper's α/r would be 0.25)."""
     return 16 / math.sqrt(64)
 
 

@@ -52,5 +52,5 @@ def solve_ex_4_3():
 
 def solve_ex_4_4():
     """α/r = 2 → α = 2r = 128; α/√r = 2 → α = 2√r = 16."""
-    r, scale = 64, 2
-    return scale * r, scale * r ** 0.5
+    r, scaling = 64, 2
+    return scaling * r, scaling * r ** 0.5
