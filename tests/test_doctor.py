@@ -13,6 +13,10 @@ from lorakit.model import GPT
 from lorakit.quiet import quiet_import
 from lorakit.train import train
 from lorakit.variants import inject_dora, inject_pissa
+from tiny import tiny_llama
+
+# GQA, gate/up/down MLP and tied embeddings: the parts of a real Llama the doctor must understand
+GQA_TIED = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_key_value_heads=2, tie_word_embeddings=True)
 
 peft = quiet_import("peft")
 transformers = quiet_import("transformers")
@@ -29,17 +33,6 @@ def gpt(tiny_cfg):
 @pytest.fixture
 def data():
     return torch.randint(0, 256, (4000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-
-
-def tiny_llama():
-    """A LlamaForCausalLM from a config: GQA, gate/up/down MLP, tied embeddings. Nothing downloaded."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval()
 
 
 def _adapted(model, targets=("q_proj", "v_proj"), **kw):
@@ -210,7 +203,7 @@ def test_bad_inputs(gpt, kw, err):
 
 @needs_hf
 def test_hugging_face_llama_with_lorakit_adapters():
-    llama = tiny_llama()
+    llama = tiny_llama(**GQA_TIED)
     model = _nudge_B(_adapted(llama, ["q_proj", "v_proj"]))
     report = doctor.check(model, ["q_proj", "v_proj"], after_training=True, reference=llama)
     assert report.ok, str(report)
@@ -223,7 +216,7 @@ def test_hugging_face_llama_with_lorakit_adapters():
 @needs_hf
 @needs_peft
 def test_peft_wrapped_llama():
-    llama = tiny_llama()
+    llama = tiny_llama(**GQA_TIED)
     model = peft.get_peft_model(copy.deepcopy(llama), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     before = doctor.check(model, ["q_proj", "v_proj"])
     assert before.ok and len(before.layers) == 4 and "B_zero" in before.codes

@@ -19,11 +19,7 @@ from lorakit.lora import (
     unmerge_lora,
 )
 from lorakit.model import GPT, GPTConfig
-
-
-def tiny_gpt(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(context=16, n_layer=2, n_head=2, d_model=32)).eval()
+from tiny import tiny_gpt, tiny_llama
 
 
 def tokens(seed: int = 1, shape=(2, 16)) -> torch.Tensor:
@@ -36,14 +32,6 @@ def randomize_B(model: nn.Module, seed: int = 3) -> None:
     with torch.no_grad():
         for layer in lora_layers(model).values():
             layer.B.copy_(torch.randn(layer.B.shape, generator=gen) * 0.1)
-
-
-def tiny_llama(seed: int = 0):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 # ---------------------------------------------------------------- the layer

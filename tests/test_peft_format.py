@@ -8,16 +8,10 @@ import torch
 
 from lorakit.adapters import PEFT_CONFIG, PEFT_WEIGHTS, adapter_state, load_peft_adapter, save_peft_adapter
 from lorakit.lora import inject_lora, lora_layers
+from tiny import tiny_llama
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_llama(seed: int = 0):
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
-                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def ids():

@@ -12,23 +12,11 @@ import torch.nn.functional as F
 from lorakit import siblings as S
 from lorakit.model import GPT, GPTConfig
 from lorakit.quiet import quiet_import
-
-
-def tiny_gpt(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(context=16, n_layer=2, n_head=2, d_model=32)).eval()
+from tiny import tiny_gpt, tiny_llama
 
 
 def tokens(seed: int = 1, shape=(3, 12)) -> torch.Tensor:
     return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-
-
-def tiny_llama(seed: int = 0):
-    transformers = quiet_import("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 BUILDERS = {
