@@ -46,6 +46,7 @@ class Linear4bitFunction(torch.autograd.Function):
     Notebook 08 §2 builds this very class. ``q`` (the layer's ``Quantized4bit``) travels on
     ``ctx``: its packed codes exist anyway. No dequantized weight and not even ``x`` is saved,
     because the frozen weight needs no gradient and ``grad_x`` does not depend on ``x``.
+    (Autograd calls backward only when ``x`` needs a gradient: ``x`` is the only tensor input.)
     """
 
     @staticmethod
@@ -56,11 +57,8 @@ class Linear4bitFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            W_hat = dequantize_4bit(ctx.q, grad_y.dtype)  # dequantize again instead of storing it
-            grad_x = grad_y @ W_hat
-        return grad_x, None                         # none for the 4-bit weight
+        W_hat = dequantize_4bit(ctx.q, grad_y.dtype)  # dequantize again instead of storing it
+        return grad_y @ W_hat, None                 # grad for x; none for the 4-bit weight
 
 
 class Linear4bit(nn.Module):
