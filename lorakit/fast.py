@@ -1,33 +1,26 @@
-"""The speed tricks behind ``lorakit.quant``, in one place. Read ``quant.py`` first: it holds the
-readable path (notebook 06 §5); this module computes the same bits, faster.
+"""The speed tricks behind ``lorakit.quant``, in one place. Read ``quant.py`` first: its readable
+path (notebook 06 §5) is the definition; this module computes the same bits, faster.
 
-**The switch.** ``lorakit.fast.ENABLED = True`` (the default) makes ``quant.quantize_4bit`` and
-``quant.dequantize_4bit`` (and so ``qlora.Linear4bit``) use the two functions below;
-``lorakit.fast.ENABLED = False`` runs the readable path instead. The results are equal to the
-bit either way: ``tests/test_quant.py`` checks every input bucket, every quant type, odd sizes,
-partial blocks, three dtypes and double quantization with the switch on and off.
+**The switch**: ``lorakit.fast.ENABLED`` (default True) makes ``quant.quantize_4bit`` and
+``quant.dequantize_4bit`` (so also ``qlora.Linear4bit``) use ``nearest_codes`` and ``dequantize``
+below; False runs the readable path. ``tests/test_quant_fast.py`` proves both bit-equal.
 
-1. ``nearest_codes`` — the nearest 4-bit code by a 65,536-entry lookup. All float32 numbers that
-   share their top 16 bits (sign, exponent, 7 mantissa bits) form one small interval, so narrow
-   that at most one midpoint between table values falls inside it (checked when the tables are
-   built). The code is then ``code_low[h] + (value > threshold[h])``, ``h`` = the value's top 16
-   bits: two table reads and a comparison instead of a binary search over 15 midpoints. Exact,
-   because it applies the readable rule (``bucketize`` against the midpoints, ties to the lower
-   code) to each interval once, in advance. About 2× faster than ``torch.bucketize`` on a CPU.
-2. ``dequantize`` — one gather per byte from a 256-entry pair table. A byte holds two codes, so a
-   256×2 float32 table gives both values at once (viewed as one int64 per byte: one gather of
-   8 bytes instead of shift, mask and two lookups). Then one multiply by the block's absmax,
-   computed in float32 and rounded once to the output dtype: the readable path's arithmetic, so
-   the bits are the same. On a CPU it works in chunks of ``CHUNK`` values, so its float32
-   temporaries stay in cache and are reused instead of freshly allocated (fresh memory costs a
-   page fault per 4 kB, more than the arithmetic). 2.5–4× faster than the readable path; on a
-   4096×4096 float32 weight within ≈ 1.5× of bitsandbytes' C++ kernel (``bench/bench_quant.py``).
-3. ``compile_dequantize()`` — GPU only, optional: ``torch.compile`` fuses the gather, the
-   multiply and the cast into one kernel that reads each packed byte once and writes each value
-   once (bitsandbytes does that in CUDA C++; eager PyTorch runs several kernels with float32
-   temporaries, which on a 7B model is most of a training step). If compiling fails with one of
-   ``COMPILE_ERRORS``, ``dequantize`` warns once and returns to eager for good; any other error
-   (out of memory, say) reaches the caller.
+1. ``nearest_codes``: float32 numbers sharing their top 16 bits (sign, exponent, 7 mantissa bits)
+   form an interval so narrow that at most one midpoint between table values falls inside it
+   (checked when the tables are built). So the code is ``code_low[h] + (value > threshold[h])``,
+   ``h`` = the top 16 bits: the readable rule (bucketize, ties down) applied once per interval in
+   advance, exact by construction. Two reads and a compare instead of a binary search: ≈ 2×.
+2. ``dequantize``: a byte holds two codes, so a 256×2 float32 table (one int64 per byte) gives
+   both values in one gather; then one float32 multiply by absmax, rounded once to the output
+   dtype (the readable arithmetic, so the same bits). On a CPU it runs in chunks of ``CHUNK``
+   values whose temporaries stay in cache: fresh memory costs a page fault per 4 kB, more than
+   the arithmetic. 2.5–5× faster than the readable path, ≈ 1.5× bitsandbytes' C++ kernel on a
+   4096×4096 weight (``bench/bench_quant.py``; the output's own page faults are ≈ 2/3 of that).
+3. ``compile_dequantize()``: optional, for a GPU. ``torch.compile`` fuses gather, multiply and
+   cast into one kernel that reads each byte once and writes each value once, as bitsandbytes'
+   CUDA kernel does (eager runs several kernels with float32 temporaries: most of a 7B step).
+   If compiling fails with one of ``COMPILE_ERRORS``, ``dequantize`` warns and stays eager; any
+   other error (out of memory, say) reaches the caller.
 """
 
 from __future__ import annotations
@@ -65,10 +58,7 @@ def _key(table: torch.Tensor) -> bytes:
 
 @lru_cache(maxsize=None)
 def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(code_low, threshold, order), each 65,536 long except order (16): see the module docstring.
-
-    ``order`` maps sorted positions back to codes (FP4's table is not sorted).
-    """
+    """(code_low, threshold: 65,536 each; order: 16, sorted position → code, as FP4 is unsorted)."""
     table = torch.frombuffer(bytearray(key), dtype=torch.float32)
     order = torch.argsort(table)
     ordered = table[order]
@@ -103,12 +93,9 @@ def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def pair_table(key: bytes, device: str) -> torch.Tensor:
-    """256 int64: entry ``b`` holds, as two float32, the values of the codes packed in byte ``b``.
-
-    A 256×2 float32 table (first value = high nibble ``b >> 4``, second = low nibble ``b & 15``)
-    viewed as one int64 per row, so one 8-byte gather fetches both values.
-    """
+def _pair_table(key: bytes, device: str) -> torch.Tensor:
+    """256×2 float32, row ``b`` = the values of byte ``b``'s codes (high nibble ``b >> 4`` first, low
+    ``b & 15``), viewed as 256 int64: one 8-byte gather fetches both values."""
     table = torch.frombuffer(bytearray(key), dtype=torch.float32)
     pairs = torch.stack([table.repeat_interleave(16), table.repeat(16)], dim=1)  # 256×2
     return pairs.contiguous().view(torch.int64).reshape(256).to(device)
@@ -133,7 +120,7 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
     if padded:  # a partial block or an odd count: pad the bytes and constants, cut the result
         packed = torch.cat([packed, packed.new_zeros((numel + padded) // 2 - packed.numel())])
         absmax = torch.cat([absmax, absmax.new_zeros((numel + padded) // blocksize - absmax.numel())])
-    pairs = pair_table(_key(table), str(packed.device))
+    pairs = _pair_table(_key(table), str(packed.device))
     if COMPILED is not None:
         try:
             return COMPILED(packed, absmax, pairs, blocksize, dtype)[:numel]
@@ -156,9 +143,6 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
 
 
 def compile_dequantize(enable: bool = True) -> None:
-    """Fuse ``dequantize`` into one GPU kernel with ``torch.compile`` (``enable=False``: eager).
-
-    Sets ``COMPILED``. Meant for a GPU and large models (``bench/bench_qlora_gpu.py``).
-    """
+    """Fuse ``dequantize`` into one GPU kernel with ``torch.compile``, or (False) go back to eager."""
     global COMPILED
     COMPILED = torch.compile(_gather_and_scale, dynamic=False) if enable else None

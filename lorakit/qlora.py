@@ -46,7 +46,6 @@ class Linear4bitFunction(torch.autograd.Function):
     Notebook 08 §2 builds this very class. ``q`` (the layer's ``Quantized4bit``) travels on
     ``ctx``: its packed codes exist anyway. No dequantized weight and not even ``x`` is saved,
     because the frozen weight needs no gradient and ``grad_x`` does not depend on ``x``.
-    (Autograd calls backward only when ``x`` needs a gradient: ``x`` is the only tensor input.)
     """
 
     @staticmethod
@@ -65,10 +64,8 @@ class Linear4bit(nn.Module):
     """A frozen linear layer stored as 4-bit codes + block constants; computes in ``compute_dtype``.
 
     Notebook 08 §2. Build it with ``Linear4bit.from_linear(linear, ...)``. The tensors of the
-    ``Quantized4bit`` (``packed``, ``absmax`` or ``absmax_codes``/``absmax2``, ...) are registered
-    as buffers, so ``.to(device)`` and ``state_dict()`` carry them, and no float copy of the
-    weight exists. It dequantizes with ``lorakit.quant.dequantize_4bit``, like everything else
-    (fast path and the optional GPU ``torch.compile``: ``lorakit.fast``).
+    ``Quantized4bit`` are its buffers (no float copy of the weight exists); it dequantizes with
+    ``lorakit.quant.dequantize_4bit``, like everything else (speed-ups: ``lorakit.fast``).
     """
 
     def __init__(self, q: Quantized4bit, bias: torch.Tensor | None, compute_dtype: torch.dtype):
@@ -79,11 +76,8 @@ class Linear4bit(nn.Module):
         self.compute_dtype = compute_dtype
         # the stored weight: its tensors are buffers, so .to(device) and state_dict() carry them
         # (a buffer set to None, e.g. absmax under double quantization, is simply not stored) …
-        self.register_buffer("packed", q.packed)
-        self.register_buffer("absmax", q.absmax)
-        self.register_buffer("absmax_codes", q.absmax_codes)
-        self.register_buffer("absmax2", q.absmax2)
-        self.register_buffer("offset", q.offset)
+        for name in ("packed", "absmax", "absmax_codes", "absmax2", "offset"):
+            self.register_buffer(name, getattr(q, name))
         # … and the rest are plain attributes
         self.weight_shape, self.weight_dtype = q.shape, q.dtype
         self.quant_type, self.blocksize, self.blocksize2 = q.quant_type, q.blocksize, q.blocksize2
@@ -341,6 +335,17 @@ def _qlora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return layers
 
 
+def _merged_linear(layer: LoRALinear, dtype: torch.dtype) -> nn.Linear:
+    """A frozen ``nn.Linear`` in ``dtype`` holding ``Ŵ + scaling·(AB)ᵀ`` (out×in) and the base's bias."""
+    base: Linear4bit = layer.base
+    W = base.dequantized_weight(torch.float32) + layer.delta().t().float()  # out×in
+    merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device=W.device, dtype=dtype)
+    merged.weight.copy_(W)
+    if base.bias is not None:
+        merged.bias.copy_(base.bias)
+    return merged.requires_grad_(False)
+
+
 @torch.no_grad()
 def merge_into_4bit(model: nn.Module) -> list[str]:
     """Fold each adapter into its 4-bit base: dequantize, add ``scaling·(AB)ᵀ``, quantize again.
@@ -356,14 +361,8 @@ def merge_into_4bit(model: nn.Module) -> list[str]:
     layers = _qlora_layers(model)
     for name, layer in layers.items():
         base: Linear4bit = layer.base
-        W = base.dequantized_weight(torch.float32) + layer.delta().t().float()
-        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                           device=W.device, dtype=base.quantized.dtype)
-        merged.weight.copy_(W)
-        if base.bias is not None:
-            merged.bias.copy_(base.bias)
-        _set(model, name, Linear4bit.from_linear(merged, base.quant_type, base.blocksize,
-                                                 base.double_quant, base.compute_dtype))
+        _set(model, name, Linear4bit.from_linear(_merged_linear(layer, base.weight_dtype), base.quant_type,
+                                                 base.blocksize, base.double_quant, base.compute_dtype))
     return list(layers)
 
 
@@ -382,15 +381,7 @@ def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32)
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
     layers = _qlora_layers(model)
     for name, layer in layers.items():
-        base: Linear4bit = layer.base
-        W = base.dequantized_weight(torch.float32) + layer.delta().t().float()  # out×in
-        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                           device=W.device, dtype=dtype)
-        merged.weight.copy_(W)
-        if base.bias is not None:
-            merged.bias.copy_(base.bias)
-        merged.requires_grad_(False)
-        _set(model, name, merged)
+        _set(model, name, _merged_linear(layer, dtype))
     return list(layers)
 
 

@@ -15,10 +15,8 @@ Semantics match ``bitsandbytes.functional.quantize_4bit`` on the CPU byte for by
 partial block is divided, as bitsandbytes does), nearest code by midpoints with ties going to
 the lower code, first element in the HIGH nibble, an odd count padded with the value 0.0.
 
-``quantize_4bit`` and ``dequantize_4bit`` read as notebook 06 §5's steps. Two of the steps have
-a faster twin in ``lorakit.fast`` (a lookup by float bits, a 256-entry pair table) that gives
-the same bits; the switch is ``lorakit.fast.ENABLED`` (True by default; set it to False to run
-exactly the code below).
+``quantize_4bit`` and ``dequantize_4bit`` read as notebook 06 §5's steps. Two steps have a faster
+twin in ``lorakit.fast`` with the same bits; ``lorakit.fast.ENABLED = False`` runs only this file.
 """
 
 from __future__ import annotations
@@ -171,11 +169,9 @@ def unpack_nibbles(packed: torch.Tensor, n: int | None = None) -> torch.Tensor:
 class Quantized4bit:
     """A 4-bit quantized tensor: packed codes plus what is needed to undo the scaling (notebook 06 §5).
 
-    ``packed``: ceil(numel/2) uint8; ``absmax``: ceil(numel/blocksize) float32.
-
-    ``absmax`` holds one float32 per block, or is None when double-quantized; then
-    ``absmax_codes`` (uint8, one per block), ``absmax2`` (float32, one per ``blocksize2`` blocks)
-    and ``offset`` (float32 scalar, the mean subtracted first) describe it instead.
+    ``packed``: ceil(numel/2) uint8. ``absmax``: ceil(numel/blocksize) float32, or None when
+    double-quantized; then ``absmax_codes`` (uint8, one per block), ``absmax2`` (float32, one per
+    ``blocksize2`` blocks) and ``offset`` (float32 scalar, the mean subtracted first) describe it.
     """
 
     packed: torch.Tensor
@@ -262,21 +258,16 @@ def _raise_if_not_finite(x: torch.Tensor) -> None:
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        value = x[where].item()
-        raise ValueError(
-            f"x must be finite, but it holds {value} at index {where} "
-            f"({int(bad.sum())} non-finite value(s) in total)"
-        )
+        raise ValueError(f"x must be finite, but it holds {x[where].item()} at index {where} "
+                         f"({int(bad.sum())} non-finite value(s) in total)")
 
 
 # ------------------------------------------------------------------------------- quantize
 
 
 def _block_absmax(flat: torch.Tensor, blocksize: int) -> torch.Tensor:
-    """float32 max |x| per block: ceil(numel/blocksize) values (notebook 06 §5, step 2).
-
-    bitsandbytes stores a trailing partial block's absmax clamped to ≥ 1e-38; so do we.
-    """
+    """float32 max |x| per block, ceil(numel/blocksize) values (notebook 06 §5, step 2); a partial
+    last block's is clamped to ≥ 1e-38, as bitsandbytes stores it."""
     n = flat.numel()
     full = n - n % blocksize
     blocks = flat[:full].view(-1, blocksize)

@@ -74,7 +74,7 @@ def test_dequantize_in_many_chunks_equals_the_readable_path(monkeypatch):
 
 
 def test_the_pair_table_holds_both_codes_of_each_byte():
-    pairs = fast.pair_table(fast._key(quant.NF4), "cpu").view(torch.float32).view(256, 2)  # 256×2
+    pairs = fast._pair_table(fast._key(quant.NF4), "cpu").view(torch.float32).view(256, 2)  # 256×2
     byte = torch.arange(256)
     assert torch.equal(pairs[:, 0], quant.NF4[byte >> 4]) and torch.equal(pairs[:, 1], quant.NF4[byte & 15])
 
