@@ -8,6 +8,7 @@ with the ratios to bitsandbytes measured in the same process: dequantize alone a
 (goals for lorakit: dequantize ≤ 1.2, total ≤ 1.0; ``lorakit.fast.ENABLED`` is on). The
 script also checks that lorakit's bytes and values equal bitsandbytes' before timing them.
 torchao's ``to_nf4`` always double-quantizes (its only mode), so its row is not like-for-like.
+The row "lorakit, readable" runs with ``lorakit.fast.ENABLED = False``: what ``lorakit/fast.py`` buys.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import warnings
 
 import torch
 
-from lorakit import quant
+from lorakit import fast, quant
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -34,9 +35,20 @@ def _median_seconds(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def readable(fn, *args):
+    """``fn(*args)`` with ``lorakit.fast.ENABLED`` off: what the fast module buys."""
+    fast.ENABLED = False
+    try:
+        return fn(*args)
+    finally:
+        fast.ENABLED = True
+
+
 def _candidates(x: torch.Tensor) -> dict:
     """name -> (quantize, dequantize) closures on ``x``; reference libraries only if installed."""
-    out = {"lorakit": (lambda: quant.quantize_4bit(x, "nf4", 64), quant.dequantize_4bit)}
+    out = {"lorakit": (lambda: quant.quantize_4bit(x, "nf4", 64), quant.dequantize_4bit),
+           "lorakit, readable": (lambda: readable(quant.quantize_4bit, x, "nf4", 64),
+                                 lambda q: readable(quant.dequantize_4bit, q))}
     try:
         import bitsandbytes.functional as F
 
@@ -88,10 +100,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
         rows += run(shape, dtype, runs)
-    print(f"{'library':<14}{'dtype':<10}{'quantize s':>12}{'dequant s':>12}{'dequant ÷ bnb':>15}"
+    print(f"{'library':<19}{'dtype':<10}{'quantize s':>12}{'dequant s':>12}{'dequant ÷ bnb':>15}"
           f"{'total s':>10}{'total ÷ bnb':>13}")
     for r in rows:
-        print(f"{r['name']:<14}{r['dtype']:<10}{r['quantize']:>12.4f}{r['dequantize']:>12.4f}"
+        print(f"{r['name']:<19}{r['dtype']:<10}{r['quantize']:>12.4f}{r['dequantize']:>12.4f}"
               f"{r['dequantize_ratio']:>15.2f}{r['total']:>10.4f}{r['ratio']:>13.2f}")
     return rows
 

@@ -57,8 +57,8 @@ def _key(table: torch.Tensor) -> bytes:
 
 
 @lru_cache(maxsize=None)
-def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(code_low, threshold: 65,536 each; order: 16, sorted position → code, as FP4 is unsorted)."""
+def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(code_low, threshold: 65,536 each; order: sorted position → code, None if the table is sorted)."""
     table = torch.frombuffer(bytearray(key), dtype=torch.float32)
     order = torch.argsort(table)
     ordered = table[order]
@@ -74,7 +74,8 @@ def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor,
         raise ValueError("this table has two midpoints inside one 16-bit bucket: use quant.nearest_codes")
     inside = mids[code_start.clamp(max=len(mids) - 1)]
     threshold = torch.where(code_end > code_start, inside, torch.tensor(float("inf")))
-    return code_start.to(torch.uint8).to(device), threshold.to(device), order.to(torch.uint8).to(device)
+    order = None if torch.equal(order, torch.arange(len(table))) else order.to(torch.uint8).to(device)  # FP4
+    return code_start.to(torch.uint8).to(device), threshold.to(device), order
 
 
 def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -83,10 +84,18 @@ def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     ``scaled``: float32, contiguous, any length. The readable rule is derived in notebook 06 §5.
     """
     code_low, threshold, order = _bucket_tables(_key(table), str(scaled.device))
-    top = scaled.view(torch.uint16)[_TOP_HALF].int()  # the top 16 bits of each value: numel indices
-    codes = code_low.index_select(0, top)
-    codes += scaled > threshold.index_select(0, top)
-    return order.index_select(0, codes.int())
+    codes = torch.empty(scaled.numel(), dtype=torch.uint8, device=scaled.device)
+    for start, end in _chunks(scaled.numel(), CHUNK, scaled.is_cuda):
+        part = scaled[start:end]
+        top = part.view(torch.uint16)[_TOP_HALF].int()  # the top 16 bits of each value
+        codes[start:end] = code_low.index_select(0, top) + (part > threshold.index_select(0, top))
+    return codes if order is None else order.index_select(0, codes.int())
+
+
+def _chunks(n: int, step: int, whole: bool):
+    """(start, end) of the chunks of ``range(n)``: one chunk if ``whole`` (a GPU is fastest so)."""
+    step = n if whole else step
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 # ------------------------------------------------------------------------------- 2. dequantize
@@ -128,12 +137,11 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
             warnings.warn(f"torch.compile of the dequantizer failed ({type(e).__name__}: {e}); "
                           "using the eager version", stacklevel=2)
             compile_dequantize(False)
-    if packed.is_cuda or numel + padded <= CHUNK:  # a GPU is fastest in one go, and so is a small tensor
+    chunks = _chunks(numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda)  # whole blocks each
+    if len(chunks) == 1:
         return _gather_and_scale(packed, absmax, pairs, blocksize, dtype)[:numel]
     out = torch.empty(numel + padded, dtype=dtype, device=packed.device)
-    step = max(CHUNK // unit, 1) * unit  # whole blocks per chunk
-    for start in range(0, numel + padded, step):
-        end = min(start + step, numel + padded)
+    for start, end in chunks:
         out[start:end] = _gather_and_scale(packed[start // 2:end // 2], absmax[start // blocksize:end // blocksize],
                                            pairs, blocksize, dtype)
     return out[:numel]

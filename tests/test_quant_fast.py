@@ -63,14 +63,15 @@ def test_quantize_and_dequantize_bit_equal_with_the_switch_on_and_off(quant_type
             assert torch.equal(bits(a), bits(b)), (case, out_dtype)
 
 
-def test_dequantize_in_many_chunks_equals_the_readable_path(monkeypatch):
+def test_many_chunks_equal_the_readable_path(monkeypatch):
     """The CPU path works chunk by chunk: chunk edges inside the tensor, a partial last block."""
     monkeypatch.setattr(fast, "CHUNK", 256)
     x = torch.randn(5 * 256 + 70, generator=torch.Generator().manual_seed(1))
-    for blocksize in (1, 64, 512):
-        q = quant.quantize_4bit(x, blocksize=blocksize, double_quant=True)
+    for quant_type, blocksize in itertools.product(["nf4", "fp4"], [1, 64, 512]):
+        q, q_readable = both_paths(lambda: quant.quantize_4bit(x, quant_type, blocksize, double_quant=True))
+        assert torch.equal(q.packed, q_readable.packed), (quant_type, blocksize)
         a, b = both_paths(lambda: quant.dequantize_4bit(q))
-        assert torch.equal(bits(a), bits(b)), blocksize
+        assert torch.equal(bits(a), bits(b)), (quant_type, blocksize)
 
 
 def test_the_pair_table_holds_both_codes_of_each_byte():
