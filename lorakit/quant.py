@@ -294,9 +294,8 @@ def _scale(flat: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Te
     return scaled
 
 
-def quantize_blockwise_8bit(
-    values: torch.Tensor, blocksize: int = 256, code: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
+                            code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit blockwise quantization with a 256-entry code (default: the signed dynamic map).
 
     Derived in notebook 07 §4. Returns ``(codes uint8, absmax float32 per block)``. Codes are
@@ -315,9 +314,8 @@ def quantize_blockwise_8bit(
     return nearest_codes(_scale(flat, absmax, blocksize), code), absmax
 
 
-def quantize_4bit(
-    x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64, double_quant: bool = False
-) -> Quantized4bit:
+def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
+                  double_quant: bool = False) -> Quantized4bit:
     """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 06 §5).
 
     ``x`` (float32/bfloat16/float16, any shape, finite) is flattened row-major, cut into blocks
@@ -411,17 +409,12 @@ def error_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict:
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
     err = (x.float() - x_hat.float()).abs()
-    return {
-        "mae": err.mean().item(),
-        "mean_rel": (err / (x.float().abs() + 1e-8)).mean().item(),
-        "rmse": err.pow(2).mean().sqrt().item(),
-        "max": err.max().item(),
-    }
+    return {"mae": err.mean().item(), "mean_rel": (err / (x.float().abs() + 1e-8)).mean().item(),
+            "rmse": err.pow(2).mean().sqrt().item(), "max": err.max().item()}
 
 
-def blocksize_tradeoff(
-    x: torch.Tensor, blocksize: int, quant_type: str = "nf4", double_quant: bool = False
-) -> tuple[float, float]:
+def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
+                       double_quant: bool = False) -> tuple[float, float]:
     """(mean absolute error, overhead bits per parameter) of quantizing ``x`` at ``blocksize``.
 
     Smaller blocks track local scale better (less error) but store more constants (more bits):
@@ -434,13 +427,8 @@ def blocksize_tradeoff(
 
 
 @torch.no_grad()
-def quantize_model_linears(
-    model: nn.Module,
-    quant_type: str = "nf4",
-    blocksize: int = 64,
-    double_quant: bool = False,
-    skip: tuple[str, ...] = ("lm_head",),
-) -> nn.Module:
+def quantize_model_linears(model: nn.Module, quant_type: str = "nf4", blocksize: int = 64,
+                           double_quant: bool = False, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
     """A deep copy of ``model`` whose ``nn.Linear`` weights went through quantize → dequantize
     (notebook 06 §7, notebook 08 §3).
 
@@ -457,7 +445,5 @@ def quantize_model_linears(
         return copied
     for name, module in copied.named_modules():
         if isinstance(module, nn.Linear) and not name.endswith(tuple(skip)):
-            w = module.weight
-            q = quantize_4bit(w.data, quant_type, blocksize, double_quant)
-            w.data.copy_(dequantize_4bit(q))
+            module.weight.copy_(dequantize_4bit(quantize_4bit(module.weight, quant_type, blocksize, double_quant)))
     return copied
