@@ -39,8 +39,8 @@ ENABLED = True
 #: ``dequantize``'s fused GPU kernel, set by ``compile_dequantize()``; None = eager everywhere.
 COMPILED: Callable | None = None
 
-#: Values dequantized per step on a CPU (1 MB of float32): small enough to stay in cache.
-CHUNK = 1 << 18
+#: Values per step on a CPU (2 MB of float32): small enough to stay in cache (measured best).
+CHUNK = 1 << 19
 
 # What torch.compile raises when it cannot compile (Dynamo and Inductor errors). Anything else,
 # an out-of-memory error for instance, is a real error and must reach the caller.
@@ -111,11 +111,12 @@ def _pair_table(key: bytes, device: str) -> torch.Tensor:
     return pairs.contiguous().view(torch.int64).reshape(256).to(device)
 
 
-def _gather_and_scale(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.Tensor,
-                      blocksize: int, dtype: torch.dtype) -> torch.Tensor:
-    """Whole blocks only: ``2·len(packed)`` values, ``table[code]·absmax`` rounded once to ``dtype``."""
+def _gather_and_scale(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.Tensor, blocksize: int,
+                      out: torch.Tensor) -> None:
+    """Whole blocks only: ``out`` (2·len(packed) values) = ``table[code]·absmax``, computed in
+    float32 and rounded once to ``out.dtype``."""
     values = pairs.index_select(0, packed.int()).view(torch.float32)  # 2 values per byte
-    return (values.view(-1, blocksize) * absmax.unsqueeze(1)).to(dtype).view(-1)
+    torch.mul(values.view(-1, blocksize), absmax.unsqueeze(1), out=out.view(-1, blocksize))
 
 
 def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, numel: int,
@@ -131,20 +132,18 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
         packed = torch.cat([packed, packed.new_zeros((numel + padded) // 2 - packed.numel())])
         absmax = torch.cat([absmax, absmax.new_zeros((numel + padded) // blocksize - absmax.numel())])
     pairs = _pair_table(_key(table), str(packed.device))
+    out = torch.empty(numel + padded, dtype=dtype, device=packed.device)
     if COMPILED is not None:
         try:
-            return COMPILED(packed, absmax, pairs, blocksize, dtype)[:numel]
+            COMPILED(packed, absmax, pairs, blocksize, out)
+            return out[:numel]
         except COMPILE_ERRORS as e:
             warnings.warn(f"torch.compile of the dequantizer failed ({type(e).__name__}: {e}); "
                           "using the eager version", stacklevel=2)
             compile_dequantize(False)
-    chunks = _chunks(numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda)  # whole blocks each
-    if len(chunks) == 1:
-        return _gather_and_scale(packed, absmax, pairs, blocksize, dtype)[:numel]
-    out = torch.empty(numel + padded, dtype=dtype, device=packed.device)
-    for start, end in chunks:
-        out[start:end] = _gather_and_scale(packed[start // 2:end // 2], absmax[start // blocksize:end // blocksize],
-                                           pairs, blocksize, dtype)
+    for start, end in _chunks(numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda):  # whole blocks
+        _gather_and_scale(packed[start // 2:end // 2], absmax[start // blocksize:end // blocksize], pairs,
+                          blocksize, out[start:end])
     return out[:numel]
 
 
