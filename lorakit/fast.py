@@ -15,13 +15,13 @@ below; False runs the readable path. ``tests/test_quant_fast.py`` proves both bi
    dtype: the readable arithmetic, so the same bits.
 3. On a CPU both work in chunks of ``CHUNK`` values, so their temporaries stay in cache and are
    reused: fresh memory costs a page fault per 4 kB, more than the arithmetic. With 1–3, NF4 on
-   a 4096×4096 weight quantizes ≈ 4× and dequantizes ≈ 4–6× faster than the readable path:
-   quantize ≈ 0.2–0.3× bitsandbytes' C++ kernel, dequantize ≈ 1.5× it (``bench/bench_quant.py``).
-4. ``compile_dequantize()``: optional, for a GPU. ``torch.compile`` fuses gather, multiply and
+   a 4096×4096 weight quantizes ≈ 4–5× and dequantizes ≈ 4–5× faster than the readable path:
+   quantize ≈ 0.2–0.3× bitsandbytes' C++ kernel, dequantize ≈ 1.3× it in float32 and 1.5–3× in
+   bfloat16 (``bench/bench_quant.py``; the output's own page faults are most of bitsandbytes' time).
+4. ``compile_dequantize()``, optional, for a GPU: ``torch.compile`` fuses gather, multiply and
    cast into one kernel that reads each byte once and writes each value once, as bitsandbytes'
    CUDA kernel does (eager runs several kernels with float32 temporaries: most of a 7B step).
-   If compiling fails with one of ``COMPILE_ERRORS``, ``dequantize`` warns and stays eager; any
-   other error (out of memory, say) reaches the caller.
+   A compile failure (``COMPILE_ERRORS``) warns and falls back to eager; other errors surface.
 """
 
 from __future__ import annotations

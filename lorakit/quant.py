@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -199,12 +199,6 @@ class Quantized4bit:
         counted; it is one global constant, not part of each tensor)."""
         tensors = [self.packed, self.absmax, self.absmax_codes, self.absmax2, self.offset]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-    def to(self, device: torch.device | str) -> "Quantized4bit":
-        """A copy with every tensor moved to ``device``."""
-        moved = {k: getattr(self, k).to(device) for k in
-                 ("packed", "absmax", "absmax_codes", "absmax2", "offset") if getattr(self, k) is not None}
-        return replace(self, **moved)
 
 
 def bits_per_parameter(q: Quantized4bit) -> float:
