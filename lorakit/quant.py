@@ -42,7 +42,7 @@ __all__ = [
 # ------------------------------------------------------------------------------- code books
 
 #: NormalFloat4 (QLoRA): index = 4-bit code. 16 normal quantiles scaled to [-1, 1], with an
-#: exact zero and one more positive level than negative ones. Derived in notebook 06 by
+#: exact zero and one more positive level than negative ones. Derived in notebook 06 §4 by
 #: ``nf4_from_quantiles()``, which reproduces these float32 values bit for bit.
 NF4 = torch.tensor(
     [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -53,14 +53,14 @@ NF4 = torch.tensor(
 )
 
 #: bitsandbytes' FP4 (E2M1 without infinities): index = bit pattern, bit 3 is the sign, so the
-#: table is NOT sorted. Values are the E2M1 numbers divided by their maximum, 12.
+#: table is NOT sorted. Values are the E2M1 numbers divided by their maximum, 12 (notebook 06 §3).
 FP4 = torch.tensor(
     [0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0, -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0],
     dtype=torch.float32,
 ) / 12.0
 
 #: Symmetric absmax INT4 written as a table: code k means (k - 8) / 7, i.e. round(7 x / absmax).
-#: Code 0 (-8/7) lies outside [-1, 1] and is never chosen: INT4 really has 15 levels.
+#: Code 0 (-8/7) lies outside [-1, 1] and is never chosen: INT4 really has 15 levels (06 §3).
 INT4 = (torch.arange(16, dtype=torch.float32) - 8.0) / 7.0
 
 TABLES = {"nf4": NF4, "fp4": FP4, "int4": INT4}
