@@ -50,7 +50,8 @@ _TOP_HALF = slice(1, None, 2) if sys.byteorder == "little" else slice(0, None, 2
 
 
 def _key(table: torch.Tensor) -> bytes:
-    """A table's exact bits, for caching (0.0 and -0.0 differ, as FP4's codes 0 and 8 do)."""
+    """A table's exact bits, for caching (0.0 and -0.0 differ, as FP4's codes 0 and 8 do). Pass
+    tables that live on the CPU (as ``quant.TABLES`` do): reading a GPU one would wait for the GPU."""
     return table.detach().float().cpu().numpy().tobytes()
 
 

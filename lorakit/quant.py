@@ -363,11 +363,10 @@ def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
     absmax = dequantize_absmax(q)                              # float32, one per block
-    table = TABLES[q.quant_type].to(q.packed.device)
     if fast.ENABLED:                                           # the same bits, faster: lorakit/fast.py
-        return fast.dequantize(q.packed, absmax, table, q.numel, q.blocksize, dtype).view(q.shape)
+        return fast.dequantize(q.packed, absmax, TABLES[q.quant_type], q.numel, q.blocksize, dtype).view(q.shape)
     codes = unpack_nibbles(q.packed, q.numel)                  # 1. two codes per byte
-    values = table[codes.long()]                               # 2. look each code up (float32)
+    values = TABLES[q.quant_type].to(q.packed.device)[codes.long()]  # 2. look each code up (float32)
     scale = absmax.repeat_interleave(q.blocksize)[: q.numel]   # 3. × its block's absmax
     return (values * scale).to(dtype).view(q.shape)            # 4. rounded once, to dtype
 
