@@ -35,7 +35,7 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core x86_64 CPU (2026-11-29) | 23 s (load ≈ 9) | 12.2 min (load ≈ 9; the four training runs of section 4 are most of it) |
-# | the same CPU, one thread, after the issue-12 dequantizer (2026-11-29) | — | 2.5 min (load ≈ 2) |
+# | the same CPU, one thread, after the issue-12 dequantizer (2026-11-29) | — | 2.2 min (load ≈ 1; 2.2 min before it too) |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
