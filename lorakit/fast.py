@@ -2,22 +2,19 @@
 path (notebook 06 §5) is the definition; this module computes the same bits, faster.
 
 **The switch**: ``lorakit.fast.ENABLED`` (default True) makes ``quant.quantize_4bit`` and
-``quant.dequantize_4bit`` (so also ``qlora.Linear4bit``) use ``nearest_codes`` and ``dequantize``
+``quant.dequantize_4bit`` (so ``qlora.Linear4bit`` too) use ``nearest_codes`` and ``dequantize``
 below; False runs the readable path. ``tests/test_quant_fast.py`` proves both bit-equal.
 
-1. ``nearest_codes``: float32 numbers sharing their top 16 bits (sign, exponent, 7 mantissa bits)
-   form an interval so narrow that at most one midpoint between table values falls inside it
-   (checked when the tables are built). So the code is ``code_low[h] + (value > threshold[h])``,
-   ``h`` = the top 16 bits: the readable rule (bucketize, ties down) applied once per interval in
-   advance, exact by construction; two reads and a compare instead of a binary search.
-2. ``dequantize``: a byte holds two codes, so a 256×2 float32 table (one int64 per byte) gives
-   both values in one gather; then one float32 multiply by absmax, rounded once to the output
-   dtype: the readable arithmetic, so the same bits.
-3. On a CPU both work in chunks of ``CHUNK`` values, so their temporaries stay in cache and are
-   reused: fresh memory costs a page fault per 4 kB, more than the arithmetic. With 1–3, NF4 on
-   a 4096×4096 weight quantizes ≈ 4–5× and dequantizes ≈ 4–5× faster than the readable path:
-   quantize ≈ 0.2–0.3× bitsandbytes' C++ kernel, dequantize ≈ 1.3× it in float32 and 1.5–3× in
-   bfloat16 (``bench/bench_quant.py``; the output's own page faults are most of bitsandbytes' time).
+1. ``nearest_codes``: float32 numbers sharing their top 16 bits form an interval so narrow that
+   at most one midpoint between table values falls inside it (checked when the tables are built).
+   So the code is ``code_low[h] + (value > threshold[h])``, ``h`` = the top 16 bits: the readable
+   rule (bucketize, ties down) applied once per interval in advance, exact by construction.
+2. ``dequantize``: a byte holds two codes, so a 256×2 float32 table gives both values in one
+   gather; then one float32 multiply by absmax, rounded once to the output dtype, as readable.
+3. On a CPU both run in chunks of ``CHUNK`` values whose temporaries stay in cache: fresh memory
+   costs a page fault per 4 kB, more than the arithmetic. With 1–3, NF4 on a 4096×4096 weight
+   quantizes and dequantizes ≈ 4–5× faster than the readable path: quantize ≈ 0.2–0.3× the time of
+   bitsandbytes' C++ kernel, dequantize ≈ 1.3× (float32) to 1.5–3× (bfloat16) (``bench/bench_quant.py``).
 4. ``compile_dequantize()``, optional, for a GPU: ``torch.compile`` fuses gather, multiply and
    cast into one kernel that reads each byte once and writes each value once, as bitsandbytes'
    CUDA kernel does (eager runs several kernels with float32 temporaries: most of a 7B step).
@@ -50,8 +47,7 @@ _TOP_HALF = slice(1, None, 2) if sys.byteorder == "little" else slice(0, None, 2
 
 
 def _key(table: torch.Tensor) -> bytes:
-    """A table's exact bits, for caching (0.0 and -0.0 differ, as FP4's codes 0 and 8 do). Pass
-    tables that live on the CPU (as ``quant.TABLES`` do): reading a GPU one would wait for the GPU."""
+    """A (CPU) table's exact bits, for caching: 0.0 and -0.0 differ, as FP4's codes 0 and 8 do."""
     return table.detach().float().cpu().numpy().tobytes()
 
 

@@ -15,8 +15,8 @@ Semantics match ``bitsandbytes.functional.quantize_4bit`` on the CPU byte for by
 partial block is divided, as bitsandbytes does), nearest code by midpoints with ties going to
 the lower code, first element in the HIGH nibble, an odd count padded with the value 0.0.
 
-``quantize_4bit`` and ``dequantize_4bit`` read as notebook 06 §5's steps. Two steps have a faster
-twin in ``lorakit.fast`` with the same bits; ``lorakit.fast.ENABLED = False`` runs only this file.
+``quantize_4bit``/``dequantize_4bit`` read as notebook 06 §5's steps; two steps have a faster
+twin with the same bits in ``lorakit.fast`` (``lorakit.fast.ENABLED = False``: this file only).
 """
 
 from __future__ import annotations
@@ -71,10 +71,8 @@ def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
 
     8 positive levels ``Φ⁻¹(linspace(offset, 0.5, 9)[:-1])``, 7 negative levels
     ``-Φ⁻¹(linspace(offset, 0.5, 8)[:-1])`` and an exact 0, sorted and divided by the largest.
-    The probabilities come from torch's float32 ``linspace`` (which fills half from each end);
-    the quantiles are taken in float64 and rounded to float32, as bitsandbytes does with
-    scipy. ``offset`` ≈ 1 − ½(1/30 + 1/32) keeps Φ⁻¹ finite at the ends.
-    """
+    Probabilities from torch's float32 ``linspace``, quantiles in float64 rounded to float32, as
+    bitsandbytes does with scipy. ``offset`` ≈ 1 − ½(1/30 + 1/32) keeps Φ⁻¹ finite at the ends."""
     validate.number(offset, "offset", 0.5, 1.0, low_open=True, high_open=True)
     positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())
     negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())
@@ -86,11 +84,9 @@ def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
 def dynamic_map(signed: bool = True) -> torch.Tensor:
     """bitsandbytes' 8-bit dynamic map, built by hand (notebook 07 §3): 256 sorted float32 values.
 
-    Not IEEE FP8: for each decade ``10^-6 … 10^0`` (exponent i = 0…6) it holds the midpoints of
-    a linear grid on [0.1, 1] with ``2^i`` (signed) or ``2^(i+1)`` (unsigned) cells, scaled by
-    ``10^(i-6)``: coarse for large values, ever finer towards zero. Plus 0 and 1.0. Signed maps
-    mirror every level (254 + 2 = 256 values). Equal to ``create_dynamic_map(signed)``.
-    """
+    Not IEEE FP8: for each decade ``10^-6 … 10^0`` (i = 0…6) the midpoints of a linear grid on
+    [0.1, 1] with ``2^i`` (signed) or ``2^(i+1)`` (unsigned) cells, scaled by ``10^(i-6)``, plus 0
+    and 1.0; signed maps mirror every level (254 + 2 = 256). Equal to ``create_dynamic_map(signed)``."""
     data = []
     for i in range(7):
         cells = 2**i if signed else 2 ** (i + 1)
@@ -272,12 +268,10 @@ def _block_absmax(flat: torch.Tensor, blocksize: int) -> torch.Tensor:
 
 
 def _scale(flat: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
-    """Each value over its block's absmax, into [-1, 1]: float32, numel values.
+    """Each value over its block's absmax, into [-1, 1]: float32, numel values (06 §5, step 2).
 
-    Full blocks are multiplied by ``1/absmax``; the trailing partial block is divided by its
-    absmax — exactly bitsandbytes' arithmetic, so codes on a midpoint come out the same. An
-    absmax below 1e-38 (an all-zero block) is clamped for the scaling, as bitsandbytes does.
-    """
+    Full blocks × ``1/absmax.clamp(1e-38)``, a partial last block divided: bitsandbytes'
+    arithmetic exactly, so codes on a midpoint come out the same."""
     n = flat.numel()
     full = n - n % blocksize
     scaled = torch.empty(n, dtype=torch.float32, device=flat.device)
@@ -292,11 +286,9 @@ def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
                             code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit blockwise quantization with a 256-entry code (default: the signed dynamic map).
 
-    Derived in notebook 07 §4. Returns ``(codes uint8, absmax float32 per block)``. Codes are
-    the exact nearest entries (midpoints, ties to the lower code). bitsandbytes' CPU kernel
-    instead rounds through a 65,536-entry lookup table, so ≈ 0.2 % of its codes differ from these
-    (notebook 07 §5 measures it).
-    """
+    Notebook 07 §4. Returns ``(codes uint8, absmax float32 per block)``: the exact nearest codes.
+    bitsandbytes' CPU kernel rounds through a 65,536-entry lookup table instead, so ≈ 0.2 % of
+    its codes differ from these (notebook 07 §5 measures it)."""
     _check_blocksize(blocksize)
     flat = values.reshape(-1).float()
     if flat.numel() == 0:
@@ -411,9 +403,7 @@ def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
     """(mean absolute error, overhead bits per parameter) of quantizing ``x`` at ``blocksize``.
 
     Smaller blocks track local scale better (less error) but store more constants (more bits):
-    the trade-off behind the block-size slider of notebook 06 §8. Overhead is measured from the
-    stored bytes: ``bits_per_parameter − 4``.
-    """
+    notebook 06 §8's slider. Overhead is measured from the stored bytes: ``bits_per_parameter − 4``."""
     q = quantize_4bit(x, quant_type, blocksize, double_quant)
     mae = error_metrics(x, dequantize_4bit(q))["mae"]
     return mae, 8.0 * (q.nbytes - q.packed.numel()) / q.numel
@@ -425,11 +415,9 @@ def quantize_model_linears(model: nn.Module, quant_type: str = "nf4", blocksize:
     """A deep copy of ``model`` whose ``nn.Linear`` weights went through quantize → dequantize
     (notebook 06 §7, notebook 08 §3).
 
-    The copy computes exactly what a 4-bit model computes (weights = dequantized values), in
-    ordinary float layers, so its loss measures the damage quantization does. Modules whose
-    name ends with an entry of ``skip`` stay untouched (QLoRA/transformers keep ``lm_head``
-    in 16 bits). ``quant_type="none"`` returns an untouched copy, for a baseline.
-    """
+    The copy computes exactly what a 4-bit model computes, in ordinary float layers, so its loss
+    measures the damage quantization does. Modules whose name ends with an entry of ``skip`` stay
+    untouched (QLoRA keeps ``lm_head`` in 16 bits); ``quant_type="none"`` copies, for a baseline."""
     if quant_type != "none" and quant_type not in TABLES:
         raise ValueError(f"quant_type must be 'none' or one of {sorted(TABLES)}, got {quant_type!r}")
     _check_blocksize(blocksize)
