@@ -14,7 +14,7 @@ below; False runs the readable path. ``tests/test_quant_fast.py`` proves both bi
 3. On a CPU both run in chunks of ``CHUNK`` values whose temporaries stay in cache: fresh memory
    costs a page fault per 4 kB, more than the arithmetic. With 1–3, NF4 on a 4096×4096 weight
    quantizes and dequantizes ≈ 4–5× faster than the readable path: quantize ≈ 0.2–0.3× the time of
-   bitsandbytes' C++ kernel, dequantize ≈ 1.3× (float32) to 1.5–3× (bfloat16) (``bench/bench_quant.py``).
+   bitsandbytes' C++ kernel, dequantize ≈ 1.3× (float32) to 1.8× (bfloat16) (``bench/bench_quant.py``).
 4. ``compile_dequantize()``, optional, for a GPU: ``torch.compile`` fuses gather, multiply and
    cast into one kernel that reads each byte once and writes each value once, as bitsandbytes'
    CUDA kernel does (eager runs several kernels with float32 temporaries: most of a 7B step).
@@ -109,11 +109,13 @@ def _pair_table(key: bytes, device: str) -> torch.Tensor:
 
 
 def _gather_and_scale(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.Tensor, blocksize: int,
-                      out: torch.Tensor) -> None:
-    """Whole blocks only: ``out`` (2·len(packed) values) = ``table[code]·absmax``, computed in
-    float32 and rounded once to ``out.dtype``."""
-    values = pairs.index_select(0, packed.int()).view(torch.float32)  # 2 values per byte
-    torch.mul(values.view(-1, blocksize), absmax.unsqueeze(1), out=out.view(-1, blocksize))
+                      out: torch.Tensor, index: torch.Tensor | None = None, values: torch.Tensor | None = None):
+    """Whole blocks only: ``out`` (2·len(packed) values) = ``table[code]·absmax``, computed in float32
+    and rounded once to ``out.dtype``. ``index`` (int32), ``values`` (int64): len(packed) each,
+    optional scratch space that the CPU's chunks reuse (fresh memory costs page faults)."""
+    index = packed.int() if index is None else index.copy_(packed)
+    values = torch.index_select(pairs, 0, index, out=values)  # both values of each byte
+    torch.mul(values.view(torch.float32).view(-1, blocksize), absmax.unsqueeze(1), out=out.view(-1, blocksize))
 
 
 def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, numel: int,
@@ -138,9 +140,16 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
             warnings.warn(f"torch.compile of the dequantizer failed ({type(e).__name__}: {e}); "
                           "using the eager version", stacklevel=2)
             compile_dequantize(False)
-    for start, end in _chunks(numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda):  # whole blocks
+    chunks = _chunks(numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda)  # whole blocks each
+    if len(chunks) == 1:
+        _gather_and_scale(packed, absmax, pairs, blocksize, out)
+        return out[:numel]
+    index = torch.empty(chunks[0][1] // 2, dtype=torch.int32, device=packed.device)  # scratch for every chunk
+    values = torch.empty(chunks[0][1] // 2, dtype=torch.int64, device=packed.device)
+    for start, end in chunks:
+        k = (end - start) // 2
         _gather_and_scale(packed[start // 2:end // 2], absmax[start // blocksize:end // blocksize], pairs,
-                          blocksize, out[start:end])
+                          blocksize, out[start:end], index[:k], values[:k])
     return out[:numel]
 
 
