@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -34,7 +33,7 @@ import torch
 ENABLED = True
 
 #: ``dequantize``'s fused GPU kernel, set by ``compile_dequantize()``; None = eager everywhere.
-COMPILED: Callable | None = None
+COMPILED = None
 
 #: Values per step on a CPU (2 MB of float32): small enough to stay in cache (measured best).
 CHUNK = 1 << 19
@@ -77,10 +76,8 @@ def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """``quant.nearest_codes(scaled, table)``, the same uint8 codes, by the 16-bit bucket lookup.
-
-    ``scaled``: float32, contiguous, any length. The readable rule is derived in notebook 06 §5.
-    """
+    """``quant.nearest_codes(scaled, table)`` (notebook 06 §5), the same uint8 codes, by the 16-bit
+    bucket lookup. ``scaled``: float32, contiguous, any length."""
     code_low, threshold, order = _bucket_tables(_key(table), str(scaled.device))
     codes = torch.empty(scaled.numel(), dtype=torch.uint8, device=scaled.device)
     for start, end in _chunks(scaled.numel(), CHUNK, scaled.is_cuda):
@@ -120,11 +117,8 @@ def _gather_and_scale(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.T
 
 def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, numel: int,
                blocksize: int, dtype: torch.dtype) -> torch.Tensor:
-    """``quant.dequantize_4bit``'s arithmetic on its parts: the flat weight, ``numel`` values.
-
-    ``packed``: ceil(numel/2) uint8; ``absmax``: ceil(numel/blocksize) float32 (already rebuilt
-    from double quantization). The readable version is derived in notebook 06 §5.
-    """
+    """``quant.dequantize_4bit``'s arithmetic (notebook 06 §5) on its parts: the flat weight, ``numel``
+    values. ``packed``: ceil(numel/2) uint8; ``absmax``: ceil(numel/blocksize) float32."""
     unit = max(blocksize, 2)  # whole blocks of whole bytes
     padded = -numel % unit
     if padded:  # a partial block or an odd count: pad the bytes and constants, cut the result

@@ -191,8 +191,7 @@ class Quantized4bit:
 
     @property
     def nbytes(self) -> int:
-        """Bytes actually stored: packed codes + constants (the shared 16-entry table is not
-        counted; it is one global constant, not part of each tensor)."""
+        """Bytes stored: packed codes + constants (not the 16-entry table, one global constant)."""
         tensors = [self.packed, self.absmax, self.absmax_codes, self.absmax2, self.offset]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
@@ -200,9 +199,7 @@ class Quantized4bit:
 def bits_per_parameter(q: Quantized4bit) -> float:
     """Storage cost per weight measured from the stored bytes: 8·nbytes / numel (notebook 07 §6).
 
-    4.5 at blocksize 64 (4 bits + 32/64 for the float32 absmax), ≈ 4.127 with double
-    quantization (4 + 8/64 + 32/(64·256)); ``constants_bits`` is the same fact as a formula.
-    """
+    4.5 at blocksize 64, ≈ 4.127 with double quantization: ``4 + constants_bits(...)``, measured."""
     return 8.0 * q.nbytes / q.numel
 
 
@@ -211,8 +208,7 @@ def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: 
 
     Without double quantization a float32 per block: ``32 / blocksize``. With it: one byte per
     block plus a float32 per ``blocksize2`` blocks: ``8 / blocksize + 32 / (blocksize·blocksize2)``.
-    A 4-bit weight costs ``4 + constants_bits(...)`` bits (``memory.quantized_bits_per_parameter``).
-    """
+    A 4-bit weight costs ``4 + constants_bits(...)`` bits (``memory.quantized_bits_per_parameter``)."""
     _check_blocksize(blocksize)
     if not double_quant:
         return 32.0 / blocksize
@@ -346,9 +342,8 @@ def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:
 def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``table[code] · absmax`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``.
 
-    Notebook 06 §5, step 5. Equal to bitsandbytes' ``dequantize_4bit`` to the bit, and the one
-    dequantizer of the package (``qlora.Linear4bit`` calls it too).
-    """
+    Notebook 06 §5, step 5. Equal to bitsandbytes' ``dequantize_4bit`` to the bit; the package's
+    one dequantizer (``qlora.Linear4bit`` calls it too)."""
     if not isinstance(q, Quantized4bit):
         raise TypeError(f"q must be a Quantized4bit (from quantize_4bit), got {type(q).__name__}")
     dtype = q.dtype if dtype is None else dtype
