@@ -38,8 +38,8 @@ if str(ROOT) not in sys.path:
 
 from lorakit.lora import inject_lora  # noqa: E402
 from lorakit.memory import MODEL_SHAPES, track_peak  # noqa: E402
-from lorakit.qlora import (choose_compute_dtype, compile_dequantize, enable_gradient_checkpointing,  # noqa: E402
-                           prepare_qlora)
+from lorakit import fast  # noqa: E402
+from lorakit.qlora import choose_compute_dtype, enable_gradient_checkpointing, prepare_qlora  # noqa: E402
 from lorakit.quiet import quiet_import  # noqa: E402
 
 GOALS = {"peak_vs_peft": 1.05, "time_vs_peft": 1.3, "qlora_peak_vs_bf16_lora": 0.4}
@@ -224,7 +224,7 @@ def main(argv=None) -> dict:
     if args.smoke:
         args.seq, args.r, args.steps = min(args.seq, 32), min(args.r, 8), min(args.steps, 1)
     elif not args.no_compile:
-        compile_dequantize(True)
+        fast.compile_dequantize(True)
     print(f"device: {device_name}; torch {torch.__version__}; shape {shape}; seq {args.seq}, batch {args.batch}, "
           f"r {args.r}, dtype {dtype}, gradient checkpointing on")
     gen = torch.Generator().manual_seed(args.seed)
@@ -246,8 +246,7 @@ def main(argv=None) -> dict:
                   f"step {1000 * r['step_seconds']:.1f} ms, loss {r['loss']:.4f}, "
                   f"trainable {r['trainable_params'] / 1e6:.2f} M, {r['optimizer']}")
     if not args.no_compile and device.type == "cuda":
-        from lorakit.qlora import Linear4bit, dequantize_packed
-        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = Linear4bit.dequantize is not dequantize_packed
+        runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = fast.COMPILED is not None
 
     ratios = {}
     ok = lambda n: n in runs and not runs[n].get("skipped")  # noqa: E731

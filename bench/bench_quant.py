@@ -4,9 +4,11 @@
     python bench/bench_quant.py --smoke    # tiny sizes, 1 run: checks that the script works
 
 Each library quantizes then dequantizes the same tensor; the median of the runs is printed
-with the ratio to bitsandbytes measured in the same process (goal for lorakit: ≤ 1.0). The
+with the ratios to bitsandbytes measured in the same process: dequantize alone and the total
+(goals for lorakit: dequantize ≤ 1.2, total ≤ 1.0; ``lorakit.fast.ENABLED`` is on). The
 script also checks that lorakit's bytes and values equal bitsandbytes' before timing them.
 torchao's ``to_nf4`` always double-quantizes (its only mode), so its row is not like-for-like.
+The row "lorakit, readable" runs with ``lorakit.fast.ENABLED = False``: what ``lorakit/fast.py`` buys.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import warnings
 
 import torch
 
-from lorakit import quant as Q
+from lorakit import fast, quant
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -33,9 +35,20 @@ def _median_seconds(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def readable(fn, *args):
+    """``fn(*args)`` with ``lorakit.fast.ENABLED`` off: what the fast module buys."""
+    fast.ENABLED = False
+    try:
+        return fn(*args)
+    finally:
+        fast.ENABLED = True
+
+
 def _candidates(x: torch.Tensor) -> dict:
     """name -> (quantize, dequantize) closures on ``x``; reference libraries only if installed."""
-    out = {"lorakit": (lambda: Q.quantize_4bit(x, "nf4", 64), Q.dequantize_4bit)}
+    out = {"lorakit": (lambda: quant.quantize_4bit(x, "nf4", 64), quant.dequantize_4bit),
+           "lorakit, readable": (lambda: readable(quant.quantize_4bit, x, "nf4", 64),
+                                 lambda q: readable(quant.dequantize_4bit, q))}
     try:
         import bitsandbytes.functional as F
 
@@ -44,9 +57,9 @@ def _candidates(x: torch.Tensor) -> dict:
             lambda r: F.dequantize_4bit(*r),
         )
         packed, state = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
-        q = Q.quantize_4bit(x)
+        q = quant.quantize_4bit(x)
         assert torch.equal(q.packed, packed.reshape(-1)) and torch.equal(q.absmax, state.absmax)
-        assert torch.equal(Q.dequantize_4bit(q).reshape(-1), F.dequantize_4bit(packed, state).reshape(-1))
+        assert torch.equal(quant.dequantize_4bit(q).reshape(-1), F.dequantize_4bit(packed, state).reshape(-1))
     except ImportError:
         pass
     if x.numel() % (64 * 256) == 0:
@@ -70,6 +83,7 @@ def run(shape: tuple[int, int], dtype: torch.dtype, runs: int) -> list[dict]:
                          total=t_q + t_dq))
     base = next((r for r in rows if r["name"] == "bitsandbytes"), None)
     for r in rows:
+        r["dequantize_ratio"] = r["dequantize"] / base["dequantize"] if base else float("nan")
         r["ratio"] = r["total"] / base["total"] if base else float("nan")
     return rows
 
@@ -86,10 +100,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
         rows += run(shape, dtype, runs)
-    print(f"{'library':<14}{'dtype':<10}{'quantize s':>12}{'dequant s':>12}{'total s':>10}{'÷ bnb':>8}")
+    print(f"{'library':<19}{'dtype':<10}{'quantize s':>12}{'dequant s':>12}{'dequant ÷ bnb':>15}"
+          f"{'total s':>10}{'total ÷ bnb':>13}")
     for r in rows:
-        print(f"{r['name']:<14}{r['dtype']:<10}{r['quantize']:>12.4f}{r['dequantize']:>12.4f}"
-              f"{r['total']:>10.4f}{r['ratio']:>8.2f}")
+        print(f"{r['name']:<19}{r['dtype']:<10}{r['quantize']:>12.4f}{r['dequantize']:>12.4f}"
+              f"{r['dequantize_ratio']:>15.2f}{r['total']:>10.4f}{r['ratio']:>13.2f}")
     return rows
 
 

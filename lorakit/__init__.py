@@ -15,6 +15,7 @@ One concept per module, each derived in a notebook:
 - ``variants`` DoRA, PiSSA's init and LoRA+, each equal to PEFT's (04)
 - ``doctor``  ``check(model)``: is this adapter set up, training, merged right? (04)
 - ``quant``   NF4/FP4 blockwise quantization and double quantization (06, 07)
+- ``fast``    the same bits as ``quant``, faster; one switch: ``fast.ENABLED`` (06)
 - ``memory``  memory estimates and measured peaks (07, 08)
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
 - ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)

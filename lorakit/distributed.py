@@ -11,7 +11,7 @@ sharded on dim 0. The pieces, each derived in notebook 10:
   them as frozen ``nn.Parameter`` s (``requires_grad=False``), uint8 as they are, so FSDP2 shards
   them with everything else. (FSDP1 flattened a unit into one tensor of one dtype, which is why
   Answer.AI's FSDP-QLoRA stores the codes in a float dtype, ``bnb_4bit_quant_storage``.) Scalars
-  (the double-quantization ``offset``) and the 256-entry code-pair table stay whole, replicated.
+  (the double-quantization ``offset``) stay whole, replicated.
 - **The training** (``train_qlora``): the course GPT, ``prepare_qlora`` (NF4 + double
   quantization, LoRA on all linear layers), AdamW on A and B. With ``world_size`` N > 1 each
   rank takes its 1/N slice of the same global batch; FSDP2 averages the gradients, so the run
@@ -63,8 +63,7 @@ def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
     FSDP2 shards each *parameter* on its dim 0 and leaves buffers whole on every rank. The packed
     codes (uint8, one byte per two weights), the 8-bit absmax codes and the second-level absmax
     are 1-D, so they shard; 0-d tensors (the double-quantization ``offset``) cannot be split and
-    stay buffers, and so does the non-persistent code-pair table (``pairs``, 256×2 float32, the
-    same in every layer). Names and ``state_dict`` keys do not change. Returns what was moved
+    stay buffers. Names and ``state_dict`` keys do not change. Returns what was moved
     (``"sharded"``) and what stays whole (``"replicated"``), as module-path names.
     """
     layers = {n: m for n, m in model.named_modules() if isinstance(m, Linear4bit)}
@@ -85,7 +84,6 @@ def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
             del layer._buffers[name]
             layer.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
             sharded.append(f"{path}.{name}")
-        replicated.append(f"{path}.pairs")
     return {"sharded": sharded, "replicated": replicated}
 
 
@@ -130,7 +128,7 @@ def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
       norms, trainable A and B); with FSDP the local shard, padding included.
     - ``gradients``: the gradients of A and B (sharded too).
     - ``optimizer``: AdamW's ``exp_avg`` and ``exp_avg_sq`` (sharded).
-    - ``replicated``: buffers (code-pair tables, double-quantization offsets) and AdamW's scalar
+    - ``replicated``: buffers (double-quantization offsets) and AdamW's scalar
       ``step`` counters: whole on every rank.
     Counted by storage, so this is what is allocated, not ``numel × element size`` of a view.
     """

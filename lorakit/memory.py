@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .lowrank import lora_params
+from .quant import constants_bits
 from .validate import positive_int
 
 GB = 1e9
@@ -118,14 +119,11 @@ def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-li
 
 # notebook 07 §6
 def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:
-    """Stored bits per weight for blockwise 4-bit quantization (notebook 07).
+    """Stored bits per weight for blockwise 4-bit quantization: 4.127 for NF4 + double quant.
 
-    4 bits of code, plus one float32 absmax per block (32/64 = 0.5), or with double quantization
-    one uint8 per block plus one float32 per 256 blocks: 8/64 + 32/(64·256) = 0.127 → 4.127.
+    4 bits of code plus the constants' bits, ``lorakit.quant.constants_bits`` (notebook 07 §6).
     """
-    if double_quant:
-        return 4 + 8 / blocksize + 32 / (blocksize * 256)
-    return 4 + 32 / blocksize
+    return 4 + constants_bits(blocksize, double_quant)
 
 
 # ---------------------------------------------------------------- estimates

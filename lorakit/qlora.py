@@ -7,8 +7,9 @@ The pieces, each derived in notebook 08:
   ``compute_dtype`` and multiplies: ``y = x Wᵀ`` with ``W`` out×in, as ``nn.Linear`` stores it.
 - ``Linear4bitFunction``: its autograd rule. The base is frozen, so backward needs only the
   gradient for the input, ``grad_x = grad_y W`` (QLoRA's "no weight gradient"). It keeps
-  nothing but the 4-bit weight between forward and backward, and dequantizes again in backward:
-  a little more compute for never holding a 16-bit copy of the weights.
+  nothing but the 4-bit weight between forward and backward, and dequantizes again in backward
+  (with ``lorakit.quant.dequantize_4bit``, the package's one dequantizer): a little more
+  compute for never holding a 16-bit copy of the weights.
 - ``prepare_qlora``: quantize every linear layer but the output head, freeze everything, put
   LoRA (A, B in ``compute_dtype``) on the targets, optionally turn on gradient checkpointing.
   Works on the course GPT and on Hugging Face models (module names as in Llama).
@@ -25,105 +26,47 @@ The pieces, each derived in notebook 08:
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .lora import LoRAConfig, LoRALinear, inject_lora, lora_layers
 from .model import Block
-from .quant import TABLES, Quantized4bit, bits_per_parameter, dequantize_absmax, quantize_4bit
+from .quant import TABLES, Quantized4bit, bits_per_parameter, dequantize_4bit, dequantize_absmax, quantize_4bit
 from .targets import replace_module, resolve_targets
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-# ---------------------------------------------------------------- dequantizing, fast
-
-
-def pair_table(quant_type: str) -> torch.Tensor:
-    """256×2 float32: row ``b`` holds the values of the two 4-bit codes packed in byte ``b``.
-
-    The first element sits in the high nibble (``b >> 4``), the second in the low one
-    (``b & 15``). One lookup per byte replaces shift, mask and two lookups.
-    """
-    if quant_type not in TABLES:
-        raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
-    table = torch.as_tensor(TABLES[quant_type], dtype=torch.float32).flatten()
-    byte = torch.arange(256)
-    return torch.stack([table[byte >> 4], table[byte & 15]], dim=1)
-
-
-def dequantize_packed(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.Tensor,
-                      numel: int, blocksize: int, dtype: torch.dtype) -> torch.Tensor:
-    """``table[code] · absmax`` in float32, then cast to ``dtype``: the flat weight, ``numel`` long.
-
-    The same arithmetic as ``lorakit.quant.dequantize_4bit`` (and bitsandbytes), so the result
-    is bit-identical; written to keep temporaries small because it runs in every forward and
-    backward: an int32 index (``F.embedding`` accepts it), one float32 buffer scaled in place.
-    """
-    values = F.embedding(packed.reshape(-1).int(), pairs).reshape(-1)  # float32, 2·len(packed)
-    n_blocks = absmax.numel()
-    if values.numel() != n_blocks * blocksize:  # a trailing partial block: pad, scale, cut
-        values = F.pad(values, (0, n_blocks * blocksize - values.numel()))
-    values.view(n_blocks, blocksize).mul_(absmax.float().view(-1, 1))
-    return values[:numel].to(dtype)
-
-
-# What torch.compile raises when it cannot compile (Dynamo and Inductor errors). Anything else,
-# an out-of-memory error for instance, is a real error and must reach the caller.
-COMPILE_ERRORS = (torch._dynamo.exc.TorchDynamoException,)
-
-
-def compile_dequantize(enable: bool = True) -> None:
-    """Optionally fuse ``dequantize_packed`` into one GPU kernel with ``torch.compile``.
-
-    Eager PyTorch runs it as four kernels with float32 temporaries, which is fine for learning
-    and for small models; on a 7B model it is most of the step time. The compiled version reads
-    each packed byte once and writes the result once (bitsandbytes does that in CUDA C++).
-    The switch is one visible class attribute, ``Linear4bit.dequantize``; if compiling fails
-    (``COMPILE_ERRORS``), ``Linear4bit`` warns once and switches back to the eager function.
-    """
-    fn = torch.compile(dequantize_packed, dynamic=False) if enable else dequantize_packed
-    Linear4bit.dequantize = staticmethod(fn)
-
 
 # ---------------------------------------------------------------- the 4-bit layer and its backward
 
 
 class Linear4bitFunction(torch.autograd.Function):
-    """``y = x Wᵀ`` with ``W`` dequantized on the fly; backward returns only ``grad_x = grad_y W``.
+    """``y = x Ŵᵀ`` with ``Ŵ`` dequantized on the fly; backward returns only ``grad_x = grad_y Ŵ``.
 
-    ``layer`` (the ``Linear4bit``) travels on ``ctx``: it holds the packed codes, which exist
-    anyway. No dequantized weight and not even ``x`` is saved, because the frozen weight needs
-    no gradient and ``grad_x`` does not depend on ``x``.
+    Notebook 08 §2 builds this very class. ``q`` (the layer's ``Quantized4bit``) travels on
+    ``ctx``: its packed codes exist anyway. No dequantized weight and not even ``x`` is saved,
+    because the frozen weight needs no gradient and ``grad_x`` does not depend on ``x``.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: "Linear4bit") -> torch.Tensor:
-        ctx.layer = layer
-        W = layer.dequantized_weight(x.dtype)  # out×in, freed when forward returns
-        return x @ W.t()
+    def forward(ctx, x: torch.Tensor, q: Quantized4bit) -> torch.Tensor:
+        ctx.q = q                                   # the 4-bit weight: it exists anyway
+        W_hat = dequantize_4bit(q, x.dtype)         # out×in, freed when forward returns
+        return x @ W_hat.t()
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            W = ctx.layer.dequantized_weight(grad_y.dtype)
-            grad_x = grad_y @ W
-        return grad_x, None
+        W_hat = dequantize_4bit(ctx.q, grad_y.dtype)  # dequantize again instead of storing it
+        return grad_y @ W_hat, None                 # grad for x; none for the 4-bit weight
 
 
 class Linear4bit(nn.Module):
     """A frozen linear layer stored as 4-bit codes + block constants; computes in ``compute_dtype``.
 
-    Build it with ``Linear4bit.from_linear(linear, ...)``. The tensors of the ``Quantized4bit``
-    (``packed``, ``absmax`` or ``absmax_codes``/``absmax2``, ...) are registered as buffers, so
-    ``.to(device)`` and ``state_dict()`` carry them, and no float copy of the weight exists.
+    Notebook 08 §2. Build it with ``Linear4bit.from_linear(linear, ...)``. The tensors of the
+    ``Quantized4bit`` are its buffers (no float copy of the weight exists); it dequantizes with
+    ``lorakit.quant.dequantize_4bit``, like everything else (speed-ups: ``lorakit.fast``).
     """
-
-    # the dequantizer every Linear4bit calls: eager, or compiled by ``compile_dequantize()``
-    dequantize = staticmethod(dequantize_packed)
 
     def __init__(self, q: Quantized4bit, bias: torch.Tensor | None, compute_dtype: torch.dtype):
         super().__init__()
@@ -133,15 +76,11 @@ class Linear4bit(nn.Module):
         self.compute_dtype = compute_dtype
         # the stored weight: its tensors are buffers, so .to(device) and state_dict() carry them
         # (a buffer set to None, e.g. absmax under double quantization, is simply not stored) …
-        self.register_buffer("packed", q.packed)
-        self.register_buffer("absmax", q.absmax)
-        self.register_buffer("absmax_codes", q.absmax_codes)
-        self.register_buffer("absmax2", q.absmax2)
-        self.register_buffer("offset", q.offset)
+        for name in ("packed", "absmax", "absmax_codes", "absmax2", "offset"):
+            self.register_buffer(name, getattr(q, name))
         # … and the rest are plain attributes
         self.weight_shape, self.weight_dtype = q.shape, q.dtype
         self.quant_type, self.blocksize, self.blocksize2 = q.quant_type, q.blocksize, q.blocksize2
-        self.register_buffer("pairs", pair_table(q.quant_type).to(q.packed.device), persistent=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     @classmethod
@@ -174,23 +113,11 @@ class Linear4bit(nn.Module):
         return dequantize_absmax(self.quantized).float()
 
     def dequantized_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """The weight ``W`` (out×in) in ``dtype`` (default: ``compute_dtype``), made on demand."""
-        dtype = dtype or self.compute_dtype
-        args = (self.packed, self.block_absmax(), self.pairs, self.out_features * self.in_features,
-                self.blocksize, dtype)
-        try:
-            flat = Linear4bit.dequantize(*args)
-        except COMPILE_ERRORS as e:
-            if Linear4bit.dequantize is dequantize_packed:
-                raise
-            warnings.warn(f"torch.compile of dequantize_packed failed ({type(e).__name__}: {e}); "
-                          "using the eager version", stacklevel=2)
-            compile_dequantize(False)
-            flat = dequantize_packed(*args)
-        return flat.view(self.out_features, self.in_features)
+        """The weight ``Ŵ`` (out×in) in ``dtype`` (default: ``compute_dtype``), made on demand."""
+        return dequantize_4bit(self.quantized, dtype or self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = Linear4bitFunction.apply(x.to(self.compute_dtype), self)
+        y = Linear4bitFunction.apply(x.to(self.compute_dtype), self.quantized)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.to(x.dtype)
@@ -338,7 +265,8 @@ def prepare_qlora(
 
 
 def storage_report(model: nn.Module) -> dict:
-    """What the 4-bit layers store: parameters, bytes, bits per parameter (≈ 4.127 for NF4 + DQ)."""
+    """What the 4-bit layers store: parameters, bytes, bits per parameter (≈ 4.127 for NF4 + DQ;
+    notebook 08 §3)."""
     layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
     n = sum(m.in_features * m.out_features for m in layers)
     nbytes = sum(m.nbytes for m in layers)
@@ -353,6 +281,17 @@ def _qlora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     if not layers:
         raise ValueError("the model has no LoRA layers on a 4-bit base: call prepare_qlora first")
     return layers
+
+
+def _merged_linear(layer: LoRALinear, dtype: torch.dtype) -> nn.Linear:
+    """A frozen ``nn.Linear`` in ``dtype`` holding ``Ŵ + scaling·(AB)ᵀ`` (out×in) and the base's bias."""
+    base: Linear4bit = layer.base
+    W = base.dequantized_weight(torch.float32) + layer.delta().t().float()  # out×in
+    merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device=W.device, dtype=dtype)
+    merged.weight.copy_(W)
+    if base.bias is not None:
+        merged.bias.copy_(base.bias)
+    return merged.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -370,14 +309,8 @@ def merge_into_4bit(model: nn.Module) -> list[str]:
     layers = _qlora_layers(model)
     for name, layer in layers.items():
         base: Linear4bit = layer.base
-        W = base.dequantized_weight(torch.float32) + layer.delta().t().float()
-        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                           device=W.device, dtype=base.quantized.dtype)
-        merged.weight.copy_(W)
-        if base.bias is not None:
-            merged.bias.copy_(base.bias)
-        replace_module(model, name, Linear4bit.from_linear(merged, base.quant_type, base.blocksize,
-                                                 base.double_quant, base.compute_dtype))
+        replace_module(model, name, Linear4bit.from_linear(_merged_linear(layer, base.weight_dtype), base.quant_type,
+                                                          base.blocksize, base.double_quant, base.compute_dtype))
     return list(layers)
 
 
@@ -396,15 +329,7 @@ def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32)
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
     layers = _qlora_layers(model)
     for name, layer in layers.items():
-        base: Linear4bit = layer.base
-        W = base.dequantized_weight(torch.float32) + layer.delta().t().float()  # out×in
-        merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                           device=W.device, dtype=dtype)
-        merged.weight.copy_(W)
-        if base.bias is not None:
-            merged.bias.copy_(base.bias)
-        merged.requires_grad_(False)
-        replace_module(model, name, merged)
+        replace_module(model, name, _merged_linear(layer, dtype))
     return list(layers)
 
 

@@ -14,18 +14,22 @@ Semantics match ``bitsandbytes.functional.quantize_4bit`` on the CPU byte for by
 ``tests/test_quant.py``): flattened row-major blocks, multiply by ``1/absmax`` (the trailing
 partial block is divided, as bitsandbytes does), nearest code by midpoints with ties going to
 the lower code, first element in the HIGH nibble, an odd count padded with the value 0.0.
+
+``quantize_4bit``/``dequantize_4bit`` read as notebook 06 §5's steps; two steps have a faster
+twin with the same bits in ``lorakit.fast`` (``lorakit.fast.ENABLED = False``: this file only).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn as nn
+
+from . import fast, validate
 
 __all__ = [
     "NF4", "FP4", "INT4", "TABLES", "nf4_from_quantiles", "dynamic_map", "Quantized4bit",
@@ -38,7 +42,7 @@ __all__ = [
 # ------------------------------------------------------------------------------- code books
 
 #: NormalFloat4 (QLoRA): index = 4-bit code. 16 normal quantiles scaled to [-1, 1], with an
-#: exact zero and one more positive level than negative ones. Derived in notebook 06 by
+#: exact zero and one more positive level than negative ones. Derived in notebook 06 §4 by
 #: ``nf4_from_quantiles()``, which reproduces these float32 values bit for bit.
 NF4 = torch.tensor(
     [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
@@ -49,30 +53,27 @@ NF4 = torch.tensor(
 )
 
 #: bitsandbytes' FP4 (E2M1 without infinities): index = bit pattern, bit 3 is the sign, so the
-#: table is NOT sorted. Values are the E2M1 numbers divided by their maximum, 12.
+#: table is NOT sorted. Values are the E2M1 numbers divided by their maximum, 12 (notebook 06 §3).
 FP4 = torch.tensor(
     [0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0, -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0],
     dtype=torch.float32,
 ) / 12.0
 
 #: Symmetric absmax INT4 written as a table: code k means (k - 8) / 7, i.e. round(7 x / absmax).
-#: Code 0 (-8/7) lies outside [-1, 1] and is never chosen: INT4 really has 15 levels.
+#: Code 0 (-8/7) lies outside [-1, 1] and is never chosen: INT4 really has 15 levels (06 §3).
 INT4 = (torch.arange(16, dtype=torch.float32) - 8.0) / 7.0
 
 TABLES = {"nf4": NF4, "fp4": FP4, "int4": INT4}
 
 
 def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
-    """NF4 derived from normal quantiles (notebook 06): equal probability mass per code.
+    """NF4 derived from normal quantiles (notebook 06 §4): equal probability mass per code.
 
     8 positive levels ``Φ⁻¹(linspace(offset, 0.5, 9)[:-1])``, 7 negative levels
     ``-Φ⁻¹(linspace(offset, 0.5, 8)[:-1])`` and an exact 0, sorted and divided by the largest.
-    The probabilities come from torch's float32 ``linspace`` (which fills half from each end);
-    the quantiles are taken in float64 and rounded to float32, as bitsandbytes does with
-    scipy. ``offset`` ≈ 1 − ½(1/30 + 1/32) keeps Φ⁻¹ finite at the ends.
-    """
-    if not 0.5 < offset < 1.0:
-        raise ValueError(f"offset must be in (0.5, 1), got {offset}")
+    Probabilities from torch's float32 ``linspace``, quantiles in float64 rounded to float32, as
+    bitsandbytes does with scipy. ``offset`` ≈ 1 − ½(1/30 + 1/32) keeps Φ⁻¹ finite at the ends."""
+    validate.number(offset, "offset", 0.5, 1.0, low_open=True, high_open=True)
     positive = torch.special.ndtri(torch.linspace(offset, 0.5, 9)[:-1].double())
     negative = -torch.special.ndtri(torch.linspace(offset, 0.5, 8)[:-1].double())
     values = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).float()
@@ -81,13 +82,11 @@ def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
 
 
 def dynamic_map(signed: bool = True) -> torch.Tensor:
-    """bitsandbytes' 8-bit dynamic map, built by hand (notebook 07): 256 sorted float32 values.
+    """bitsandbytes' 8-bit dynamic map, built by hand (notebook 07 §3): 256 sorted float32 values.
 
-    Not IEEE FP8: for each decade ``10^-6 … 10^0`` (exponent i = 0…6) it holds the midpoints of
-    a linear grid on [0.1, 1] with ``2^i`` (signed) or ``2^(i+1)`` (unsigned) cells, scaled by
-    ``10^(i-6)``: coarse for large values, ever finer towards zero. Plus 0 and 1.0. Signed maps
-    mirror every level (254 + 2 = 256 values). Equal to ``create_dynamic_map(signed)``.
-    """
+    Not IEEE FP8: for each decade ``10^-6 … 10^0`` (i = 0…6) the midpoints of a linear grid on
+    [0.1, 1] with ``2^i`` (signed) or ``2^(i+1)`` (unsigned) cells, scaled by ``10^(i-6)``, plus 0
+    and 1.0; signed maps mirror every level (254 + 2 = 256). Equal to ``create_dynamic_map(signed)``."""
     data = []
     for i in range(7):
         cells = 2**i if signed else 2 ** (i + 1)
@@ -107,7 +106,8 @@ def _dynamic_map_on(device: str) -> torch.Tensor:
 
 def max_half_gap(table: torch.Tensor) -> float:
     """Half the widest gap between neighbouring table values: the worst rounding error of a
-    scaled value in [-1, 1] (×absmax for the original value). NF4: 0.152 (between -1 and code 1), FP4: 0.167."""
+    scaled value in [-1, 1] (×absmax for the original value). NF4: 0.152 (between -1 and code 1),
+    FP4: 0.167. Notebook 07 §4 uses it as the error bound of double quantization."""
     values = table.sort().values
     return float((values[1:] - values[:-1]).max() / 2)
 
@@ -116,67 +116,24 @@ def max_half_gap(table: torch.Tensor) -> float:
 
 
 def _midpoints(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(midpoints between sorted neighbours, order) with ``table[order]`` sorted."""
+    """(the 15 midpoints between sorted neighbours, order) with ``table[order]`` sorted."""
     order = torch.argsort(table)
     ordered = table[order]
     return (ordered[:-1] + ordered[1:]) / 2, order
 
 
 def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """The 4-bit code of the nearest table value for each scaled value (uint8), the readable way.
+    """The code of the nearest table value for each scaled value (uint8). Notebook 06 §5, step 3.
 
     The code is decided by the midpoints between neighbouring (sorted) values: ``bucketize``
     counts the midpoints strictly below each value, so a value exactly on a midpoint goes to the
     LOWER code, as in bitsandbytes. FP4's table is not sorted, so sorted positions are mapped
-    back to its bit patterns. ``quantize_4bit`` uses a faster lookup with identical results.
+    back to its bit patterns. (``lorakit.fast.nearest_codes`` gives the same codes, faster.)
     """
     table = table.to(scaled.device)
     mids, order = _midpoints(table)
     position = torch.bucketize(scaled.float(), mids)
     return order[position].to(torch.uint8)
-
-
-@lru_cache(maxsize=None)
-def _bucket_tables(quant_type: str, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Lookup tables over the top 16 bits of a float32: (code_low, threshold, order or None).
-
-    All float32 numbers sharing their top 16 bits (sign, exponent, 7 mantissa bits) form a
-    small interval; it is so narrow that at most one midpoint falls inside it. So the nearest
-    code is ``code_low[h] + (value > threshold[h])``, where ``h`` is the top half of the value's
-    bits: two table lookups and one comparison instead of a binary search. It is the same rule
-    as ``nearest_codes`` (checked for every interval in the tests), about twice as fast.
-    """
-    mids, order = _midpoints(TABLES[quant_type])
-    bits = torch.arange(65536, dtype=torch.int64) << 16
-    low = _as_float32(bits)
-    high = _as_float32(bits | 0xFFFF)
-    start, end = torch.minimum(low, high), torch.maximum(low, high)
-    finite = torch.isfinite(start) & torch.isfinite(end)  # NaN/Inf buckets: inputs never land here
-    start, end = torch.where(finite, start, 0.0), torch.where(finite, end, 0.0)
-    code_start, code_end = torch.bucketize(start, mids), torch.bucketize(end, mids)
-    assert int((code_end - code_start).max()) <= 1, "a 16-bit bucket holds two midpoints"
-    inside = mids[code_start.clamp(max=len(mids) - 1)]
-    threshold = torch.where(code_end > code_start, inside, torch.tensor(float("inf")))
-    is_sorted = bool(torch.equal(order, torch.arange(16)))
-    return (code_start.to(torch.uint8).to(device), threshold.to(device),
-            None if is_sorted else order.to(torch.uint8).to(device))
-
-
-def _as_float32(bits: torch.Tensor) -> torch.Tensor:
-    """Reinterpret 32-bit patterns held in int64 as float32."""
-    signed = torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32)
-    return signed.view(torch.float32)
-
-
-def _fast_codes(scaled: torch.Tensor, quant_type: str) -> torch.Tensor:
-    """``nearest_codes`` for a contiguous float32 tensor, through ``_bucket_tables``."""
-    if sys.byteorder != "little":  # the top half of a float32 is its second uint16 only there
-        return nearest_codes(scaled, TABLES[quant_type])
-    code_low, threshold, order = _bucket_tables(quant_type, str(scaled.device))
-    top = scaled.view(torch.uint16)[1::2].int()
-    codes = code_low.index_select(0, top)
-    codes += scaled > threshold.index_select(0, top)
-    return codes if order is None else order.index_select(0, codes.int())
 
 
 # ------------------------------------------------------------------------------- packing
@@ -185,7 +142,8 @@ def _fast_codes(scaled: torch.Tensor, quant_type: str) -> torch.Tensor:
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """Two 4-bit codes per byte, the first in the HIGH nibble: ``codes[0::2] << 4 | codes[1::2]``.
 
-    ``codes`` must have an even length (``quantize_4bit`` pads an odd count with the code of 0.0).
+    numel codes → numel/2 uint8. Notebook 06 §5, step 4. ``codes`` must have an even length
+    (``quantize_4bit`` pads an odd count with the code of 0.0).
     """
     if codes.numel() % 2:
         raise ValueError(f"pack_nibbles needs an even number of codes, got {codes.numel()}")
@@ -194,20 +152,10 @@ def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_nibbles(packed: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """The inverse of ``pack_nibbles``: uint8 codes (high nibble first), the first ``n`` kept."""
+    """The inverse of ``pack_nibbles``: 2·len(packed) uint8 codes (high nibble first), the first
+    ``n`` kept. Notebook 06 §5, step 5."""
     codes = torch.stack([packed >> 4, packed & 0xF], dim=-1).reshape(-1)
     return codes if n is None else codes[:n]
-
-
-@lru_cache(maxsize=None)
-def _pair_table(quant_type: str, device: str) -> torch.Tensor:
-    """For each of the 256 bytes, the two table values it encodes, as one int64 per byte.
-
-    Dequantizing then needs a single gather per byte instead of unpack + two lookups.
-    """
-    table = TABLES[quant_type]
-    pairs = torch.stack([table.repeat_interleave(16), table.repeat(16)], dim=1).contiguous()
-    return pairs.view(torch.int64).reshape(256).to(device)
 
 
 # ------------------------------------------------------------------------------- the container
@@ -215,11 +163,11 @@ def _pair_table(quant_type: str, device: str) -> torch.Tensor:
 
 @dataclass
 class Quantized4bit:
-    """A 4-bit quantized tensor: packed codes plus what is needed to undo the scaling.
+    """A 4-bit quantized tensor: packed codes plus what is needed to undo the scaling (notebook 06 §5).
 
-    ``absmax`` holds one float32 per block, or is None when double-quantized; then
-    ``absmax_codes`` (uint8, one per block), ``absmax2`` (float32, one per ``blocksize2`` blocks)
-    and ``offset`` (float32 scalar, the mean subtracted first) describe it instead.
+    ``packed``: ceil(numel/2) uint8. ``absmax``: ceil(numel/blocksize) float32, or None when
+    double-quantized; then ``absmax_codes`` (uint8, one per block), ``absmax2`` (float32, one per
+    ``blocksize2`` blocks) and ``offset`` (float32 scalar, the mean subtracted first) describe it.
     """
 
     packed: torch.Tensor
@@ -243,33 +191,24 @@ class Quantized4bit:
 
     @property
     def nbytes(self) -> int:
-        """Bytes actually stored: packed codes + constants (the shared 16-entry table is not
-        counted; it is one global constant, not part of each tensor)."""
+        """Bytes stored: packed codes + constants (not the 16-entry table, one global constant)."""
         tensors = [self.packed, self.absmax, self.absmax_codes, self.absmax2, self.offset]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
-    def to(self, device: torch.device | str) -> "Quantized4bit":
-        """A copy with every tensor moved to ``device``."""
-        moved = {k: getattr(self, k).to(device) for k in
-                 ("packed", "absmax", "absmax_codes", "absmax2", "offset") if getattr(self, k) is not None}
-        return replace(self, **moved)
-
 
 def bits_per_parameter(q: Quantized4bit) -> float:
-    """Storage cost per weight measured from the stored bytes: 8·nbytes / numel.
+    """Storage cost per weight measured from the stored bytes: 8·nbytes / numel (notebook 07 §6).
 
-    4.5 at blocksize 64 (4 bits + 32/64 for the float32 absmax), ≈ 4.127 with double
-    quantization (4 + 8/64 + 32/(64·256)).
-    """
+    4.5 at blocksize 64, ≈ 4.127 with double quantization: ``4 + constants_bits(...)``, measured."""
     return 8.0 * q.nbytes / q.numel
 
 
 def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> float:
-    """Bits per parameter spent on the scaling constants, from the formula (notebook 07).
+    """Bits per parameter spent on the scaling constants, from the formula (notebook 07 §2, §6).
 
     Without double quantization a float32 per block: ``32 / blocksize``. With it: one byte per
     block plus a float32 per ``blocksize2`` blocks: ``8 / blocksize + 32 / (blocksize·blocksize2)``.
-    """
+    A 4-bit weight costs ``4 + constants_bits(...)`` bits (``memory.quantized_bits_per_parameter``)."""
     _check_blocksize(blocksize)
     if not double_quant:
         return 32.0 / blocksize
@@ -283,8 +222,8 @@ _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _check_blocksize(blocksize: int, name: str = "blocksize") -> None:
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize <= 0 \
-            or blocksize & (blocksize - 1):
+    validate.integer(blocksize, name, low=0)  # an int, not a bool (TypeError) …
+    if blocksize == 0 or blocksize & (blocksize - 1):  # … and a power of two (ValueError)
         raise ValueError(f"{name} must be a positive power of two (e.g. 64), got {blocksize!r}")
 
 
@@ -305,47 +244,47 @@ def _raise_if_not_finite(x: torch.Tensor) -> None:
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        value = x[where].item()
-        raise ValueError(
-            f"x must be finite, but it holds {value} at index {where} "
-            f"({int(bad.sum())} non-finite value(s) in total)"
-        )
+        raise ValueError(f"x must be finite, but it holds {x[where].item()} at index {where} "
+                         f"({int(bad.sum())} non-finite value(s) in total)")
 
 
 # ------------------------------------------------------------------------------- quantize
 
 
-def _absmax_and_scaled(flat: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-block float32 absmax, and the values scaled into [-1, 1] (float32, flat).
-
-    Full blocks are multiplied by ``1/absmax``; the trailing partial block is divided by its
-    absmax — exactly bitsandbytes' arithmetic, so codes on a midpoint come out the same. An
-    absmax below 1e-38 (an all-zero block) is clamped for the scaling only, as bitsandbytes does
-    (which also stores the clamped value for a trailing partial block).
-    """
+def _block_absmax(flat: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """float32 max |x| per block, ceil(numel/blocksize) values (notebook 06 §5, step 2); a partial
+    last block's is clamped to ≥ 1e-38, as bitsandbytes stores it."""
     n = flat.numel()
     full = n - n % blocksize
     blocks = flat[:full].view(-1, blocksize)
     absmax = torch.maximum(blocks.amax(dim=1), -blocks.amin(dim=1)).float()
-    scaled = torch.empty(n, dtype=torch.float32, device=flat.device)
-    torch.mul(blocks, (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), out=scaled[:full].view(-1, blocksize))
     if full < n:
-        tail = flat[full:].float()
-        tail_absmax = tail.abs().max().clamp(min=1e-38)
-        torch.div(tail, tail_absmax, out=scaled[full:])
-        absmax = torch.cat([absmax, tail_absmax.view(1)])
-    return absmax, scaled
+        absmax = torch.cat([absmax, flat[full:].float().abs().max().clamp(min=1e-38).view(1)])
+    return absmax
 
 
-def quantize_blockwise_8bit(
-    values: torch.Tensor, blocksize: int = 256, code: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _scale(flat: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """Each value over its block's absmax, into [-1, 1]: float32, numel values (06 §5, step 2).
+
+    Full blocks × ``1/absmax.clamp(1e-38)``, a partial last block divided: bitsandbytes'
+    arithmetic exactly, so codes on a midpoint come out the same."""
+    n = flat.numel()
+    full = n - n % blocksize
+    scaled = torch.empty(n, dtype=torch.float32, device=flat.device)
+    reciprocal = 1.0 / absmax[: full // blocksize].clamp(min=1e-38)
+    torch.mul(flat[:full].view(-1, blocksize), reciprocal.unsqueeze(1), out=scaled[:full].view(-1, blocksize))
+    if full < n:
+        torch.div(flat[full:].float(), absmax[-1], out=scaled[full:])
+    return scaled
+
+
+def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
+                            code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit blockwise quantization with a 256-entry code (default: the signed dynamic map).
 
-    Returns ``(codes uint8, absmax float32 per block)``. Codes are the exact nearest entries
-    (midpoints, ties to the lower code). bitsandbytes' CPU kernel instead rounds through a
-    65,536-entry lookup table, so ≈ 0.2 % of its codes differ from these (notebook 07 measures it).
-    """
+    Notebook 07 §4. Returns ``(codes uint8, absmax float32 per block)``: the exact nearest codes.
+    bitsandbytes' CPU kernel rounds through a 65,536-entry lookup table instead, so ≈ 0.2 % of
+    its codes differ from these (notebook 07 §5 measures it)."""
     _check_blocksize(blocksize)
     flat = values.reshape(-1).float()
     if flat.numel() == 0:
@@ -353,33 +292,33 @@ def quantize_blockwise_8bit(
     code = _dynamic_map_on(str(flat.device)) if code is None else code.to(flat.device)
     if code.numel() != 256:
         raise ValueError(f"an 8-bit code must have 256 entries, got {code.numel()}")
-    absmax, scaled = _absmax_and_scaled(flat, blocksize)
-    mids, order = _midpoints(code)
-    return order[torch.bucketize(scaled, mids)].to(torch.uint8), absmax
+    absmax = _block_absmax(flat, blocksize)
+    return nearest_codes(_scale(flat, absmax, blocksize), code), absmax
 
 
-def quantize_4bit(
-    x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64, double_quant: bool = False
-) -> Quantized4bit:
-    """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 06).
+def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
+                  double_quant: bool = False) -> Quantized4bit:
+    """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 06 §5).
 
     ``x`` (float32/bfloat16/float16, any shape, finite) is flattened row-major, cut into blocks
     of ``blocksize``, scaled by each block's absmax and rounded to the nearest code of the
     ``quant_type`` table ("nf4", "fp4" or "int4"). With ``double_quant`` the float32 absmax are
-    quantized again to 8 bits (notebook 07); the 4-bit codes do not change.
+    quantized again to 8 bits (notebook 07 §4); the 4-bit codes do not change.
     """
-    _check_input(x, quant_type, blocksize)
+    _check_input(x, quant_type, blocksize)                     # 1. refuse bad input first
     flat = x.detach().reshape(-1)
-    absmax, scaled = _absmax_and_scaled(flat, blocksize)
-    if not bool(torch.isfinite(absmax).all()):  # cheap test first; locate only on failure
+    absmax = _block_absmax(flat, blocksize)                    # 2. one float32 per block
+    if not bool(torch.isfinite(absmax).all()):                 # (cheap test; locate only on failure)
         _raise_if_not_finite(x.detach())
-    if scaled.numel() % 2:  # pad with the value 0.0, as bitsandbytes does
+    scaled = _scale(flat, absmax, blocksize)                   # 3. into [-1, 1]
+    if scaled.numel() % 2:                                     # (pad with the value 0.0, as bitsandbytes)
         scaled = torch.cat([scaled, scaled.new_zeros(1)])
-    codes = _fast_codes(scaled, quant_type)
-    packed = ((codes[0::2] << 4) | codes[1::2])
+    table = TABLES[quant_type]                                 # 4. nearest code (same codes either way)
+    codes = fast.nearest_codes(scaled, table) if fast.ENABLED else nearest_codes(scaled, table)
+    packed = pack_nibbles(codes)                               # 5. two codes per byte
     q = Quantized4bit(packed=packed, shape=x.shape, dtype=x.dtype, blocksize=blocksize,
                       quant_type=quant_type, absmax=absmax)
-    if double_quant:
+    if double_quant:                                           # notebook 07 §4
         offset = absmax.mean()
         q.absmax_codes, q.absmax2 = quantize_blockwise_8bit(absmax - offset, q.blocksize2)
         q.offset, q.absmax = offset, None
@@ -390,7 +329,8 @@ def quantize_4bit(
 
 
 def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:
-    """The float32 absmax per block: stored, or recovered as ``dynmap[code]·absmax2 + offset``."""
+    """The float32 absmax per block: stored, or recovered as ``dynmap[code]·absmax2 + offset``
+    (notebook 07 §4)."""
     if not q.double_quant:
         return q.absmax
     n = q.absmax_codes.numel()
@@ -402,24 +342,20 @@ def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:
 def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``table[code] · absmax`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``.
 
-    One gather per byte (both codes at once, see ``_pair_table``) and one multiply per value,
-    written straight into the output dtype. Equal to bitsandbytes' ``dequantize_4bit``.
-    """
+    Notebook 06 §5, step 5. Equal to bitsandbytes' ``dequantize_4bit`` to the bit; the package's
+    one dequantizer (``qlora.Linear4bit`` calls it too)."""
     if not isinstance(q, Quantized4bit):
         raise TypeError(f"q must be a Quantized4bit (from quantize_4bit), got {type(q).__name__}")
     dtype = q.dtype if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    absmax = dequantize_absmax(q)
-    n, bs = q.numel, q.blocksize
-    pairs = _pair_table(q.quant_type, str(q.packed.device))
-    values = pairs.index_select(0, q.packed.int()).view(torch.float32)
-    out = torch.empty(n, dtype=dtype, device=q.packed.device)
-    full = n - n % bs
-    torch.mul(values[:full].view(-1, bs), absmax[: full // bs].unsqueeze(1), out=out[:full].view(-1, bs))
-    if full < n:
-        torch.mul(values[full:n], absmax[-1], out=out[full:])
-    return out.view(q.shape)
+    absmax = dequantize_absmax(q)                              # float32, one per block
+    if fast.ENABLED:                                           # the same bits, faster: lorakit/fast.py
+        return fast.dequantize(q.packed, absmax, TABLES[q.quant_type], q.numel, q.blocksize, dtype).view(q.shape)
+    codes = unpack_nibbles(q.packed, q.numel)                  # 1. two codes per byte
+    values = TABLES[q.quant_type].to(q.packed.device)[codes.long()]  # 2. look each code up (float32)
+    scale = absmax.repeat_interleave(q.blocksize)[: q.numel]   # 3. × its block's absmax
+    return (values * scale).to(dtype).view(q.shape)            # 4. rounded once, to dtype
 
 
 # ------------------------------------------------------------------------------- helpers for 06/07
@@ -429,16 +365,12 @@ def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None =
     """Symmetric absmax integer quantization and back: ``round(x·L/absmax)·absmax/L``, L = 2^(bits-1)−1.
 
     One absmax for the whole tensor (``blocksize=None``) or one per block of the flattened
-    tensor. Notebook 06 uses it to show why a single outlier ruins a whole tensor's precision.
+    tensor. Notebook 06 §2 uses it to show why a single outlier ruins a whole tensor's precision.
     """
-    if not 2 <= bits <= 16:
-        raise ValueError(f"bits must be between 2 and 16, got {bits}")
+    validate.integer(bits, "bits", 2, 16)
     levels = 2 ** (bits - 1) - 1
     flat = x.detach().reshape(-1).float()
-    if blocksize is None:
-        blocksize = flat.numel()
-    elif isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize <= 0:
-        raise ValueError(f"blocksize must be a positive integer or None, got {blocksize!r}")
+    blocksize = flat.numel() if blocksize is None else validate.positive_int(blocksize, "blocksize")
     pad = (-flat.numel()) % blocksize
     blocks = torch.cat([flat, flat.new_zeros(pad)]).view(-1, blocksize)
     absmax = blocks.abs().amax(dim=1, keepdim=True).clamp(min=1e-38)
@@ -447,52 +379,40 @@ def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None =
 
 
 def code_usage(q: Quantized4bit) -> torch.Tensor:
-    """How often each of the 16 codes is used (int64 counts, padding excluded)."""
+    """How often each of the 16 codes is used (int64 counts, padding excluded; notebook 06 §4)."""
     return torch.bincount(unpack_nibbles(q.packed, q.numel).long(), minlength=16)
 
 
 def error_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict:
-    """Mean absolute, mean relative (|x−x̂| / (|x| + 1e-8), as bitsandbytes' tests), RMS and max error."""
+    """Mean absolute, mean relative (|x−x̂| / (|x| + 1e-8), as bitsandbytes' tests), RMS and max
+    error (notebook 06 §7)."""
     if x.shape != x_hat.shape:
         raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
     err = (x.float() - x_hat.float()).abs()
-    return {
-        "mae": err.mean().item(),
-        "mean_rel": (err / (x.float().abs() + 1e-8)).mean().item(),
-        "rmse": err.pow(2).mean().sqrt().item(),
-        "max": err.max().item(),
-    }
+    return {"mae": err.mean().item(), "mean_rel": (err / (x.float().abs() + 1e-8)).mean().item(),
+            "rmse": err.pow(2).mean().sqrt().item(), "max": err.max().item()}
 
 
-def blocksize_tradeoff(
-    x: torch.Tensor, blocksize: int, quant_type: str = "nf4", double_quant: bool = False
-) -> tuple[float, float]:
+def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
+                       double_quant: bool = False) -> tuple[float, float]:
     """(mean absolute error, overhead bits per parameter) of quantizing ``x`` at ``blocksize``.
 
     Smaller blocks track local scale better (less error) but store more constants (more bits):
-    the trade-off behind the block-size slider of notebook 06. Overhead is measured from the
-    stored bytes: ``bits_per_parameter − 4``.
-    """
+    notebook 06 §8's slider. Overhead is measured from the stored bytes: ``bits_per_parameter − 4``."""
     q = quantize_4bit(x, quant_type, blocksize, double_quant)
     mae = error_metrics(x, dequantize_4bit(q))["mae"]
     return mae, 8.0 * (q.nbytes - q.packed.numel()) / q.numel
 
 
 @torch.no_grad()
-def quantize_model_linears(
-    model: nn.Module,
-    quant_type: str = "nf4",
-    blocksize: int = 64,
-    double_quant: bool = False,
-    skip: tuple[str, ...] = ("lm_head",),
-) -> nn.Module:
-    """A deep copy of ``model`` whose ``nn.Linear`` weights went through quantize → dequantize.
+def quantize_model_linears(model: nn.Module, quant_type: str = "nf4", blocksize: int = 64,
+                           double_quant: bool = False, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+    """A deep copy of ``model`` whose ``nn.Linear`` weights went through quantize → dequantize
+    (notebook 06 §7, notebook 08 §3).
 
-    The copy computes exactly what a 4-bit model computes (weights = dequantized values), in
-    ordinary float layers, so its loss measures the damage quantization does. Modules whose
-    name ends with an entry of ``skip`` stay untouched (QLoRA/transformers keep ``lm_head``
-    in 16 bits). ``quant_type="none"`` returns an untouched copy, for a baseline.
-    """
+    The copy computes exactly what a 4-bit model computes, in ordinary float layers, so its loss
+    measures the damage quantization does. Modules whose name ends with an entry of ``skip`` stay
+    untouched (QLoRA keeps ``lm_head`` in 16 bits); ``quant_type="none"`` copies, for a baseline."""
     if quant_type != "none" and quant_type not in TABLES:
         raise ValueError(f"quant_type must be 'none' or one of {sorted(TABLES)}, got {quant_type!r}")
     _check_blocksize(blocksize)
@@ -501,7 +421,5 @@ def quantize_model_linears(
         return copied
     for name, module in copied.named_modules():
         if isinstance(module, nn.Linear) and not name.endswith(tuple(skip)):
-            w = module.weight
-            q = quantize_4bit(w.data, quant_type, blocksize, double_quant)
-            w.data.copy_(dequantize_4bit(q))
+            module.weight.copy_(dequantize_4bit(quantize_4bit(module.weight, quant_type, blocksize, double_quant)))
     return copied

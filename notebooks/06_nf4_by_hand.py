@@ -63,7 +63,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from lorakit import quant as Q
+from lorakit import fast, quant
 from lorakit.data import load_splits
 from lorakit.exercises.nb06 import check_ex_6_1, check_ex_6_2, check_ex_6_3, check_ex_6_4
 from lorakit.quiet import quiet_import
@@ -106,7 +106,7 @@ for bits in (8, 4):
     step = x.abs().max() / (2 ** (bits - 1) - 1)
     print(f"INT{bits}: mean |x - x̂| = {(x - x_hat).abs().mean():.4f}, worst {(x - x_hat).abs().max():.4f}, half step {step / 2:.4f}")
     assert (x - x_hat).abs().max() <= step / 2 * (1 + 1e-5), "error is at most half a step"
-    assert torch.equal(x_hat, Q.absmax_int_roundtrip(x, bits)), "our INT quantizer equals lorakit's"
+    assert torch.equal(x_hat, quant.absmax_int_roundtrip(x, bits)), "our INT quantizer equals lorakit's"
 
 # %% [markdown]
 # **Why outliers hurt.** One large value sets absmax for everyone: the step grows, and all the
@@ -117,9 +117,9 @@ for bits in (8, 4):
 # %%
 x_out = x.clone()
 x_out[100] = 40.0  # one outlier, 10x the largest normal value
-err_clean = (Q.absmax_int_roundtrip(x, 4) - x).abs().mean().item()
-err_outlier = (Q.absmax_int_roundtrip(x_out, 4) - x_out).abs().mean().item()
-err_blocks = (Q.absmax_int_roundtrip(x_out, 4, blocksize=64) - x_out).abs().mean().item()
+err_clean = (quant.absmax_int_roundtrip(x, 4) - x).abs().mean().item()
+err_outlier = (quant.absmax_int_roundtrip(x_out, 4) - x_out).abs().mean().item()
+err_blocks = (quant.absmax_int_roundtrip(x_out, 4, blocksize=64) - x_out).abs().mean().item()
 print(f"INT4 mean error: clean {err_clean:.4f}, with one outlier {err_outlier:.4f}, "
       f"with outlier but blocks of 64 {err_blocks:.4f}")
 assert err_outlier > 3 * err_clean, "a single outlier multiplies the error of every value"
@@ -149,20 +149,20 @@ plt.show()
 # - **NF4**: 16 quantiles of the normal distribution (next section).
 
 # %%
-for name, table in Q.TABLES.items():
+for name, table in quant.TABLES.items():
     print(f"{name}: " + " ".join(f"{v:+.3f}" for v in table.tolist()))
-assert torch.equal(Q.FP4[:8], -Q.FP4[8:]), "FP4: bit 3 is the sign"
+assert torch.equal(quant.FP4[:8], -quant.FP4[8:]), "FP4: bit 3 is the sign"
 e2m1 = [0.0, 0.0625 / 12] + [2.0 ** (4 - e) * (1 + m / 2) / 12 for e in (1, 2, 3) for m in (0, 1)]
-assert torch.allclose(Q.FP4[:8], torch.tensor(e2m1)), "FP4 magnitudes: 2^(4−e)(1 + m/2)/12, and e = 0: 0, 0.0625/12"
-assert abs(Q.INT4[0].item() + 8 / 7) < 1e-6, "INT4's code 0 is −8/7, outside [−1, 1]"
-int4_codes = Q.nearest_codes(torch.linspace(-1, 1, 100_001), Q.INT4)
+assert torch.allclose(quant.FP4[:8], torch.tensor(e2m1)), "FP4 magnitudes: 2^(4−e)(1 + m/2)/12, and e = 0: 0, 0.0625/12"
+assert abs(quant.INT4[0].item() + 8 / 7) < 1e-6, "INT4's code 0 is −8/7, outside [−1, 1]"
+int4_codes = quant.nearest_codes(torch.linspace(-1, 1, 100_001), quant.INT4)
 assert int(int4_codes.min()) == 1, "no value in [−1, 1] picks INT4's code 0 (−8/7): 15 usable levels"
 if HAVE_BNB:
-    assert torch.equal(Q.FP4, bnbF.get_4bit_type("fp4", device="cpu")), "FP4 table equals bitsandbytes'"
+    assert torch.equal(quant.FP4, bnbF.get_4bit_type("fp4", device="cpu")), "FP4 table equals bitsandbytes'"
 
 fig, ax = plt.subplots(figsize=(10, 3))
 for row, name in enumerate(["int4", "fp4", "nf4"]):
-    levels = Q.TABLES[name].unique()
+    levels = quant.TABLES[name].unique()
     usable = levels[levels.abs() <= 1]
     ax.scatter(usable, [row] * len(usable), s=30)
     unused = levels[levels.abs() > 1]
@@ -206,30 +206,30 @@ negative = -torch.special.ndtri(torch.linspace(delta, 0.5, 8)[:-1].double())  # 
 nf4_derived = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).float().sort().values
 nf4_derived = nf4_derived / nf4_derived.max()
 
-gap = (nf4_derived - Q.NF4).abs().max().item()
+gap = (nf4_derived - quant.NF4).abs().max().item()
 print(f"largest difference from bitsandbytes' table: {gap:.2e}")
 assert gap <= 1e-6, "the NF4 we derived matches the published table within 1e-6"
-assert torch.equal(nf4_derived, Q.nf4_from_quantiles()), "our derivation equals lorakit's"
+assert torch.equal(nf4_derived, quant.nf4_from_quantiles()), "our derivation equals lorakit's"
 if HAVE_BNB:
-    assert torch.equal(Q.NF4, bnbF.get_4bit_type("nf4", device="cpu")), "lorakit's NF4 is bitsandbytes' table"
+    assert torch.equal(quant.NF4, bnbF.get_4bit_type("nf4", device="cpu")), "lorakit's NF4 is bitsandbytes' table"
 
 # the same recipe with a float64 linspace misses the table by ~1e-7 on a few codes:
 p64 = torch.linspace(delta, 0.5, 9, dtype=torch.float64)[:-1]
 n64 = torch.linspace(delta, 0.5, 8, dtype=torch.float64)[:-1]
 alt = torch.cat([torch.special.ndtri(p64), torch.zeros(1, dtype=torch.float64), -torch.special.ndtri(n64)]).float().sort().values
 alt = alt / alt.max()
-print(f"with a float64 linspace: off by up to {(alt - Q.NF4).abs().max():.1e} on codes {((alt - Q.NF4) != 0).nonzero().view(-1).tolist()}")
+print(f"with a float64 linspace: off by up to {(alt - quant.NF4).abs().max():.1e} on codes {((alt - quant.NF4) != 0).nonzero().view(-1).tolist()}")
 
 # %% [markdown]
 # Here it matched exactly; it holds because torch's float32 `linspace` (which fills half the
-# values from each end) is what bitsandbytes used. From now on we use the exact table `Q.NF4`.
+# values from each end) is what bitsandbytes used. From now on we use the exact table `quant.NF4`.
 #
 # **Check the promise: equal use of every code.** Quantize normal data and count how often each
-# code is chosen (`Q.code_usage`). INT4 crowds the middle codes; NF4 spreads them out.
+# code is chosen (`quant.code_usage`). INT4 crowds the middle codes; NF4 spreads them out.
 
 # %%
 w = torch.randn(64 * 1024)
-usage = {name: Q.code_usage(Q.quantize_4bit(w, name)).float() for name in ("int4", "nf4")}
+usage = {name: quant.code_usage(quant.quantize_4bit(w, name)).float() for name in ("int4", "nf4")}
 for name, counts in usage.items():
     used = counts[counts > 0] / counts.sum()
     entropy = -(used * used.log2()).sum().item()
@@ -279,15 +279,15 @@ blocksize = 4
 padded = torch.cat([x_small, torch.zeros(-len(x_small) % blocksize)]).view(-1, blocksize)  # padding only for display
 absmax_small = padded.abs().amax(dim=1)
 scaled_small = (padded / absmax_small[:, None]).view(-1)[: len(x_small)]
-codes_small = Q.nearest_codes(scaled_small, Q.NF4)
-packed_small = Q.pack_nibbles(torch.cat([codes_small, torch.tensor([7], dtype=torch.uint8)]))  # pad with code of 0.0
+codes_small = quant.nearest_codes(scaled_small, quant.NF4)
+packed_small = quant.pack_nibbles(torch.cat([codes_small, torch.tensor([7], dtype=torch.uint8)]))  # pad with code of 0.0
 print("absmax per block :", [round(v, 3) for v in absmax_small.tolist()])
 print("scaled values    :", [round(v, 3) for v in scaled_small.tolist()])
 print("4-bit codes      :", codes_small.tolist())
 print("packed bytes     :", [f"0x{b:02X}" for b in packed_small.tolist()])
-print("unpacked codes   :", Q.unpack_nibbles(packed_small, len(x_small)).tolist())
-print("dequantized      :", [round(v, 3) for v in (Q.NF4[codes_small.long()] * absmax_small.repeat_interleave(blocksize)[: len(x_small)]).tolist()])
-assert torch.equal(Q.unpack_nibbles(packed_small, len(x_small)), codes_small), "unpack undoes pack"
+print("unpacked codes   :", quant.unpack_nibbles(packed_small, len(x_small)).tolist())
+print("dequantized      :", [round(v, 3) for v in (quant.NF4[codes_small.long()] * absmax_small.repeat_interleave(blocksize)[: len(x_small)]).tolist()])
+assert torch.equal(quant.unpack_nibbles(packed_small, len(x_small)), codes_small), "unpack undoes pack"
 
 # %% [markdown]
 # Now the same recipe as two short functions, for any shape, and the check that they equal the
@@ -308,28 +308,38 @@ def my_quantize(x: torch.Tensor, table: torch.Tensor, blocksize: int = 64):
         scaled = torch.cat([scaled, flat[full:] / tail_absmax])
     if n % 2:
         scaled = torch.cat([scaled, torch.zeros(1)])  # pad with the value 0.0
-    codes = Q.nearest_codes(scaled.clamp(-1, 1), table)
-    return Q.pack_nibbles(codes), absmax
+    codes = quant.nearest_codes(scaled.clamp(-1, 1), table)
+    return quant.pack_nibbles(codes), absmax
 
 
 def my_dequantize(packed, absmax, table, shape, blocksize=64, dtype=torch.float32):
     n = math.prod(shape)
-    codes = Q.unpack_nibbles(packed, n).long()
+    codes = quant.unpack_nibbles(packed, n).long()
     scale = absmax.repeat_interleave(blocksize)[:n]
     return (table[codes] * scale).to(dtype).view(shape)
 
 
 x_check = torch.randn(300, 70)  # 21000 values: 328 full blocks + a partial one
-packed, absmax = my_quantize(x_check, Q.NF4)
-q = Q.quantize_4bit(x_check, "nf4", 64)
+packed, absmax = my_quantize(x_check, quant.NF4)
+q = quant.quantize_4bit(x_check, "nf4", 64)
 assert torch.equal(packed, q.packed) and torch.equal(absmax, q.absmax), "our bytes equal lorakit's"
-assert torch.equal(my_dequantize(packed, absmax, Q.NF4, x_check.shape), Q.dequantize_4bit(q)), "and so do the values"
+assert torch.equal(my_dequantize(packed, absmax, quant.NF4, x_check.shape), quant.dequantize_4bit(q)), "and so do the values"
 print(f"{x_check.numel()} values -> {q.packed.numel()} bytes of codes + {q.absmax.numel()} float32 absmax")
 
 # %% [markdown]
-# `lorakit` finds the nearest code with a faster lookup than `bucketize` (two table reads indexed
-# by the top 16 bits of each float32; see `Q._fast_codes`), checked equal on every possible
-# input bucket in the tests.
+# These steps are what `lorakit/quant.py` runs, in the same order. Two of them have a faster twin
+# in `lorakit/fast.py` that gives the same bits: the nearest code by two table reads indexed by
+# the top 16 bits of each float32 instead of `bucketize` (checked on all 65,536 possible buckets
+# in the tests), and dequantizing by a 256-entry table that holds both values of each byte. One
+# switch, `lorakit.fast.ENABLED`, chooses; off, the package runs exactly the steps above:
+
+# %%
+fast.ENABLED = False                                   # the readable path only
+q_readable = quant.quantize_4bit(x_check, "nf4", 64)
+x_readable = quant.dequantize_4bit(q_readable)
+fast.ENABLED = True                                    # back to the default
+assert torch.equal(q_readable.packed, q.packed) and torch.equal(x_readable, quant.dequantize_4bit(q)), \
+    "the fast twins give the readable path's bytes and values"
 #
 # ## 6. Bit-exact with bitsandbytes (its CPU backend)
 #
@@ -347,9 +357,9 @@ if HAVE_BNB:
         for shape in SHAPES:
             x_b = torch.randn(shape).to(dtype)
             packed_b, state = bnbF.quantize_4bit(x_b, blocksize=64, quant_type="nf4", compress_statistics=False)
-            q = Q.quantize_4bit(x_b, "nf4", 64)
+            q = quant.quantize_4bit(x_b, "nf4", 64)
             same = (torch.equal(q.packed, packed_b.reshape(-1)), torch.equal(q.absmax, state.absmax),
-                    torch.equal(Q.dequantize_4bit(q).reshape(-1), bnbF.dequantize_4bit(packed_b, state).reshape(-1)))
+                    torch.equal(quant.dequantize_4bit(q).reshape(-1), bnbF.dequantize_4bit(packed_b, state).reshape(-1)))
             rows.append((str(dtype).replace("torch.", ""), shape, *same))
             assert all(same), f"lorakit differs from bitsandbytes for {dtype} {shape}: {same}"
     print(f"{'dtype':<10}{'shape':<12}{'packed':>8}{'absmax':>8}{'values':>8}")
@@ -374,10 +384,10 @@ if HAVE_TORCHAO:
 if HAVE_TORCHAO:
     x_ao = torch.randn(256, 256, dtype=torch.bfloat16)
     ao = to_nf4(x_ao, 64, 256)
-    ours_q = Q.quantize_4bit(x_ao, "nf4", 64, double_quant=True)
-    same_codes = (Q.unpack_nibbles(ao.quantized_data) == Q.unpack_nibbles(ours_q.packed)).float().mean().item()
+    ours_q = quant.quantize_4bit(x_ao, "nf4", 64, double_quant=True)
+    same_codes = (quant.unpack_nibbles(ao.quantized_data) == quant.unpack_nibbles(ours_q.packed)).float().mean().item()
     x_ao_hat = ao.get_original_weight().float()
-    ours_hat = Q.dequantize_4bit(ours_q).float()
+    ours_hat = quant.dequantize_4bit(ours_q).float()
     err_ao = (x_ao_hat - x_ao.float()).abs().mean().item()
     err_ours = (ours_hat - x_ao.float()).abs().mean().item()
     print(f"codes equal: {same_codes:.2%}; mean |x - x̂|: torchao {err_ao:.4f}, lorakit {err_ours:.4f}; "
@@ -397,7 +407,7 @@ else:
 
 # %%
 x_ref = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))
-metrics = {name: Q.error_metrics(x_ref, Q.dequantize_4bit(Q.quantize_4bit(x_ref, name))) for name in ("int4", "fp4", "nf4")}
+metrics = {name: quant.error_metrics(x_ref, quant.dequantize_4bit(quant.quantize_4bit(x_ref, name))) for name in ("int4", "fp4", "nf4")}
 for name, m in metrics.items():
     print(f"{name.upper()}: mean |x - x̂| = {m['mae']:.4f}, mean relative {m['mean_rel']:.3f}, RMS {m['rmse']:.4f}")
 assert abs(metrics["nf4"]["mae"] - 0.0728) < 0.001, "NF4 matches bitsandbytes' published 0.0728"
@@ -425,7 +435,7 @@ ax1.plot(grid, torch.exp(-grid**2 / 2) / math.sqrt(2 * math.pi), "k", lw=1.5, la
 ax1.set(xlabel="w / σ", ylabel="density", title=f"roughly normal, heavier tails (kurtosis {kurtosis:.1f}; normal: 3)")
 ax1.legend(fontsize=8, loc="upper left")
 ax2.hist(scaled_all.numpy(), bins=120, density=True, alpha=0.7, color="C1")
-for v in Q.NF4.tolist():
+for v in quant.NF4.tolist():
     ax2.axvline(v, color="k", lw=0.7, ls=":")
 ax2.set(xlabel="w / absmax of its block of 64 (dotted: the 16 NF4 levels)", ylabel="density",
         title="what the quantizer sees: dense near 0, like NF4")
@@ -445,7 +455,7 @@ assert 0.6 < (z.abs() < 1).float().mean().item() < 0.85, "about two thirds withi
 rel_err = {name: [] for name in ("int4", "fp4", "nf4")}
 for layer, weight in linears.items():
     for name in rel_err:
-        w_hat = Q.dequantize_4bit(Q.quantize_4bit(weight, name))
+        w_hat = quant.dequantize_4bit(quant.quantize_4bit(weight, name))
         rel_err[name].append((torch.linalg.norm(w_hat - weight) / torch.linalg.norm(weight)).item())
 mean_rel = {name: sum(v) / len(v) for name, v in rel_err.items()}
 print(f"{len(linears)} linear layers; mean relative error: " + ", ".join(f"{n.upper()} {v:.3f}" for n, v in mean_rel.items()))
@@ -468,7 +478,7 @@ plt.show()
 
 # %% [markdown]
 # **On the loss.** Replace every linear weight (except `lm_head`, which QLoRA keeps in 16 bits)
-# by its quantize → dequantize round trip (`Q.quantize_model_linears`) and evaluate the
+# by its quantize → dequantize round trip (`quant.quantize_model_linears`) and evaluate the
 # validation loss on held-out code. The QLoRA paper (Table 2) found NF4 best on large models. At
 # learner size this model agrees: NF4 costs the least loss (about +0.013 bits/byte, against +0.024
 # for INT4 and +0.030 for FP4; asserted there). The test-mode model is barely trained and moves by
@@ -479,7 +489,7 @@ plt.show()
 _, val = load_splits("code", info["settings"]["max_bytes"])
 loss = {}
 for name in ("none", "int4", "fp4", "nf4"):
-    loss[name] = evaluate(Q.quantize_model_linears(model, name, 64), val, 16, EVAL_BATCHES, seed=0)
+    loss[name] = evaluate(quant.quantize_model_linears(model, name, 64), val, 16, EVAL_BATCHES, seed=0)
     print(f"{name.upper():>5}: val loss {loss[name]:.4f} bits/byte ({loss[name] - loss['none']:+.4f})")
 for name in ("int4", "fp4", "nf4"):
     assert abs(loss[name] - loss["none"]) < 0.1, f"{name}: 4-bit weights change the loss by < 0.1 bits/byte"
@@ -519,12 +529,12 @@ def with_table(model, table, blocksize=64):
             if isinstance(module, torch.nn.Linear) and "lm_head" not in name:
                 w = module.weight.reshape(-1, blocksize)
                 absmax = w.abs().amax(dim=1, keepdim=True)
-                codes = Q.nearest_codes((w / absmax).reshape(-1), table).long().view_as(w)
+                codes = quant.nearest_codes((w / absmax).reshape(-1), table).long().view_as(w)
                 module.weight.copy_((table[codes] * absmax).view_as(module.weight))
     return out
 
 
-assert torch.equal(nf_table(4), Q.NF4), "the k-bit recipe at k = 4 is NF4 itself"
+assert torch.equal(nf_table(4), quant.NF4), "the k-bit recipe at k = 4 is NF4 itself"
 bits_loss = {}
 for k in (4, 3, 2):
     for kind, table in (("INT", int_table(k)), ("NF", nf_table(k))):
@@ -560,7 +570,7 @@ if not FAST:
 # ## 8. Block size: error against overhead
 #
 # Smaller blocks track local scale better but store more float32 constants: $32/\ell$ extra bits
-# per parameter for blocks of $\ell$ values. `Q.blocksize_tradeoff(x, blocksize)` returns both,
+# per parameter for blocks of $\ell$ values. `quant.blocksize_tradeoff(x, blocksize)` returns both,
 # measured from the stored bytes.
 
 # %%
@@ -570,11 +580,11 @@ x_bs = torch.randn(256, 256, generator=torch.Generator().manual_seed(1))
 
 def plot_tradeoff(x, quant_type="nf4", highlight=64):
     """Error and overhead over block sizes; the pure function does the work."""
-    results = [Q.blocksize_tradeoff(x, b, quant_type) for b in BLOCKSIZES]
+    results = [quant.blocksize_tradeoff(x, b, quant_type) for b in BLOCKSIZES]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(BLOCKSIZES, [r[0] for r in results], "o-")
     ax2.plot(BLOCKSIZES, [r[1] for r in results], "o-", color="C1")
-    mae, overhead = Q.blocksize_tradeoff(x, highlight, quant_type)
+    mae, overhead = quant.blocksize_tradeoff(x, highlight, quant_type)
     ax1.plot([highlight], [mae], "r*", ms=14)
     ax2.plot([highlight], [overhead], "r*", ms=14)
     for ax in (ax1, ax2):
@@ -665,7 +675,7 @@ check_ex_6_3(answer)
 # distribution (kurtosis 6): `w = torch.distributions.Laplace(0.0, 1.0).sample((1024, 1024))`
 # after `torch.manual_seed(0)`. First predict: with blocks of 64, which of INT4, FP4 and NF4 has
 # the smallest relative error $\|w - \hat w\|_F / \|w\|_F$ now, and does INT4 lose more or less
-# ground than on normal data? Then measure all three (`Q.quantize_4bit`, `Q.dequantize_4bit`).
+# ground than on normal data? Then measure all three (`quant.quantize_4bit`, `quant.dequantize_4bit`).
 # Answer: a dict `{"int4": ..., "fp4": ..., "nf4": ...}` of the three relative errors, each
 # accepted within 3 % of the checker's own measurement (any seed passes).
 

@@ -57,7 +57,7 @@ if "google.colab" in sys.modules:
 import matplotlib.pyplot as plt
 import torch
 
-from lorakit import quant as Q
+from lorakit import quant
 from lorakit.exercises.nb07 import check_ex_7_1, check_ex_7_2, check_ex_7_3, check_ex_7_4
 from lorakit.quiet import quiet_import
 from lorakit.train import fast_mode, set_seed
@@ -84,11 +84,11 @@ print(f"test mode: {FAST}, W is {SIDE}×{SIDE}, bitsandbytes available: {HAVE_BN
 # bytes $\approx 4$ GB of constants. We measure it from what `quantize_4bit` actually stores.
 
 # %%
-q_plain = Q.quantize_4bit(W, "nf4", 64)
+q_plain = quant.quantize_4bit(W, "nf4", 64)
 codes_bytes, absmax_bytes = q_plain.packed.numel(), q_plain.absmax.numel() * 4
 print(f"{W.numel():,} weights: {codes_bytes:,} bytes of codes + {absmax_bytes:,} bytes of absmax "
-      f"= {Q.bits_per_parameter(q_plain):.3f} bits/param")
-assert Q.bits_per_parameter(q_plain) == 4.5, "4 bits of code + 32/64 bits of absmax"
+      f"= {quant.bits_per_parameter(q_plain):.3f} bits/param")
+assert quant.bits_per_parameter(q_plain) == 4.5, "4 bits of code + 32/64 bits of absmax"
 print(f"constants on a 65B model: {65e9 * 0.5 / 8 / 1e9:.2f} GB")
 
 # %% [markdown]
@@ -112,7 +112,7 @@ for i in range(7):
     levels += (10 ** (i - 6) * means).tolist() + (-(10 ** (i - 6)) * means).tolist()
 dyn = torch.tensor(sorted(levels + [0.0, 1.0]), dtype=torch.float32)
 print(f"{dyn.numel()} values, smallest positive {dyn[dyn > 0].min():.2e}, widest gap {(dyn[1:] - dyn[:-1]).max():.4f}")
-assert torch.equal(dyn, Q.dynamic_map()), "our map equals lorakit's"
+assert torch.equal(dyn, quant.dynamic_map()), "our map equals lorakit's"
 if HAVE_BNB:
     assert torch.equal(dyn, bnbF.create_dynamic_map(signed=True)), "and bitsandbytes' create_dynamic_map"
 
@@ -147,18 +147,18 @@ scaled = (blocks * (1.0 / absmax2)[:, None]).reshape(-1)
 codes8 = torch.bucketize(scaled, (dyn[:-1] + dyn[1:]) / 2).to(torch.uint8)
 a_hat = dyn[codes8.long()] * absmax2.repeat_interleave(256) + offset
 
-q_dq = Q.quantize_4bit(W, "nf4", 64, double_quant=True)
+q_dq = quant.quantize_4bit(W, "nf4", 64, double_quant=True)
 assert torch.equal(codes8, q_dq.absmax_codes) and torch.equal(absmax2, q_dq.absmax2), "our codes equal lorakit's"
-assert torch.equal(offset, q_dq.offset) and torch.equal(a_hat, Q.dequantize_absmax(q_dq)), "and so does the recovered absmax"
+assert torch.equal(offset, q_dq.offset) and torch.equal(a_hat, quant.dequantize_absmax(q_dq)), "and so does the recovered absmax"
 assert torch.equal(q_dq.packed, q_plain.packed), "the 4-bit codes are unchanged"
 
-bound = Q.max_half_gap(dyn) * absmax2.repeat_interleave(256)
+bound = quant.max_half_gap(dyn) * absmax2.repeat_interleave(256)
 err = (a_hat - a).abs()
 print(f"constants: mean |a - â| = {err.mean():.2e}, worst {err.max():.2e} "
       f"(bound: half the widest gap × absmax2 = {bound.max():.2e}); relative to a: {(err / a).max():.2%} at worst")
 assert torch.all(err <= bound * (1 + 1e-5)), "every constant is within half a code step"
-w_err_plain = (Q.dequantize_4bit(q_plain) - W).abs().mean().item()
-w_err_dq = (Q.dequantize_4bit(q_dq) - W).abs().mean().item()
+w_err_plain = (quant.dequantize_4bit(q_plain) - W).abs().mean().item()
+w_err_dq = (quant.dequantize_4bit(q_dq) - W).abs().mean().item()
 print(f"weights: mean |w - ŵ| {w_err_plain:.3e} without, {w_err_dq:.3e} with double quantization")
 assert w_err_dq < 1.01 * w_err_plain, "double quantization adds < 1 % to the weight error"
 
@@ -188,8 +188,8 @@ if HAVE_BNB:
     assert n_diff / distance.numel() < 0.005, "fewer than 0.5 % of the 8-bit codes differ"
     assert (err_bnb / bound).max() < 1.01, "bitsandbytes' constants obey the same bound (within 1 %)"
     assert abs(err_bnb.mean() / err.mean() - 1) < 0.01, "and have the same mean error"
-    with_their_codes = Q.Quantized4bit(**{**q_dq.__dict__, "absmax_codes": state.absmax})
-    assert torch.equal(Q.dequantize_4bit(with_their_codes), bnbF.dequantize_4bit(packed_b, state)), \
+    with_their_codes = quant.Quantized4bit(**{**q_dq.__dict__, "absmax_codes": state.absmax})
+    assert torch.equal(quant.dequantize_4bit(with_their_codes), bnbF.dequantize_4bit(packed_b, state)), \
         "given bitsandbytes' 8-bit codes, our dequantization equals theirs to the bit"
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -217,12 +217,12 @@ parts = {"packed codes": q_dq.packed, "8-bit absmax codes": q_dq.absmax_codes, "
          "offset (float32)": q_dq.offset}
 for name, t in parts.items():
     print(f"{name:<20}{t.numel() * t.element_size():>12,} bytes")
-bits_dq = Q.bits_per_parameter(q_dq)
-print(f"bits/param: {Q.bits_per_parameter(q_plain):.3f} without, {bits_dq:.3f} with double quantization")
+bits_dq = quant.bits_per_parameter(q_dq)
+print(f"bits/param: {quant.bits_per_parameter(q_plain):.3f} without, {bits_dq:.3f} with double quantization")
 assert abs(bits_dq - 4.127) < 5e-4, "4.127 bits/param measured from the stored bytes"
-formula = 4 + Q.constants_bits(64, double_quant=True) + 32 / W.numel()  # + the one float32 offset
+formula = 4 + quant.constants_bits(64, double_quant=True) + 32 / W.numel()  # + the one float32 offset
 assert abs(bits_dq - formula) < 1e-9, "the stored bytes match the formula exactly"
-saved = 65e9 * (Q.constants_bits(64) - Q.constants_bits(64, True)) / 8 / 1e9
+saved = 65e9 * (quant.constants_bits(64) - quant.constants_bits(64, True)) / 8 / 1e9
 print(f"saved on a 65B model: {saved:.2f} GB")
 assert 2.9 < saved < 3.1, "≈ 3 GB saved on 65B parameters, as the QLoRA paper says"
 
@@ -387,7 +387,7 @@ check_ex_7_2(answer)
 # %% [markdown]
 # **Exercise 7.3 — recover one constant.** A double-quantized constant has 8-bit code 200, its
 # block's `absmax2` is 0.05 and the `offset` is 0.1. What absmax does it stand for? Answer: a
-# number, accepted within 1e-6. Hint: look the code up in `Q.dynamic_map()`, scale, and don't
+# number, accepted within 1e-6. Hint: look the code up in `quant.dynamic_map()`, scale, and don't
 # forget the offset.
 
 # %%

@@ -35,6 +35,7 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core x86_64 CPU (2026-11-29) | 23 s (load ≈ 9) | 12.2 min (load ≈ 9; the four training runs of section 4 are most of it) |
+# | the same CPU, one thread, after the issue-12 dequantizer (2026-11-29) | — | 2.2 min (load ≈ 1; 2.2 min before it too) |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
@@ -61,6 +62,7 @@ from lorakit.data import load_splits
 from lorakit.lora import inject_lora, lora_layers
 from lorakit.memory import estimate_memory, lora_parameter_count, parameter_counts, track_peak
 from lorakit.model import count_parameters
+import lorakit.qlora
 from lorakit.qlora import (Linear4bit, choose_compute_dtype, merge_into_4bit, merge_into_16bit,
                            merge_into_dequantized, prepare_qlora, storage_report)
 from lorakit.quant import dequantize_4bit, quantize_4bit, quantize_model_linears, unpack_nibbles
@@ -105,13 +107,13 @@ print(f"base model: {count_parameters(base) / 1e6:.3f} M parameters, "
 # backward.
 
 # %%
-class FourBitMatmul(torch.autograd.Function):
+class Linear4bitFunction(torch.autograd.Function):
     """y = x Ŵᵀ with Ŵ dequantized on the fly; backward returns the input gradient only."""
 
     @staticmethod
     def forward(ctx, x, q):
         ctx.q = q                                   # the 4-bit weight: it exists anyway
-        W_hat = dequantize_4bit(q, x.dtype)         # out×in, dropped when forward returns
+        W_hat = dequantize_4bit(q, x.dtype)         # out×in, freed when forward returns
         return x @ W_hat.t()
 
     @staticmethod
@@ -126,7 +128,7 @@ W_hat = dequantize_4bit(q)
 x = torch.randn(4, layer.in_features, generator=torch.Generator().manual_seed(0))
 
 x1 = x.clone().requires_grad_(True)
-y1 = FourBitMatmul.apply(x1, q)
+y1 = Linear4bitFunction.apply(x1, q)
 x2 = x.clone().requires_grad_(True)
 W_ref = W_hat.clone().requires_grad_(True)           # ordinary autograd on the dequantized weight
 y2 = F.linear(x2, W_ref)
@@ -143,7 +145,7 @@ assert W_ref.grad is not None and q.packed.grad is None, "autograd computed a we
 # a numerical check of the backward, in float64 on a small layer
 q_small = quantize_4bit(torch.randn(6, 8), "nf4", 64, double_quant=True)
 x64 = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
-assert torch.autograd.gradcheck(lambda t: FourBitMatmul.apply(t, q_small), (x64,)), "gradcheck failed"
+assert torch.autograd.gradcheck(lambda t: Linear4bitFunction.apply(t, q_small), (x64,)), "gradcheck failed"
 
 # %% [markdown]
 # **What does autograd keep between forward and backward?** A `saved_tensors_hooks` context sees
@@ -176,7 +178,7 @@ def nbytes(tensors, exclude=()) -> int:
 W_frozen = nn.Parameter(W_hat.clone(), requires_grad=False)    # a frozen float weight, for comparison
 exists_anyway = [W_frozen, q.packed, *[t for t in vars(q).values() if torch.is_tensor(t)]]
 cases = {
-    "our FourBitMatmul": lambda: FourBitMatmul.apply(x.clone().requires_grad_(True), q),
+    "our Linear4bitFunction": lambda: Linear4bitFunction.apply(x.clone().requires_grad_(True), q),
     "frozen float Linear": lambda: F.linear(x.clone().requires_grad_(True), W_frozen),
     "dequantize inside autograd": lambda: F.linear(x.clone().requires_grad_(True), dequantize_4bit(q)),
 }
@@ -190,7 +192,7 @@ weight_bytes = W_hat.numel() * W_hat.element_size()
 print(f"(the weight in float32: {weight_bytes / 1e3:.1f} kB; its 4-bit form: {q.nbytes / 1e3:.1f} kB)")
 
 # %%
-assert kept["our FourBitMatmul"] == dict(referenced=0, extra=0), "our function saves no tensor at all"
+assert kept["our Linear4bitFunction"] == dict(referenced=0, extra=0), "our function saves no tensor at all"
 assert kept["frozen float Linear"] == dict(referenced=weight_bytes, extra=0), \
     "a frozen Linear saves only a reference to its own weight: no extra memory"
 assert kept["dequantize inside autograd"]["extra"] == weight_bytes, \
@@ -209,8 +211,8 @@ assert 2 * linear_7b > 3 * linear_7b * 4.127 / 8, "the float copies would outwei
 # %% [markdown]
 # `lorakit.qlora.Linear4bit` is this layer packaged as a module: the packed codes and the
 # double-quantized constants are its buffers, there is no float weight at all, and its
-# `Linear4bitFunction` is the function above (it carries the module on `ctx` instead of `q`).
-# It must equal ours. (bitsandbytes' version is `bnb.nn.Linear4bit` with the autograd function
+# `lorakit.qlora.Linear4bitFunction` is the class above, line for line (`Linear4bit.forward`
+# hands it the layer's weight as a `Quantized4bit`, `q`). Both must equal ours. (bitsandbytes' version is `bnb.nn.Linear4bit` with the autograd function
 # `MatMul4Bit`; `tests/test_qlora.py` checks lorakit's against it through PEFT.)
 
 # %%
@@ -224,6 +226,10 @@ print(f"stored: {q4.nbytes} bytes for {q4.in_features * q4.out_features} weights
 
 # %%
 assert torch.equal(q4.dequantized_weight(torch.float32), W_hat), "same 4-bit weight as lorakit.quant"
+x4 = x.clone().requires_grad_(True)
+y4 = lorakit.qlora.Linear4bitFunction.apply(x4, q)
+y4.backward(g)
+assert torch.equal(y4, y1) and torch.equal(x4.grad, x1.grad), "the package's Linear4bitFunction = ours"
 assert torch.allclose(y3, y1, atol=1e-6) and torch.allclose(x3.grad, x1.grad, atol=1e-6), "package = by hand"
 assert not any(p.requires_grad for p in q4.parameters()), "no weight gradient: nothing in it trains"
 assert abs(q4.bits_per_parameter() - 4.127) < 0.002, "NF4 + double quantization stores 4.127 bits/param"

@@ -143,7 +143,7 @@ assert torch.equal(as_bf16.view(torch.uint8), packed), "viewing as bf16 and back
 # (`requires_grad=False`), so they get no gradient and no optimizer state.
 # `lorakit.distributed.quant_storage_as_parameters` does that for every `Linear4bit`; what
 # cannot be split stays whole on every rank: the 0-d double-quantization `offset` (a scalar has
-# no dim 0) and the 256×2 code-pair table (`pairs`, a lookup table, the same everywhere).
+# no dim 0).
 
 # %%
 x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -155,7 +155,7 @@ describe(q_proj)
 with torch.no_grad():
     after, _ = model(x)
 print(f"{len(moved['sharded'])} quantized tensors became frozen parameters; "
-      f"{len(moved['replicated'])} stay whole (offsets, pair tables)")
+      f"{len(moved['replicated'])} stay whole (the offsets)")
 assert torch.equal(before, after), "the model computes exactly what it computed before"
 assert set(model.state_dict()) == keys_before, "checkpoints keep their names"
 assert q_proj.packed.dtype == torch.uint8 and not q_proj.packed.requires_grad

@@ -65,7 +65,8 @@ def test_double_quantized_absmax_within_its_bound(absmax):
     q.absmax_codes, q.absmax2 = Q.quantize_blockwise_8bit(absmax - q.offset, q.blocksize2)
     recovered = Q.dequantize_absmax(q)
     scale = q.absmax2.repeat_interleave(256)[: absmax.numel()]
-    bound = Q.max_half_gap(Q.dynamic_map()) * scale * (1 + 1e-5) + 1e-6 * absmax.abs().max()
+    # + a few of float32's smallest normal: values that tiny lose their precision as subnormals
+    bound = Q.max_half_gap(Q.dynamic_map()) * scale * (1 + 1e-5) + 1e-6 * absmax.abs().max() + 1e-37
     assert torch.all((recovered - absmax).abs() <= bound)
 
 

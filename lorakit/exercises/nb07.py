@@ -54,7 +54,7 @@ def check_ex_7_3(answer) -> bool:
         return report(False, "", "the offset (the mean subtracted before quantizing) must be added back.")
     if abs(value - (200 / 255 * 0.05 + 0.1)) < 1e-3 or abs(value - (200 / 127 * 0.05 + 0.1)) < 1e-3:
         return report(False, "", "the 8-bit code is an index into the dynamic map, not a linear integer.")
-    return report(False, "", "look up Q.dynamic_map()[200], multiply by absmax2, add the offset.")
+    return report(False, "", "look up quant.dynamic_map()[200], multiply by absmax2, add the offset.")
 
 
 def _fits(limit_gb: float = 16.0) -> set:

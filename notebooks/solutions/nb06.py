@@ -2,12 +2,12 @@
 
 import torch
 
-from lorakit import quant as Q
+from lorakit import quant
 
 
 def solve_ex_6_1() -> int:
     """Nearest NF4 value to 0.3: bucketize against the midpoints (ties go down)."""
-    midpoints = (Q.NF4[:-1] + Q.NF4[1:]) / 2
+    midpoints = (quant.NF4[:-1] + quant.NF4[1:]) / 2
     return int(torch.bucketize(torch.tensor(0.3), midpoints))
 
 
@@ -32,5 +32,5 @@ def solve_ex_6_4() -> dict:
     """
     torch.manual_seed(0)
     w = torch.distributions.Laplace(0.0, 1.0).sample((1024, 1024))
-    return {name: float(torch.linalg.norm(Q.dequantize_4bit(Q.quantize_4bit(w, name)) - w) / torch.linalg.norm(w))
+    return {name: float(torch.linalg.norm(quant.dequantize_4bit(quant.quantize_4bit(w, name)) - w) / torch.linalg.norm(w))
             for name in ("int4", "fp4", "nf4")}

@@ -1,6 +1,6 @@
 """Worked solutions for notebook 07 (double quantization)."""
 
-from lorakit import quant as Q
+from lorakit import quant
 
 
 def solve_ex_7_1() -> float:
@@ -16,7 +16,7 @@ def solve_ex_7_2() -> float:
 
 def solve_ex_7_3() -> float:
     """The dynamic map's value for code 200, scaled by absmax2, plus the offset."""
-    return float(Q.dynamic_map()[200]) * 0.05 + 0.1
+    return float(quant.dynamic_map()[200]) * 0.05 + 0.1
 
 
 def solve_ex_7_4() -> set:
