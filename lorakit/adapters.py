@@ -32,8 +32,7 @@ PEFT_PREFIX = "base_model.model."
 # ---------------------------------------------------------------- lorakit's format
 
 
-# notebook 02 §5
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 02 §5
     """The adapter alone, ``{"<module path>.A": A, "<module path>.B": B}`` (copies, on the CPU)."""
     state = {}
     for name, layer in lora_layers(model).items():
@@ -50,8 +49,7 @@ def _saved_config(model: nn.Module) -> LoRAConfig:
     return dataclasses.replace(shared_config(layers), targets=tuple(layers))
 
 
-# notebook 02 §5
-def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:  # notebook 02 §5
     """Write only ``A`` and ``B`` of every LoRA layer (safetensors), the ``LoRAConfig`` in its metadata."""
     config = _saved_config(model)
     path = Path(path)
@@ -110,8 +108,7 @@ def _copy_in(model: nn.Module, state: dict[str, torch.Tensor], where: str, confi
     return list(layers)
 
 
-# notebook 02 §5–§6
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # notebook 02 §5–§6
     """Load an adapter written by ``save_adapter``; inject LoRA first if the model has none.
 
     Every check (file format, r/alpha/rslora, key names, shapes, merged state) runs before the
@@ -132,15 +129,13 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:
 # ---------------------------------------------------------------- PEFT's format
 
 
-# notebook 02 §7
-def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 02 §7
     """The adapter with PEFT's names and orientation: ``lora_A.weight = Aᵀ``, ``lora_B.weight = Bᵀ``."""
     return {f"{PEFT_PREFIX}{key[:-2]}.lora_{key[-1]}.weight": tensor.t().contiguous()   # "<path>.A" -> "...lora_A.weight"
             for key, tensor in adapter_state(model).items()}
 
 
-# notebook 02 §7
-def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,
+def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,  # notebook 02 §7
                       base_model_name_or_path: str | None = None) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` as PEFT does, so that
     ``peft.PeftModel.from_pretrained(base, folder)`` rebuilds the same adapter."""
@@ -177,8 +172,7 @@ def _read_peft_config(folder: Path) -> dict:
     return cfg
 
 
-# notebook 02 §7
-def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
+def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:  # notebook 02 §7
     """Load a PEFT LoRA adapter folder into ``model`` (injecting LoRA first if it has none),
     transposing ``lora_A.weight``/``lora_B.weight`` back to ``A``/``B``. Validated first."""
     folder = Path(folder)

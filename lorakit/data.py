@@ -26,14 +26,12 @@ _TEST_DIRS = {"test", "tests", "idle_test"}
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
-# notebook 00 §3
-def encode(text: str) -> torch.Tensor:
+def encode(text: str) -> torch.Tensor:  # notebook 00 §3
     """UTF-8 bytes of ``text`` as a uint8 tensor: one token per byte, vocabulary 256."""
     return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).clone()
 
 
-# notebook 00 §3
-def decode(tokens) -> str:
+def decode(tokens) -> str:  # notebook 00 §3
     """Bytes back to text; a sample cut mid-character shows a replacement mark, not an error."""
     if isinstance(tokens, torch.Tensor):
         tokens = tokens.to(torch.uint8).tolist()
@@ -77,8 +75,7 @@ def _docs_text() -> bytes:
     return "\n\n".join(topics.topics[k] for k in sorted(topics.topics)).encode("utf-8")
 
 
-# notebook 00 §3
-def load_corpus(name: str, max_bytes: int | None = None) -> bytes:
+def load_corpus(name: str, max_bytes: int | None = None) -> bytes:  # notebook 00 §3
     """The raw bytes of one corpus, always in the same order (files sorted by path).
 
     ``max_bytes`` truncates, so test mode and quick experiments read less.
@@ -102,8 +99,7 @@ def load_corpus(name: str, max_bytes: int | None = None) -> bytes:
     return text[:max_bytes] if max_bytes is not None else text
 
 
-# notebook 00 §3
-def train_val_split(data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 4096):
+def train_val_split(data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 4096):  # notebook 00 §3
     """Split into (train, val) by chunks: every k-th chunk of ``chunk`` bytes goes to validation.
 
     Taking chunks from all over the corpus (rather than its tail) keeps validation text from the
@@ -121,21 +117,18 @@ def train_val_split(data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 
     return torch.cat(train), torch.cat(val)
 
 
-# notebook 00 §3
-def load_splits(name: str, max_bytes: int | None = None, val_fraction: float = 0.1):
+def load_splits(name: str, max_bytes: int | None = None, val_fraction: float = 0.1):  # notebook 00 §3
     """Tokens of a corpus as ``(train, val)`` uint8 tensors (see ``train_val_split``)."""
     data = torch.frombuffer(bytearray(load_corpus(name, max_bytes)), dtype=torch.uint8)
     return train_val_split(data, val_fraction)
 
 
-# notebook 00 §4
-def fingerprint(data: torch.Tensor) -> str:
+def fingerprint(data: torch.Tensor) -> str:  # notebook 00 §4
     """A short sha256 of the tokens: the cache key changes when the text does."""
     return hashlib.sha256(data.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-# notebook 00 §3
-def get_batch(data: torch.Tensor, batch_size: int, context: int, generator: torch.Generator):
+def get_batch(data: torch.Tensor, batch_size: int, context: int, generator: torch.Generator):  # notebook 00 §3
     """``batch_size`` random windows of ``context`` tokens: inputs x and next-token targets y.
 
     The generator makes batches reproducible: same seed, same batches, same loss.

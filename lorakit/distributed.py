@@ -56,8 +56,7 @@ from .validate import integer, number, positive_int
 # ---------------------------------------------------------------- quant storage
 
 
-# notebook 10 §2
-def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
+def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:  # notebook 10 §2
     """Turn every ``Linear4bit``'s quantized tensors into frozen parameters, so FSDP shards them.
 
     FSDP2 shards each *parameter* on its dim 0 and leaves buffers whole on every rank. The packed
@@ -87,8 +86,7 @@ def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:
     return {"sharded": sharded, "replicated": replicated}
 
 
-# notebook 10 §3
-def shard(model: GPT, mesh) -> GPT:
+def shard(model: GPT, mesh) -> GPT:  # notebook 10 §3
     """FSDP2, layer by layer: each transformer block is one unit, the rest (embeddings, final
     norm, head) the root unit. Bottom-up, as ``fully_shard`` requires. In place."""
     from torch.distributed.fsdp import fully_shard
@@ -120,8 +118,7 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
-# notebook 10 §5
-def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
+def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:  # notebook 10 §5
     """Bytes this process holds, by kind: what FSDP shards, and what every rank keeps whole.
 
     - ``parameters``: every parameter (frozen 4-bit codes and constants, frozen embeddings and
@@ -143,8 +140,7 @@ def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
     )
 
 
-# notebook 10 §5
-def shard_shapes(module: nn.Module) -> dict[str, dict]:
+def shard_shapes(module: nn.Module) -> dict[str, dict]:  # notebook 10 §5
     """For each parameter of ``module``: its global shape, this rank's local shape, its placement."""
     out = {}
     for name, p in module.named_parameters():
@@ -154,8 +150,7 @@ def shard_shapes(module: nn.Module) -> dict[str, dict]:
     return out
 
 
-# notebook 10 §6
-def comm_per_step(model: nn.Module) -> dict[str, int]:
+def comm_per_step(model: nn.Module) -> dict[str, int]:  # notebook 10 §6
     """Bytes FSDP2 moves in one training step, predicted from the sharded model.
 
     Each unit all-gathers its parameters (padded shards × N, every dtype as bytes) before its
@@ -181,8 +176,7 @@ def comm_per_step(model: nn.Module) -> dict[str, int]:
     return dict(all_gather=gathered, reduce_scatter=reduced)
 
 
-# notebook 10 §6
-class CommCounter:
+class CommCounter:  # notebook 10 §6
     """Count the bytes of FSDP2's all-gathers and reduce-scatters while the ``with`` block runs.
 
     FSDP2 calls ``torch.distributed.all_gather_single`` and ``reduce_scatter_single``; we wrap
@@ -218,8 +212,7 @@ class CommCounter:
 # ---------------------------------------------------------------- the training run
 
 
-# notebook 10 §3
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # notebook 10 §3
 class RunSettings:
     """One QLoRA fine-tune on the ``docs`` corpus; the same settings give the same run on any N."""
 
@@ -262,8 +255,7 @@ def _flag(field: str) -> str:
     return "--lora-" + field if field in ("r", "alpha") else "--" + field.replace("_", "-")
 
 
-# notebook 10 §3
-def run_settings() -> RunSettings:
+def run_settings() -> RunSettings:  # notebook 10 §3
     """Learner size (the cached 4-layer base, 30 steps of 16 windows), or tiny in test mode."""
     if fast_mode():
         return RunSettings(steps=6, global_batch=8, r=8, max_bytes=200_000)
@@ -281,8 +273,7 @@ def build_qlora(base_path: str | os.PathLike, settings: RunSettings, device: tor
     return model.to(device)
 
 
-# notebook 10 §4
-def train_qlora(model: GPT, settings: RunSettings, rank: int = 0, world_size: int = 1,
+def train_qlora(model: GPT, settings: RunSettings, rank: int = 0, world_size: int = 1,  # notebook 10 §4
                 on_step=None) -> tuple[torch.optim.Optimizer, list[float]]:
     """AdamW on A and B for ``settings.steps`` steps; returns the optimizer and the loss per step
     (bits per byte, the global batch's mean on every rank).
@@ -342,8 +333,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# notebook 10 §3
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # notebook 10 §3
     """One rank of the sharded run; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_*."""
     args = _parse(argv)
     settings = RunSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)})
@@ -416,8 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- the single-process reference
 
 
-# notebook 10 §4
-def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:
+def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:  # notebook 10 §4
     """The same fine-tune in this process, without torch.distributed: the reference."""
     model = build_qlora(base_path, settings)
     start = time.perf_counter()
@@ -429,8 +418,7 @@ def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:
 # ---------------------------------------------------------------- launching
 
 
-# notebook 10 §8
-class DistributedRunError(RuntimeError):
+class DistributedRunError(RuntimeError):  # notebook 10 §8
     """A sharded run failed (a rank died) or overran its timeout; every rank has been stopped.
 
     ``log`` holds everything the ranks printed; ``pids`` the ranks' process ids (all ended).
@@ -441,8 +429,7 @@ class DistributedRunError(RuntimeError):
         self.log, self.pids = log, tuple(pids)
 
 
-# notebook 10 §3
-def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:  # notebook 10 §3
     """What to type on a multi-GPU machine: ``torchrun`` starting this script on ``nproc`` ranks."""
     return ["torchrun", "--standalone", "--nproc-per-node", str(nproc), "-m", "lorakit.distributed", *args]
 
@@ -489,8 +476,7 @@ def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
-# notebook 10 §3
-def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = None, *,
+def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = None, *,  # notebook 10 §3
            base: str | os.PathLike | None = None, timeout: float = 300.0, echo: bool = True,
            extra_args: list[str] | None = None) -> dict:
     """Start ``python -m lorakit.distributed`` on ``nproc`` ranks, as torchrun would; return result.json.
@@ -595,8 +581,7 @@ ANSWER_AI_70B_RUNS = [(2, 24, True, 2), (4, 24, False, 1), (8, 24, False, 1), (2
 ANSWER_AI_70B_PEAK_GIB = 14.92  # 2 × 24 GB, CPU offload, batch 2: "Peak Memory (GiB)"
 
 
-# notebook 10 §7
-def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int = 64,
+def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int = 64,  # notebook 10 §7
                       batch_size: int = 1, seq_len: int = 2048, gradient_checkpointing: bool = True) -> dict:
     """GB per GPU for FSDP-QLoRA of a LLaMA-shaped ``model`` on ``n_gpus`` (an estimate).
 

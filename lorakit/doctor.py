@@ -34,8 +34,7 @@ USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α
 TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
 
 
-# notebook 04 §8
-@dataclass
+@dataclass  # notebook 04 §8
 class Finding:
     level: str      # "error", "warning" or "info"
     code: str       # stable name, e.g. "B_zero"
@@ -47,8 +46,7 @@ class Finding:
         return f"{mark} [{self.code}] {self.message}"
 
 
-# notebook 04 §8
-@dataclass
+@dataclass  # notebook 04 §8
 class Report:
     """What ``check`` found: one row per adapted layer, totals, and the findings."""
 
@@ -156,8 +154,7 @@ def _reference_weight(reference, name: str) -> torch.Tensor | None:
 # ---------------------------------------------------------------- the check
 
 
-# notebook 04 §8
-@torch.no_grad()
+@torch.no_grad()  # notebook 04 §8
 def check(
     model: nn.Module,
     targets: list[str] | str | None = None,

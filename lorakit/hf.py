@@ -55,8 +55,7 @@ def _transformers():
     return transformers
 
 
-# notebook 09 §6
-def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int = 512) -> Path:
+def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int = 512) -> Path:  # notebook 09 §6
     """Save a tiny ``LlamaForCausalLM`` and a tokenizer to ``folder``, offline, in about a second.
 
     It shares the architecture flags of SmolLM2 (grouped-query attention, gate/up/down MLP, tied
@@ -93,8 +92,7 @@ def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int =
     return folder
 
 
-# notebook 09 §6
-def load_tokenizer(model_id: str | os.PathLike, local_only: bool = False):
+def load_tokenizer(model_id: str | os.PathLike, local_only: bool = False):  # notebook 09 §6
     """``AutoTokenizer`` with a pad token (the EOS token when the model has none)."""
     tokenizer = _transformers().AutoTokenizer.from_pretrained(str(model_id), local_files_only=local_only)
     if tokenizer.pad_token_id is None:
@@ -102,8 +100,7 @@ def load_tokenizer(model_id: str | os.PathLike, local_only: bool = False):
     return tokenizer
 
 
-# notebook 09 §6
-def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32,
+def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32,  # notebook 09 §6
                device: torch.device | str = "cpu", local_only: bool = False) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` on ``device``, in eval mode."""
     model = _transformers().AutoModelForCausalLM.from_pretrained(str(model_id), dtype=dtype,
@@ -170,8 +167,7 @@ def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: i
     return model
 
 
-# notebook 09 §6
-def is_out_of_memory(error: BaseException) -> bool:
+def is_out_of_memory(error: BaseException) -> bool:  # notebook 09 §6
     """True for CUDA/MPS/CPU allocation failures, whatever class the backend raises them as."""
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     return isinstance(error, oom) or "out of memory" in str(error).lower()
@@ -183,8 +179,7 @@ def _free(device) -> None:
         torch.cuda.empty_cache()
 
 
-# notebook 09 §6
-def fine_tune(method: str, model_id: str, train_examples: list, val_examples: list, *, steps: int,
+def fine_tune(method: str, model_id: str, train_examples: list, val_examples: list, *, steps: int,  # notebook 09 §6
               batch_size: int, lr: float, compute_dtype: torch.dtype, device, pad_id: int, r: int = 16,
               alpha: float = 32, warmup_steps: int = 2, seed: int = 0, gradient_checkpointing: bool = False,
               local_only: bool = False, progress: bool = True, keep_model: bool = False) -> dict:
@@ -221,15 +216,13 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
     return result
 
 
-# notebook 09 §7
-def chat_prompt_ids(tokenizer, pair, max_code_chars: int = 600) -> torch.Tensor:
+def chat_prompt_ids(tokenizer, pair, max_code_chars: int = 600) -> torch.Tensor:  # notebook 09 §7
     """The prompt part of ``chat_example`` (template, instruction, code), as a 1×T tensor."""
     ids, labels = chat_example(pair, tokenizer, max_len=10**6, max_code_chars=max_code_chars)
     return ids[labels == IGNORE].unsqueeze(0)
 
 
-# notebook 09 §6
-@torch.no_grad()
+@torch.no_grad()  # notebook 09 §6
 def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32) -> list[str]:
     """Greedy answers of a chat model to each pair's prompt, up to its EOS token."""
     device = next(model.parameters()).device

@@ -27,8 +27,7 @@ from .validate import integer, number
 # ---------------------------------------------------------------- the hyper-parameters
 
 
-# notebook 02 §2 (the hyper-parameters: 02 §1; rsLoRA: 03 §4)
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)  # notebook 02 §2 (the hyper-parameters: 02 §1; rsLoRA: 03 §4)
 class LoRAConfig:
     """LoRA's hyper-parameters, validated once (PEFT's ``LoraConfig``: r, lora_alpha,
     lora_dropout, use_rslora, target_modules).
@@ -50,8 +49,7 @@ class LoRAConfig:
             raise TypeError(f"rslora must be True or False, got {type(self.rslora).__name__} {self.rslora!r}")
         object.__setattr__(self, "targets", check_targets(self.targets))  # frozen: a list becomes a tuple
 
-    # notebook 02 §1 (α/r) and 03 §4 (α/√r)
-    @property
+    @property  # notebook 02 §1 (α/r) and 03 §4 (α/√r)
     def scaling(self) -> float:
         """``alpha / r`` (the paper), or ``alpha / sqrt(r)`` (rsLoRA, which keeps the update's
         size stable as r grows)."""
@@ -69,8 +67,7 @@ def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
     return config
 
 
-# notebook 02 §5 (one adapter file, one setting)
-def shared_config(layers: dict[str, "LoRALinear"]) -> LoRAConfig:
+def shared_config(layers: dict[str, "LoRALinear"]) -> LoRAConfig:  # notebook 02 §5 (one adapter file, one setting)
     """The one ``LoRAConfig`` the LoRA layers of a model share (one adapter holds one setting)."""
     configs = {layer.config for layer in layers.values()}
     if len(configs) != 1:
@@ -99,8 +96,7 @@ def _base_dtype_device(base: nn.Module, dtype: torch.dtype | None) -> tuple[torc
     return torch.get_default_dtype(), device
 
 
-# notebook 02 §1 (MyLoRALinear)
-class LoRALinear(nn.Module):
+class LoRALinear(nn.Module):  # notebook 02 §1 (MyLoRALinear)
     """A frozen ``base`` layer plus a trainable low-rank update ``dropout(x) A B · scaling``.
 
     ``base`` is an ``nn.Linear`` or any module with ``in_features``, ``out_features`` and a
@@ -160,14 +156,12 @@ class LoRALinear(nn.Module):
 # ---------------------------------------------------------------- finding and injecting
 
 
-# notebook 02 §2
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:  # notebook 02 §2
     """Every LoRALinear in ``model`` by module path, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-# notebook 02 §2
-def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int | None = None,
+def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int | None = None,  # notebook 02 §2
                 alpha: float | None = None, *, config: LoRAConfig | None = None,
                 layer_types: tuple[type, ...] = (nn.Linear,), layer: type = LoRALinear,
                 dtype: torch.dtype | None = None, **hyper) -> list[str]:
@@ -197,8 +191,7 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
     return names
 
 
-# notebook 02 §4
-def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
+def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:  # notebook 02 §4
     """Put the plain base layers back. With ``merge=True`` the update is folded into them first
     (PEFT's ``merge_and_unload``); otherwise any merge is undone, restoring ``W0``."""
     layers = lora_layers(model)
@@ -213,8 +206,7 @@ def remove_lora(model: nn.Module, merge: bool = False) -> list[str]:
     return list(layers)
 
 
-# notebook 02 §2
-def parameter_report(model: nn.Module) -> dict:
+def parameter_report(model: nn.Module) -> dict:  # notebook 02 §2
     """Trainable and total parameter counts, and the trainable percentage."""
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     return dict(trainable=trainable, total=total, percent=100.0 * trainable / max(total, 1))
@@ -235,8 +227,7 @@ def _layers_for_merge(model: nn.Module) -> dict[str, LoRALinear]:
     return layers
 
 
-# notebook 02 §4
-@torch.no_grad()
+@torch.no_grad()  # notebook 02 §4
 def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:
     """Fold ``scaling · (A B)ᵀ`` into each base weight, in place: inference then costs exactly a
     plain Linear. Refuses to merge twice (the update would be added twice)."""
@@ -252,8 +243,7 @@ def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:
     return list(layers)
 
 
-# notebook 02 §4
-@torch.no_grad()
+@torch.no_grad()  # notebook 02 §4
 def unmerge_lora(model: nn.Module, _only_merged: bool = False) -> list[str]:
     """Subtract ``scaling · (A B)ᵀ`` again, restoring ``W0`` up to float rounding."""
     layers = _layers_for_merge(model)

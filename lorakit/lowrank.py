@@ -53,14 +53,12 @@ def _check_singular_values(s) -> torch.Tensor:
 # ---------------------------------------------------------------- SVD and the best rank-r matrix
 
 
-# notebook 01 §3
-def singular_values(W: torch.Tensor) -> torch.Tensor:
+def singular_values(W: torch.Tensor) -> torch.Tensor:  # notebook 01 §3
     """σ1 ≥ σ2 ≥ … ≥ σ_min(m,n) ≥ 0 of ``W`` (float64): the spectrum we plot and truncate."""
     return torch.linalg.svdvals(_check_matrix(W))
 
 
-# notebook 01 §4
-def truncate(W: torch.Tensor, r: int) -> torch.Tensor:
+def truncate(W: torch.Tensor, r: int) -> torch.Tensor:  # notebook 01 §4
     """The best rank-r approximation of ``W``: keep the top r singular triplets.
 
     ``W_r = U[:, :r] diag(σ[:r]) V[:, :r]ᵀ``. By Eckart–Young no other rank-r matrix is closer
@@ -73,8 +71,7 @@ def truncate(W: torch.Tensor, r: int) -> torch.Tensor:
     return W_r.to(W.dtype if W.is_floating_point() else torch.float64)
 
 
-# notebook 01 §4
-def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 01 §4
     """``A`` (m×r) and ``B`` (r×n) with ``A @ B = truncate(W, r)``: the rank-r matrix written
     in LoRA's form, r(m+n) numbers instead of m·n. The singular values are split evenly
     (``A = U√σ``, ``B = √σ Vᵀ``) so neither factor carries all the scale."""
@@ -86,8 +83,7 @@ def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
     return (U[:, :r] * root).to(dtype), (root[:, None] * Vh[:r]).to(dtype)
 
 
-# notebook 01 §4
-def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:
+def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:  # notebook 01 §4
     """Eckart–Young: the error of the best rank-r approximation, read off the singular values.
 
     ``norm="fro"``: ``sqrt(σ_{r+1}² + … + σ_k²)``; ``norm="spectral"``: ``σ_{r+1}`` (0 when
@@ -102,8 +98,7 @@ def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:
     raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
 
 
-# notebook 01 §4
-def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:
+def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:  # notebook 01 §4
     """``‖W − W_r‖`` measured directly on the residual matrix (Frobenius or spectral).
 
     Compare it with ``tail_error(singular_values(W), r)`` to check Eckart–Young numerically.
@@ -117,8 +112,7 @@ def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:
     return float(torch.linalg.matrix_norm(residual, 2))
 
 
-# notebook 03 §1
-def relative_errors(W: torch.Tensor) -> torch.Tensor:
+def relative_errors(W: torch.Tensor) -> torch.Tensor:  # notebook 03 §1
     """``‖W − W_r‖_F / ‖W‖_F`` for r = 1 … min(m, n) (entry r−1), from the singular values.
 
     A curve that drops fast means a few directions carry most of the matrix.
@@ -130,8 +124,7 @@ def relative_errors(W: torch.Tensor) -> torch.Tensor:
     return (errs / total).clamp_min(0).sqrt() if total > 0 else torch.zeros_like(s2)
 
 
-# notebook 01 §4
-def energy(W_or_s: torch.Tensor, r: int) -> float:
+def energy(W_or_s: torch.Tensor, r: int) -> float:  # notebook 01 §4
     """Fraction of ``‖W‖_F²`` captured by the top r directions: ``Σ_{i≤r} σ_i² / Σ σ_i²``.
 
     Accepts a matrix or its (sorted) singular values. 1 − energy = relative error².
@@ -146,8 +139,7 @@ def energy(W_or_s: torch.Tensor, r: int) -> float:
     return float(s2[:r].sum() / total)
 
 
-# notebook 03 §1
-def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:  # notebook 03 §1
     """A Gaussian matrix with ``W``'s shape and Frobenius norm: the "no structure" baseline.
 
     Its energy spreads over all directions (Marchenko–Pastur), so if ``W``'s top-r energy is
@@ -164,14 +156,12 @@ def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:
 # ---------------------------------------------------------------- parameter counts
 
 
-# notebook 01 §5
-def full_params(m: int, n: int) -> int:
+def full_params(m: int, n: int) -> int:  # notebook 01 §5
     """Numbers in a dense m×n update: ``m·n`` (notebook 01 §5)."""
     return positive_int(m, "m") * positive_int(n, "n")
 
 
-# notebook 01 §5
-def lora_params(m: int, n: int, r: int) -> int:
+def lora_params(m: int, n: int, r: int) -> int:  # notebook 01 §5
     """Numbers in ``A`` (m×r) plus ``B`` (r×n): ``r(m + n)``, linear in the width, not quadratic.
 
     The one LoRA parameter-count formula (notebook 01 §5); ``memory.lora_parameter_count`` sums it
@@ -181,8 +171,7 @@ def lora_params(m: int, n: int, r: int) -> int:
     return r * (m + n)
 
 
-# notebook 01 §5
-def lora_savings(
+def lora_savings(  # notebook 01 §5
     total_params: float,
     shapes: list[tuple[int, int]],
     r: int,
@@ -210,8 +199,7 @@ def lora_savings(
     )
 
 
-# notebook 01 §5
-def gpt3_lora_savings(r: int = 4) -> dict:
+def gpt3_lora_savings(r: int = 4) -> dict:  # notebook 01 §5
     """The LoRA paper's GPT-3 175B arithmetic: rank r on Wq and Wv in all 96 layers (d=12288).
 
     With r=4: 96·2·4·(12288+12288) = 18.9 M trainable parameters, ≈ 9,300× fewer than 175 B
@@ -225,8 +213,7 @@ def gpt3_lora_savings(r: int = 4) -> dict:
 # ---------------------------------------------------------------- measuring a fine-tuning update
 
 
-# notebook 01 §6
-def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str, torch.Tensor]:
+def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 01 §6
     """``{name: dW}`` for every ``nn.Linear`` of ``base_model``, with ``dW = W_ft − W0`` (in×out).
 
     Both models must have the same Linear layers (names and shapes): a full fine-tuning of
@@ -278,8 +265,7 @@ def _check_pair(A1: torch.Tensor, A2: torch.Tensor) -> tuple[torch.Tensor, torch
     return U1, U2
 
 
-# notebook 03 §5
-def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> float:
+def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> float:  # notebook 03 §5
     """φ(A1, A2, i, j) = ‖U1[:, :i]ᵀ U2[:, :j]‖²_F / min(i, j), in [0, 1].
 
     U1, U2 are the left-singular vectors of the in×r matrices A1, A2. φ = 1 when the top-i
@@ -293,8 +279,7 @@ def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> f
     return float(overlap.square().sum() / min(i, j))
 
 
-# notebook 03 §5
-def subspace_similarity_grid(
+def subspace_similarity_grid(  # notebook 03 §5
     A1: torch.Tensor, A2: torch.Tensor, max_i: int | None = None, max_j: int | None = None
 ) -> torch.Tensor:
     """The φ heat map: entry ``[i-1, j-1] = subspace_similarity(A1, A2, i, j)``.
@@ -311,8 +296,7 @@ def subspace_similarity_grid(
     return cum / torch.minimum(i, j)
 
 
-# notebook 03 §5
-def random_subspace_similarity(d: int, i: int, j: int) -> float:
+def random_subspace_similarity(d: int, i: int, j: int) -> float:  # notebook 03 §5
     """Expected φ of two independent random subspaces of R^d (dims i and j): ``max(i, j)/d``.
 
     E‖U1ᵀU2‖²_F = i·j/d, divided by min(i, j). The baseline a trained pair must beat.

@@ -65,8 +65,7 @@ LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # ---------------------------------------------------------------- shapes and parameter counts
 
 
-# notebook 07 §7
-def shape_of(model: str | Mapping[str, int]) -> dict[str, int]:
+def shape_of(model: str | Mapping[str, int]) -> dict[str, int]:  # notebook 07 §7
     """The shape dict of ``model``: a name from ``MODEL_SHAPES`` or a dict with the same keys
     (a Hugging Face config's ``to_dict()`` works: extra keys are ignored)."""
     if isinstance(model, str):
@@ -81,8 +80,7 @@ def shape_of(model: str | Mapping[str, int]) -> dict[str, int]:
     raise TypeError(f"model must be a name like '65B' or a shape dict, got {type(model).__name__}")
 
 
-# notebook 01 §5, 07 §7
-def linear_shapes(model: str | Mapping[str, int]) -> dict[str, tuple[int, int]]:
+def linear_shapes(model: str | Mapping[str, int]) -> dict[str, tuple[int, int]]:  # notebook 01 §5, 07 §7
     """(in, out) of each linear layer in one LLaMA decoder layer (the LoRA targets)."""
     s = shape_of(model)
     h, i = s["hidden_size"], s["intermediate_size"]
@@ -91,8 +89,7 @@ def linear_shapes(model: str | Mapping[str, int]) -> dict[str, tuple[int, int]]:
             "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
 
-# notebook 01 §5, 07 §7
-def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:
+def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:  # notebook 01 §5, 07 §7
     """Parameters in the decoder layers' linear layers, and everything else (embeddings, head, norms).
 
     The split matters because QLoRA quantizes only the first group: the embedding, the output
@@ -106,8 +103,7 @@ def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:
     return {"linear": linear, "other": other, "total": linear + other}
 
 
-# notebook 07 §7
-def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-linear") -> int:
+def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-linear") -> int:  # notebook 07 §7
     """``lowrank.lora_params`` = r·(in + out) summed over the adapted layers of every decoder layer."""
     shapes = linear_shapes(model)
     names = list(shapes) if targets == "all-linear" else list(targets)
@@ -117,8 +113,7 @@ def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-li
     return shape_of(model)["num_hidden_layers"] * sum(lora_params(*shapes[n], r) for n in names)
 
 
-# notebook 07 §6
-def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:
+def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:  # notebook 07 §6
     """Stored bits per weight for blockwise 4-bit quantization: 4.127 for NF4 + double quant.
 
     4 bits of code plus the constants' bits, ``lorakit.quant.constants_bits`` (notebook 07 §6).
@@ -129,8 +124,7 @@ def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True)
 # ---------------------------------------------------------------- estimates
 
 
-# notebook 07 §7
-def activation_bytes(
+def activation_bytes(  # notebook 07 §7
     model: str | Mapping[str, int],
     batch_size: int = 1,
     seq_len: int = 512,
@@ -157,8 +151,7 @@ def activation_bytes(
     return s["num_hidden_layers"] * per_layer + logits
 
 
-# notebook 07 §7
-def estimate_memory(
+def estimate_memory(  # notebook 07 §7
     model: str | Mapping[str, int],
     method: str,
     r: int = 64,
@@ -237,8 +230,7 @@ def _state_tensors(optimizers) -> list[torch.Tensor]:
             for v in state.values() if isinstance(v, torch.Tensor)]
 
 
-# notebook 07 §8
-def paged_state_bytes(optimizers) -> int:
+def paged_state_bytes(optimizers) -> int:  # notebook 07 §8
     """Bytes of optimizer states held in CUDA unified memory, which torch's allocator never sees.
 
     bitsandbytes' paged optimizers allocate each state of a large parameter (≥ 1e5 elements) with
@@ -273,8 +265,7 @@ def _device(device, model) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# notebook 08 §4
-@contextlib.contextmanager
+@contextlib.contextmanager  # notebook 08 §4
 def track_peak(device: torch.device | str | None = None, model: nn.Module | None = None) -> Iterator[dict]:
     """Measure the peak memory of the code inside the ``with`` block.
 
@@ -345,8 +336,7 @@ def track_peak(device: torch.device | str | None = None, model: nn.Module | None
     result["seconds"] = time.perf_counter() - start
 
 
-# notebook 08 §4
-def peak_memory(fn: Callable, *args, device: torch.device | str | None = None,
+def peak_memory(fn: Callable, *args, device: torch.device | str | None = None,  # notebook 08 §4
                 model: nn.Module | None = None, **kwargs) -> dict:
     """Run ``fn(*args, **kwargs)`` under ``track_peak``; the dict also holds its ``result``."""
     if not callable(fn):

@@ -21,8 +21,7 @@ from .data import VOCAB_SIZE, decode, encode
 from .validate import integer, number, positive_int
 
 
-# notebook 00 §4
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # notebook 00 §4
 class GPTConfig:
     vocab_size: int = VOCAB_SIZE
     context: int = 128
@@ -45,8 +44,7 @@ class GPTConfig:
         return asdict(self)
 
 
-# notebook 00 §4
-class Attention(nn.Module):
+class Attention(nn.Module):  # notebook 00 §4
     """Causal multi-head self-attention with separate q/k/v/o projections (LoRA targets)."""
 
     def __init__(self, cfg: GPTConfig):
@@ -68,8 +66,7 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
-# notebook 00 §4
-class MLP(nn.Module):
+class MLP(nn.Module):  # notebook 00 §4
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.up_proj = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
@@ -79,8 +76,7 @@ class MLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x)))
 
 
-# notebook 00 §4; checkpointing 07 §7
-class Block(nn.Module):
+class Block(nn.Module):  # notebook 00 §4; checkpointing 07 §7
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
 
     ``checkpoint = True`` (gradient checkpointing, notebook 07 §7) stores only the block's input
@@ -107,8 +103,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
-# notebook 00 §4
-class GPT(nn.Module):
+class GPT(nn.Module):  # notebook 00 §4
     """Token + position embeddings, ``n_layer`` blocks, a final norm and the ``lm_head``."""
 
     def __init__(self, cfg: GPTConfig):
@@ -146,14 +141,12 @@ class GPT(nn.Module):
         return logits, loss
 
 
-# notebook 00 §4
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:  # notebook 00 §4
     """Number of parameters (all, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# notebook 00 §5
-@torch.no_grad()
+@torch.no_grad()  # notebook 00 §5
 def generate(
     model: GPT,
     prompt: str,

@@ -48,8 +48,7 @@ TEMPLATE = "### Code\n{code}\n### Summary\n"
 INSTRUCTION = "Write the one-line docstring summary of this Python function.\n\n"
 
 
-# notebook 09 §1
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # notebook 09 §1
 class Pair:
     """One example: the function's ``code`` without its docstring, and the docstring's first line."""
 
@@ -112,8 +111,7 @@ def _all_pairs(max_summary_chars: int) -> list[Pair]:
     return pairs
 
 
-# notebook 09 §1
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)  # notebook 09 §1
 def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[Pair, ...]:
     """All (code → first docstring line) pairs of the standard library, for ``split``.
 
@@ -127,8 +125,7 @@ def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[
     return tuple(p for p in _all_pairs(max_summary_chars) if _is_validation(p.module) == (split == "val"))
 
 
-# notebook 09 §1
-def cut_code(code: str, max_chars: int) -> str:
+def cut_code(code: str, max_chars: int) -> str:  # notebook 09 §1
     """The head of ``code`` in at most ``max_chars`` characters, cut at a line end when possible."""
     if len(code) <= max_chars:
         return code
@@ -136,8 +133,7 @@ def cut_code(code: str, max_chars: int) -> str:
     return head[: head.rfind("\n")] if "\n" in head else head
 
 
-# notebook 09 §2
-def prompt_of(pair: Pair, max_code_chars: int) -> str:
+def prompt_of(pair: Pair, max_code_chars: int) -> str:  # notebook 09 §2
     """The course GPT's prompt: ``TEMPLATE`` around the function's code (its head, if long)."""
     return TEMPLATE.format(code=cut_code(pair.code, max_code_chars))
 
@@ -168,15 +164,13 @@ def byte_example(pair: Pair, context: int, mask: bool = True, eos: bool = True) 
     return _example(encode(prompt).tolist(), encode(response).tolist(), mask)
 
 
-# notebook 09 §3
-def byte_examples(pairs, context: int, mask: bool = True, eos: bool = True) -> list:
+def byte_examples(pairs, context: int, mask: bool = True, eos: bool = True) -> list:  # notebook 09 §3
     """``byte_example`` for every pair whose response fits ``context`` with some code; others skipped."""
     overhead = len(encode(TEMPLATE.format(code=""))) + 8 + (1 if eos else 0)
     return [byte_example(p, context, mask, eos) for p in pairs if len(encode(p.summary)) + overhead <= context]
 
 
-# notebook 09 §6
-def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,
+def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,  # notebook 09 §6
                  max_code_chars: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, labels)`` for a Hugging Face chat model, through its own chat template.
 
@@ -232,8 +226,7 @@ def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: s
                            ignore_index=IGNORE, reduction=reduction)
 
 
-# notebook 09 §3
-@torch.no_grad()
+@torch.no_grad()  # notebook 09 §3
 def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int = 32) -> float:
     """Mean loss over every **response** token of ``examples``, in bits per token."""
     was_training = model.training
@@ -248,8 +241,7 @@ def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int 
     return total / max(count, 1) / math.log(2)
 
 
-# notebook 09 §3
-def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,
+def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,  # notebook 09 §3
               seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning",
               step_times: list | None = None) -> list[float]:
     """AdamW on the trainable parameters over shuffled batches of ``examples``; the losses (nats).
@@ -290,8 +282,7 @@ def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr:
     return losses
 
 
-# notebook 09 §3
-@torch.no_grad()
+@torch.no_grad()  # notebook 09 §3
 def generate_bytes(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> str:
     """Greedy continuation of ``prompt`` by the course GPT, stopping at ``EOS`` (not included)."""
     was_training = model.training

@@ -59,8 +59,7 @@ def _is_hf_decoder(model) -> bool:
                     for k in ("num_hidden_layers", "num_attention_heads", "hidden_size")))
 
 
-# notebook 05 §5 (the GPT and a Hugging Face decoder)
-def model_shape(model) -> dict:
+def model_shape(model) -> dict:  # notebook 05 §5 (the GPT and a Hugging Face decoder)
     """``n_layer``, ``n_head``, ``d_model`` and ``context`` of the course GPT or a Hugging Face
     decoder (Llama-like); a clear TypeError for anything else."""
     if isinstance(model, GPT):
@@ -93,8 +92,7 @@ def _check_virtual(model, n_virtual) -> dict:
 # ---------------------------------------------------------------- the parameter side (model-agnostic)
 
 
-# notebook 05 §3
-class SoftPrompt(nn.Module):
+class SoftPrompt(nn.Module):  # notebook 05 §3
     """Prompt tuning: a ``P × d`` table of trainable input embeddings (PEFT's ``PromptEmbedding``).
 
     Lester et al. initialise it from real vocabulary embeddings; pass them as ``init``.
@@ -112,8 +110,7 @@ class SoftPrompt(nn.Module):
         return self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
 
 
-# notebook 05 §3
-class PromptEncoder(nn.Module):
+class PromptEncoder(nn.Module):  # notebook 05 §3
     """P-tuning v1: a prompt encoder turns ``P`` trainable embeddings into the virtual tokens.
 
     ``encoder="mlp"``: Linear → ReLU → Linear → ReLU → Linear (d → h → h → d).
@@ -140,8 +137,7 @@ class PromptEncoder(nn.Module):
         return self.mlp_head(e)  # (P, d)
 
 
-# notebook 05 §4
-class PrefixEncoder(nn.Module):
+class PrefixEncoder(nn.Module):  # notebook 05 §4
     """Prefix tuning: keys and values for ``P`` virtual positions in every layer.
 
     Without reparameterisation (``hidden=None``, = P-tuning v2) the table ``P × (L·2·d)`` *is* the
@@ -176,8 +172,7 @@ class PrefixEncoder(nn.Module):
 # ---------------------------------------------------------------- serial adapters (GPT)
 
 
-# notebook 05 §2
-class SerialAdapter(nn.Module):
+class SerialAdapter(nn.Module):  # notebook 05 §2
     """A sublayer followed by a bottleneck: ``y = base(x)``, then ``y + up(gelu(down(y)))``.
 
     ``down`` (d → b) starts small and random, ``up`` (b → d) starts at **zero**, so at init the
@@ -201,8 +196,7 @@ class SerialAdapter(nn.Module):
         return y + self.up(F.gelu(self.down(y)))
 
 
-# notebook 05 §2
-def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")) -> GPT:
+def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")) -> GPT:  # notebook 05 §2
     """Houlsby adapters after the attention and the MLP of every block (in place); only the
     adapters train. ``where=("mlp",)`` gives one adapter per block (Pfeiffer et al.'s placement)."""
     if not isinstance(model, GPT):
@@ -225,8 +219,7 @@ def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", 
 # ---------------------------------------------------------------- (IA)³: rescaling, mergeable
 
 
-# notebook 05 §2 (the bonus sibling)
-class IA3Linear(nn.Module):
+class IA3Linear(nn.Module):  # notebook 05 §2 (the bonus sibling)
     """(IA)³ on one frozen linear layer: ``base(x) * l`` (keys, values) or, for a feed-forward
     layer, ``base(x * l)`` (the MLP's hidden units, before ``down_proj``). ``l`` starts at ones, so
     the model starts equal to the base; being a diagonal scale, it merges into the weight.
@@ -262,8 +255,7 @@ def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "d
     return model
 
 
-# notebook 05 §7
-@torch.no_grad()
+@torch.no_grad()  # notebook 05 §7
 def merge_ia3(model: nn.Module) -> list[str]:
     """Fold every scale into its weight (``nn.Linear`` stores out×in: rows for an output scale,
     columns for an input scale) and put the plain layers back: zero cost at inference."""
@@ -283,8 +275,7 @@ def merge_ia3(model: nn.Module) -> list[str]:
 # ---------------------------------------------------------------- virtual tokens at the input
 
 
-# notebook 05 §3
-def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # notebook 05 §3
     """The GPT's forward pass from token embeddings ``x`` (B, T, d) instead of token ids:
     position embeddings (positions ``start .. start+T-1``), blocks, final norm, head.
     ``GPT.forward(idx)`` equals this applied to ``gpt.tok_emb(idx)`` (tested bit for bit), so
@@ -305,8 +296,7 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor | None):
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
-# notebook 05 §3
-class PromptTuned(nn.Module):
+class PromptTuned(nn.Module):  # notebook 05 §3
     """A frozen base plus virtual tokens in front of every input (prompt tuning, P-tuning v1).
 
     ``forward(idx, targets=None, prompts=None)`` returns ``(logits, loss)`` for the *real*
@@ -336,8 +326,7 @@ class PromptTuned(nn.Module):
         return logits, _loss(logits, targets)
 
 
-# notebook 05 §3
-def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | None = None,
+def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | None = None,  # notebook 05 §3
                       seed: int = 0) -> PromptTuned:
     """Lester et al.: ``n_virtual`` trainable embeddings at the input, nothing else.
 
@@ -377,8 +366,7 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
 # ---------------------------------------------------------------- prefixes in every layer
 
 
-# notebook 05 §4
-def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # notebook 05 §4
                      pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
     """Causal attention in which every query also sees ``P`` prefix keys/values.
 
@@ -391,8 +379,7 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return F.scaled_dot_product_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask)
 
 
-# notebook 05 §4
-class PrefixAttention(nn.Module):
+class PrefixAttention(nn.Module):  # notebook 05 §4
     """The GPT's attention with a prefix: same projections (frozen), keys and values extended.
 
     ``PrefixTuned`` sets ``self.prefix = (pk, pv)`` before each forward pass and clears it after.
@@ -414,8 +401,7 @@ class PrefixAttention(nn.Module):
         return a.o_proj(y.transpose(1, 2).reshape(B, T, d))
 
 
-# notebook 05 §4
-class PrefixTuned(nn.Module):
+class PrefixTuned(nn.Module):  # notebook 05 §4
     """A frozen base whose every attention layer sees ``P`` trainable keys and values first.
 
     The prefix stands for ``P`` earlier positions, so real tokens sit at positions ``P..P+T-1``
@@ -465,8 +451,7 @@ class PrefixTuned(nn.Module):
         return self.base(input_ids=idx, attention_mask=mask, use_cache=True, **{name: cache}).logits
 
 
-# notebook 05 §4
-@torch.no_grad()
+@torch.no_grad()  # notebook 05 §4
 def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """The keys and values the GPT itself computes for ``P`` real tokens, flattened as a prefix
     table ``P × (L·2·d)`` (layer, key/value, head, head dim): Li & Liang's initialisation "with
@@ -494,8 +479,7 @@ def _init_prefix(encoder: PrefixEncoder, flat: torch.Tensor) -> None:
     last.weight.copy_(torch.linalg.lstsq(Z, flat).solution.T)
 
 
-# notebook 05 §4
-def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,
+def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,  # notebook 05 §4
                       init_std: float | None = None, seed: int = 0,
                       init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """Li & Liang: trainable keys/values for ``n_virtual`` positions in every layer.
@@ -536,8 +520,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     return PrefixTuned(model, encoder, method, settings)
 
 
-# notebook 05 §4
-def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,
+def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,  # notebook 05 §4
                     init_tokens: torch.Tensor | None = None) -> PrefixTuned:
     """P-tuning v2 (Liu et al. 2022): deep prompts in every layer = prefix tuning without the MLP."""
     return add_prefix_tuning(model, n_virtual, hidden=None, init_std=init_std, seed=seed, init_tokens=init_tokens)
@@ -546,14 +529,12 @@ def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = N
 # ---------------------------------------------------------------- counting, saving, loading
 
 
-# notebook 05 §2
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 05 §2
     """The method's parameters alone (everything with ``requires_grad``), as CPU copies."""
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-# notebook 05 §7
-def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:  # notebook 05 §7
     """Write the method's parameters (safetensors) with its name and settings in the metadata."""
     config = getattr(model, "sibling_config", None)
     if not isinstance(config, dict):
@@ -573,8 +554,7 @@ ADD = {
 }
 
 
-# notebook 05 §7
-@torch.no_grad()
+@torch.no_grad()  # notebook 05 §7
 def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Rebuild the method written by ``save_sibling`` on a fresh ``base`` and load its parameters.
 
@@ -605,8 +585,7 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
 # ---------------------------------------------------------------- latency (notebook §7, bench)
 
 
-# notebook 05 §7
-@torch.no_grad()
+@torch.no_grad()  # notebook 05 §7
 def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,
                     calls: int = 3, seed: int = 0) -> dict[str, float]:
     """Median seconds of one forward pass on ``batch_size × n_tokens`` real tokens, per model.
@@ -632,8 +611,7 @@ def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-# notebook 05 §7
-def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:
+def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int:  # notebook 05 §7
     """Exact floating-point operations of one forward pass (``torch.utils.flop_counter``).
 
     Attention runs on PyTorch's reference (math) kernel here, whose matrix products the counter

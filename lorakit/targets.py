@@ -14,22 +14,19 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-# notebook 02 §2
-def matches(path: str, target: str) -> bool:
+def matches(path: str, target: str) -> bool:  # notebook 02 §2
     """Does ``target`` name the module at ``path``? (its full path, or its last components)."""
     return path == target or path.endswith("." + target)
 
 
-# notebook 02 §2 ('all-linear' leaves the head alone)
-def output_head(model: nn.Module) -> nn.Module | None:
+def output_head(model: nn.Module) -> nn.Module | None:  # notebook 02 §2 ('all-linear' leaves the head alone)
     """The layer that maps hidden states to the vocabulary (``lm_head``), if the model has one."""
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
     return head if head is not None else getattr(model, "lm_head", None)
 
 
-# notebook 02 §2
-def check_targets(targets) -> tuple[str, ...] | str:
+def check_targets(targets) -> tuple[str, ...] | str:  # notebook 02 §2
     """``"all-linear"``, or the target names as a tuple (one name may come as a str); else raise."""
     if targets == "all-linear":
         return targets
@@ -69,8 +66,7 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     return [n for n in candidates if any(matches(n, t) for t in targets)]
 
 
-# notebook 02 §2
-def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, path: str, module: nn.Module) -> None:  # notebook 02 §2
     """Put ``module`` where the module at dotted ``path`` was (its parent's attribute)."""
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -39,14 +39,12 @@ from .validate import number, positive_int
 LN2 = math.log(2.0)
 
 
-# notebook 00 §4
-def fast_mode() -> bool:
+def fast_mode() -> bool:  # notebook 00 §4
     """True when ``LORAKIT_FAST`` is set (the test harness sets it): same code, smaller sizes."""
     return os.environ.get("LORAKIT_FAST", "").strip().lower() not in ("", "0", "false", "no")
 
 
-# notebook 00 §2
-def pick_device() -> torch.device:
+def pick_device() -> torch.device:  # notebook 00 §2
     """CUDA if present, then Apple's MPS, then the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -56,8 +54,7 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
-# notebook 00 §4
-def set_seed(seed: int) -> None:
+def set_seed(seed: int) -> None:  # notebook 00 §4
     """Seed Python and torch: the same seed gives the same initial weights and batches."""
     random.seed(seed)
     torch.manual_seed(seed)
@@ -71,8 +68,7 @@ def _context(model: nn.Module, context: int | None) -> int:
     return positive_int(context, "context")
 
 
-# notebook 00 §4
-@torch.no_grad()
+@torch.no_grad()  # notebook 00 §4
 def evaluate(
     model: nn.Module,
     data: torch.Tensor,
@@ -101,8 +97,7 @@ def evaluate(
     return total / n_batches / LN2
 
 
-# notebook 00 §4
-@dataclass
+@dataclass  # notebook 00 §4
 class History:
     """What a training run measured: train loss per step and validation loss per evaluation."""
 
@@ -116,8 +111,7 @@ class History:
         return {k: getattr(self, k) for k in ("steps", "train_bpb", "eval_steps", "val_bpb", "seconds")}
 
 
-# notebook 00 §4
-def train(
+def train(  # notebook 00 §4
     model: nn.Module,
     train_data: torch.Tensor,
     val_data: torch.Tensor | None = None,
@@ -193,15 +187,13 @@ def train(
 # ---------------------------------------------------------------- saving and loading weights
 
 
-# notebook 00 §4
-def save_model(model: GPT, path: str | os.PathLike) -> None:
+def save_model(model: GPT, path: str | os.PathLike) -> None:  # notebook 00 §4
     """Weights as safetensors plus the config in the file's metadata: a file, not a pickle."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"gpt_config": json.dumps(model.cfg.to_dict())})
 
 
-# notebook 00 §4
-def load_weights(model: GPT, path: str | os.PathLike) -> GPT:
+def load_weights(model: GPT, path: str | os.PathLike) -> GPT:  # notebook 00 §4
     """Load a safetensors checkpoint into ``model``, after checking every name and shape.
 
     Nothing is copied unless everything matches, so a checkpoint from another config leaves
@@ -222,8 +214,7 @@ def load_weights(model: GPT, path: str | os.PathLike) -> GPT:
     return model
 
 
-# notebook 00 §4
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:  # notebook 00 §4
     """A GPT rebuilt from the config stored in the checkpoint, with its weights loaded."""
     _, meta = read_safetensors(path)
     if "gpt_config" not in meta:
@@ -235,8 +226,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> G
 # ---------------------------------------------------------------- the cached base model
 
 
-# notebook 00 §4
-def base_settings() -> dict:
+def base_settings() -> dict:  # notebook 00 §4
     """Config and training settings of the base model: learner size, or tiny in test mode.
 
     Learner size (4 layers, d=128, context 128) trains in a few minutes on 2 CPU cores.
@@ -248,8 +238,7 @@ def base_settings() -> dict:
     return dict(config=cfg, steps=800, batch_size=32, lr=2e-3, max_bytes=None, seed=0)
 
 
-# notebook 00 §4
-def cache_dir() -> Path:
+def cache_dir() -> Path:  # notebook 00 §4
     """``$LORAKIT_CACHE`` if set, else ``~/.cache/lorakit``."""
     return Path(os.environ.get("LORAKIT_CACHE") or Path.home() / ".cache" / "lorakit")
 
@@ -302,8 +291,7 @@ def _read_shipped(settings: dict) -> tuple[GPT | None, dict]:
     return load_model(SHIPPED), info
 
 
-# notebook 00 §4
-def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Path:
+def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Path:  # notebook 00 §4
     """Write ``model`` and its card to ``lorakit/weights/`` (how the shipped base was made)."""
     settings = settings or base_settings()
     SHIPPED.parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,7 @@ from .validate import number
 # ---------------------------------------------------------------- DoRA
 
 
-# notebook 04 §7 (my_dora)
-class DoRALinear(LoRALinear):
+class DoRALinear(LoRALinear):  # notebook 04 §7 (my_dora)
     """LoRA with a learned magnitude: ``y = (x W0 + dropout(x) A B s) ⊙ m / ‖W0 + s A B‖_col``.
 
     A subclass of ``LoRALinear``, so injection, ``lora_layers``, merging and the doctor treat it
@@ -86,8 +85,7 @@ def inject_dora(model: nn.Module, targets=None, r: int | None = None, alpha: flo
 # ---------------------------------------------------------------- PiSSA
 
 
-# notebook 04 §7
-@torch.no_grad()
+@torch.no_grad()  # notebook 04 §7
 def pissa_init(layer: LoRALinear) -> LoRALinear:
     """Start ``A``, ``B`` from the top-r singular directions of W0 and keep only the residual.
 
@@ -114,8 +112,7 @@ def pissa_init(layer: LoRALinear) -> LoRALinear:
     return layer
 
 
-# notebook 04 §7
-def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw) -> list[str]:
+def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw) -> list[str]:  # notebook 04 §7
     """``inject_lora``, then ``pissa_init`` on every new layer (the residual replaces W0)."""
     names = inject_lora(model, targets, r, alpha, **kw)
     for layer in lora_layers(model).values():
@@ -126,8 +123,7 @@ def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: floa
 # ---------------------------------------------------------------- LoRA+
 
 
-# notebook 04 §7
-def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:
+def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:  # notebook 04 §7
     """Trainable parameters in two groups: ``B`` (and 1-D parameters such as DoRA's magnitude,
     as PEFT does) at ``lr · ratio``, everything else (``A``) at ``lr``. No weight decay, PEFT's
     default for LoRA+."""
@@ -144,7 +140,6 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> l
     return [dict(params=group_A, lr=lr, weight_decay=0.0), dict(params=group_B, lr=lr * ratio, weight_decay=0.0)]
 
 
-# notebook 04 §7
-def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0) -> torch.optim.AdamW:
+def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0) -> torch.optim.AdamW:  # notebook 04 §7
     """AdamW with LoRA+'s two learning rates (B's is ``ratio`` × A's; the paper suggests 16)."""
     return torch.optim.AdamW(loraplus_param_groups(model, lr, ratio))

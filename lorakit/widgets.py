@@ -25,8 +25,7 @@ from .validate import number
 # ---------------------------------------------------------------- rank r: pure functions
 
 
-# notebook 03 §1
-def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
+def rank_reconstruction(W: torch.Tensor, r: int) -> dict:  # notebook 03 §1
     """The best rank-r approximation of ``W`` and what it costs and loses.
 
     Returns ``W_r`` (float32), ``rel_error`` = ‖W − W_r‖_F/‖W‖_F, ``energy`` (fraction of
@@ -43,8 +42,7 @@ def rank_reconstruction(W: torch.Tensor, r: int) -> dict:
     )
 
 
-# notebook 03 §2
-def rank_readout(W: torch.Tensor, r: int) -> str:
+def rank_readout(W: torch.Tensor, r: int) -> str:  # notebook 03 §2
     """The slider's one-line readout; it always contains the relative error as a number."""
     rec = rank_reconstruction(W, r)
     return (
@@ -54,8 +52,7 @@ def rank_readout(W: torch.Tensor, r: int) -> str:
     )
 
 
-# notebook 03 §1–§2
-def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:
+def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:  # notebook 03 §1–§2
     """Three panels: ``W``, its best rank-r approximation (same colour scale), and the relative
     error against r with the chosen r marked. Returns the figure (the caller shows it)."""
     rec = rank_reconstruction(W, r)
@@ -103,8 +100,7 @@ def _check_runs(runs: dict, alpha) -> dict:
     return runs[alpha]
 
 
-# notebook 03 §3
-def alpha_readout(runs: dict, alpha: float) -> str:
+def alpha_readout(runs: dict, alpha: float) -> str:  # notebook 03 §3
     """One line for the α slider: the scaling, the update's size and the loss it reached."""
     run = _check_runs(runs, alpha)
     kind = "α/√r" if run["rslora"] else "α/r"
@@ -115,8 +111,7 @@ def alpha_readout(runs: dict, alpha: float) -> str:
     )
 
 
-# notebook 03 §3
-def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:
+def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:  # notebook 03 §3
     """Two panels: the training curve at the chosen α (others faint), and the final validation
     loss and ‖ΔW‖ against α (log scale), the chosen α marked."""
     run = _check_runs(runs, alpha)
@@ -179,8 +174,7 @@ def _show(out, make_figure: Callable[[], plt.Figure]) -> None:
         plt.close(fig)
 
 
-# notebook 03 §2
-def rank_slider(matrices, r: int = 8):
+def rank_slider(matrices, r: int = 8):  # notebook 03 §2
     """An ``IntSlider`` "rank r" (+ a "matrix" dropdown when given several) over
     ``rank_figure``/``rank_readout``.
 
@@ -232,8 +226,7 @@ def rank_slider(matrices, r: int = 8):
     return box
 
 
-# notebook 03 §3
-def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,
+def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,  # notebook 03 §3
                  base_bpb: float | None = None, cache: dict | None = None):
     """A ``SelectionSlider`` "alpha α" over a cached ``run(alpha) -> result`` (a ``short_lora_run``).
 

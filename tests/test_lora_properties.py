@@ -41,7 +41,10 @@ def test_merge_then_unmerge_restores_the_weights(shape, data, alpha, rslora, see
     x = torch.randn(3, m, generator=torch.Generator().manual_seed(seed))
     y_unmerged = model(x)
     merge_lora(model)
-    torch.testing.assert_close(model(x), y_unmerged, atol=1e-4, rtol=1e-4)
+    # float32 rounds relative to the size of what is summed, so the tolerance scales with the output:
+    # an output element near 0 is still a sum of terms as large as the largest output
+    size = max(1.0, y_unmerged.abs().max().item())
+    torch.testing.assert_close(model(x), y_unmerged, atol=1e-5 * size, rtol=1e-4)
     unmerge_lora(model)
     for layer, w in zip(lora_layers(model).values(), W0):
         scale = max(1.0, layer.scaling * layer.A.abs().max().item() * layer.B.abs().max().item() * r)
