@@ -32,10 +32,10 @@ import torch.nn as nn
 
 from .lora import LoRAConfig, LoRALinear, inject_lora, lora_layers
 from .model import Block
-from .quant import TABLES, Quantized4bit, bits_per_parameter, dequantize_4bit, dequantize_absmax, quantize_4bit
+from .quant import (FLOAT_DTYPES, TABLES, Quantized4bit, bits_per_parameter, dequantize_4bit, dequantize_absmax,
+                    quantize_4bit)
 from .targets import replace_module, resolve_targets
 
-COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # ---------------------------------------------------------------- the 4-bit layer and its backward
 
@@ -166,8 +166,8 @@ def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch
     with care — the QLoRA authors found fp16 training unstable).
     """
     device = torch.device(device)
-    if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     if device.type == "cuda" and dtype == torch.bfloat16:
         if not native_bf16():
             name = torch.cuda.get_device_name(device)
@@ -243,8 +243,8 @@ def prepare_qlora(
     config = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=tuple(names))
     if quant_type not in TABLES:
         raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
-    if adapter_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"adapter_dtype must be one of {COMPUTE_DTYPES}, got {adapter_dtype}")
+    if adapter_dtype not in FLOAT_DTYPES:
+        raise ValueError(f"adapter_dtype must be one of {FLOAT_DTYPES}, got {adapter_dtype}")
     first = model.get_submodule(linear[0]).weight
     compute_dtype = check_compute_dtype(compute_dtype or first.dtype, first.device)
     del first  # hold no 16-bit weight: each one is freed as soon as its layer is replaced below
@@ -325,8 +325,8 @@ def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32)
     what that costs). The result is a plain model again: ``save_pretrained`` works on it.
     Returns the merged module paths.
     """
-    if dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {dtype}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     layers = _qlora_layers(model)
     for name, layer in layers.items():
         replace_module(model, name, _merged_linear(layer, dtype))

@@ -32,7 +32,7 @@ import torch.nn as nn
 from . import fast, validate
 
 __all__ = [
-    "NF4", "FP4", "INT4", "TABLES", "nf4_from_quantiles", "dynamic_map", "Quantized4bit",
+    "FLOAT_DTYPES", "NF4", "FP4", "INT4", "TABLES", "nf4_from_quantiles", "dynamic_map", "Quantized4bit",
     "quantize_4bit", "dequantize_4bit", "dequantize_absmax", "bits_per_parameter",
     "nearest_codes", "pack_nibbles", "unpack_nibbles", "quantize_blockwise_8bit",
     "absmax_int_roundtrip", "code_usage", "error_metrics", "constants_bits",
@@ -218,7 +218,8 @@ def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: 
 
 # ------------------------------------------------------------------------------- input checks
 
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+#: The float dtypes bitsandbytes quantizes from, and the ones QLoRA computes in (``qlora``).
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _check_blocksize(blocksize: int, name: str = "blocksize") -> None:
@@ -231,7 +232,7 @@ def _check_input(x: torch.Tensor, quant_type: str, blocksize: int) -> None:
     """Every bad input is refused here, before any work is done."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"x must be float32, bfloat16 or float16 (as in bitsandbytes), got {x.dtype}")
     if quant_type not in TABLES:
         raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
