@@ -96,7 +96,7 @@ def _base_dtype_device(base: nn.Module, dtype: torch.dtype | None) -> tuple[torc
     return torch.get_default_dtype(), device
 
 
-class LoRALinear(nn.Module):  # notebook 02 §1 (MyLoRALinear)
+class LoRALinear(nn.Module):  # notebook 02 §1
     """A frozen ``base`` layer plus a trainable low-rank update ``dropout(x) A B · scaling``.
 
     ``base`` is an ``nn.Linear`` or any module with ``in_features``, ``out_features`` and a

@@ -61,11 +61,12 @@ from lorakit.quiet import quiet_import
 
 peft = quiet_import("peft")  # the reference library, imported without its start-up noise
 
+from lorakit import lora
 from lorakit.data import load_splits
 from lorakit.exercises.nb02 import check_ex_2_1, check_ex_2_2, check_ex_2_3, check_ex_2_4, toy_problem
 from lorakit.adapters import adapter_state, load_adapter, load_peft_adapter, save_adapter, save_peft_adapter
 from lorakit.lora import (
-    LoRAConfig, LoRALinear, inject_lora, lora_layers, merge_lora, parameter_report, remove_lora, unmerge_lora,
+    LoRAConfig, inject_lora, lora_layers, merge_lora, parameter_report, remove_lora, unmerge_lora,
 )
 from lorakit.train import base_model, evaluate, fast_mode, save_model, set_seed, train
 
@@ -112,8 +113,11 @@ print(f"base GPT: {info['config']['n_layer']} layers, d={info['config']['d_model
 # - `nn.Linear` stores $W_0^\top$ ($n \times m$) as `weight` and computes `x @ weight.T`.
 
 # %%
-class MyLoRALinear(nn.Module):
-    """LoRA written out in full: frozen base + dropout(x) @ A @ B * scaling."""
+class LoRALinear(nn.Module):
+    """LoRA written out in full: frozen base + dropout(x) @ A @ B * scaling.
+
+    The package's ``lorakit.lora.LoRALinear`` is this class plus input checks, a ``LoRAConfig``
+    (below), merging and a 4-bit base (notebook 08)."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
@@ -135,9 +139,9 @@ class MyLoRALinear(nn.Module):
 torch.manual_seed(0)
 linear = nn.Linear(128, 96, bias=False)
 set_seed(1)
-mine = MyLoRALinear(linear, r=R, alpha=ALPHA)
+mine = LoRALinear(linear, r=R, alpha=ALPHA)          # ours, built above
 set_seed(1)
-theirs = LoRALinear(linear, r=R, alpha=ALPHA)
+theirs = lora.LoRALinear(linear, r=R, alpha=ALPHA)   # the package's
 x = torch.randn(4, 10, 128)
 print(f"A: {tuple(mine.A.shape)} (in×r), B: {tuple(mine.B.shape)} (r×out), scaling α/r = {mine.scaling}")
 print(f"|A| max = {mine.A.abs().max():.4f}, bound 1/sqrt(in) = {128 ** -0.5:.4f}")

@@ -126,8 +126,9 @@ print(f"base val loss: docs (new domain) {base_docs:.3f} bits/byte, code (its ow
 # $W_0$: it stays in series, at inference too.
 
 # %%
-class MyAdapter(nn.Module):
-    """Houlsby's bottleneck written out: y + up(gelu(down(y)))."""
+class SerialAdapter(nn.Module):
+    """Houlsby's bottleneck written out: y + up(gelu(down(y))) (``lorakit.siblings.SerialAdapter``
+    is this class with the paper's small random init of ``down``)."""
 
     def __init__(self, sublayer: nn.Module, d: int, b: int):
         super().__init__()
@@ -141,7 +142,7 @@ class MyAdapter(nn.Module):
 
 probe = torch.randint(256, (4, EVAL_T), generator=torch.Generator().manual_seed(0))
 adapted = add_adapters(copy.deepcopy(base), bottleneck=8)
-mine = MyAdapter(base.blocks[0].mlp, D, 8)
+mine = SerialAdapter(base.blocks[0].mlp, D, 8)
 with torch.no_grad():
     same_start = torch.equal(adapted(probe)[0], base(probe)[0])
     for p in adapted.parameters():
@@ -157,7 +158,7 @@ print(f"adapters (b=8, 2 per block): {n_adapter:,} trainable = {L} blocks Ã— 2 Ã
 
 # %%
 assert same_start, "a zero-initialised up-projection makes the adapted model equal the base exactly"
-assert diff < 1e-6, "our MyAdapter must compute what lorakit.siblings.SerialAdapter computes"
+assert diff < 1e-6, "our SerialAdapter must compute what lorakit.siblings.SerialAdapter computes"
 assert n_adapter == L * 2 * (2 * D * 8 + 8 + D)
 
 # %% [markdown]
