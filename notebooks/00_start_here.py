@@ -31,9 +31,8 @@
 #
 # | device | first run | later runs |
 # |---|---|---|
-# | 2-core x86_64 CPU (learner size) | 9 s (shipped weights; ≈ 3 min to retrain) | 9 s |
-# | 2-core CPU (test mode, `LORAKIT_FAST=1`) | ≈ 25 s | ≈ 8 s |
-# | the same CPU shared with other jobs (load ≈ 7), learner size, after the issue-11 edits | — | 30 s |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), learner size | 9 s (shipped weights; ≈ 3 min to retrain) | 9 s |
+# | the same CPU, test mode (`LORAKIT_FAST=1`) | ≈ 25 s (trains the tiny test model once) | 10 s |
 #
 # ## The course map
 #

@@ -28,12 +28,11 @@
 # - count parameters on GPT-3 175B and Llama-7B shapes, then **measure** the spectrum of a real
 #   full fine-tuning update $\Delta W$ against a random matrix of the same shape and size.
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 5 s | 73 s |
-# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 583 s (its 300 full fine-tuning steps: 544 s) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 6 s | 67 s |
 
 # %%
 # Colab only: install lorakit (does nothing anywhere else).

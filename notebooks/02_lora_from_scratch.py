@@ -28,12 +28,11 @@
 # - merge, unmerge, save a kilobyte-sized adapter, switch between two domains, and round-trip
 #   the adapter through PEFT's file format.
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 10 s | 72 s |
-# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 394 s |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 10 s | 69 s |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).

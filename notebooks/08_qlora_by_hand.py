@@ -29,13 +29,11 @@
 # **What runs where.** Everything here runs on a CPU with the small course GPT. Notebook 09 runs
 # QLoRA on a real pretrained LLM on a GPU, with the same functions.
 #
-# **Runtime** (measured top to bottom in a fresh kernel, base model cached; the 2-core machine was
-# shared with other jobs, so these are upper bounds: load average in brackets)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU (2026-11-29) | 23 s (load ≈ 9) | 12.2 min (load ≈ 9; the four training runs of section 4 are most of it) |
-# | the same CPU, one thread, after the issue-12 dequantizer (2026-11-29) | — | 2.2 min (load ≈ 1; 2.2 min before it too) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 6 s | 86 s |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).

@@ -30,12 +30,11 @@
 #   CUDA GPU) with lorakit's NF4 and with bitsandbytes + PEFT side by side — memory, speed,
 #   quality, generations — then merge exactly, `save_pretrained`, and reload.
 #
-# **Runtime** (measured so far; the GPU column is an estimate until a GPU run replaces it)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`; the GPU row is an estimate until a GPU run replaces it)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, nearly idle (load ≈ 1), 2026-11-29 (tiny stand-in LLM) | — | **132 s** |
-# | the same CPU shared with other jobs (load ≈ 8) | 86 s under nbval (24 s of CPU time) | — |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 110 s (the tiny stand-in LLM on a CPU) |
 # | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 10–20 min (not yet measured) |
 
 # %%

@@ -30,11 +30,11 @@
 # over 127.0.0.1. On a machine with several CUDA GPUs the same script uses NCCL, one GPU per
 # process; nothing else changes (section 8 says how).
 #
-# **Runtime** (measured so far)
+# **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, base model cached, machine shared with other jobs (2026-11-29) | 46 s (load ≈ 15) | 2 min 50 s (load ≈ 10) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 10 s | 19 s |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
