@@ -12,7 +12,7 @@ What a participant does, timed stage by stage, in a temporary folder:
 3. lab open   JupyterLab (the clone's own venv, 127.0.0.1, token) and headless Chromium
               (tests/browser_helpers.py), notebook 00 open with its kernel idle;
 4. 00 run     Run All Cells in notebook 00: with a fresh model cache (as on a participant's
-              laptop) this pretrains the base model;
+              laptop) this loads the base model that ships with lorakit (no pretraining);
 5. 03 slider  notebook 03 opened, Run All Above the slider's cell, the slider's cell run, then the
               "rank r" slider dragged until the error readout and the figure change (the checks of
               tests/test_browser.py). The rest of 03 is then run and timed too (not in the total):
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{CHROMIUM} is missing: run scripts/install_browser.sh")
     from playwright.sync_api import sync_playwright
 
-    tb.RUN_ALL_TIMEOUT = 3600    # notebook 00 pretrains the base model at learner size
+    tb.RUN_ALL_TIMEOUT = 3600    # generous: notebook 00 retrains if the shipped weights do not match
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop server and browser on kill
     stages: list[tuple[str, float, float, str]] = []
     t0 = last = time.monotonic()
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                     stage("lab open", "JupyterLab + Chromium, notebook 00 open, kernel idle")
                     tb.run_all_cells(page, server, tb.code_cells_to_run(nb00))
                     trained = (f"model cache {args.model_cache}" if args.model_cache
-                               else "fresh model cache: pretrains the base model")
+                               else "fresh model cache: loads the shipped base model")
                     stage("00 run", trained)
                     server.record_children()
 
