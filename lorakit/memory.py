@@ -290,43 +290,37 @@ def track_peak(device: torch.device | str | None = None, model: nn.Module | None
     result: dict = {"device": str(dev)}
     start = time.perf_counter()
     optimizers: weakref.WeakSet = weakref.WeakSet()
-    if dev.type == "cuda":
-        paged, device_used = [0], [0]
+    cuda = dev.type == "cuda"
+    most = {"paged": 0, "device_used": 0, "static": 0 if cuda else _static_bytes(model, [])}
 
-        def after_step(opt, args, kwargs):
-            optimizers.add(opt)
-            paged[0] = max(paged[0], paged_state_bytes(optimizers))
+    def after_step(opt, args, kwargs):  # every optimizer step inside the block, bitsandbytes' too
+        optimizers.add(opt)
+        if cuda:
+            most["paged"] = max(most["paged"], paged_state_bytes(optimizers))
             free, total = torch.cuda.mem_get_info(dev)
-            device_used[0] = max(device_used[0], total - free)
+            most["device_used"] = max(most["device_used"], total - free)
+        else:
+            most["static"] = max(most["static"], _static_bytes(model, optimizers))
 
+    if cuda:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-        handle = register_optimizer_step_post_hook(after_step)
-        try:
-            yield result
-        finally:
-            handle.remove()
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        yield result
+    finally:
+        handle.remove()
+    if cuda:
         torch.cuda.synchronize(dev)
         allocator = torch.cuda.max_memory_allocated(dev)
-        paged_bytes = max(paged[0], paged_state_bytes(optimizers))
+        paged_bytes = max(most["paged"], paged_state_bytes(optimizers))
         peak = allocator + paged_bytes
         result.update(allocator_peak_bytes=int(allocator), paged_bytes=int(paged_bytes),
-                      device_used_bytes=int(device_used[0]))
+                      device_used_bytes=int(most["device_used"]))
         result["method"] = ("cuda: allocator peak (torch.cuda.max_memory_allocated, activations included) "
                             "+ paged optimizer states (unified memory, invisible to the allocator)")
     else:
-        peak = [_static_bytes(model, [])]
-
-        def after_step(opt, args, kwargs):
-            optimizers.add(opt)
-            peak[0] = max(peak[0], _static_bytes(model, optimizers))
-
-        handle = register_optimizer_step_post_hook(after_step)
-        try:
-            yield result
-        finally:
-            handle.remove()
-        peak = max(peak[0], _static_bytes(model, optimizers))
+        peak = max(most["static"], _static_bytes(model, optimizers))
         result["method"] = (
             f"{dev.type}: bytes of parameters + buffers + gradients + optimizer states "
             "(activations not counted)"

@@ -184,6 +184,13 @@ def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch
 # ---------------------------------------------------------------- preparing a model
 
 
+def _checkpointable(model: nn.Module) -> bool:
+    """Whether ``enable_gradient_checkpointing`` knows this model: Hugging Face, or the course GPT."""
+    hf = any(hasattr(model, f"{s}_enable") for s in ("activation_checkpointing", "gradient_checkpointing"))
+    blocks = getattr(model, "blocks", None)
+    return hf or (blocks is not None and all(isinstance(b, Block) for b in blocks))
+
+
 def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
     """Recompute each transformer block in backward: memory for activations drops to one block's.
 
@@ -191,17 +198,16 @@ def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
     5, ``gradient_checkpointing_enable`` before; non-reentrant);
     the course GPT sets each ``Block.checkpoint`` flag.
     """
+    if not _checkpointable(model):
+        raise ValueError("gradient checkpointing needs a course GPT (model.blocks of lorakit Blocks) "
+                         f"or a Hugging Face model; got {type(model).__name__}")
     for switch in ("activation_checkpointing", "gradient_checkpointing"):  # transformers >= 5, < 5
         if hasattr(model, f"{switch}_enable"):
             getattr(model, f"{switch}_enable")(**{f"{switch}_kwargs": {"use_reentrant": False}})
             if getattr(getattr(model, "config", None), "use_cache", None):
                 model.config.use_cache = False  # a KV cache is useless (and refused) while checkpointing
             return model
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not all(isinstance(b, Block) for b in blocks):
-        raise ValueError("gradient checkpointing needs a course GPT (model.blocks of lorakit Blocks) "
-                         f"or a Hugging Face model; got {type(model).__name__}")
-    for block in blocks:
+    for block in model.blocks:
         block.checkpoint = True
     return model
 
@@ -223,9 +229,9 @@ def prepare_qlora(
 
     1. Every ``nn.Linear`` except the output head becomes a ``Linear4bit`` (as QLoRA loads the
        base; the head, embeddings and norms stay as they are, frozen).
-    2. LoRA (``A``, ``B`` in ``adapter_dtype``, float32 as in PEFT, scale ``alpha / r``) goes on ``targets``:
+    2. LoRA (``A``, ``B`` in ``adapter_dtype``, float32 as in PEFT, scaling ``alpha / r``) goes on ``targets``:
        ``"all-linear"`` (QLoRA's choice) or a list of module names (``["q_proj", "v_proj"]``).
-    3. Only ``A`` and ``B`` train. ``gradient_checkpointing=True`` recomputes blocks in backward.
+    3. Only ``A`` and ``B`` train (``inject_lora`` freezes the rest). ``gradient_checkpointing=True`` recomputes blocks in backward.
 
     ``compute_dtype`` defaults to the weights' dtype (float32 on a CPU); bfloat16 is QLoRA's
     choice on a GPU that supports it natively (``choose_compute_dtype``). Small updates to
@@ -248,13 +254,10 @@ def prepare_qlora(
     first = model.get_submodule(linear[0]).weight
     compute_dtype = check_compute_dtype(compute_dtype or first.dtype, first.device)
     del first  # hold no 16-bit weight: each one is freed as soon as its layer is replaced below
-    if gradient_checkpointing and not (hasattr(model, "gradient_checkpointing_enable")
-                                       or all(isinstance(b, Block) for b in getattr(model, "blocks", [None]))):
+    if gradient_checkpointing and not _checkpointable(model):
         raise ValueError(f"gradient checkpointing is supported for the course GPT and Hugging Face models, "
                          f"not {type(model).__name__}")
 
-    for p in model.parameters():
-        p.requires_grad_(False)
     for path in linear:  # paths, not modules: the replaced 16-bit layer is freed at once
         replace_module(model, path, Linear4bit.from_linear(model.get_submodule(path), quant_type, blocksize,
                                                  double_quant, compute_dtype))

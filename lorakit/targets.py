@@ -49,10 +49,9 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     """
     targets = check_targets(targets)
     head = output_head(model)
-    candidates = [n for n, m in model.named_modules() if n and isinstance(m, layer_types)]
-    if targets == "all-linear" or not head_allowed:
-        candidates = [n for n in candidates
-                      if model.get_submodule(n) is not head and n.split(".")[-1] != "lm_head"]
+    skip_head = targets == "all-linear" or not head_allowed
+    candidates = [n for n, m in model.named_modules() if n and isinstance(m, layer_types)
+                  and not (skip_head and (m is head or n.split(".")[-1] == "lm_head"))]
     if targets == "all-linear":
         if not candidates:
             raise ValueError(f"{type(model).__name__} has no nn.Linear layers other than the output head: "
