@@ -13,6 +13,12 @@ task works offline and in CI. Three habits of supervised fine-tuning (SFT) are t
 
 Labels are aligned with ``input_ids`` (the Hugging Face convention); the loss shifts them by one.
 Validation pairs come from modules never seen in training (split by module name).
+
+Your own data (notebook 09 §8): a JSONL file of ``{"prompt", "response"}`` records or chat
+``{"messages": [...]}`` (``read_jsonl``, ``split_records``) becomes ids and labels through the
+model's own chat template (``record_example``, ``encode_records``): a prompt too long for
+``max_len`` loses the end of its content, never a template marker, the response or its EOS.
+``lorakit.data_doctor`` checks the result for the traps that make a model never stop.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import sys
 import sysconfig
 import textwrap
 import time
+import warnings
 import zlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -46,6 +54,8 @@ EOS = "\x03"
 TEMPLATE = "### Code\n{code}\n### Summary\n"
 #: the instruction a chat model receives before the code (``chat_example``)
 INSTRUCTION = "Write the one-line docstring summary of this Python function.\n\n"
+#: a small own-data example in JSONL, built from the stdlib task with ``pair_record`` (notebook 09 §8)
+EXAMPLE_JSONL = Path(__file__).parent / "sft_data" / "docstrings.jsonl"
 
 
 @dataclass(frozen=True)  # notebook 09 §1
@@ -170,23 +180,211 @@ def byte_examples(pairs, context: int, mask: bool = True, eos: bool = True) -> l
     return [byte_example(p, context, mask, eos) for p in pairs if len(encode(p.summary)) + overhead <= context]
 
 
+def _record_parts(record, where: str = "record") -> tuple[list[dict], int, str]:
+    """``(prompt messages, index of the message whose content may be shortened, response)``.
+
+    A record is ``{"prompt": str, "response": str}`` or a chat ``{"messages": [...]}`` whose last
+    message is the assistant's answer (the one trained on; earlier turns are context).
+    """
+    if not isinstance(record, dict):
+        raise TypeError(f"{where} must be a dict, got {type(record).__name__}")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or len(messages) < 2 or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            raise ValueError(f"{where}: 'messages' must be a list of at least two "
+                             "{'role': str, 'content': str} dicts")
+        if messages[-1]["role"] != "assistant":
+            raise ValueError(f"{where}: the last message must be the assistant's answer, "
+                             f"got role {messages[-1]['role']!r}")
+        users = [i for i, m in enumerate(messages[:-1]) if m["role"] == "user"]
+        if not users:
+            raise ValueError(f"{where}: no 'user' message before the answer")
+        return [dict(m) for m in messages[:-1]], users[-1], messages[-1]["content"]
+    if isinstance(record.get("prompt"), str) and isinstance(record.get("response"), str):
+        return [{"role": "user", "content": record["prompt"]}], 0, record["response"]
+    raise ValueError(f"{where} needs 'prompt' and 'response' strings, or 'messages'; got keys {sorted(record)}")
+
+
+def _template_ids(messages: list[dict], tokenizer) -> list[int]:
+    """The prompt as the model sees it at generation time: its chat template with the assistant
+    marker (``add_generation_prompt=True``); for the course GPT (``tokenizer=None``), ``TEMPLATE``."""
+    if tokenizer is None:
+        if len(messages) != 1:
+            raise ValueError("the course GPT's template has one prompt; use a chat model for multi-turn records")
+        return encode(TEMPLATE.format(code=messages[0]["content"])).tolist()
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if not isinstance(ids, list):  # transformers 5 may return an encoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _drop_tokens(text: str, n: int, tokenizer) -> str:
+    """``text`` without (about) its last ``n`` tokens."""
+    if tokenizer is None:
+        return text[: max(0, len(text) - n)]  # a character is at least one byte
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        keep = len(enc["input_ids"]) - n
+        return text[: enc["offset_mapping"][keep - 1][1]] if keep > 0 else ""
+    except (NotImplementedError, ValueError):  # a slow tokenizer has no offsets: estimate
+        per_token = len(text) / max(1, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        return text[: max(0, len(text) - math.ceil(n * per_token))]
+
+
+def response_ids(response: str, tokenizer, eos: bool = True) -> list[int]:  # notebook 09 §8
+    """The answer's tokens and, with ``eos``, the end-of-sequence token (``EOS`` for the course GPT)."""
+    if tokenizer is None:
+        return encode(response + (EOS if eos else "")).tolist()
+    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    return ids + [tokenizer.eos_token_id] if eos else ids
+
+
+def prompt_ids(record, tokenizer, max_len: int | None = None) -> list[int] | None:  # notebook 09 §8
+    """The record's prompt through the template, its content shortened to fit ``max_len`` tokens.
+
+    Only the *content* of the last user message is cut (from its end): the template's markers
+    (the system turn, "user", "assistant starts here") always stay whole. ``None`` when even an
+    empty content does not fit.
+    """
+    messages, k, _ = _record_parts(record)
+    content = messages[k]["content"]
+    n = len(content)
+    while True:
+        messages[k] = dict(messages[k], content=content[:n])
+        ids = _template_ids(messages, tokenizer)
+        over = len(ids) - (max_len if max_len is not None else len(ids))
+        if over <= 0:
+            return ids
+        if n == 0:
+            return None
+        n = min(n - 1, len(_drop_tokens(content[:n], over, tokenizer)))  # always progresses
+
+
+def record_example(record, tokenizer, max_len: int, mask: bool = True,  # notebook 09 §8
+                   eos: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(input_ids, labels)`` of one record, at most ``max_len`` tokens; ``None`` if it cannot fit.
+
+    The prompt goes through the model's own chat template with the assistant marker, exactly as
+    at generation time (``tokenizer=None``: the course GPT's byte ``TEMPLATE``); the response
+    and its EOS follow and are never cut — the prompt's content is shortened instead.
+    With ``mask``, prompt labels are ``IGNORE``: only the answer and its EOS are learned.
+    """
+    positive_int(max_len, "max_len")
+    _, _, response = _record_parts(record)
+    answer = response_ids(response, tokenizer, eos)
+    prompt = prompt_ids(record, tokenizer, max_len - len(answer))
+    if prompt is None:
+        return None
+    return _example(prompt, answer, mask)
+
+
+def encode_records(records, tokenizer, max_len: int, mask: bool = True,  # notebook 09 §8
+                   eos: bool = True) -> tuple[list, int]:
+    """``(examples, dropped)``: ``record_example`` for every record; those that cannot fit are
+    dropped, counted, and a warning says how many (raise ``max_len`` or shorten the answers)."""
+    examples, dropped = [], 0
+    for i, record in enumerate(records):
+        _record_parts(record, f"record {i}")  # a bad record fails here, naming its index
+        ex = record_example(record, tokenizer, max_len, mask, eos)
+        if ex is None:
+            dropped += 1
+        else:
+            examples.append(ex)
+    if dropped:
+        warnings.warn(f"{dropped} of {len(records)} records cannot fit max_len={max_len} even with an empty "
+                      "prompt (template + response + EOS is longer): dropped", stacklevel=2)
+    return examples, dropped
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:  # notebook 09 §8
+    """One record per line: ``{"prompt", "response"}`` or ``{"messages": [...]}``; checked on read."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {line_no}: not valid JSON ({e.msg})") from e
+            _record_parts(record, f"{path}, line {line_no}")
+            records.append(record)
+    return records
+
+
+def write_jsonl(records, path: str | os.PathLike) -> Path:  # notebook 09 §8
+    """Write ``records`` one JSON object per line (UTF-8), checking each first."""
+    for i, record in enumerate(records):
+        _record_parts(record, f"record {i}")
+    path = Path(path)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def split_records(records, val_share: float = 0.1, seed: int = 0) -> tuple[list, list]:  # notebook 09 §8
+    """``(train, held_out)``: a seeded shuffle, then the last ``val_share`` of it held out."""
+    if not 0 < val_share < 1:
+        raise ValueError(f"val_share must be between 0 and 1 (exclusive), got {val_share}")
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = max(1, round(val_share * len(records)))
+    if n_val >= len(records):
+        raise ValueError(f"{len(records)} records are too few to hold out {val_share:.0%} and train on the rest")
+    return [records[i] for i in order[:-n_val]], [records[i] for i in order[-n_val:]]
+
+
+def pair_record(pair: Pair, max_code_chars: int = 600) -> dict:  # notebook 09 §8
+    """The stdlib task as an own-data record: the instruction and the code, and the summary."""
+    return {"prompt": INSTRUCTION + cut_code(pair.code, max_code_chars), "response": pair.summary}
+
+
+@torch.no_grad()  # notebook 09 §8
+def answer_records(model: nn.Module, tokenizer, records, max_new_tokens: int = 32,
+                   batch_size: int = 16) -> list[tuple[str, bool]]:
+    """Greedy answers to each record's prompt: ``(text, stopped)``, stopped = it ended with EOS.
+
+    Batched with **left** padding: every prompt then ends where generation starts (right padding
+    would make a short prompt's model continue after its pad tokens).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    out = []
+    for i in range(0, len(records), batch_size):
+        prompts = [prompt_ids(r, tokenizer) for r in records[i : i + batch_size]]
+        T = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
+        gen = model.generate(input_ids=ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=eos, pad_token_id=pad)[:, T:].tolist()
+        for row in gen:
+            stopped = eos in row
+            row = row[: row.index(eos)] if stopped else row
+            out.append((tokenizer.decode(row, skip_special_tokens=True), stopped))
+    model.train(was_training)
+    return out
+
+
+def stop_rate(answers: list[tuple[str, bool]]) -> float:  # notebook 09 §8
+    """The share of answers that ended with EOS: a model that never learned EOS scores 0."""
+    return sum(stopped for _, stopped in answers) / max(1, len(answers))
+
+
 def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,  # notebook 09 §6
                  max_code_chars: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, labels)`` for a Hugging Face chat model, through its own chat template.
+    """``(input_ids, labels)`` for a Hugging Face chat model: ``record_example`` of ``pair_record(pair)``.
 
-    The prompt is the user turn plus the template's "assistant starts here" marker
-    (``add_generation_prompt=True``); the response is the summary and the tokenizer's EOS token.
+    The prompt is the user turn (``INSTRUCTION`` + the code's head) plus the template's "assistant
+    starts here" marker (``add_generation_prompt=True``); the response is the summary and the
+    tokenizer's EOS token. Over ``max_len``, the code is shortened: marker, summary and EOS stay.
     """
-    code = cut_code(pair.code, max_code_chars)
-    messages = [{"role": "user", "content": INSTRUCTION + code}]
-    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if not isinstance(prompt_ids, list):  # transformers 5 may return an encoding
-        prompt_ids = prompt_ids["input_ids"]
-    response_ids = tokenizer(pair.summary, add_special_tokens=False)["input_ids"]
-    if eos:
-        response_ids = response_ids + [tokenizer.eos_token_id]
-    prompt_ids = prompt_ids[: max(0, max_len - len(response_ids))]
-    return _example(list(prompt_ids), list(response_ids), mask)
+    example = record_example(pair_record(pair, max_code_chars), tokenizer, max_len, mask, eos)
+    if example is None:
+        raise ValueError(f"max_len {max_len} cannot hold the chat template and the summary of {pair.name!r} "
+                         "even without code; use a longer max_len")
+    return example
 
 
 # notebook 09 §2
