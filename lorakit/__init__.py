@@ -18,7 +18,9 @@ One concept per module, each derived in a notebook:
 - ``fast``    the same bits as ``quant``, faster; one switch: ``fast.ENABLED`` (06)
 - ``memory``  memory estimates and measured peaks (07, 08)
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
-- ``sft``     instruction pairs from the stdlib, template, EOS, loss mask, the SFT loop (09)
+- ``sft``     instruction pairs from the stdlib, template, EOS, loss mask, the SFT loop, your own
+  JSONL through the model's chat template (09)
+- ``data_doctor`` ``check(data, tokenizer)``: the data faults that make a model never stop (09)
 - ``hf``      the same on a Hugging Face model, beside bitsandbytes + PEFT (09)
 - ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
 

@@ -116,7 +116,9 @@ assert all(p.summary not in p.code for p in train_pairs), "the answer is never i
 #    trained to write prompts, and the loss we report measures the answer only.
 #
 # The course GPT sees at most `context` bytes, so a long function is cut to its head; the
-# response and its EOS are always kept whole.
+# response and its EOS are always kept whole. Most functions are longer than what the context
+# leaves for code (the share is measured below): the course GPT learns to summarise from a
+# function's signature and first lines, rarely from its whole body.
 
 # %%
 base, info = base_model(progress=False)
@@ -131,6 +133,12 @@ print("what it is scored on:", repr(decode(labels[labels != sft.IGNORE])))
 # %%
 assert ids[-1] == ord(sft.EOS) and (labels[:n_prompt] == sft.IGNORE).all()
 assert torch.equal(labels[n_prompt:], ids[n_prompt:]), "response labels are the response tokens"
+
+# %%
+code_budget = CONTEXT - len(encode(sft.TEMPLATE.format(code=""))) - len(encode(sft.EOS))
+cut_share = sum(len(encode(p.code)) > code_budget - len(encode(p.summary)) for p in train_pairs) / len(train_pairs)
+print(f"at {CONTEXT} bytes, {100 * cut_share:.0f} % of the training functions are cut to their head")
+assert cut_share > 0.5, "most functions are longer than what the context leaves for code"
 
 # %% [markdown]
 # ## 3. On the CPU: the course GPT learns the task three ways
@@ -416,18 +424,101 @@ else:  # the trained model computed its base in bfloat16; the float32 merge diff
 assert again == after[:2], "the reloaded model answers exactly like the trained one"
 
 # %% [markdown]
-# ## 8. Your own model
+# ## 8. Your own model, on your own data
 #
 # The recipe above is all a learner needs for another model: set `MODEL_ID` (any causal LM
-# whose linear layers are `nn.Linear`: Llama, Qwen, Mistral, Gemma, SmolLM…), bring pairs,
-# format them with the model's chat template, mask the prompt, append EOS, and:
+# whose linear layers are `nn.Linear`: Llama, Qwen, Mistral, Gemma, SmolLM…) and bring your
+# data as a **JSONL file**, one record per line, in either of the two formats trainers read:
 #
-# ```python
-# model = hf.load_model(MODEL_ID, choose_compute_dtype("cuda"), "cuda")
-# prepare_qlora(model, "all-linear", r=16, alpha=32, gradient_checkpointing=True)
-# sft.train_sft(model, examples, steps=500, batch_size=8, lr=2e-4, pad_id=tokenizer.pad_token_id)
-# merge_into_dequantized(model, torch.bfloat16); model.save_pretrained("my-model")
 # ```
+# {"prompt": "Write the one-line docstring summary of …\n\ndef isleap(year): …", "response": "Return True for leap years, False for non-leap years."}
+# {"messages": [{"role": "system", "content": "…"}, {"role": "user", "content": "…"}, {"role": "assistant", "content": "…"}]}
+# ```
+#
+# (in a chat record the last message is the answer that is learned; earlier turns are context).
+# `sft.encode_records` turns records into ids and labels through the model's **own** chat
+# template with the assistant marker (`apply_chat_template(add_generation_prompt=True)`: exactly
+# what generation will see), appends the EOS token and masks the prompt. A prompt too long for
+# `max_len` loses the end of its *content* — never a template marker, the answer or its EOS; a
+# record that cannot fit even so is dropped, counted, and a warning says how many.
+# lorakit ships a small example file built from the stdlib task (`sft.EXAMPLE_JSONL`, 240
+# records, rebuilt by `scripts/make_sft_example.py`); replace the path with yours.
+#
+# The cell below is the whole recipe — read, split, check (the data doctor of section 9), train,
+# evaluate (held-out loss and the **stop rate**: the share of greedy answers that end with EOS),
+# generate, then ship both ways: the adapter in PEFT's format and the exact merge, each saved and
+# reloaded. It runs on whatever section 6 picked: SmolLM2 on a GPU, the CPU stand-in here.
+
+# %%
+from lorakit import data_doctor
+from lorakit.adapters import load_peft_adapter, save_peft_adapter
+
+records = sft.read_jsonl(sft.EXAMPLE_JSONL)  # ← your file
+print(f"{sft.EXAMPLE_JSONL.name}: {len(records)} records; the first line:\n"
+      f"{sft.EXAMPLE_JSONL.read_text(encoding='utf-8').splitlines()[0][:240]} …")
+own_train_records, own_val_records = sft.split_records(records, val_share=0.1, seed=0)
+OWN = dict(max_len=HF["max_len"], steps=HF["steps"], batch_size=HF["batch_size"], lr=2e-4, r=HF["r"],
+           alpha=HF["alpha"], max_new_tokens=32)
+own_train, own_dropped = sft.encode_records(own_train_records, tokenizer, OWN["max_len"])
+own_val, _ = sft.encode_records(own_val_records, tokenizer, OWN["max_len"])
+own_report = data_doctor.check(own_train, tokenizer, records=own_train_records, max_len=OWN["max_len"])
+print(f"\n{len(own_train)} training and {len(own_val)} held-out examples at max_len {OWN['max_len']} "
+      f"({own_dropped} dropped); data doctor: {own_report}")
+
+own_model = hf.prepare("lorakit-qlora", MODEL, COMPUTE_DTYPE, DEVICE, r=OWN["r"], alpha=OWN["alpha"],
+                       local_only=not REAL)
+pad = tokenizer.pad_token_id
+own_before = dict(bits=sft.evaluate_sft(own_model, own_val, pad),  # B = 0: this is still the base model
+                  stop=sft.stop_rate(sft.answer_records(own_model, tokenizer, own_val_records, OWN["max_new_tokens"])))
+own_losses = sft.train_sft(own_model, own_train, OWN["steps"], OWN["batch_size"], OWN["lr"], pad, warmup=4,
+                           progress=not FAST, desc="own data")
+own_answers = sft.answer_records(own_model, tokenizer, own_val_records, OWN["max_new_tokens"])
+own_after = dict(bits=sft.evaluate_sft(own_model, own_val, pad), stop=sft.stop_rate(own_answers))
+print(f"held-out response loss {own_before['bits']:.3f} → {own_after['bits']:.3f} bits/token; "
+      f"stop rate {own_before['stop']:.2f} → {own_after['stop']:.2f}")
+for record, (text, stopped) in list(zip(own_val_records, own_answers))[:3]:
+    print(f"  true: {record['response']}\n  got:  {text!r}{'' if stopped else '  (no EOS)'}")
+
+own_dir = Path(tempfile.mkdtemp())
+save_peft_adapter(own_model, own_dir / "adapter", base_model_name_or_path=str(MODEL))
+merged_own = copy.deepcopy(own_model)
+merge_into_dequantized(merged_own, dtype=torch.float32)
+merged_own.save_pretrained(own_dir / "merged")
+tokenizer.save_pretrained(own_dir / "merged")
+from_adapter = hf.prepare("lorakit-qlora", MODEL, COMPUTE_DTYPE, DEVICE, r=OWN["r"], alpha=OWN["alpha"],
+                          local_only=not REAL)
+load_peft_adapter(from_adapter, own_dir / "adapter")
+from_merge = hf.load_model(own_dir / "merged", torch.float32, DEVICE, local_only=True)
+probe_ids = torch.tensor([sft.prompt_ids(own_val_records[0], tokenizer)], device=DEVICE)
+with torch.no_grad():
+    own_logits = own_model(input_ids=probe_ids).logits.float()
+    gap = {name: (m(input_ids=probe_ids).logits.float() - own_logits).abs().max().item()
+           for name, m in {"PEFT-format adapter": from_adapter, "merged model": from_merge}.items()}
+sizes = {"adapter": sum(f.stat().st_size for f in (own_dir / "adapter").iterdir()),
+         "merged": sum(f.stat().st_size for f in (own_dir / "merged").glob("*.safetensors"))}
+print(f"saved: adapter {sizes['adapter'] / 2**20:.2f} MB, merged model {sizes['merged'] / 2**20:.1f} MB; "
+      "reloaded, max |Δlogit| vs the trained model: " + ", ".join(f"{k} {v:.1e}" for k, v in gap.items()))
+reloaded_answers = {name: sft.answer_records(m, tokenizer, own_val_records[:4], OWN["max_new_tokens"])
+                    for name, m in {"adapter": from_adapter, "merged": from_merge}.items()}
+
+# %%
+assert own_dropped == 0 and not own_report.problems, "the example file fits, and the doctor finds nothing"
+assert own_after["bits"] < own_before["bits"], "training on your data lowers the held-out response loss"
+if GPU_SIZE:  # a pretrained instruct model answers and stops; the random CPU stand-in cannot yet
+    assert own_after["stop"] >= 0.5, "most answers end with EOS"
+assert gap["PEFT-format adapter"] < 1e-4, "the PEFT-format adapter on a fresh 4-bit base is the trained model"
+if COMPUTE_DTYPE == torch.float32:
+    assert gap["merged model"] < 1e-4, "the merge into the dequantized base, saved and reloaded, is the trained model"
+else:  # the trained model computed its base in bfloat16; the float32 merge differs by that rounding
+    assert gap["merged model"] < 0.5, "the merge differs from the trained model only by bfloat16 rounding"
+assert reloaded_answers["adapter"] == own_answers[:4], "the reloaded adapter answers like the trained model"
+if COMPUTE_DTYPE == torch.float32:
+    assert reloaded_answers["merged"] == own_answers[:4], "so does the reloaded merge"
+
+# %% [markdown]
+# The same files leave lorakit: `peft.PeftModel.from_pretrained(base, own_dir / "adapter")` reads
+# the adapter folder (`tests/test_peft_format.py` checks it gives the same outputs as lorakit),
+# and the merged folder is an ordinary `from_pretrained` model.
 #
 # **What to expect on a Colab T4** (estimates, not yet measured on one; the README will record
 # the first GPU run): float32 compute (no native bfloat16); SmolLM2-360M in 4 bits ≈ 0.25 GB of
@@ -435,6 +526,227 @@ assert again == after[:2], "the reloaded model answers exactly like the trained 
 # the 4-bit weights) on ≈ 8 TFLOP/s of float32 → about 1–2 s per step, so 150 steps per method
 # take a few minutes; full fine-tuning (≈ 16 bytes per parameter ≈ 5.8 GB plus activations) fits.
 # A 7B model in 4 bits (≈ 3.9 GB) fits a T4 for QLoRA; its full fine-tuning never would.
+
+# %% [markdown]
+# ## 9. Data traps: the model that never stops, and the data doctor
+#
+# The most reported fine-tuning failure on the PEFT, TRL and transformers trackers is a model
+# that **never stops**. Sections 2–4 build the data the clean way, so the trap never shows; a first
+# real dataset walks straight into it. The usual causes, each planted below on the real tokenizer
+# path (a tiny Llama and its offline ChatML tokenizer), each with its symptom first, then
+# `lorakit.data_doctor.check` catching it, then the fix restoring the number:
+#
+# | fault | how it happens | symptom |
+# |---|---|---|
+# | pad = EOS, pads masked | no pad token → `pad_token = eos_token`; a collator sets `labels[input_ids == pad_id] = -100` | the EOS label is masked: never stops |
+# | no EOS | responses tokenized without `eos_token_id` | never stops |
+# | template mismatch | a hand-made format in training, `apply_chat_template(add_generation_prompt=True)` at generation | worse held-out loss in the format generation uses |
+# | truncated answers | `ids[:max_len]` cuts the end: the answer and its EOS go first | examples that teach nothing |
+# | mask off the answer | a response-only mask that starts late (or finds no marker) | the answer's first token is never learned |
+# | right padding at generation | `padding_side="right"` for a batch of prompts | batched answers differ from one-at-a-time ones |
+#
+# The metric is the **stop rate**: the share of greedy answers that end with EOS. A *random* tiny
+# Llama cannot learn whole summaries in seconds (it answers "Return the the the…" after 60 steps
+# and never stops, fault or not), so the traps use a one-word version of the task — answer with the
+# summary's first word, the verb — where a clean run learns to stop within 30 steps, and a fault's
+# effect is visible in seconds. Each run: a fresh copy, full fine-tuning, same seed and steps.
+
+# %%
+TRAP_FOLDER = cache_dir() / "tiny-llama-random"
+if not (TRAP_FOLDER / "config.json").exists():
+    hf.build_tiny_llama(TRAP_FOLDER)
+trap_tok = hf.load_tokenizer(TRAP_FOLDER, local_only=True)
+verb_records = [dict(prompt=r["prompt"], response=r["response"].split()[0]) for r in records]
+trap_train_records, trap_val_records = sft.split_records(verb_records, val_share=0.1, seed=0)
+TRAP = dict(max_len=96, steps=30, batch_size=16, lr=3e-3, max_new_tokens=8)
+clean_ex, _ = sft.encode_records(trap_train_records, trap_tok, TRAP["max_len"])
+trap_val_ex, _ = sft.encode_records(trap_val_records, trap_tok, TRAP["max_len"])
+
+
+def trained_on(examples):
+    """A fresh tiny Llama, every weight fine-tuned on ``examples`` (same seed, steps and rate)."""
+    set_seed(0)
+    model = hf.load_model(TRAP_FOLDER, local_only=True).requires_grad_(True)
+    sft.train_sft(model, examples, TRAP["steps"], TRAP["batch_size"], TRAP["lr"], trap_tok.pad_token_id,
+                  warmup=3, progress=False)
+    return model.eval()
+
+
+def measure(model):
+    """Stop rate, share of non-empty answers and held-out response loss in the generation format."""
+    answers = sft.answer_records(model, trap_tok, trap_val_records, TRAP["max_new_tokens"])
+    return dict(stop=sft.stop_rate(answers), said=sum(bool(a.strip()) for a, _ in answers) / len(answers),
+                bits=sft.evaluate_sft(model, trap_val_ex, trap_tok.pad_token_id), answers=answers)
+
+
+clean_model = trained_on(clean_ex)
+clean = measure(clean_model)
+clean_report = data_doctor.check(clean_ex, trap_tok, records=trap_train_records, max_len=TRAP["max_len"])
+print(f"clean data: stop rate {clean['stop']:.2f}, answers {[a for a, _ in clean['answers'][:3]]}, "
+      f"held-out loss {clean['bits']:.3f} bits/token\ndata doctor: {clean_report}")
+
+# %%
+assert clean["stop"] >= 0.9 and not clean_report.problems, "clean data: it stops, and the doctor finds nothing"
+
+# %% [markdown]
+# **Trap 1 — the pad token is the EOS token, and the collator masks pads.** A model without a pad
+# token (Llama, Mistral, many more) gets `tokenizer.pad_token = tokenizer.eos_token` in countless
+# tutorials (and in `hf.load_tokenizer` when there is none); a collator that masks "padding" by its
+# id — `labels[input_ids == pad_token_id] = -100`, as `DataCollatorForLanguageModeling` does —
+# then masks every EOS too. The fix: a pad token that is not EOS, or mask padding by *position*
+# (`sft.collate` does: labels past each example's length), which gives back the clean examples.
+
+# %%
+eos_tok = copy.deepcopy(trap_tok)
+eos_tok.pad_token = eos_tok.eos_token
+batch = sft.collate(clean_ex[:16], eos_tok.pad_token_id)
+batch["labels"][batch["input_ids"] == eos_tok.pad_token_id] = sft.IGNORE  # the collator that masks by id
+pad_masked = [(ids, torch.where(ids == eos_tok.pad_token_id, sft.IGNORE, labels)) for ids, labels in clean_ex]
+trap1 = measure(trained_on(pad_masked))
+print(f"symptom: stop rate {trap1['stop']:.2f} (clean {clean['stop']:.2f}); it runs on: {trap1['answers'][0][0]!r}")
+trap1_report = data_doctor.check(batch, eos_tok)
+print(trap1_report)
+by_position = sft.collate(clean_ex[:16], eos_tok.pad_token_id)  # the fix: pad == EOS, masked by position
+print("fixed:", data_doctor.check(by_position, eos_tok))
+
+# %%
+assert trap1["stop"] < 0.1 < clean["stop"], "with its EOS label masked the model never stops"
+assert {f.code for f in trap1_report.problems} == {"pad_eos_masked"}, "the doctor names the cause"
+assert not data_doctor.check(by_position, eos_tok).problems, "masked by position, pad == EOS is harmless"
+
+# %% [markdown]
+# **Trap 2 — no EOS after the answers.** Same symptom (section 4 showed it on the course GPT);
+# the fix is `eos=True`, the default of `sft.encode_records`.
+
+# %%
+no_eos_ex, _ = sft.encode_records(trap_train_records, trap_tok, TRAP["max_len"], eos=False)
+trap2 = measure(trained_on(no_eos_ex))
+trap2_report = data_doctor.check(no_eos_ex, trap_tok, records=trap_train_records, max_len=TRAP["max_len"])
+print(f"symptom: stop rate {trap2['stop']:.2f} (clean {clean['stop']:.2f})\n{trap2_report}")
+
+# %%
+assert trap2["stop"] < 0.1 < clean["stop"] and "no_eos" in trap2_report.codes
+
+# %% [markdown]
+# **Trap 3 — a template mismatch.** Training text in a hand-made format (`Question: … Answer: `),
+# generation through the model's chat template. On this one-word task the model still stops (it
+# learned "a word, then EOS" everywhere), but its held-out loss *in the format generation uses* is
+# worse: it never saw that format. A real instance was in lorakit itself: the old
+# `sft.chat_example` cut the prompt's *end* to fit `max_len`, and with it the assistant marker
+# (replayed below on section 6's pairs; at the CPU's `max_len = 160` about half of them lost it).
+
+# %%
+hand_ex = [sft._example(trap_tok(f"Question: {r['prompt']}\nAnswer: ", add_special_tokens=False)["input_ids"]
+                        [: TRAP["max_len"] - 4], sft.response_ids(r["response"], trap_tok), True)
+           for r in trap_train_records]
+trap3 = measure(trained_on(hand_ex))
+trap3_report = data_doctor.check(hand_ex, trap_tok)
+print(f"symptom: held-out loss in the generation format {trap3['bits']:.3f} bits/token "
+      f"(clean {clean['bits']:.3f}); stop rate {trap3['stop']:.2f}\n{trap3_report}")
+old_rule = []  # the old chat_example on section 6's pairs: prompt cut from its end to fit HF["max_len"]
+for pair in train_pairs[:200]:
+    prompt, answer = sft.prompt_ids(sft.pair_record(pair), tokenizer), sft.response_ids(pair.summary, tokenizer)
+    old_rule.append(sft._example(prompt[: max(0, HF["max_len"] - len(answer))], answer, True))
+old_report = data_doctor.check(old_rule, tokenizer)
+new_report = data_doctor.check([sft.chat_example(p, tokenizer, HF["max_len"]) for p in train_pairs[:200]],
+                               tokenizer)
+old_mismatch = [f for f in old_report.findings if f.code == "template_mismatch"]
+print(f"old chat_example at max_len {HF['max_len']}:", *old_mismatch)
+print(f"new chat_example: {new_report}")
+
+# %%
+assert trap3["bits"] > clean["bits"] + 0.1, "trained in another format, the model is worse in the generation format"
+assert "template_mismatch" in trap3_report.codes and "template_mismatch" not in clean_report.codes
+assert old_mismatch and not new_report.problems, "the old rule cut the marker; the new one keeps it in every example"
+
+# %% [markdown]
+# **Trap 4 — answers truncated by `max_len`.** Tokenize the whole text, keep the first `max_len`
+# tokens: the end goes first, and the end is the answer and its EOS. An example without its
+# answer teaches nothing (with the mask) or teaches to run on (without it). The fix shortens the
+# prompt instead: `sft.encode_records` at the same `max_len` keeps every answer whole.
+
+# %%
+whole, _ = sft.encode_records(trap_train_records, trap_tok, 10**6)
+tail_cut = [(ids[: TRAP["max_len"]], labels[: TRAP["max_len"]]) for ids, labels in whole]
+lost = sum(ids[-1] != trap_tok.eos_token_id for ids, _ in tail_cut) / len(tail_cut)
+trap4_report = data_doctor.check(tail_cut, trap_tok, records=trap_train_records, max_len=TRAP["max_len"])
+print(f"symptom: {100 * lost:.0f} % of the examples lost their answer or its EOS\n{trap4_report}")
+
+# %%
+assert lost > 0.2 and "response_truncated" in trap4_report.codes
+assert all(ids[-1] == trap_tok.eos_token_id for ids, _ in clean_ex), "the fix keeps every answer and its EOS"
+
+# %% [markdown]
+# **Trap 5 — a response mask that misses the answer.** Response-only masking searches for the
+# assistant marker; off by one token (a marker tokenized differently in context, a hand-counted
+# length), the answer's first token is never learned — and if the marker is not found at all, the
+# example has no label (TRL warns "Could not find response key"). The model then answers with
+# nothing but EOS. The opposite fault — labels on the prompt (`mask=False`) — has no stop-rate
+# symptom (section 4 measures its cost); the doctor reports it as a warning.
+
+# %%
+late_ex = []
+for ids, labels in clean_ex:
+    labels = labels.clone()
+    labels[int((labels != sft.IGNORE).nonzero()[0])] = sft.IGNORE  # the mask starts one token late
+    late_ex.append((ids, labels))
+trap5 = measure(trained_on(late_ex))
+trap5_report = data_doctor.check(late_ex, trap_tok)
+no_mask_report = data_doctor.check(sft.encode_records(trap_train_records, trap_tok, TRAP["max_len"], mask=False)[0],
+                                   trap_tok)
+print(f"symptom: answers that say something {trap5['said']:.2f} (clean {clean['said']:.2f}); "
+      f"first answers {[a for a, _ in trap5['answers'][:3]]}\n{trap5_report}\n"
+      f"prompt labelled too: {no_mask_report.problems[0]}")
+
+# %%
+assert trap5["said"] < 0.5 < clean["said"], "without its first token's label, the answer is not learned"
+assert "mask_misses_response" in trap5_report.codes and "mask_covers_prompt" in no_mask_report.codes
+
+# %% [markdown]
+# **Trap 6 — right padding for batched generation.** Training pads on the right (harmless: with
+# causal attention, real tokens never see the pads after them). A batch of *prompts* padded on the
+# right puts pad tokens between a short prompt and its answer: the model continues after them.
+# The fix is `tokenizer.padding_side = "left"` (`sft.answer_records` pads on the left, and its
+# batched answers equal one-at-a-time ones).
+
+# %%
+right_tok = copy.deepcopy(trap_tok)
+right_tok.padding_side = "right"
+texts = [trap_tok.decode(sft.prompt_ids(r, trap_tok)) for r in trap_val_records]
+right_batch = right_tok(texts, padding=True, add_special_tokens=False, return_tensors="pt")
+with torch.no_grad():
+    out = clean_model.generate(**right_batch, max_new_tokens=TRAP["max_new_tokens"], do_sample=False,
+                               eos_token_id=trap_tok.eos_token_id, pad_token_id=trap_tok.pad_token_id)
+right_answers = [trap_tok.decode(row, skip_special_tokens=True).strip()
+                 for row in out[:, right_batch["input_ids"].shape[1]:].tolist()]
+alone = [sft.answer_records(clean_model, trap_tok, [r], TRAP["max_new_tokens"])[0][0] for r in trap_val_records]
+agree = {"right-padded batch": sum(a == b for a, b in zip(right_answers, alone)) / len(alone),
+         "left-padded batch": sum(a == b for (a, _), b in zip(clean["answers"], alone)) / len(alone)}
+trap6_report = data_doctor.check(dict(right_batch), right_tok)
+left_tok = copy.deepcopy(trap_tok)
+left_tok.padding_side = "left"
+left_report = data_doctor.check(dict(left_tok(texts, padding=True, add_special_tokens=False)), left_tok)
+print("symptom: share of batched answers equal to the one-at-a-time answer:",
+      {k: round(v, 2) for k, v in agree.items()}, f"\n{trap6_report}\nfixed (left): {left_report}")
+
+# %%
+assert agree["right-padded batch"] < 0.9 and agree["left-padded batch"] == 1.0
+assert "right_padding_generation" in trap6_report.codes and not left_report.problems
+
+# %% [markdown]
+# Every trap at a glance (the fixed column is the clean run: each fix gives back the clean examples):
+
+# %%
+rows = [("pad = EOS, pads masked", "stop rate", trap1["stop"], clean["stop"]),
+        ("no EOS", "stop rate", trap2["stop"], clean["stop"]),
+        ("template mismatch", "held-out bits/token", trap3["bits"], clean["bits"]),
+        ("truncated answers", "examples with answer + EOS", 1 - lost, 1.0),
+        ("mask off the answer", "answers that say something", trap5["said"], clean["said"]),
+        ("right padding (generation)", "answers equal to one-at-a-time", agree["right-padded batch"],
+         agree["left-padded batch"])]
+print(f"{'fault':<28}{'symptom':<33}{'with the fault':>15}{'fixed':>8}")
+for fault, symptom, bad, good in rows:
+    print(f"{fault:<28}{symptom:<33}{bad:>15.2f}{good:>8.2f}")
 
 # %% [markdown]
 # ## Summary
@@ -448,6 +760,11 @@ assert again == after[:2], "the reloaded model answers exactly like the trained 
 # - The compute dtype comes from native support: bfloat16 on Ampere+, float32 on a T4.
 # - Merge into the dequantized base, not the original weights: saved and reloaded, it is the
 #   trained model.
+# - Your own JSONL goes through the model's own chat template; too long a prompt loses content,
+#   never the marker, the answer or its EOS. The adapter (PEFT format) and the merge both reload exactly.
+# - The model that never stops has data causes — pad = EOS masked, no EOS — and so do a template
+#   mismatch, truncated answers, a mask off the answer and right-padded generation: each planted,
+#   measured, caught by `lorakit.data_doctor.check`, and fixed.
 #
 # ## Exercises
 #
@@ -499,4 +816,6 @@ check_ex_9_3(answer)
 #   (instruction templates).
 # - Allal et al., *SmolLM2: When Smol Goes Big*, 2025 — arXiv:2502.02737.
 # - Hugging Face TRL's `SFTTrainer` (`completion_only_loss`) implements the response-only mask;
-#   transformers' `apply_chat_template` the chat templates.
+#   transformers' `apply_chat_template` the chat templates (`add_generation_prompt=True` ends a prompt
+#   with the assistant marker); `DataCollatorForLanguageModeling` masks labels by pad id, the
+#   pad = EOS trap of section 9.
