@@ -163,7 +163,7 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
         return report
     n = len(training)
     marker = assistant_marker(tokenizer)
-    count = dict(pad_eos_masked=0, eos_unlabelled=0, no_eos=0, truncated=0, template_mismatch=0,
+    count = dict(pad_eos_masked=0, eos_unlabelled=0, no_eos=0, no_eos_full=0, truncated=0, template_mismatch=0,
                  mask_covers_prompt=0, mask_misses_response=0, no_labels=0)
     labelled = total = 0
     for i, ids, labels in training:
@@ -185,6 +185,7 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
                 count["pad_eos_masked" if pad_id == eos_id else "eos_unlabelled"] += 1
         elif not hit_max:
             count["no_eos"] += 1
+            count["no_eos_full"] += max_len is not None and L >= max_len
         elif records is None:
             count["truncated"] += 1
         start = _after_last(ids, marker) if marker else None
@@ -199,12 +200,12 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
             count["mask_misses_response"] += 1
 
     report.labelled_share = labelled / max(total, 1)
-    of = f"of {n} examples"
+    of = f"of {n}"
     eos_text = repr(EOS) if tokenizer is None else repr(tokenizer.eos_token)
     if count["pad_eos_masked"]:
         add("error", "pad_eos_masked",
             f"the pad token is the EOS token {eos_text} and the EOS label is masked in {count['pad_eos_masked']} "
-            f"{of}: a collator that masks every pad masks the EOS too, and the model never learns to stop. "
+            f"{of} examples: a collator that masks every pad masks the EOS too, and the model never learns to stop. "
             "Fix: a pad token that is not EOS (tokenizer.pad_token = '<|endoftext|>' or add one), or mask "
             "padding by position, not by id (lorakit.sft.collate)")
     if count["eos_unlabelled"]:
@@ -212,9 +213,11 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
             f"the EOS ending {count['eos_unlabelled']} {of} responses has label -100: the model never learns "
             "to stop. Fix: label the whole answer, EOS included")
     if count["no_eos"]:
+        full = (f" ({count['no_eos_full']} of them fill max_len: if their EOS was cut, shorten the prompt "
+                "instead)") if count["no_eos_full"] else ""
         add("error", "no_eos",
             f"{count['no_eos']} {of} responses do not end with EOS {eos_text}: the model never learns to stop. "
-            "Fix: append the EOS token to every response (lorakit.sft.record_example(eos=True))")
+            f"Fix: append the EOS token to every response (lorakit.sft.record_example(eos=True)){full}")
     if count["truncated"]:
         add("error", "response_truncated",
             f"{count['truncated']} {of} answers were cut by truncation{f' at max_len={max_len}' if max_len else ''} "
@@ -243,8 +246,4 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
     add("info", "labelled_share",
         f"{100 * report.labelled_share:.1f} % of tokens carry a label (the answers and their EOS)",
         report.labelled_share)
-    if tokenizer is not None and getattr(tokenizer, "padding_side", "right") != "left":
-        add("info", "padding_side",
-            "the tokenizer pads on the right: right for training; for batched generation set "
-            "tokenizer.padding_side = 'left'")
     return report

@@ -516,7 +516,10 @@ if COMPUTE_DTYPE == torch.float32:
     assert reloaded_answers["merged"] == own_answers[:4], "so does the reloaded merge"
 
 # %% [markdown]
-# The same files leave lorakit: `peft.PeftModel.from_pretrained(base, own_dir / "adapter")` reads
+# On the random tiny Llama that stands in on a CPU, a few steps barely move the loss and no answer
+# stops: there the cell checks the mechanics (the data, the saves, the reloads); section 9 measures
+# stopping on a task a random model learns in seconds. With a pretrained model the same cell is
+# the real recipe. The same files leave lorakit: `peft.PeftModel.from_pretrained(base, own_dir / "adapter")` reads
 # the adapter folder (`tests/test_peft_format.py` checks it gives the same outputs as lorakit),
 # and the merged folder is an ordinary `from_pretrained` model.
 #
