@@ -37,6 +37,7 @@ class DataReport:
     """What ``check`` found: how many examples, the share of labelled tokens, the findings."""
 
     examples: int = 0
+    generation: bool = False  # a batch of prompts (no labels): only its padding is checked
     labelled_share: float = 0.0
     findings: list[Finding] = field(default_factory=list)
 
@@ -55,7 +56,8 @@ class DataReport:
         return not any(f.level == "error" for f in self.findings)
 
     def __str__(self) -> str:
-        head = f"{self.examples} examples; labelled tokens: {100 * self.labelled_share:.1f} %"
+        head = (f"a generation batch of {self.examples} prompts" if self.generation else
+                f"{self.examples} examples; labelled tokens: {100 * self.labelled_share:.1f} %")
         if not self.problems:
             head += " — no data problems found"
         return "\n".join([head] + [f"  {f}" for f in self.findings])
@@ -160,6 +162,7 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
             "model.generate (lorakit.sft.answer_records pads on the left)")
     training = [(i, ids, labels) for i, (ids, labels) in enumerate(rows) if labels is not None]
     if not training:
+        report.generation = True
         return report
     n = len(training)
     marker = assistant_marker(tokenizer)

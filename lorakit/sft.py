@@ -238,6 +238,8 @@ def response_ids(response: str, tokenizer, eos: bool = True) -> list[int]:  # no
     if tokenizer is None:
         return encode(response + (EOS if eos else "")).tolist()
     ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    if eos and tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token to the model's end-of-turn token")
     return ids + [tokenizer.eos_token_id] if eos else ids
 
 
@@ -350,7 +352,8 @@ def answer_records(model: nn.Module, tokenizer, records, max_new_tokens: int = 3
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
+    pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id  # masked out: any id will do
     out = []
     for i in range(0, len(records), batch_size):
         prompts = [prompt_ids(r, tokenizer) for r in records[i : i + batch_size]]

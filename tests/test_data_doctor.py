@@ -118,7 +118,8 @@ def test_right_padding_for_batched_generation(tok, records):
     right = copy.deepcopy(tok)
     right.padding_side = "right"
     batch = right(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
-    assert _problems(data_doctor.check(dict(batch), right)) == {"right_padding_generation"}
+    report = data_doctor.check(dict(batch), right)
+    assert _problems(report) == {"right_padding_generation"} and "generation batch of 5 prompts" in str(report)
     left = copy.deepcopy(tok)
     left.padding_side = "left"
     batch = left(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
@@ -135,3 +136,12 @@ def test_the_course_gpt_bytes(records):
 def test_bad_inputs(tok, clean, records):
     with pytest.raises(ValueError, match="records must match the examples one to one: 3 records, 16 examples"):
         data_doctor.check(clean, tok, records=records[:3])
+
+
+def test_a_tokenizer_without_eos_is_refused_before_anything(tok):
+    no_eos = copy.deepcopy(tok)
+    no_eos.eos_token = None
+    with pytest.raises(ValueError, match="no eos_token"):
+        sft.record_example({"prompt": "p", "response": "r"}, no_eos, 64)
+    with pytest.raises(ValueError, match="no eos_token_id"):
+        data_doctor.check([(torch.tensor([1, 2]), torch.tensor([1, 2]))], no_eos)
