@@ -298,6 +298,8 @@ def test_bnb_peft_checkpointing_is_quiet_and_turns_the_cache_off(tiny, capfd):
     assert model.config.use_cache is False
     assert all(l == l for l in losses)
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters()), "only LoRA trains"
+    assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n), \
+        "gradients reached every adapter through the checkpointed blocks"
 
 
 def test_saved_activations_are_counted_without_the_weights(tiny):
