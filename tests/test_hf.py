@@ -131,6 +131,7 @@ import copy  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import warnings  # noqa: E402
+import weakref  # noqa: E402
 
 from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
@@ -144,30 +145,39 @@ def _run(folder, tok, train, val, method, dtype=torch.float32, lr=1e-3, **kw):
                         pad_id=tok.pad_token_id, **dict(FT, **kw))
 
 
-@contextlib.contextmanager
-def device_wide_peak(device=None, model=None):
-    """What CUDA's allocator sees, on the CPU: the bytes of EVERY live module's tensors, not only
-    ``model``'s (track_peak on a CPU counts the model alone, so it cannot see a kept model)."""
+def device_wide_tracker(monkeypatch):
+    """What CUDA's allocator sees, on the CPU: the bytes of EVERY live model that ``hf.prepare`` made,
+    not only the one being trained (track_peak on a CPU counts that model alone, so it cannot see a
+    kept model). Each prepared model is remembered by a weak reference: a freed one no longer counts."""
+    models = weakref.WeakSet()
+    prepare = hf.prepare
+
+    def remembered(*args, **kwargs):
+        model = prepare(*args, **kwargs)
+        models.add(model)
+        return model
+
     def live():
-        gc.collect()
-        with warnings.catch_warnings():  # isinstance on torch.distributed's deprecated aliases warns
-            warnings.simplefilter("ignore")
-            modules = [o for o in gc.get_objects() if isinstance(o, torch.nn.Module)]
-        return memory._tensor_bytes(t for m in modules
-                                    for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)))
-    result, most = {"method": "test: every live module"}, [live()]
-    handle = register_optimizer_step_post_hook(lambda *a: most.append(live()))
-    try:
-        yield result
-    finally:
-        handle.remove()
-    result["peak_bytes"] = max(most + [live()])
+        return memory._tensor_bytes(t for m in list(models) for t in list(m.parameters()) + list(m.buffers()))
+
+    @contextlib.contextmanager
+    def device_wide_peak(device=None, model=None):
+        result, most = {"method": "test: every live model"}, [live()]
+        handle = register_optimizer_step_post_hook(lambda *a: most.append(live()))
+        try:
+            yield result
+        finally:
+            handle.remove()
+        result["peak_bytes"] = max(most + [live()])
+
+    monkeypatch.setattr(hf, "prepare", remembered)
+    monkeypatch.setattr(hf, "track_peak", device_wide_peak)
 
 
 def test_a_kept_model_is_not_counted_in_the_peaks_of_the_other_methods(tiny, monkeypatch):
     """Issue 26 item 1: the same method measured first and last gives the same peak."""
     folder, tok, train, val, _ = tiny
-    monkeypatch.setattr(hf, "track_peak", device_wide_peak)
+    device_wide_tracker(monkeypatch)
     common = dict(steps=2, batch_size=2, compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id,
                   warmup_steps=0, local_only=True, progress=False, lr=1e-3)
     # the old notebook loop (kept model trained first) is biased: the tracker does see it
