@@ -17,7 +17,7 @@ PIP_SOURCE := $(if $(WHEELHOUSE),--no-index --find-links $(abspath $(WHEELHOUSE)
 # Test mode caches its tiny base model inside the checkout, so a fresh clone starts clean.
 TEST_ENV := LORAKIT_FAST=1 LORAKIT_CACHE=$(CURDIR)/.cache/test MPLBACKEND=Agg PYTHONHASHSEED=0
 
-.PHONY: lab test bench html clean wheelhouse slides
+.PHONY: lab test test-realshape bench html clean wheelhouse slides
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test: $(STAMP)
 	sh scripts/install_browser.sh
 	$(TEST_ENV) $(BIN)/python -m pytest -q --durations=15 --timeout=600 \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
+
+# notebook 09's path at SmolLM2-360M's real shapes (random weights), float32 and bfloat16 compute:
+# minutes and ~8 GB of RAM, so apart from `make test`; CI (.ci/run) runs both
+test-realshape: $(STAMP)
+	LORAKIT_REALSHAPE=1 $(TEST_ENV) $(BIN)/python -m pytest -q -s --durations=5 --timeout=3600 tests/test_realshape.py
 
 # CPU benchmarks against the references (ratios measured in the same run), then the course runtime.
 # Writes bench/results/cpu-*.txt; the README quotes them. Takes ~30-40 min on 2 cores.

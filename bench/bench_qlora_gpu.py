@@ -1,7 +1,12 @@
 """One QLoRA training step on a Llama-7B-shaped model: lorakit vs PEFT + bitsandbytes vs bf16 LoRA.
 
     python bench/bench_qlora_gpu.py            # one CUDA GPU (≈ 80 GB class), a few minutes
+    python bench/bench_qlora_gpu.py --model SmolLM2-360M --batch 4   # fits a 16 GB T4
     python bench/bench_qlora_gpu.py --smoke    # a tiny size on the CPU: correctness only
+
+``--model`` takes the LLaMA shapes of ``lorakit.memory.MODEL_SHAPES`` (7B … 70B) and the small
+real shapes of ``lorakit.hf.REAL_SHAPES`` (SmolLM2-135M/360M, tied embeddings). A setup that
+runs out of memory is reported as such and the others still run.
 
 Random weights (no download), built directly on the GPU with the LLaMA-7B shape; seq 512, batch
 1, LoRA r=64 (alpha 16) on every linear layer but the head, gradient checkpointing, the same
@@ -36,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lorakit.hf import REAL_SHAPES, is_out_of_memory  # noqa: E402
 from lorakit.lora import inject_lora  # noqa: E402
 from lorakit.memory import MODEL_SHAPES, track_peak  # noqa: E402
 from lorakit import fast  # noqa: E402
@@ -52,7 +58,7 @@ def build_llama(shape: dict, device: torch.device, dtype: torch.dtype, seed: int
     from transformers import LlamaConfig, LlamaForCausalLM
 
     # MODEL_SHAPES uses a Hugging Face config's key names, so a shape is a LlamaConfig as it is
-    cfg = LlamaConfig(**shape, max_position_embeddings=4096, use_cache=False)
+    cfg = LlamaConfig(**dict(dict(max_position_embeddings=4096), **shape), use_cache=False)
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -190,7 +196,7 @@ def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dty
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny Llama on the CPU, fp32: correctness only")
-    p.add_argument("--model", default="7B", choices=sorted(MODEL_SHAPES))
+    p.add_argument("--model", default="7B", choices=sorted(MODEL_SHAPES) + sorted(REAL_SHAPES))
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--r", type=int, default=64)
@@ -215,7 +221,8 @@ def settings(args) -> tuple[torch.device, torch.dtype, dict, str]:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --smoke for the CPU size")
     device = torch.device("cuda")
-    return device, choose_compute_dtype(device), MODEL_SHAPES[args.model], torch.cuda.get_device_name(device)
+    shape = REAL_SHAPES[args.model] if args.model in REAL_SHAPES else MODEL_SHAPES[args.model]
+    return device, choose_compute_dtype(device), dict(shape), torch.cuda.get_device_name(device)
 
 
 def main(argv=None) -> dict:
@@ -236,6 +243,11 @@ def main(argv=None) -> dict:
             runs[name] = run_one(name, args, shape, device, dtype, tokens)
         except ImportError as e:
             runs[name] = dict(skipped=f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - out of memory is a result for this setup; anything else a bug
+            if not is_out_of_memory(e):
+                raise
+            runs[name] = dict(skipped="out of memory on this device", error=str(e).splitlines()[0][:200])
+        free(device)  # after the except block: its traceback (and the failed model) is gone
         r = runs[name]
         if r.get("skipped"):
             print(f"{name:>15}: skipped ({r['skipped']})")
@@ -249,7 +261,7 @@ def main(argv=None) -> dict:
         runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = fast.COMPILED is not None
 
     ratios = {}
-    ok = lambda n: n in runs and not runs[n].get("skipped")  # noqa: E731
+    ok = lambda n: n in runs and not runs[n].get("skipped") and "peak_bytes" in runs[n]  # noqa: E731
     if ok("lorakit_qlora") and ok("peft_bnb_qlora"):
         ratios["peak_vs_peft"] = runs["lorakit_qlora"]["peak_bytes"] / runs["peft_bnb_qlora"]["peak_bytes"]
         ratios["time_vs_peft"] = runs["lorakit_qlora"]["step_seconds"] / runs["peft_bnb_qlora"]["step_seconds"]

@@ -24,8 +24,9 @@ One concept per module, each derived in a notebook:
 - ``hf``      the same on a Hugging Face model, beside bitsandbytes + PEFT (09)
 - ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
 
-and three helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up
-noise) and ``check`` (``python -m lorakit.check``, the environment report of notebook 00).
+and four helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up
+noise), ``versions`` (the oldest reference-library versions the course's calls need) and
+``check`` (``python -m lorakit.check``, the environment report of notebook 00).
 """
 
 __version__ = "0.1.0"

@@ -96,9 +96,23 @@ class _Adapter:
     r: int
     alpha: float
     scaling: float
-    weight: torch.Tensor       # the base layer's weight as stored (out×in)
+    weight: torch.Tensor       # W0 as the base layer computes with it (out×in; 4-bit: dequantized)
     merged: bool
     delta: torch.Tensor        # the update this adapter makes to W0, in×out (DoRA: W' − W0)
+
+
+def _base_weight(layer: nn.Module) -> torch.Tensor:
+    """W0 as the base layer computes with it (out×in). A 4-bit layer stores codes, not W0:
+    lorakit's ``Linear4bit`` has no ``weight`` at all, and bitsandbytes' ``Params4bit`` holds packed
+    uint8 codes, whose norm says nothing about W0. Both are dequantized (float32) here."""
+    if hasattr(layer, "dequantized_weight"):                   # lorakit.qlora.Linear4bit
+        return layer.dequantized_weight(torch.float32)
+    weight = layer.weight
+    quant_state = getattr(weight, "quant_state", None)
+    if quant_state is not None:                                # bitsandbytes Linear4bit (Params4bit)
+        from bitsandbytes.functional import dequantize_4bit
+        return dequantize_4bit(weight.data, quant_state).float()
+    return weight
 
 
 def _is_peft_lora(module: nn.Module) -> bool:
@@ -114,7 +128,7 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
                 delta = m.delta().detach()
             params = {k: p for k, p in m.named_parameters() if not k.startswith("base.")}
             found.append(_Adapter(path, m.A, m.B, params, m.config.r, m.config.alpha, m.scaling,
-                                  m.base.weight, m.merged, delta))
+                                  _base_weight(m.base), m.merged, delta))
         elif _is_peft_lora(m):
             for key in m.lora_A:
                 A, B = m.lora_A[key].weight.t(), m.lora_B[key].weight.t()
@@ -127,7 +141,7 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
                     delta = (A.float() @ B.float()) * s
                 name = path.removeprefix(PEFT_PREFIX)
                 found.append(_Adapter(name, A, B, params, int(m.r[key]), float(m.lora_alpha[key]), s,
-                                      m.base_layer.weight, key in getattr(m, "merged_adapters", []), delta))
+                                      _base_weight(m.base_layer), key in getattr(m, "merged_adapters", []), delta))
     return found
 
 
