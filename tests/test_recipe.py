@@ -319,3 +319,30 @@ def test_the_adapter_loads_in_peft_over_a_bitsandbytes_4bit_base(chatml, tmp_pat
     loaded = peft_model.base_model.model.model.layers[0].self_attn.q_proj
     assert torch.equal(loaded.lora_A["default"].weight, layer.A.T) and torch.equal(loaded.lora_B["default"].weight, layer.B.T)
     assert loaded.scaling["default"] == layer.scaling
+
+
+# ---------------------------------------------------------------- through hf.fine_tune
+
+
+def test_fine_tune_passes_the_options_on_and_reports_them(chatml):
+    pytest.importorskip("peft")
+    from lorakit import hf
+    folder, tok = chatml
+    train = [sft.chat_example(p, tok, 160) for p in sft.docstring_pairs("train", 60)[:24]]
+    val = train[:4]
+    options = dict(accumulation_steps=2, max_grad_norm=1.0, schedule="cosine", optimizer="paged_adamw_8bit",
+                   group_by_length=True)
+    run = hf.fine_tune("lorakit-qlora", folder, train, val, steps=5, batch_size=2, lr=1e-3,
+                       compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, local_only=True,
+                       progress=False, train_options=options)
+    training = run["training"]
+    assert run["status"] == "ok" and training["optimizer"] == "adamw" and "CUDA" in training["optimizer_why"]
+    assert len(training["grad_norm"]) == 5 and training["lr"][-1] < training["lr"][-2]
+    plain = hf.fine_tune("lorakit-qlora", folder, train, val, steps=5, batch_size=2, lr=1e-3,
+                         compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, local_only=True,
+                         progress=False)
+    assert plain["training"]["grad_norm"] == [] and plain["training"]["lr"][-1] == plain["training"]["lr"][-2]
+    with pytest.raises(ValueError, match="not options of train_sft"):
+        hf.fine_tune("lorakit-qlora", folder, train, val, steps=1, batch_size=2, lr=1e-3,
+                     compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, local_only=True,
+                     train_options=dict(steps=5))
