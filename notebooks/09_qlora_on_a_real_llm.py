@@ -473,9 +473,10 @@ on_load = quantload.load_qlora(MODEL, r=HF["r"], alpha=HF["alpha"], compute_dtyp
 a, b = today.state_dict(), on_load.state_dict()
 same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 print(f"{len(a)} tensors (4-bit codes, block constants, norms, embeddings, LoRA A and B): "
-      f"{'all equal' if same else 'DIFFERENT'}; 4-bit storage {storage_report(on_load)['bytes'] / 2**20:.1f} MB")
+      f"{'all equal' if same else 'DIFFERENT'}; 4-bit storage {storage_report(on_load)['bytes']:,} bytes")
 n7 = parameter_counts("7B")
-float32_7b, four_bit_7b = 4 * n7["total"], n7["linear"] * 4.127 / 8 + 2 * n7["other"]
+# float32 on a T4: the whole model, or its linear layers in 4 bits and the rest (embeddings, head, norms)
+float32_7b, four_bit_7b = 4 * n7["total"], n7["linear"] * 4.127 / 8 + 4 * n7["other"]
 print(f"LLaMA-7B: load then quantize holds {float32_7b / 1e9:.1f} GB in float32 (a T4's compute dtype) "
       f"before quantizing; quantize on load holds the {four_bit_7b / 1e9:.1f} GB 4-bit model "
       "(on the GPU) plus one tensor at a time; Colab's host RAM: ≈ 12.7 GB")
@@ -521,8 +522,8 @@ assert all(x > y for x, y in zip(cosine[W:], cosine[W + 1:])), "the cosine only 
 micro = {}
 for name, (bs, k) in {"one batch of 4": (4, 1), "2 micro-batches of 2": (2, 2)}.items():
     set_seed(0)
-    m = quantload.load_qlora(MODEL, r=HF["r"], alpha=HF["alpha"], compute_dtype=COMPUTE_DTYPE, device=DEVICE,
-                             local_only=not REAL)
+    m = quantload.load_qlora(MODEL, r=HF["r"], alpha=HF["alpha"], compute_dtype=torch.float32, device=DEVICE,
+                             local_only=not REAL)  # float32: an equality is checked, not bfloat16 rounding
     losses = sft.train_sft(m, hf_train, steps=2, batch_size=bs, lr=1e-3, pad_id=tokenizer.pad_token_id,
                            warmup=1, progress=False, accumulation_steps=k)
     micro[name] = (losses, [layer.B.detach().float().clone() for layer in lora_layers(m).values()])
