@@ -22,6 +22,8 @@ One concept per module, each derived in a notebook:
   JSONL through the model's chat template (09)
 - ``data_doctor`` ``check(data, tokenizer)``: the data faults that make a model never stop (09)
 - ``hf``      the same on a Hugging Face model, beside bitsandbytes + PEFT (09)
+- ``quantload`` a Hugging Face model quantized to NF4 shard by shard as it loads (09)
+- ``recipe``  training a real model well: schedule, 8-bit optimizer, length groups, end of turn, PEFT files (09)
 - ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
 
 and four helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up

@@ -136,12 +136,13 @@ def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 02 ย
 
 
 def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,  # notebook 02 ยง7
-                      base_model_name_or_path: str | None = None) -> Path:
+                      base_model_name_or_path: str | None = None, task_type: str | None = None) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` as PEFT does, so that
-    ``peft.PeftModel.from_pretrained(base, folder)`` rebuilds the same adapter."""
+    ``peft.PeftModel.from_pretrained(base, folder)`` rebuilds the same adapter. ``task_type``
+    (e.g. ``"CAUSAL_LM"`` for a Hugging Face LM) picks the ``PeftModel`` subclass PEFT builds."""
     config = _saved_config(model)
     peft_config = dict(  # PEFT's LoraConfig; target_modules as exact paths, which PEFT matches as full names
-        peft_type="LORA", task_type=None, base_model_name_or_path=base_model_name_or_path,
+        peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.rslora,
         target_modules=list(config.targets), bias="none", fan_in_fan_out=False, init_lora_weights=True,
         inference_mode=True, modules_to_save=None, rank_pattern={}, alpha_pattern={}, use_dora=False)

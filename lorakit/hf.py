@@ -56,6 +56,8 @@ from .versions import require
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
 METHODS = ("lorakit-qlora", "bnb-peft-qlora", "lora", "full")
+#: the keyword options of ``sft.train_sft`` that ``fine_tune(train_options=...)`` passes on (notebook 09 §10)
+TRAIN_OPTIONS = ("accumulation_steps", "max_grad_norm", "schedule", "min_lr_ratio", "optimizer", "group_by_length")
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -300,7 +302,7 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
               batch_size: int, lr: float, compute_dtype: torch.dtype, device, pad_id: int, r: int = 16,
               alpha: float = 32, warmup_steps: int = 2, seed: int = 0, gradient_checkpointing: bool = False,
               local_only: bool = False, progress: bool = True, keep_model: bool = False,
-              probe_activations: bool = False) -> dict:
+              probe_activations: bool = False, train_options: dict | None = None) -> dict:
     """Prepare ``method``, train ``steps`` steps, measure; an out-of-memory error becomes the result.
 
     Returns a dict: ``method``, ``status`` ("ok" or "out of memory on this device"), ``losses``,
@@ -311,7 +313,14 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
     the other methods before it (``compare_methods`` does), or their peaks include it.
     ``probe_activations`` adds ``saved_bytes_per_token`` (``saved_activation_bytes`` on the
     first training batch, before training).
+    ``train_options``: keyword options of ``sft.train_sft`` for a real fine-tune (notebook 09 §10:
+    ``accumulation_steps``, ``max_grad_norm``, ``schedule``, ``min_lr_ratio``, ``optimizer``,
+    ``group_by_length``); what they did (optimizer used, lr, grad norms, padding) is ``training``.
     """
+    train_options = dict(train_options or {})
+    unknown = set(train_options) - set(TRAIN_OPTIONS)
+    if unknown:
+        raise ValueError(f"train_options {sorted(unknown)} are not options of train_sft; allowed: {TRAIN_OPTIONS}")
     result = dict(method=method, status="ok")
     model = None
     try:
@@ -321,13 +330,15 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
             batch = collate(train_examples[:batch_size], pad_id)
             result["saved_bytes_per_token"] = saved_activation_bytes(model, batch) / batch["input_ids"].numel()
         times: list[float] = []
+        training: dict = {}
         with track_peak(device=device, model=model) as peak:  # the model's own bytes count too
             losses = train_sft(model, train_examples, steps, batch_size, lr, pad_id, seed=seed,
-                               warmup=warmup_steps + 1, progress=progress, desc=method, step_times=times)
+                               warmup=warmup_steps + 1, progress=progress, desc=method, step_times=times,
+                               record=training, **train_options)
         result.update(losses=losses, trainable=count_parameters(model, trainable_only=True), weights=weight_dtypes(model),
                       ms_per_step=1e3 * statistics.median(times[warmup_steps:] or times),
                       peak_bytes=peak["peak_bytes"], memory_method=peak["method"],
-                      val_bits=evaluate_sft(model, val_examples, pad_id, batch_size))
+                      val_bits=evaluate_sft(model, val_examples, pad_id, batch_size), training=training)
         if keep_model:
             result["model"] = model
     except Exception as e:  # noqa: BLE001 - only out-of-memory is a result; anything else is a bug

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import _stdlib_files, decode, encode
+from .recipe import learning_rate, length_grouped_order, make_optimizer
 from .train import cache_dir, fast_mode, set_seed
 from .validate import integer, positive_int
 
@@ -233,14 +234,17 @@ def _drop_tokens(text: str, n: int, tokenizer) -> str:
         return text[: max(0, len(text) - math.ceil(n * per_token))]
 
 
-def response_ids(response: str, tokenizer, eos: bool = True) -> list[int]:  # notebook 09 §8
-    """The answer's tokens and, with ``eos``, the end-of-sequence token (``EOS`` for the course GPT)."""
+def response_ids(response: str, tokenizer, eos: bool = True,  # notebook 09 §8
+                 end_id: int | None = None) -> list[int]:
+    """The answer's tokens and, with ``eos``, the end token: ``end_id`` if given (the template's
+    end-of-turn token, notebook 09 §10), else the tokenizer's EOS (``EOS`` for the course GPT)."""
     if tokenizer is None:
         return encode(response + (EOS if eos else "")).tolist()
     ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
-    if eos and tokenizer.eos_token_id is None:
+    end = tokenizer.eos_token_id if end_id is None else end_id
+    if eos and end is None:
         raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token to the model's end-of-turn token")
-    return ids + [tokenizer.eos_token_id] if eos else ids
+    return ids + [end] if eos else ids
 
 
 def prompt_ids(record, tokenizer, max_len: int | None = None) -> list[int] | None:  # notebook 09 §8
@@ -265,7 +269,7 @@ def prompt_ids(record, tokenizer, max_len: int | None = None) -> list[int] | Non
 
 
 def record_example(record, tokenizer, max_len: int, mask: bool = True,  # notebook 09 §8
-                   eos: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
+                   eos: bool = True, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(input_ids, labels)`` of one record, at most ``max_len`` tokens; ``None`` if it cannot fit.
 
     The prompt goes through the model's own chat template with the assistant marker, exactly as
@@ -275,7 +279,7 @@ def record_example(record, tokenizer, max_len: int, mask: bool = True,  # notebo
     """
     positive_int(max_len, "max_len")
     _, _, response = _record_parts(record)
-    answer = response_ids(response, tokenizer, eos)
+    answer = response_ids(response, tokenizer, eos, end_id)
     prompt = prompt_ids(record, tokenizer, max_len - len(answer))
     if prompt is None:
         return None
@@ -376,14 +380,16 @@ def stop_rate(answers: list[tuple[str, bool]]) -> float:  # notebook 09 §8
 
 
 def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,  # notebook 09 §6
-                 max_code_chars: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
+                 max_code_chars: int = 600, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, labels)`` for a Hugging Face chat model: ``record_example`` of ``pair_record(pair)``.
 
     The prompt is the user turn (``INSTRUCTION`` + the code's head) plus the template's "assistant
     starts here" marker (``add_generation_prompt=True``); the response is the summary and the
-    tokenizer's EOS token. Over ``max_len``, the code is shortened: marker, summary and EOS stay.
+    tokenizer's EOS token, or ``end_id`` when given: the template's own end-of-turn token
+    (``recipe.end_of_turn_id``, notebook 09 §10), which differs from EOS in Gemma's template.
+    Over ``max_len``, the code is shortened: marker, summary and end token stay.
     """
-    example = record_example(pair_record(pair, max_code_chars), tokenizer, max_len, mask, eos)
+    example = record_example(pair_record(pair, max_code_chars), tokenizer, max_len, mask, eos, end_id)
     if example is None:
         raise ValueError(f"max_len {max_len} cannot hold the chat template and the summary of {pair.name!r} "
                          "even without code; use a longer max_len")
@@ -444,42 +450,83 @@ def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int 
 
 def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,  # notebook 09 §3
               seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning",
-              step_times: list | None = None) -> list[float]:
+              step_times: list | None = None, *, accumulation_steps: int = 1, max_grad_norm: float | None = None,
+              schedule: str = "constant", min_lr_ratio: float = 0.0, optimizer: str = "adamw",
+              group_by_length: bool = False, record: dict | None = None) -> list[float]:
     """AdamW on the trainable parameters over shuffled batches of ``examples``; the losses (nats).
 
     Linear warm-up for ``warmup`` steps, then a constant rate (QLoRA's schedule). Deterministic
     for a given ``seed``. A plain (not paged) AdamW, so ``memory.track_peak`` sees its states.
     ``step_times``, if given, gets each step's seconds appended (forward, backward, update; CUDA
     synchronised): how notebook 09 §6 compares methods.
+
+    Options for a real fine-tune (notebook 09 §10, ``lorakit.recipe``); the defaults are the above:
+
+    - ``accumulation_steps=k``: each step sums the gradients of ``k`` micro-batches of
+      ``batch_size`` before one update, each token weighted ``1 / (labelled tokens in all k)``:
+      the same update as one batch of ``k · batch_size`` (up to float rounding), in the memory of one;
+    - ``max_grad_norm``: clip the global gradient norm to this before each update (the norm before
+      clipping is recorded); ``None``: no clipping;
+    - ``schedule``: ``"constant"`` or ``"cosine"`` after the warm-up, down to ``min_lr_ratio · lr``
+      (``recipe.learning_rate``);
+    - ``optimizer``: ``"adamw"``, ``"adamw_8bit"`` or ``"paged_adamw_8bit"`` (bitsandbytes, CUDA
+      only; elsewhere torch's AdamW runs and ``record["optimizer_why"]`` says why:
+      ``recipe.choose_optimizer``);
+    - ``group_by_length``: batches of similar length, less padding (``recipe.length_grouped_order``);
+    - ``record``: a dict filled with ``optimizer``, ``optimizer_why``, ``lr``, ``grad_norm`` (per
+      step) and ``padding_share`` (of the batches trained on).
     """
     positive_int(steps, "steps")
     positive_int(batch_size, "batch_size")
+    positive_int(accumulation_steps, "accumulation_steps")
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
     if not examples:
         raise ValueError("examples is empty: nothing to train on")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (did you freeze everything?)")
+    learning_rate(0, steps, lr, warmup, schedule, min_lr_ratio)  # checks schedule and min_lr_ratio now
     set_seed(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    opt, chosen, why = make_optimizer(params, optimizer, lr, params[0].device)
+    if group_by_length:
+        order = length_grouped_order([len(ids) for ids, _ in examples], batch_size, seed)
+    else:
+        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    log = dict(optimizer=chosen, optimizer_why=why, lr=[], grad_norm=[], real_tokens=0, padded_tokens=0)
     losses, cursor = [], 0
     model.train()
     for step in tqdm(range(steps), desc=desc, disable=not progress):
-        idx = [order[(cursor + j) % len(order)] for j in range(batch_size)]
-        cursor += batch_size
+        micro = []
+        for _ in range(accumulation_steps):
+            micro.append(collate([examples[order[(cursor + j) % len(order)]] for j in range(batch_size)], pad_id))
+            cursor += batch_size
+        log["real_tokens"] += sum(int(b["attention_mask"].sum()) for b in micro)
+        log["padded_tokens"] += sum(b["attention_mask"].numel() for b in micro)
+        rate = learning_rate(step, steps, lr, warmup, schedule, min_lr_ratio)
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
+            group["lr"] = rate
         start = time.perf_counter()
-        loss = response_loss(model, collate([examples[i] for i in idx], pad_id))
+        labelled = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for batch in micro:  # gradients add up over the micro-batches; one update below
+            loss = response_loss(model, batch, reduction="sum") / max(labelled, 1)
+            loss.backward()
+            total += loss.item()
+        if max_grad_norm is not None:
+            log["grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm)))
         opt.step()
         if step_times is not None:
             if loss.device.type == "cuda":
                 torch.cuda.synchronize(loss.device)
             step_times.append(time.perf_counter() - start)
-        losses.append(loss.item())
+        log["lr"].append(rate)
+        losses.append(total)
     model.eval()
+    if record is not None:
+        log["padding_share"] = 1 - log.pop("real_tokens") / max(log.pop("padded_tokens"), 1)
+        record.update(log)
     return losses
 
 

@@ -792,6 +792,228 @@ for fault, symptom, bad, good in rows:
     print(f"{fault:<28}{symptom:<33}{bad:>15.2f}{good:>8.2f}")
 
 # %% [markdown]
+# ## 10. Training a real model well
+#
+# Sections 6–8 train for a few dozen steps. A real fine-tune — a 7B model on a T4, thousands of
+# steps, your own data — needs six more things. Each is a keyword argument of `sft.train_sft`
+# (or `hf.fine_tune(..., train_options=...)`) or a function of `lorakit.quantload` /
+# `lorakit.recipe`, and each **defaults to what this notebook did above**:
+#
+# | what | why | lorakit |
+# |---|---|---|
+# | quantize on load | never hold the full-precision model in host memory | `quantload.load_qlora` |
+# | warm-up + cosine | big steps first, small steps at the end | `schedule="cosine"` |
+# | gradient accumulation | a large batch in the memory of a small one | `accumulation_steps=k` |
+# | gradient clipping | one bad batch cannot throw the adapter away | `max_grad_norm=1.0` |
+# | paged 8-bit AdamW | optimizer states at ≈ 2 bytes/parameter, paged out under pressure | `optimizer="paged_adamw_8bit"` |
+# | length-grouped batches | less compute spent on padding | `group_by_length=True` |
+# | the template's end-of-turn token | the model learns the stop its chat format uses | `recipe.end_of_turn_id` |
+# | the adapter in PEFT's format | anyone loads it with `PeftModel.from_pretrained` over a 4-bit base | `recipe.save_adapter_for_peft` |
+#
+# **Quantize on load.** `hf.load_model` + `prepare_qlora` first builds the whole model in the
+# compute dtype. `quantload.load_qlora` builds it with every parameter on PyTorch's `meta` device
+# (a shape, no storage), then reads the safetensors shards one tensor at a time and replaces each
+# linear layer by its 4-bit version as its weight arrives. Same arguments, same model, bit for bit:
+
+# %%
+from lorakit import quantload, recipe
+from lorakit.memory import linear_shapes, parameter_counts
+
+set_seed(0)
+today = prepare_qlora(hf.load_model(MODEL, COMPUTE_DTYPE, DEVICE, local_only=not REAL), r=HF["r"],
+                      alpha=HF["alpha"], compute_dtype=COMPUTE_DTYPE)
+set_seed(0)
+on_load = quantload.load_qlora(MODEL, r=HF["r"], alpha=HF["alpha"], compute_dtype=COMPUTE_DTYPE, device=DEVICE,
+                               local_only=not REAL)
+a, b = today.state_dict(), on_load.state_dict()
+same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+print(f"{len(a)} tensors (4-bit codes, block constants, norms, embeddings, LoRA A and B): "
+      f"{'all equal' if same else 'DIFFERENT'}; 4-bit storage {storage_report(on_load)['bytes']:,} bytes")
+n7 = parameter_counts("7B")
+# float32 on a T4: the whole model, or its linear layers in 4 bits and the rest (embeddings, head, norms)
+float32_7b, four_bit_7b = 4 * n7["total"], n7["linear"] * 4.127 / 8 + 4 * n7["other"]
+print(f"LLaMA-7B: load then quantize holds {float32_7b / 1e9:.1f} GB in float32 (a T4's compute dtype) "
+      f"before quantizing; quantize on load holds the {four_bit_7b / 1e9:.1f} GB 4-bit model "
+      "(on the GPU) plus one tensor at a time; Colab's host RAM: ≈ 12.7 GB")
+del today
+
+# %%
+assert same, "quantize-on-load stores exactly what load-then-prepare_qlora stores"
+assert float32_7b > 12.7e9 > four_bit_7b, "7B on a T4's host: only quantize-on-load fits"
+
+# %% [markdown]
+# `bench/bench_quantize_on_load.py` measures the host peak of both paths in fresh processes on a
+# model with SmolLM2-360M's exact shapes (random weights, 3 shards): `bench/results/cpu-quantize-on-load.txt`.
+#
+# **The learning-rate schedule.** Warm-up, then constant (QLoRA's choice, used above) or a cosine
+# decay to `min_lr_ratio · lr`: $\eta_t = \eta_{\min} + (\eta - \eta_{\min})\,\tfrac12(1 + \cos \pi p)$,
+# $p = (t - t_w)/(T - t_w)$ — transformers' `get_cosine_schedule_with_warmup` after its warm-up.
+
+# %%
+T, W = 100, 10
+constant = [recipe.learning_rate(t, T, 2e-4, W) for t in range(T)]
+cosine = [recipe.learning_rate(t, T, 2e-4, W, "cosine", min_ratio=0.1) for t in range(T)]
+plt.figure(figsize=(6, 3))
+plt.plot(constant, label="warm-up + constant (default)")
+plt.plot(cosine, label="warm-up + cosine to 0.1·lr")
+plt.xlabel("step")
+plt.ylabel("learning rate")
+plt.title("Two schedules, 10 warm-up steps")
+plt.legend()
+plt.show()
+
+# %%
+assert cosine[W] == constant[W] == 2e-4, "both reach the peak rate after the warm-up"
+assert abs(cosine[W + (T - W) // 2] - 0.55 * 2e-4) < 1e-12, "half way: half way between peak and floor"
+assert all(x > y for x, y in zip(cosine[W:], cosine[W + 1:])), "the cosine only goes down"
+
+# %% [markdown]
+# **Gradient accumulation** sums the gradients of `k` micro-batches before one update. Each
+# labelled token is weighted $1/N$ with $N$ the labelled tokens of all `k` micro-batches, so two
+# micro-batches of 2 make *the same update* as one batch of 4 — in the memory of a batch of 2.
+# (Averaging each micro-batch's mean loss instead would weight a short answer's tokens more.)
+
+# %%
+micro = {}
+for name, (bs, k) in {"one batch of 4": (4, 1), "2 micro-batches of 2": (2, 2)}.items():
+    set_seed(0)
+    m = quantload.load_qlora(MODEL, r=HF["r"], alpha=HF["alpha"], compute_dtype=torch.float32, device=DEVICE,
+                             local_only=not REAL)  # float32: an equality is checked, not bfloat16 rounding
+    losses = sft.train_sft(m, hf_train, steps=2, batch_size=bs, lr=1e-3, pad_id=tokenizer.pad_token_id,
+                           warmup=1, progress=False, accumulation_steps=k)
+    micro[name] = (losses, [layer.B.detach().float().clone() for layer in lora_layers(m).values()])
+(l4, B4), (l22, B22) = micro.values()
+gap = max((x - y).abs().max().item() for x, y in zip(B4, B22))
+size = max(x.abs().max().item() for x in B4)
+print(f"losses {[round(x, 4) for x in l4]} vs {[round(x, 4) for x in l22]}; "
+      f"B after 2 steps differs by {gap:.1e} (its entries reach {size:.1e})")
+
+# %%
+assert all(abs(x - y) < 1e-3 * abs(x) for x, y in zip(l4, l22)), "the same loss"
+assert gap < 1e-2 * size, "the same update: accumulation is one larger batch"
+
+# %% [markdown]
+# **The rest of the recipe, in one run:** `hf.fine_tune` with clipping at norm 1, accumulation,
+# the cosine schedule, the paged 8-bit AdamW and length-grouped batches. bitsandbytes' 8-bit
+# optimizers run only on CUDA, so elsewhere `recipe.choose_optimizer` falls back to torch's AdamW
+# and says so; on a GPU, `memory.track_peak` adds the paged states (in unified memory, which
+# `torch.cuda.max_memory_allocated` cannot see) to the peak. 8-bit states take ≈ 2.03 bytes per
+# trainable parameter instead of AdamW's 8 — for tensors of at least 4,096 values: bitsandbytes
+# keeps 32-bit states for smaller ones (its `min_8bit_size`), which is every adapter of the tiny
+# stand-in, so we also count them at SmolLM2-360M's shapes.
+
+# %%
+OPTIONS = dict(max_grad_norm=1.0, accumulation_steps=2, schedule="cosine", optimizer="paged_adamw_8bit",
+               group_by_length=True)
+recipe_run = hf.fine_tune("lorakit-qlora", MODEL, hf_train, hf_val, steps=max(6, HF["steps"] // 2), warmup_steps=1,
+                          batch_size=max(1, HF["batch_size"] // 2), lr=LR["lorakit-qlora"],
+                          compute_dtype=COMPUTE_DTYPE, device=DEVICE, pad_id=tokenizer.pad_token_id,
+                          r=HF["r"], alpha=HF["alpha"], local_only=not REAL, progress=not FAST,
+                          keep_model=True, train_options=OPTIONS)
+rec = recipe_run["training"]
+trainable = [p for p in recipe_run["model"].parameters() if p.requires_grad]
+states = {name: recipe.optimizer_state_bytes(trainable, name) for name in ("adamw", "paged_adamw_8bit")}
+SMOLLM2 = dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+               num_key_value_heads=5, vocab_size=49152)  # its adapters' shapes, as meta tensors (no memory)
+smol_lora = [torch.empty(shape, device="meta") for _ in range(SMOLLM2["num_hidden_layers"])
+             for m, n in linear_shapes(SMOLLM2).values() for shape in ((m, HF["r"]), (HF["r"], n))]
+smol_states = {name: recipe.optimizer_state_bytes(smol_lora, name) for name in ("adamw", "paged_adamw_8bit")}
+print(f"optimizer: {rec['optimizer']}" + (f" ({rec['optimizer_why']})" if rec["optimizer_why"] else ""))
+print(f"gradient norm before clipping: first {rec['grad_norm'][0]:.2f}, largest {max(rec['grad_norm']):.2f}; "
+      f"lr {rec['lr'][0]:.1e} → {max(rec['lr']):.1e} → {rec['lr'][-1]:.1e}")
+for where, st in {f"this model, r={HF['r']}": states, f"SmolLM2-360M's shapes, r={HF['r']}": smol_states}.items():
+    print(f"optimizer states, {where}: AdamW {st['adamw'] / 2**20:.2f} MB, "
+          f"paged 8-bit {st['paged_adamw_8bit'] / 2**20:.2f} MB")
+print(f"peak {recipe_run['peak_bytes'] / 2**20:.1f} MB ({recipe_run['memory_method'].split(':')[0]}); "
+      f"held-out {recipe_run['val_bits']:.3f} bits/token (base {hf_base_bits:.3f})")
+
+# %%
+assert rec["optimizer"] == ("paged_adamw_8bit" if ON_GPU else "adamw"), "8-bit AdamW on CUDA, else the fallback"
+assert len(rec["grad_norm"]) == len(rec["lr"]) and rec["lr"][-1] < max(rec["lr"]), "clipped every step; lr decays"
+assert states["paged_adamw_8bit"] <= states["adamw"], "never more than AdamW's"
+assert smol_states["paged_adamw_8bit"] < 0.3 * smol_states["adamw"], "at a real shape, about a quarter of AdamW's"
+assert recipe_run["val_bits"] < hf_base_bits, "the recipe run improves the held-out loss too"
+
+# %% [markdown]
+# **Padding.** `collate` pads every example of a batch to its longest. Random batches of
+# functions of very different lengths are largely padding — compute spent on nothing. Batches of
+# similar length (shuffled, cut into groups of 50 batches, sorted inside each group, the batches
+# shuffled again) keep the randomness across batches and drop most of it:
+
+# %%
+def padding_random_vs_grouped(examples, batch_size):
+    lengths = [len(ids) for ids, _ in examples]
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+    grouped = recipe.length_grouped_order(lengths, batch_size, seed=0)
+    return recipe.padding_share(lengths, shuffled, batch_size), recipe.padding_share(lengths, grouped, batch_size)
+
+
+padding = {f"this run ({HF['max_len']} tokens, batch {HF['batch_size']})":
+           padding_random_vs_grouped(hf_train, HF["batch_size"]),
+           "the GPU shape (384 tokens, batch 8)":
+           padding_random_vs_grouped([sft.chat_example(p, tokenizer, 384) for p in train_pairs], 8)}
+for shape, (pad_random, pad_grouped) in padding.items():
+    print(f"{len(hf_train):,} examples at {shape}: padding is {pad_random:.1%} of the tokens in random "
+          f"batches, {pad_grouped:.1%} in length-grouped ones")
+
+# %%
+for shape, (pad_random, pad_grouped) in padding.items():
+    assert pad_grouped < 0.75 * pad_random, f"{shape}: length-grouped batches cut the padding"
+
+# %% [markdown]
+# **The end-of-turn token.** The examples above end with the tokenizer's EOS. For SmolLM2 (ChatML)
+# that is `<|im_end|>`, the token that closes a turn. Not every template works so: Gemma closes a
+# turn with `<end_of_turn>` while its EOS is `<eos>` — a model trained to end answers with EOS
+# never learns the stop its chat format expects. `recipe.end_of_turn_id` reads the token from the
+# template itself (it renders a probe answer and takes the first special token after it); below,
+# on this tokenizer and on a Gemma-style copy of it built offline.
+
+# %%
+eot = recipe.end_of_turn_id(tokenizer)
+gemma = copy.deepcopy(tokenizer)
+gemma.add_special_tokens({"bos_token": "<bos>", "eos_token": "<eos>"})
+gemma.add_tokens(["<start_of_turn>", "<end_of_turn>"], special_tokens=True)
+gemma.chat_template = ("{{ bos_token }}{% for message in messages %}"
+                       "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+                       "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+                       "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+gemma_eot = recipe.end_of_turn_id(gemma)
+ids_g, _ = sft.chat_example(show[0], gemma, HF["max_len"], end_id=gemma_eot)
+print(f"this tokenizer: end of turn {tokenizer.convert_ids_to_tokens(eot)!r}, EOS {tokenizer.eos_token!r}")
+print(f"Gemma-style: end of turn {gemma.convert_ids_to_tokens(gemma_eot)!r}, EOS {gemma.eos_token!r}; "
+      f"a training example now ends {gemma.decode(ids_g[-6:])!r}")
+
+# %%
+assert gemma.convert_ids_to_tokens(gemma_eot) == "<end_of_turn>" and gemma_eot != gemma.eos_token_id
+assert ids_g[-1] == gemma_eot, "the answer ends where the template ends a turn, not with EOS"
+
+# %% [markdown]
+# **The adapter, in PEFT's format, over a 4-bit base.** `recipe.save_adapter_for_peft` writes
+# `adapter_config.json` + `adapter_model.safetensors` as PEFT does (lorakit's $A$, $B$ transposed
+# to PEFT's `lora_A`, `lora_B`). Anyone can then load the base in 4 bits with bitsandbytes and the
+# adapter with `PeftModel.from_pretrained` — no lorakit needed. bitsandbytes stores the same NF4
+# codes; on the CPU its backend re-lays them out with bfloat16 block constants, so the two models
+# differ by a rounding far smaller than what the adapter changes:
+
+# %%
+adapter_dir = recipe.save_adapter_for_peft(recipe_run["model"], Path(tempfile.mkdtemp()) / "adapter", MODEL)
+peft_model = recipe.load_peft_over_4bit(MODEL, adapter_dir, COMPUTE_DTYPE, DEVICE, local_only=not REAL)
+ids0 = hf.chat_prompt_ids(tokenizer, show[0]).to(DEVICE)
+with torch.no_grad():
+    ours = recipe_run["model"](input_ids=ids0).logits.float()
+    theirs = peft_model(input_ids=ids0).logits.float()
+    with peft_model.disable_adapter():
+        base_4bit = peft_model(input_ids=ids0).logits.float()
+peft_gap, adapter_effect = (ours - theirs).abs().max().item(), (ours - base_4bit).abs().max().item()
+print(f"{sorted(p.name for p in adapter_dir.iterdir())}; PeftModel over bitsandbytes 4-bit vs lorakit: "
+      f"max |Δlogit| {peft_gap:.1e}; the adapter itself moves the logits by up to {adapter_effect:.1e}")
+
+# %%
+assert type(peft_model).__name__ == "PeftModelForCausalLM"
+assert peft_gap < 0.1 * adapter_effect, "PEFT over bitsandbytes' 4 bits computes the model lorakit trained"
+del peft_model, on_load
+
+# %% [markdown]
 # ## Summary
 #
 # - The stdlib yields thousands of instruction pairs; validation modules are never trained on.
