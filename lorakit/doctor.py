@@ -497,8 +497,8 @@ def check_added_tokens(model: nn.Module, token_ids: list[int], *, trained: nn.Mo
     report.total = sum(p.numel() for p in model.parameters())
     report.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
-    fix = (f"LoraConfig(..., trainable_token_indices={{'embed_tokens': {token_ids}}}) trains just these rows and "
-           "saves them in the adapter (or modules_to_save=['embed_tokens', 'lm_head'], which saves whole copies)")
+    fix = (f"LoraConfig(..., trainable_token_indices={{'embed_tokens': {token_ids}}}), which trains just these rows "
+           "and saves them in the adapter (or modules_to_save=['embed_tokens', 'lm_head'], which saves whole copies)")
     if trained is not None:
         lost = (_token_rows(model, token_ids) - _token_rows(trained, token_ids)).abs().max().item()
         if lost > 1e-6:

@@ -56,12 +56,13 @@ import copy
 import math
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from lorakit import doctor
+from lorakit import doctor, hf
 from lorakit.adapters import load_adapter, save_adapter
 from lorakit.data import encode, get_batch, load_splits
 from lorakit.exercises.nb04 import check_ex_4_1, check_ex_4_2, check_ex_4_3, check_ex_4_4
@@ -690,6 +691,235 @@ peft_report = doctor.check(theirs, "all-linear")
 print(peft_report)
 assert "lm_head" in [row["layer"] for row in peft_report.layers], "PEFT's all-linear adapted lm_head here"
 assert "extra_trainable" not in peft_report.codes, "DoRA's magnitudes count as adapter parameters"
+
+# %% [markdown]
+# ### Two more traps, on the Hugging Face path
+#
+# Two failures come only from PEFT and `transformers`, so we plant them on a real Llama: the tiny
+# one `lorakit.hf.build_tiny_llama` builds offline (random weights, the real classes and calls;
+# notebook 09 uses it the same way). Each is written the way a learner writes it.
+#
+# **An adapter loaded frozen.** You trained an adapter yesterday, saved it with `save_pretrained`,
+# and today you resume: `PeftModel.from_pretrained(base, path)`. Its `is_trainable` defaults to
+# `False` — the adapter is loaded *for inference*, every $A$ and $B$ has `requires_grad=False`, and
+# there is nothing left to train.
+#
+# **Gradient checkpointing without input gradients.** To save memory you turn on gradient
+# checkpointing after `get_peft_model`. With the *reentrant* checkpoint (`use_reentrant=True`:
+# torch's old default, and `transformers` 4's), a checkpointed block passes gradients only to its
+# *inputs* that require grad. The embeddings are frozen, so the hidden states entering the first
+# block do not; no gradient reaches any adapter inside a block, and $B$ stays exactly 0. The fix
+# is one line: `model.enable_input_require_grads()` (a hook that makes the embeddings' output
+# require grad), or `use_reentrant=False`. `transformers` 5 does both for you; `transformers` 4
+# did neither for a `peft.get_peft_model` model, so we undo the hook to stand where it left you.
+
+# %%
+TINY = hf.build_tiny_llama(WORK / "tiny-llama")
+tok = hf.load_tokenizer(TINY)
+llama_ids = tok(bytes(docs_train[:6000].tolist()).decode("utf-8", "replace"), return_tensors="pt").input_ids
+llama_batch = llama_ids[0, : 4 * 48].reshape(4, 48)             # 4 rows of 48 tokens of the docs
+
+
+def llama_lora(targets=("q_proj", "v_proj"), **kw):
+    """The tiny Llama with a PEFT LoRA, as a learner builds it (r = 8, α = 16)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)        # transformers 5 renamed a property PEFT reads
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")   # lm_head is tied: fine unmerged
+        return peft.get_peft_model(hf.load_model(TINY), peft.LoraConfig(r=8, lora_alpha=16,
+                                                                    target_modules=list(targets), **kw))
+
+
+def llama_steps(model, steps=3, lr=1e-2):
+    """A few AdamW steps on the trainable parameters; returns the losses."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=llama_batch, labels=llama_batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def B_norm(model, inside_layers=True):
+    """Σ‖B‖ over the adapters inside the decoder layers."""
+    return sum(p.norm().item() for n, p in model.named_parameters() if "lora_B" in n and (".layers." in n) == inside_layers)
+
+
+# yesterday: train an adapter, save it
+trained = llama_lora()
+llama_steps(trained)
+trained.save_pretrained(WORK / "llama-adapter")
+
+# today: resume training — the learner's line, and the fix
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    resumed = peft.PeftModel.from_pretrained(hf.load_model(TINY), WORK / "llama-adapter")
+    resumed_fixed = peft.PeftModel.from_pretrained(hf.load_model(TINY), WORK / "llama-adapter", is_trainable=True)
+n_trainable = sum(p.numel() for p in resumed.parameters() if p.requires_grad)
+try:
+    llama_steps(resumed)
+    symptom = "trained"
+except ValueError as err:                                      # AdamW([]) refuses an empty list
+    symptom = f"ValueError: {err}"
+print(f"loaded with the default: {n_trainable} trainable parameters; training it: {symptom}")
+frozen_report = doctor.check(resumed)
+print(next(f for f in frozen_report.findings if f.code == "loaded_frozen"))
+before = B_norm(resumed_fixed)
+llama_steps(resumed_fixed)
+print(f"with is_trainable=True: Σ‖B‖ {before:.4f} → {B_norm(resumed_fixed):.4f}")
+
+# %%
+assert n_trainable == 0 and symptom.startswith("ValueError"), "loaded with the default, nothing can train"
+assert "loaded_frozen" in frozen_report.codes and not frozen_report.ok, "the doctor catches the frozen load"
+assert "loaded_frozen" not in doctor.check(resumed_fixed).codes, "and finds nothing once is_trainable=True"
+assert B_norm(resumed_fixed) != before, "with is_trainable=True the adapter trains on"
+
+
+# %%
+def checkpointed(input_grads: bool, targets=("q_proj", "v_proj", "lm_head")):
+    """get_peft_model, then reentrant gradient checkpointing, as in a transformers 4 tutorial."""
+    model = llama_lora(targets)
+    base_llama = model.get_base_model()
+    enable = getattr(base_llama, "activation_checkpointing_enable", None) or base_llama.gradient_checkpointing_enable
+    enable({"use_reentrant": True})                            # transformers 5 renamed gradient_checkpointing_enable
+    if input_grads:
+        base_llama.enable_input_require_grads()                # the fix
+    else:
+        base_llama.disable_input_require_grads()               # what transformers 4 left you with
+    return model
+
+
+faulty = checkpointed(input_grads=False)
+with warnings.catch_warnings(record=True) as caught_warnings:
+    warnings.simplefilter("always")
+    faulty_losses = llama_steps(faulty, steps=4)
+    try:                                                       # only in-layer adapters: the loss has no grad_fn at all
+        llama_steps(checkpointed(input_grads=False, targets=("q_proj", "v_proj")), steps=1)
+        bare_error = None
+    except RuntimeError as err:
+        bare_error = str(err)
+torch_hint = sorted({str(w.message) for w in caught_warnings if "requires_grad" in str(w.message)})
+fixed = checkpointed(input_grads=True)
+fixed_losses = llama_steps(fixed, steps=4)
+print(f"reentrant checkpointing, no input grads: loss {faulty_losses[0]:.3f} → {faulty_losses[-1]:.3f}; "
+      f"Σ‖B‖ in the layers {B_norm(faulty):.3g}, in lm_head {B_norm(faulty, inside_layers=False):.3g}")
+print(f"  the only hint, a warning: {torch_hint}")
+print(f"  with q, v only: RuntimeError: {bare_error}")
+print(f"with enable_input_require_grads(): loss {fixed_losses[0]:.3f} → {fixed_losses[-1]:.3f}; "
+      f"Σ‖B‖ in the layers {B_norm(fixed):.3g}")
+ckpt_report = doctor.check(faulty)
+print(next(f for f in ckpt_report.findings if f.code == "checkpointing_no_input_grads"))
+
+# %%
+assert B_norm(faulty) == 0 and B_norm(faulty, inside_layers=False) > 0, "B inside the layers never moved; lm_head's did"
+assert faulty_losses[-1] < faulty_losses[0], "while the loss fell: a run that looks like it trains"
+assert bare_error is not None and "grad" in bare_error, "with only in-layer adapters, backward fails"
+assert B_norm(fixed) > 0, "with the fix, every B moves"
+assert "checkpointing_no_input_grads" in ckpt_report.codes and not ckpt_report.ok, "the doctor catches it"
+assert "checkpointing_no_input_grads" not in doctor.check(fixed).codes, "and finds nothing on the fixed model"
+
+# %% [markdown]
+# Both traps look like a run that trains: the loss of the checkpointed model even fell, because the
+# one adapter outside a checkpointed block (on `lm_head`) learned — while every $B$ inside the
+# layers stayed exactly 0. The doctor reads the setup (`inference_mode`, the checkpoint function,
+# the embeddings' hook), so it catches both before the first step.
+#
+# ## 9. Tokens you add to the vocabulary
+#
+# A chat or tool format often needs new special tokens (`<|tool|>`, a new end-of-turn). Adding one
+# takes three steps: `tokenizer.add_special_tokens(...)`, `model.resize_token_embeddings(len(tokenizer))`
+# — which appends a row to the embedding (and, tied, to the output layer), drawn at random around
+# the mean of the old rows — and *training that row*. A LoRA on the linear layers never touches the
+# embedding, so the row keeps its random start; and a row trained outside the adapter's config is
+# not in the adapter file, so after a reload it is random again. PEFT trains and saves just those
+# rows with `LoraConfig(trainable_token_indices={"embed_tokens": [ids]})` (or whole copies of the
+# embedding and output layer with `modules_to_save`). `doctor.check_added_tokens(model, ids)` says
+# which case you are in; with `trained=` it compares a reloaded model's rows with the trained ones.
+#
+# The task: the docs text with a new token `<|tool|>` at the end of every line, so the model can
+# learn where it goes. Three setups, each trained the same steps, saved with
+# `save_pretrained(..., save_embedding_layers=False)` — the adapter alone, as one saves it to keep the
+# file small (PEFT's default `"auto"` adds the *whole* vocab×d embedding and output matrices when it
+# can read the base's `config.json` and sees the vocabulary grew; offline with a Hub name it cannot,
+# and saves none) — and reloaded into a freshly resized base.
+
+# %%
+NEW_TOKEN = "<|tool|>"
+tok_new = hf.load_tokenizer(TINY)
+tok_new.add_special_tokens({"additional_special_tokens": [NEW_TOKEN]})
+new_id = tok_new.convert_tokens_to_ids(NEW_TOKEN)
+tool_text = bytes(docs_train[:6000].tolist()).decode("utf-8", "replace").replace("\n", f"{NEW_TOKEN}\n")
+tool_ids = tok_new(tool_text, return_tensors="pt").input_ids[0]
+tool_batch = tool_ids[: 4 * 64].reshape(4, 64)
+TOOL_STEPS = 8 if FAST else 20
+
+
+def resized_base(seed):
+    """The tiny Llama with the vocabulary grown by one: the new row is drawn at random (``seed``)."""
+    model = hf.load_model(TINY)
+    torch.manual_seed(seed)
+    model.resize_token_embeddings(len(tok_new))
+    return model
+
+
+def tool_loss(model):
+    """Mean loss on the positions whose target is the new token (can the model predict it?)."""
+    with torch.no_grad():
+        logits = model(input_ids=tool_batch[:, :-1]).logits
+    targets = tool_batch[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return losses[targets == new_id].mean().item()
+
+
+def added_token_run(setup):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        kw = dict(trainable_token_indices={"embed_tokens": [new_id]}) if setup == "trainable_token_indices" else {}
+        model = peft.get_peft_model(resized_base(seed=1), peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], **kw))
+    if setup == "unfrozen by hand":
+        model.get_input_embeddings().weight.requires_grad_(True)
+    static = doctor.check_added_tokens(model, [new_id])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(TOOL_STEPS):
+        model(input_ids=tool_batch, labels=tool_batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    folder = WORK / f"added-{setup.replace(' ', '-')}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model.save_pretrained(folder, save_embedding_layers=False)   # the adapter alone: no vocab×d matrix
+        reloaded = peft.PeftModel.from_pretrained(resized_base(seed=2), folder)
+    return dict(static=static, reload=doctor.check_added_tokens(reloaded, [new_id], trained=model),
+                trained=tool_loss(model), reloaded=tool_loss(reloaded),
+                kb=sum(f.stat().st_size for f in folder.iterdir()) / 1024)
+
+
+tool_base = tool_loss(resized_base(seed=1))
+added = {s: added_token_run(s) for s in ("LoRA only", "unfrozen by hand", "trainable_token_indices")}
+print(f"loss on the {NEW_TOKEN} positions (nats), base with a fresh row: {tool_base:.2f}")
+for s, res in added.items():
+    codes = [f.code for f in res["static"].findings] + [f.code for f in res["reload"].findings]
+    print(f"{s:>24}: trained {res['trained']:.2f}, reloaded {res['reloaded']:.2f}; adapter {res['kb']:.0f} KB; "
+          f"doctor: {', '.join(codes)}")
+print(next(f for f in added["unfrozen by hand"]["reload"].findings if f.code == "added_tokens_lost"))
+
+# %%
+ok_run, lost_run, frozen_run = added["trainable_token_indices"], added["unfrozen by hand"], added["LoRA only"]
+assert ok_run["trained"] < tool_base - 1 and math.isclose(ok_run["reloaded"], ok_run["trained"], abs_tol=1e-4), \
+    "trained rows learn the new token, and the reload predicts it as well"
+assert lost_run["trained"] < tool_base - 1 and lost_run["reloaded"] > lost_run["trained"] + 1, \
+    "rows trained outside the adapter learn it, and the reload forgets it"
+assert frozen_run["trained"] > ok_run["trained"] + 1, "LoRA on q, v alone cannot learn the new row"
+assert "added_tokens_untrained" in frozen_run["static"].codes, "caught before training: the row is frozen"
+assert "added_tokens_not_saved" in lost_run["static"].codes, "caught before training: the row is outside the adapter"
+assert "added_tokens_lost" in lost_run["reload"].codes, "caught after the reload: the rows differ"
+assert ok_run["static"].ok and ok_run["reload"].ok, "and nothing on trainable_token_indices"
 
 # %% [markdown]
 # ## Summary: the measured table
