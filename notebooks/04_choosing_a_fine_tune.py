@@ -829,10 +829,12 @@ assert "checkpointing_no_input_grads" in ckpt_report.codes and not ckpt_report.o
 assert "checkpointing_no_input_grads" not in doctor.check(fixed).codes, "and finds nothing on the fixed model"
 
 # %% [markdown]
-# Both traps look like a run that trains: the loss of the checkpointed model even fell, because the
-# one adapter outside a checkpointed block (on `lm_head`) learned — while every $B$ inside the
-# layers stayed exactly 0. The doctor reads the setup (`inference_mode`, the checkpoint function,
-# the embeddings' hook), so it catches both before the first step.
+# The frozen load fails loudly here (an empty optimizer), but only because our loop builds the
+# optimizer from the trainable parameters; the checkpointing trap can look like a run that trains:
+# the loss fell, because the one adapter outside a checkpointed block (on `lm_head`) learned —
+# while every $B$ inside the layers stayed exactly 0 (both asserted). The doctor reads the setup
+# (`inference_mode`, the checkpoint function, the embeddings' hook), so it catches both before the
+# first step.
 #
 # ## 9. Tokens you add to the vocabulary
 #
