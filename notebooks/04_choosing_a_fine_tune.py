@@ -37,6 +37,10 @@
 # |---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 180 s |
 #
+# Sections 8's PEFT traps, 9 and 10 came after that measurement. At learner size their new cells
+# took 106 s of CPU time on one thread (2-core x86_64 CPU, load average ≈ 12 from other jobs,
+# 2026-12-06): an upper bound on what they add on an idle machine.
+#
 # **What was cut to fit 6 minutes on 2 cores.** Every fine-tune here is short (`STEPS` steps of
 # batch 16 at context 64, half the base model's context), the sweeps have 3–5 points, most settings
 # run with one seed (section 7 measures the seed-to-seed spread, so you know how much a difference
