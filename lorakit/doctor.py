@@ -10,7 +10,12 @@ reports what a learner otherwise finds out only after a wasted run:
 - whether every ``B`` has moved from zero and by how much: ‖B‖ and the update ratio ‖s A B‖/‖W0‖;
 - gradients that are None or zero (A and B both zero: no gradient can ever flow);
 - the adapters' dtype, and (given the optimizer) how many entries one step of lr cannot move;
-- the merged flag, and (given the original weights) how many times the update sits in the weight.
+- the merged flag, and (given the original weights) how many times the update sits in the weight;
+- a PEFT adapter loaded for inference (``PeftModel.from_pretrained``'s ``is_trainable=False``) and
+  reentrant gradient checkpointing with no input gradient (the adapters in checkpointed layers get none).
+
+``check_added_tokens(model, token_ids)`` answers the question of tokens added to the vocabulary:
+will their embedding rows train, and will they be saved with the adapter?
 
 Every finding has a ``code`` (a stable name the tests use), a ``level`` (``"error"``, ``"warning"``
 or ``"info"``) and a message that says what to do. Notation as in ``lorakit.lora``: ``A`` in×r,
@@ -216,6 +221,8 @@ def check(
     if frozen:
         add("error", "frozen_adapter", f"adapter parameters of {_few(frozen)} have requires_grad=False: "
             "they can never train. Call requires_grad_(True) on A and B (inject_lora does).")
+    _check_loaded_frozen(model, add)
+    _check_checkpointing(model, adapters, add)
 
     for a in adapters:
         report.layers.append(_row(a))
@@ -398,3 +405,139 @@ def _check_against_reference(adapters, reference, add) -> None:
             "a PiSSA residual (expected for PiSSA; unmerged it is the original model).")
     if unknown:
         add("warning", "no_reference", f"no matching reference weight for {_few(unknown)}.")
+
+
+def _check_loaded_frozen(model, add) -> None:  # notebook 04 §8
+    """``PeftModel.from_pretrained(base, path)`` loads an adapter for inference: ``is_trainable``
+    defaults to False, which sets ``inference_mode`` and freezes A and B. Training then moves nothing
+    (or fails: the optimizer gets an empty parameter list)."""
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict):
+        return
+    frozen = [name for name, cfg in configs.items() if getattr(cfg, "inference_mode", False)]
+    if frozen and not any(p.requires_grad for p in model.parameters()):
+        add("error", "loaded_frozen", f"adapter {_few(frozen)} was loaded for inference: PeftModel.from_pretrained "
+            "defaults to is_trainable=False, so A and B have requires_grad=False and cannot train. To continue "
+            "training, load it with PeftModel.from_pretrained(base, path, is_trainable=True) "
+            "(for inference only, this is expected).")
+
+
+def _reentrant(func) -> bool:
+    """Does this checkpoint function run torch's reentrant checkpoint? (``use_reentrant`` None means True)."""
+    return getattr(func, "keywords", {}).get("use_reentrant") is not False
+
+
+def _input_grads_on(model: nn.Module) -> bool | None:
+    """Does the input embeddings' output require grad (weight trainable, or
+    ``enable_input_require_grads``' forward hook)? None when the model has no input embeddings."""
+    for m in model.modules():
+        if not hasattr(type(m), "get_input_embeddings"):
+            continue
+        try:
+            emb = m.get_input_embeddings()
+        except (NotImplementedError, AttributeError):
+            continue
+        if emb is None:
+            continue
+        hooks = [getattr(h, "__name__", getattr(getattr(h, "func", None), "__name__", ""))
+                 for h in emb._forward_hooks.values()]
+        return any(p.requires_grad for p in emb.parameters()) or any("require_grad" in h for h in hooks)
+    return None
+
+
+def _check_checkpointing(model, adapters, add) -> None:  # notebook 04 §8
+    """Reentrant activation checkpointing (``use_reentrant=True``, torch's old default and
+    transformers 4's) gives gradients only to a block's *inputs* that require grad. With the
+    embeddings frozen, the hidden states entering the first block do not, so no adapter inside a
+    checkpointed layer gets a gradient: B stays 0, and the loss may have no grad_fn at all.
+    ``model.enable_input_require_grads()`` makes the embeddings' output require grad."""
+    checkpointed = [path.removeprefix(PEFT_PREFIX) for path, m in model.named_modules()
+                    if getattr(m, "gradient_checkpointing", False) is True
+                    and _reentrant(getattr(m, "_gradient_checkpointing_func", None))]
+    if not checkpointed or _input_grads_on(model) is not False:
+        return
+    inside = [a.name for a in adapters if any(c == "" or a.name.startswith(c + ".") for c in checkpointed)]
+    if inside:
+        add("error", "checkpointing_no_input_grads", f"gradient checkpointing is on with use_reentrant=True and the "
+            f"input embeddings' output does not require grad: {len(inside)} of {len(adapters)} adapters sit in "
+            "checkpointed layers and get no gradient, so B stays 0 (or loss.backward() finds no grad_fn). Call "
+            "model.enable_input_require_grads() after gradient_checkpointing_enable() (prepare_model_for_kbit_training "
+            "does), or pass gradient_checkpointing_kwargs={'use_reentrant': False}.", len(inside))
+
+
+# ---------------------------------------------------------------- tokens added to the vocabulary
+
+
+def _token_rows(model: nn.Module, token_ids: list[int]) -> torch.Tensor:
+    """The input-embedding rows the model uses for ``token_ids`` (through PEFT's wrappers, if any)."""
+    return model.get_input_embeddings()(torch.tensor(token_ids)).detach().float()
+
+
+def _rows_trained_by_adapter(model: nn.Module, token_ids: list[int]) -> bool:
+    """Are the rows trained by something the adapter saves: PEFT's trainable tokens (for these ids)
+    or a ``modules_to_save`` copy of the embedding?"""
+    emb = model.get_input_embeddings()
+    for m in emb.modules():
+        indices = getattr(m, "token_indices", None)
+        if isinstance(indices, dict) and any(set(token_ids) <= set(v) for v in indices.values()):
+            return any(p.requires_grad for p in m.parameters())
+        if type(m).__name__ == "ModulesToSaveWrapper":
+            return any(p.requires_grad for p in getattr(m, "modules_to_save", nn.ModuleDict()).parameters())
+    return False
+
+
+@torch.no_grad()  # notebook 04 §9
+def check_added_tokens(model: nn.Module, token_ids: list[int], *, trained: nn.Module | None = None) -> Report:
+    """Tokens added to the vocabulary (``tokenizer.add_special_tokens`` + ``resize_token_embeddings``):
+    will their embedding rows train, and are they saved with the adapter?
+
+    The new rows start at ``resize_token_embeddings``' initial values (random, drawn around the mean
+    of the old rows): a LoRA on the attention or MLP never changes them, and rows trained outside the
+    adapter's config are not in a LoRA-only adapter file. ``model``: the (PEFT) model to train, or —
+    with ``trained``, the model the rows were trained in — the model reloaded from what was saved;
+    the rows are then compared.
+    """
+    if not isinstance(model, nn.Module) or not hasattr(model, "get_input_embeddings"):
+        raise TypeError(f"model must be a Hugging Face or PEFT model with input embeddings, got {type(model).__name__}")
+    if trained is not None and not isinstance(trained, nn.Module):
+        raise TypeError(f"trained must be an nn.Module or None, got {type(trained).__name__}")
+    vocab = _vocab_size(model)
+    token_ids = [int(token_ids)] if isinstance(token_ids, int) else [int(t) for t in token_ids]
+    bad = [t for t in token_ids if not 0 <= t < vocab]
+    if not token_ids or bad:
+        raise ValueError(f"token_ids must be a non-empty list of ids in 0..{vocab - 1} (the resized vocabulary), "
+                         f"got {token_ids}")
+    report = Report()
+    report.total = sum(p.numel() for p in model.parameters())
+    report.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
+    fix = (f"LoraConfig(..., trainable_token_indices={{'embed_tokens': {token_ids}}}), which trains just these rows "
+           "and saves them in the adapter (or modules_to_save=['embed_tokens', 'lm_head'], which saves whole copies)")
+    if trained is not None:
+        lost = (_token_rows(model, token_ids) - _token_rows(trained, token_ids)).abs().max().item()
+        if lost > 1e-6:
+            add("error", "added_tokens_lost", f"the reloaded rows of tokens {token_ids} differ from the trained ones "
+                f"(max |Δ| = {lost:.3g}): they were not saved, and the reloaded model uses resize_token_embeddings' "
+                f"fresh random rows. Train them with {fix}.", lost)
+        else:
+            add("info", "added_tokens_saved", f"the reloaded rows of tokens {token_ids} equal the trained ones.", lost)
+        return report
+    if _rows_trained_by_adapter(model, token_ids):
+        add("info", "added_tokens_trained", f"the rows of tokens {token_ids} train with the adapter and are saved with it.")
+    elif any(p.requires_grad for p in model.get_input_embeddings().parameters()):
+        add("error", "added_tokens_not_saved", f"the embedding of tokens {token_ids} trains outside the adapter's config "
+            "(unfrozen by hand): an adapter file stores only what its config names, so after reloading these rows "
+            f"are random again. Use {fix}.")
+    else:
+        add("error", "added_tokens_untrained", f"the rows of tokens {token_ids} are frozen: they keep "
+                f"resize_token_embeddings' random initial values and the model cannot learn what they mean "
+                f"(LoRA on the linear layers does not reach the embedding). Use {fix}.")
+    return report
+
+
+def _vocab_size(model: nn.Module) -> int:
+    emb = model.get_input_embeddings()
+    weight = getattr(emb, "weight", None)
+    if weight is None:                                   # PEFT wrapper: the base layer holds the matrix
+        weight = next(m.weight for m in emb.modules() if isinstance(m, nn.Embedding))
+    return weight.shape[0]

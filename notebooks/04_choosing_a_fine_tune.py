@@ -26,14 +26,20 @@
 # - derive LoRA's gradients and see why exactly one of $A$, $B$ starts at zero;
 # - sweep the learning rate, $r$, $\alpha$ and the target modules fairly (the learning rate tuned for
 #   every setting), and measure what LoRA forgets against full fine-tuning;
-# - build DoRA, PiSSA and LoRA+ from scratch, check each against PEFT, and run the adapter doctor
-#   (`lorakit.doctor.check`) on the five failures learners report most.
+# - build DoRA, PiSSA and LoRA+ from scratch, check each against PEFT, run the adapter doctor
+#   (`lorakit.doctor.check`) on the seven failures learners report most, add a token to the
+#   vocabulary without losing it, and measure LoRA against full fine-tuning across batch sizes and
+#   dataset sizes.
 #
 # **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 180 s |
+#
+# Sections 8's PEFT traps, 9 and 10 came after that measurement. At learner size their new cells
+# took 106 s of CPU time on one thread (2-core x86_64 CPU, load average ≈ 12 from other jobs,
+# 2026-12-06): an upper bound on what they add on an idle machine.
 #
 # **What was cut to fit 6 minutes on 2 cores.** Every fine-tune here is short (`STEPS` steps of
 # batch 16 at context 64, half the base model's context), the sweeps have 3–5 points, most settings
@@ -56,12 +62,13 @@ import copy
 import math
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from lorakit import doctor
+from lorakit import doctor, hf
 from lorakit.adapters import load_adapter, save_adapter
 from lorakit.data import encode, get_batch, load_splits
 from lorakit.exercises.nb04 import check_ex_4_1, check_ex_4_2, check_ex_4_3, check_ex_4_4
@@ -113,9 +120,11 @@ RUNS = {}   # every run's measurements, by its settings
 
 
 def finetune(method="lora", targets="all-linear", r=4, alpha=ALPHA, lr=1e-2, rslora=False,
-             steps=STEPS, seed=0, data=None, loraplus_ratio=None, cosine=False, keep=False):
-    """Fine-tune a copy of the base; return its measurements (with the model under "model" if ``keep``)."""
-    key = (method, str(targets), r, alpha, lr, rslora, steps, seed, loraplus_ratio, cosine, data is not None)
+             steps=STEPS, seed=0, data=None, loraplus_ratio=None, cosine=False, keep=False, batch=BATCH, fit=False):
+    """Fine-tune a copy of the base; return its measurements (with the model under "model" if ``keep``,
+    and with "fit", the loss on the training text itself, if ``fit``)."""
+    key = (method, str(targets), r, alpha, lr, rslora, steps, seed, loraplus_ratio, cosine,
+           None if data is None else len(data), batch, fit)
     if key in RUNS and (not keep or "model" in RUNS[key]):
         return RUNS[key]
     model = copy.deepcopy(base)
@@ -129,12 +138,15 @@ def finetune(method="lora", targets="all-linear", r=4, alpha=ALPHA, lr=1e-2, rsl
     else:
         raise ValueError(f"method must be 'full', 'lora', 'dora' or 'pissa', got {method!r}")
     opt = loraplus_optimizer(model, lr, loraplus_ratio) if loraplus_ratio else None
-    hist = train(model, docs_train if data is None else data, steps=steps, batch_size=BATCH, lr=lr,
-                 seed=seed, context=CTX, warmup=WARMUP, cosine=cosine, progress=False, optimizer=opt)
+    warmup = WARMUP if batch == BATCH else max(1, steps // 10)           # 10 % of the run (section 10)
+    hist = train(model, docs_train if data is None else data, steps=steps, batch_size=batch, lr=lr,
+                 seed=seed, context=CTX, warmup=warmup, cosine=cosine, progress=False, optimizer=opt)
     res = dict(docs=bpb(model, docs_val), code=bpb(model, code_val), seconds=hist.seconds,
                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
                dW=sum(layer.delta().norm().item() for layer in lora_layers(model).values()))
     res.update(gain=base_docs - res["docs"], forget=res["code"] - base_code)
+    if fit:
+        res["fit"] = bpb(model, docs_train if data is None else data)
     if keep:
         res["model"] = model
     RUNS[key] = res
@@ -692,6 +704,416 @@ assert "lm_head" in [row["layer"] for row in peft_report.layers], "PEFT's all-li
 assert "extra_trainable" not in peft_report.codes, "DoRA's magnitudes count as adapter parameters"
 
 # %% [markdown]
+# ### Two more traps, on the Hugging Face path
+#
+# Two failures come only from PEFT and `transformers`, so we plant them on a real Llama: the tiny
+# one `lorakit.hf.build_tiny_llama` builds offline (random weights, the real classes and calls;
+# notebook 09 uses it the same way). Each is written the way a learner writes it.
+#
+# **An adapter loaded frozen.** You trained an adapter yesterday, saved it with `save_pretrained`,
+# and today you resume: `PeftModel.from_pretrained(base, path)`. Its `is_trainable` defaults to
+# `False` — the adapter is loaded *for inference*, every $A$ and $B$ has `requires_grad=False`, and
+# there is nothing left to train.
+#
+# **Gradient checkpointing without input gradients.** To save memory you turn on gradient
+# checkpointing after `get_peft_model`. With the *reentrant* checkpoint (`use_reentrant=True`:
+# torch's old default, and `transformers` 4's), a checkpointed block passes gradients only to its
+# *inputs* that require grad. The embeddings are frozen, so the hidden states entering the first
+# block do not; no gradient reaches any adapter inside a block, and $B$ stays exactly 0. The fix
+# is one line: `model.enable_input_require_grads()` (a hook that makes the embeddings' output
+# require grad), or `use_reentrant=False`. `transformers` 5 does both for you; `transformers` 4
+# did neither for a `peft.get_peft_model` model, so we undo the hook to stand where it left you.
+
+# %%
+TINY = hf.build_tiny_llama(WORK / "tiny-llama")
+tok = hf.load_tokenizer(TINY)
+llama_ids = tok(bytes(docs_train[:6000].tolist()).decode("utf-8", "replace"), return_tensors="pt").input_ids
+llama_batch = llama_ids[0, : 4 * 48].reshape(4, 48)             # 4 rows of 48 tokens of the docs
+
+
+def llama_lora(targets=("q_proj", "v_proj"), **kw):
+    """The tiny Llama with a PEFT LoRA, as a learner builds it (r = 8, α = 16)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)        # transformers 5 renamed a property PEFT reads
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")   # lm_head is tied: fine unmerged
+        return peft.get_peft_model(hf.load_model(TINY), peft.LoraConfig(r=8, lora_alpha=16,
+                                                                    target_modules=list(targets), **kw))
+
+
+def llama_steps(model, steps=3, lr=1e-2):
+    """A few AdamW steps on the trainable parameters; returns the losses."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(input_ids=llama_batch, labels=llama_batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def B_norm(model, inside_layers=True):
+    """Σ‖B‖ over the adapters inside the decoder layers."""
+    return sum(p.norm().item() for n, p in model.named_parameters() if "lora_B" in n and (".layers." in n) == inside_layers)
+
+
+# yesterday: train an adapter, save it
+trained = llama_lora()
+llama_steps(trained)
+trained.save_pretrained(WORK / "llama-adapter")
+
+# today: resume training — the learner's line, and the fix
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    resumed = peft.PeftModel.from_pretrained(hf.load_model(TINY), WORK / "llama-adapter")
+    resumed_fixed = peft.PeftModel.from_pretrained(hf.load_model(TINY), WORK / "llama-adapter", is_trainable=True)
+n_trainable = sum(p.numel() for p in resumed.parameters() if p.requires_grad)
+try:
+    llama_steps(resumed)
+    symptom = "trained"
+except ValueError as err:                                      # AdamW([]) refuses an empty list
+    symptom = f"ValueError: {err}"
+print(f"loaded with the default: {n_trainable} trainable parameters; training it: {symptom}")
+frozen_report = doctor.check(resumed)
+print(next(f for f in frozen_report.findings if f.code == "loaded_frozen"))
+before = B_norm(resumed_fixed)
+llama_steps(resumed_fixed)
+print(f"with is_trainable=True: Σ‖B‖ {before:.4f} → {B_norm(resumed_fixed):.4f}")
+
+# %%
+assert n_trainable == 0 and symptom.startswith("ValueError"), "loaded with the default, nothing can train"
+assert "loaded_frozen" in frozen_report.codes and not frozen_report.ok, "the doctor catches the frozen load"
+assert "loaded_frozen" not in doctor.check(resumed_fixed).codes, "and finds nothing once is_trainable=True"
+assert B_norm(resumed_fixed) != before, "with is_trainable=True the adapter trains on"
+
+
+# %%
+def checkpointed(input_grads: bool, targets=("q_proj", "v_proj", "lm_head")):
+    """get_peft_model, then reentrant gradient checkpointing, as in a transformers 4 tutorial."""
+    model = llama_lora(targets)
+    base_llama = model.get_base_model()
+    enable = getattr(base_llama, "activation_checkpointing_enable", None) or base_llama.gradient_checkpointing_enable
+    enable({"use_reentrant": True})                            # transformers 5 renamed gradient_checkpointing_enable
+    if input_grads:
+        base_llama.enable_input_require_grads()                # the fix
+    else:
+        base_llama.disable_input_require_grads()               # what transformers 4 left you with
+    return model
+
+
+faulty = checkpointed(input_grads=False)
+with warnings.catch_warnings(record=True) as caught_warnings:
+    warnings.simplefilter("always")
+    faulty_losses = llama_steps(faulty, steps=4)
+    try:                                                       # only in-layer adapters: the loss has no grad_fn at all
+        llama_steps(checkpointed(input_grads=False, targets=("q_proj", "v_proj")), steps=1)
+        bare_error = None
+    except RuntimeError as err:
+        bare_error = str(err)
+torch_hint = sorted({str(w.message) for w in caught_warnings if "requires_grad" in str(w.message)})
+fixed = checkpointed(input_grads=True)
+fixed_losses = llama_steps(fixed, steps=4)
+print(f"reentrant checkpointing, no input grads: loss {faulty_losses[0]:.3f} → {faulty_losses[-1]:.3f}; "
+      f"Σ‖B‖ in the layers {B_norm(faulty):.3g}, in lm_head {B_norm(faulty, inside_layers=False):.3g}")
+print(f"  the only hint, a warning: {torch_hint}")
+print(f"  with q, v only: RuntimeError: {bare_error}")
+print(f"with enable_input_require_grads(): loss {fixed_losses[0]:.3f} → {fixed_losses[-1]:.3f}; "
+      f"Σ‖B‖ in the layers {B_norm(fixed):.3g}")
+ckpt_report = doctor.check(faulty)
+print(next(f for f in ckpt_report.findings if f.code == "checkpointing_no_input_grads"))
+
+# %%
+assert B_norm(faulty) == 0 and B_norm(faulty, inside_layers=False) > 0, "B inside the layers never moved; lm_head's did"
+assert faulty_losses[-1] < faulty_losses[0], "while the loss fell: a run that looks like it trains"
+assert bare_error is not None and "grad" in bare_error, "with only in-layer adapters, backward fails"
+assert B_norm(fixed) > 0, "with the fix, every B moves"
+assert "checkpointing_no_input_grads" in ckpt_report.codes and not ckpt_report.ok, "the doctor catches it"
+assert "checkpointing_no_input_grads" not in doctor.check(fixed).codes, "and finds nothing on the fixed model"
+
+# %% [markdown]
+# The frozen load fails loudly here (an empty optimizer), but only because our loop builds the
+# optimizer from the trainable parameters; the checkpointing trap can look like a run that trains:
+# the loss fell, because the one adapter outside a checkpointed block (on `lm_head`) learned —
+# while every $B$ inside the layers stayed exactly 0 (both asserted). The doctor reads the setup
+# (`inference_mode`, the checkpoint function, the embeddings' hook), so it catches both before the
+# first step.
+#
+# ## 9. Tokens you add to the vocabulary
+#
+# A chat or tool format often needs new special tokens (`<|tool|>`, a new end-of-turn). Adding one
+# takes three steps: `tokenizer.add_special_tokens(...)`, `model.resize_token_embeddings(len(tokenizer))`
+# — which appends a row to the embedding (and, tied, to the output layer), drawn at random around
+# the mean of the old rows — and *training that row*. A LoRA on the linear layers never touches the
+# embedding, so the row keeps its random start; and a row trained outside the adapter's config is
+# not in the adapter file, so after a reload it is random again. PEFT trains and saves just those
+# rows with `LoraConfig(trainable_token_indices={"embed_tokens": [ids]})` (or whole copies of the
+# embedding and output layer with `modules_to_save`). `doctor.check_added_tokens(model, ids)` says
+# which case you are in; with `trained=` it compares a reloaded model's rows with the trained ones.
+#
+# The task: the docs text with a new token `<|tool|>` at the end of every line, so the model can
+# learn where it goes. Three setups, each trained the same steps, saved with
+# `save_pretrained(..., save_embedding_layers=False)` — the adapter alone, as one saves it to keep the
+# file small (PEFT's default `"auto"` adds the *whole* vocab×d embedding and output matrices when it
+# can read the base's `config.json` and sees the vocabulary grew; offline with a Hub name it cannot,
+# and saves none) — and reloaded into a freshly resized base.
+
+# %%
+NEW_TOKEN = "<|tool|>"
+tok_new = hf.load_tokenizer(TINY)
+tok_new.add_special_tokens({"additional_special_tokens": [NEW_TOKEN]})
+new_id = tok_new.convert_tokens_to_ids(NEW_TOKEN)
+tool_text = bytes(docs_train[:6000].tolist()).decode("utf-8", "replace").replace("\n", f"{NEW_TOKEN}\n")
+tool_ids = tok_new(tool_text, return_tensors="pt").input_ids[0]
+tool_batch = tool_ids[: 4 * 64].reshape(4, 64)
+TOOL_STEPS = 8 if FAST else 20
+
+
+def resized_base(seed):
+    """The tiny Llama with the vocabulary grown by one: the new row is drawn at random (``seed``)."""
+    model = hf.load_model(TINY)
+    torch.manual_seed(seed)
+    model.resize_token_embeddings(len(tok_new))
+    return model
+
+
+def tool_loss(model):
+    """Mean loss on the positions whose target is the new token (can the model predict it?)."""
+    with torch.no_grad():
+        logits = model(input_ids=tool_batch[:, :-1]).logits
+    targets = tool_batch[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return losses[targets == new_id].mean().item()
+
+
+def added_token_run(setup):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        kw = dict(trainable_token_indices={"embed_tokens": [new_id]}) if setup == "trainable_token_indices" else {}
+        model = peft.get_peft_model(resized_base(seed=1), peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], **kw))
+    if setup == "unfrozen by hand":
+        model.get_input_embeddings().weight.requires_grad_(True)
+    static = doctor.check_added_tokens(model, [new_id])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(TOOL_STEPS):
+        model(input_ids=tool_batch, labels=tool_batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    folder = WORK / f"added-{setup.replace(' ', '-')}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model.save_pretrained(folder, save_embedding_layers=False)   # the adapter alone: no vocab×d matrix
+        reloaded = peft.PeftModel.from_pretrained(resized_base(seed=2), folder)
+    return dict(static=static, reload=doctor.check_added_tokens(reloaded, [new_id], trained=model),
+                trained=tool_loss(model), reloaded=tool_loss(reloaded),
+                kb=sum(f.stat().st_size for f in folder.iterdir()) / 1024)
+
+
+tool_base = tool_loss(resized_base(seed=1))
+added = {s: added_token_run(s) for s in ("LoRA only", "unfrozen by hand", "trainable_token_indices")}
+print(f"loss on the {NEW_TOKEN} positions (nats), base with a fresh row: {tool_base:.2f}")
+for s, res in added.items():
+    codes = [f.code for f in res["static"].findings] + [f.code for f in res["reload"].findings]
+    print(f"{s:>24}: trained {res['trained']:.2f}, reloaded {res['reloaded']:.2f}; adapter {res['kb']:.0f} KB; "
+          f"doctor: {', '.join(codes)}")
+print(next(f for f in added["unfrozen by hand"]["reload"].findings if f.code == "added_tokens_lost"))
+
+# %%
+ok_run, lost_run, frozen_run = added["trainable_token_indices"], added["unfrozen by hand"], added["LoRA only"]
+assert ok_run["trained"] < tool_base - 1 and math.isclose(ok_run["reloaded"], ok_run["trained"], abs_tol=1e-4), \
+    "trained rows learn the new token, and the reload predicts it as well"
+assert lost_run["trained"] < tool_base - 1 and lost_run["reloaded"] > lost_run["trained"] + 1, \
+    "rows trained outside the adapter learn it, and the reload forgets it"
+assert frozen_run["trained"] > ok_run["trained"] + 1, "LoRA on q, v alone cannot learn the new row"
+assert "added_tokens_untrained" in frozen_run["static"].codes, "caught before training: the row is frozen"
+assert "added_tokens_not_saved" in lost_run["static"].codes, "caught before training: the row is outside the adapter"
+assert "added_tokens_lost" in lost_run["reload"].codes, "caught after the reload: the rows differ"
+assert ok_run["static"].ok and ok_run["reload"].ok, "and nothing on trainable_token_indices"
+
+# %% [markdown]
+# ## 10. Batch size, capacity, and the rate across ranks: the rules on their other axes
+#
+# Sections 2–3 set the learning rate, $r$ and $\alpha$ at one batch size and one dataset. LoRA Without
+# Regret (Schulman et al., Thinking Machines, 2025) measured two more axes on Llama 3 and Qwen3 models
+# (Tulu3 and OpenThoughts3 data). In its own words: *"In some scenarios, LoRA is less tolerant of
+# large batch sizes than full fine-tuning — it pays a larger penalty in loss as batch size increases
+# beyond some point. This penalty is not mitigated by increasing the LoRA rank"*; and *"for datasets
+# that exceed LoRA capacity, LoRA underperforms FullFT"* — not as a floor, but as worse training
+# efficiency that depends on capacity against dataset size. We measure both at learner size, each
+# comparison at the learning rate tuned for it.
+#
+# **Batch size.** Every run sees the same `STEPS × BATCH` training windows, in batches of
+# `BATCH/4`, `BATCH` or `4·BATCH` (so 4× the steps, or a quarter). The rate is tuned per batch size
+# on a three-point grid around section 2's best rate, scaled by $\sqrt{b/\mathrm{BATCH}}$ (larger
+# batches take larger steps); the warm-up is 10 % of each run.
+
+# %%
+BUDGET = STEPS * BATCH                                      # training windows each run sees
+BATCHES = [BATCH // 4, BATCH, 4 * BATCH]
+r_big = RANKS[-1]
+
+
+def best_at_batch(method, b):
+    """(best docs val loss, its lr) at batch size ``b``, the lr tuned on a 3-point grid."""
+    if b == BATCH:                                          # section 2's sweep, already run
+        sweep = full_sweep if method == "full" else {lr: lora_sweep[(r_big, lr)] for lr in LORA_LRS}
+        lr = min(sweep, key=lambda lr: sweep[lr]["docs"])
+        return sweep[lr]["docs"], lr
+    centre = (best_full_lr if method == "full" else best_lora_lr[r_big]) * math.sqrt(b / BATCH)
+    runs = {lr: finetune(method, r=r_big, lr=lr, batch=b, steps=BUDGET // b)["docs"]
+            for lr in (centre / math.sqrt(10), centre, centre * math.sqrt(10))}
+    lr = min(runs, key=runs.get)
+    return runs[lr], lr
+
+
+by_batch = {(m, b): best_at_batch(m, b) for m in ("full", "lora") for b in BATCHES}
+gap = {b: by_batch[("lora", b)][0] - by_batch[("full", b)][0] for b in BATCHES}
+for b in BATCHES:
+    print(f"batch {b:>3} ({BUDGET // b:>3} steps): full {by_batch[('full', b)][0]:.3f} (lr {by_batch[('full', b)][1]:.2g}), "
+          f"LoRA r = {r_big} {by_batch[('lora', b)][0]:.3f} (lr {by_batch[('lora', b)][1]:.2g}); LoRA − full {gap[b]:+.3f} bits/byte")
+
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.plot(BATCHES, [by_batch[("full", b)][0] for b in BATCHES], "ks-", label="full fine-tuning, lr tuned")
+ax.plot(BATCHES, [by_batch[("lora", b)][0] for b in BATCHES], "o--", label=f"LoRA r = {r_big}, lr tuned")
+ax.axhline(base_docs, color="gray", ls="--", lw=1, label="frozen base")
+ax.set_xscale("log", base=2); ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
+ax.set(title="Same data, larger batches: both lose, LoRA no more than full FT", xlabel="batch size (log)",
+       ylabel="best val loss on docs (bits/byte)")
+ax.legend(fontsize=8); plt.show()
+
+# %%
+assert all(by_batch[k][0] < base_docs for k in by_batch), "every run trained, at every batch size"
+assert all(by_batch[(m, BATCHES[-1])][0] > by_batch[(m, BATCHES[0])][0] for m in ("full", "lora")), \
+    "with the data fixed, the largest batch (fewest steps) is worse than the smallest for both methods"
+assert gap[BATCHES[-1]] < gap[BATCHES[0]] + 0.02, "LoRA's gap to full FT does not grow with the batch size here"
+if not FAST:  # the learner-size numbers the text below quotes
+    assert all(abs(g) < 0.05 for g in gap.values()), "at learner size LoRA stays within 0.05 bits/byte of full FT"
+
+# %% [markdown]
+# With the data fixed, a larger batch means fewer steps, and both methods lose (asserted). What we do
+# **not** see is LoRA's extra penalty: the gap between tuned LoRA and tuned full fine-tuning does
+# not grow from the smallest batch to the largest (asserted; at learner size it stays within
+# 0.05 bits/byte at all three sizes, asserted there, while in test mode's 12-step runs LoRA is
+# further behind and the gap even shrinks). How the gap moves between neighbouring batch
+# sizes is within the seed-to-seed spread of section 7, so we assert nothing finer. Our batches (at
+# most `4·BATCH` windows of `CTX` bytes, a few thousand tokens) sit far below the sizes at which LoRA
+# Without Regret saw the penalty open up; its "beyond some point" is not reached here. The rule to
+# take away is theirs, with our caveat: if you raise the batch size, re-tune the rate, and compare
+# with a smaller batch before blaming the rank — a larger $r$ does not fix a batch-size penalty.
+#
+# **Capacity: how much can an adapter hold?** A small text seen many times is the cleanest probe:
+# how far can each setting push the loss *on the training text itself*? Three training sets — the
+# first 1 KB, 8 KB and 64 KB of the docs — each trained for the same steps (so 1 KB is seen tens of
+# times, 64 KB less than once), by full fine-tuning and by LoRA at $r = 1$ and $r = $ `RANKS[-1]` on
+# every linear layer, each at its section-2 rate. We report each adapter's share of full
+# fine-tuning's gain on that text: $(L_\text{base} - L_\text{LoRA}) / (L_\text{base} - L_\text{full})$.
+
+# %%
+CAP_SIZES = [1024, 8192, 65536]
+cap_params = {}
+share = {}
+for D in CAP_SIZES:
+    text = docs_train[:D]
+    base_fit = bpb(base, text)
+    full_fit = finetune("full", lr=best_full_lr, data=text, fit=True)["fit"]
+    for r in (1, r_big):
+        res = finetune("lora", r=r, lr=best_lora_lr.get(r, best_lora_lr[RANKS[0]]), data=text, fit=True)
+        share[(r, D)] = (base_fit - res["fit"]) / (base_fit - full_fit)
+        cap_params[r] = res["trainable"]
+    print(f"{D // 1024:>3} KB: base {base_fit:.3f}, full FT {full_fit:.3f} bits/byte on the training text; "
+          + ", ".join(f"r = {r}: {100 * share[(r, D)]:.0f} % of full FT's gain" for r in (1, r_big)))
+print("trainable parameters: " + ", ".join(f"r = {r}: {n:,}" for r, n in cap_params.items())
+      + f"; full FT: {sum(p.numel() for p in base.parameters()):,}")
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for r in (1, r_big):
+    ax.plot([D // 1024 for D in CAP_SIZES], [100 * share[(r, D)] for D in CAP_SIZES], "o-", label=f"LoRA r = {r}")
+ax.axhline(100, color="k", lw=1, label="full fine-tuning")
+ax.set_xscale("log", base=2); ax.set_xticks([D // 1024 for D in CAP_SIZES], [f"{D // 1024} KB" for D in CAP_SIZES])
+ax.set(title="A small adapter falls behind first; a larger one as the data grows", xlabel="training text (log)",
+       ylabel="share of full FT's gain on it (%)", ylim=(0, 110))
+ax.legend(fontsize=8, loc="lower left"); plt.show()
+
+# %%
+assert all(share[(r_big, D)] > share[(1, D)] for D in CAP_SIZES), "the larger adapter keeps more of full FT's gain at every size"
+assert all(share[(1, D)] < 0.85 for D in CAP_SIZES), "r = 1 is behind full FT already on the smallest text"
+if not FAST:  # the learner-size numbers the text below quotes (test mode's 12 steps memorise nothing)
+    assert share[(r_big, CAP_SIZES[0])] > 0.9, f"r = {r_big} matches full FT (≥ 90 % of its gain) on the smallest text"
+    assert share[(r_big, CAP_SIZES[-1])] < share[(r_big, CAP_SIZES[0])] - 0.03, f"and r = {r_big} falls behind as the text grows"
+
+# %% [markdown]
+# The larger adapter keeps more of full fine-tuning's gain at every size, and the smallest is behind
+# from the start: $r = 1$ keeps under 85 % of it even on 1 KB (both asserted). At learner size,
+# $r = $ `RANKS[-1]` matches full fine-tuning on 1 KB (≥ 90 % of its gain) and its share falls as the
+# text grows (both asserted there; test mode's 12-step runs memorise too little to show it, and its
+# shares rise with the text instead) — the shape LoRA Without Regret describes:
+# LoRA keeps up while the data fits in the adapter and falls behind once it does not, and the point
+# where it falls behind moves to larger data as $r$ grows. Where it happens depends on the steps as
+# well as the bytes (64 KB is seen less than once here), so read the location, not a law:
+# between $r = 1$ and $r = 16$ on every linear layer of a 4-layer model, around kilobytes of text.
+#
+# **The rate across ranks: which regime is the course in?** µA (Chen, Villar, Hayou, 2026) derives
+# how the best LoRA rate should scale with rank and finds *two regimes*, set by the initialisation
+# and the scaling factor: one where the best rate stays roughly the same across ranks, one where it
+# falls like $1/r$. LoRA Without Regret's cookbook rule is the first: ≈ 10× full fine-tuning's rate,
+# independent of rank, under $\alpha/r$. The course's setup — $A$ random, $B = 0$ (PEFT's default),
+# a fixed $\alpha$, scaling $\alpha/r$ — measured in sections 2–3:
+
+# %%
+r_lo, r_hi = RANKS[0], RANKS[-1]
+move_ar = best_lora_lr[r_lo] / best_lora_lr[r_hi]                        # best rate at r_lo over best rate at r_hi
+move_rs = best_rs_lr.get(r_lo, best_lora_lr[r_lo]) / best_rs_lr[r_hi]    # at r = 1 the two scalings coincide
+print(f"best rate at r = {r_lo} over best rate at r = {r_hi} ({r_hi // r_lo}× the rank): {move_ar:.3g} under α/r, "
+      f"{move_rs:.3g} under α/√r; a 1/r regime would make it {r_hi // r_lo}")
+
+# %%
+assert move_ar < r_hi / r_lo, "under α/r the best rate does not fall like 1/r: the rank-free regime"
+assert move_rs >= move_ar, "under α/√r (a √r-larger scaling) it falls at least as much"
+
+# %% [markdown]
+# The course is in the **rank-free regime**: under $\alpha/r$ the best rate moved less than the $1/r$
+# rule predicts (asserted; at learner size it did not move at all on our grid). rsLoRA's $\alpha/\sqrt r$
+# multiplies the scaling by $\sqrt r$, so with the same dynamics its best rate should fall like
+# $1/\sqrt r$; it fell at least as much as under $\alpha/r$ (asserted) — our grid's steps of $\sqrt{10}$
+# are too coarse to measure the exponent.
+#
+# **Beside the published numbers.** Ours are bits/byte on a 4-layer byte-level GPT after tens of
+# steps; theirs are accuracies or losses on billion-parameter models. Compare directions, not values.
+
+# %%
+lr_ratio = best_lora_lr[r_big] / best_full_lr
+rank_spread = max(best_ar.values()) - min(best_ar.values())
+batch_penalty = gap[BATCHES[-1]] > gap[BATCHES[0]] + 0.02
+ten_x = 3 <= lr_ratio <= 30
+capacity_shape = share[(r_big, CAP_SIZES[-1])] < share[(r_big, CAP_SIZES[0])] and share[(1, CAP_SIZES[0])] < share[(r_big, CAP_SIZES[0])]
+published = [
+    ("LoRA Without Regret (2025)", "best LoRA lr ≈ 10× full FT's, rank-independent under α/r",
+     f"{lr_ratio:.3g}× at r = {r_big}; lr(r = {r_lo}) / lr(r = {r_hi}) = {move_ar:.3g}",
+     "agrees" if ten_x and move_ar < r_hi / r_lo else "partly"),
+    ("LoRA Without Regret (2025)", "LoRA pays a larger loss penalty at large batch, not fixed by rank",
+     "gap LoRA − full " + ", ".join(f"{gap[b]:+.3f}" for b in BATCHES) + f" at batch {BATCHES}",
+     "agrees" if batch_penalty else "not reproduced at our batch sizes"),
+    ("LoRA Without Regret (2025)", "past its capacity LoRA falls behind full FT",
+     f"r = {r_big}: {100 * share[(r_big, CAP_SIZES[0])]:.0f} % → {100 * share[(r_big, CAP_SIZES[-1])]:.0f} % of full FT's gain "
+     f"from {CAP_SIZES[0] // 1024} to {CAP_SIZES[-1] // 1024} KB; r = 1 ≤ {100 * max(share[(1, D)] for D in CAP_SIZES):.0f} %",
+     "agrees" if capacity_shape else "partly: r = 1 behind, no fall with size in these short runs"),
+    ("LoRA, Table 6 (GPT-3 175B)", "Wq,Wv: r = 1/2/4/8/64 → WikiSQL 73.4/73.3/73.7/73.8/73.5, MultiNLI 91.3/91.4/91.3/91.6/91.4 "
+     "(±0.5, ±0.1); Wq alone 68.8/69.6/70.5/70.4/70.0, 90.7/90.9/91.1/90.7/90.7",
+     "best docs val loss over r = " + ", ".join(f"{r}: {best_ar[r]:.3f}" for r in RANKS) + f" (spread {rank_spread:.3f})",
+     ("agrees: on held-out loss the rank barely matters once the rate is tuned" if rank_spread < 0.05
+      else "partly: the rank matters more here") + "; the capacity probe shows where it starts to"),
+    ("PEFT MetaMathQA (Llama-3.2-3B, 5000 steps of 4)", "full FT lr 1e-5: GSM8K 50.0 % (3.21 B params); "
+     "LoRA r = 32 on q,v, α = 64, lr 1e-4: 48.2 % (9.18 M)", f"lr ratio {lr_ratio:.3g}×; targets: section 4",
+     ("agrees" if ten_x else "partly") + ": their rates differ 10×; LoRA on q,v a little behind full FT, as in section 4"),
+]
+for row in published:
+    print(" | ".join(row))
+
+# %% [markdown]
 # ## Summary: the measured table
 #
 # Each experiment's headline number, from the runs above, and the paper it agrees with.
@@ -718,7 +1140,17 @@ rows = [
                                                 for n, v in variant.items() if n != "LoRA")
      + f" (seed spread {spread:.3f})", "claim: within 1–2 % once tuned",
      "close, within 3 seed spreads; 1–2 % not resolvable with 2 seeds"),
-    ("8. doctor", f"caught {sum(caught.values())} of 5 planted faults", "—", "—"),
+    ("8. doctor", f"caught {sum(caught.values())} of 5 planted faults, and on PEFT the frozen load and checkpointing "
+     "without input grads", "—", "—"),
+    ("9. added tokens", f"loss at the new token (nats): base {tool_base:.2f}; LoRA only {frozen_run['trained']:.2f}; rows "
+     f"trained by hand {lost_run['trained']:.2f} → reloaded {lost_run['reloaded']:.2f}; trainable_token_indices "
+     f"{ok_run['trained']:.2f} → {ok_run['reloaded']:.2f}", "PEFT trainable_token_indices", "—"),
+    ("10. batch, capacity, regime", f"LoRA − full at batch {BATCHES}: " + ", ".join(f"{gap[b]:+.3f}" for b in BATCHES)
+     + f"; r = {r_big} share of full FT's gain {100 * share[(r_big, CAP_SIZES[0])]:.0f} % → "
+     f"{100 * share[(r_big, CAP_SIZES[-1])]:.0f} %; lr(r = {r_lo}) / lr(r = {r_hi}) = {move_ar:.3g}",
+     "LoRA Without Regret; µA; LoRA Table 6; PEFT MetaMathQA",
+     f"capacity {'agrees' if capacity_shape else 'partly'}; rate {'rank-free' if move_ar < r_hi / r_lo else '∝ 1/r'}; "
+     f"batch penalty {'seen' if batch_penalty else 'not seen'}"),
 ]
 for row in rows:
     print(" | ".join(row))
@@ -731,7 +1163,9 @@ print(f"\nnotebook compute so far: {time.perf_counter() - T0:.0f} s ({'test mode
 # - **Targets.** At an equal budget, spreading the rank wins: q,v beats q; sets with the MLP reach the most of full fine-tuning's gain.
 # - **Forgetting.** LoRA learns less than full fine-tuning; per unit of gain it forgot as much here — it is no protection, so measure the old domain.
 # - **Variants.** DoRA, PiSSA and LoRA+ equal PEFT's; tuned, they sit close to plain LoRA.
-# - **Doctor.** `lorakit.doctor.check` catches the five common failures before a run is wasted.
+# - **Doctor.** `lorakit.doctor.check` catches the five common failures before a run is wasted, and two of the PEFT path: resume with `PeftModel.from_pretrained(..., is_trainable=True)`; with reentrant checkpointing call `enable_input_require_grads()`, or $B$ stays 0.
+# - **Added tokens.** LoRA on the linear layers never trains a new token's row, and rows trained outside the adapter are lost on reload: use `trainable_token_indices` (`doctor.check_added_tokens` tells which case you are in).
+# - **Batch and capacity.** With the data fixed, larger batches lose for both methods; LoRA's extra batch penalty did not show at our sizes. A small adapter falls behind full fine-tuning first, a larger one as the data grows. Under $\alpha/r$ the course sits in the rank-free learning-rate regime.
 #
 # ## Exercises
 #
@@ -795,3 +1229,10 @@ check_ex_4_4(answer)
 # - Li et al., *LoftQ*, arXiv 2310.08659 (PEFT `LoftQConfig`); Kopiczko et al., *VeRA*, arXiv 2310.11454
 #   (PEFT `VeraConfig`); Xu et al., *QA-LoRA*, arXiv 2309.14717; Paischer et al., *EVA*, arXiv 2410.07170
 #   (PEFT `EvaConfig`); Büyükakyüz, *OLoRA*, arXiv 2406.01775 (PEFT `init_lora_weights="olora"`).
+# - Chen, Villar, Hayou, *Learning Rate Scaling across LoRA Ranks and Transfer to Full Finetuning* (µA),
+#   arXiv 2602.06204 — the two learning-rate regimes across ranks.
+# - PEFT's method comparison on MetaMathQA (`method_comparison/MetaMathQA/results/` in huggingface/peft:
+#   `full-finetuning--llama-3.2-3B-lr_0.00001.json`, `lora--llama-3.2-3B-rank32.json`).
+# - PEFT: `PeftModel.from_pretrained(model, path, is_trainable=True)`; `LoraConfig(trainable_token_indices=...)`,
+#   `modules_to_save`; `save_pretrained(save_embedding_layers=...)`. transformers:
+#   `enable_input_require_grads()`, `gradient_checkpointing_kwargs={"use_reentrant": False}`.
