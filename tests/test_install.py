@@ -31,7 +31,7 @@ END = "@@end-of-call@@"
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MAKE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MAKE", "MFLAGS"))}
     env.update(PYTHONNOUSERSITE="1", **extra)
     return env
 
