@@ -7,7 +7,7 @@
 What a participant does, timed stage by stage, in a temporary folder:
 1. clone      `git clone` of this repository (--repo, default: the checkout this script is in,
               its committed HEAD);
-2. install    `make .venv/.installed` in the clone: a fresh venv, `pip install -r requirements.txt
+2. install    `make .venv/.installed` in the clone: a fresh venv, `pip install -r requirements.lock
               -e .` from the warm pip cache, or from --wheelhouse with no index at all;
 3. lab open   JupyterLab (the clone's own venv, 127.0.0.1, token) and headless Chromium
               (tests/browser_helpers.py), notebook 00 open with its kernel idle;

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 00 · Start here
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/00_start_here.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/v0.1.0/notebooks/00_start_here.ipynb)
 #
 # After this notebook you will have a working course environment and the small pretrained GPT
 # that every later notebook fine-tunes with LoRA and QLoRA.
@@ -56,29 +56,44 @@
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+# Written by scripts/colab.py from pyproject.toml [tool.lorakit.colab]: a fork edits that, not this.
 import sys
 
 if "google.colab" in sys.modules:
+    import glob
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
+    uploaded = sorted(glob.glob("/content/lorakit-*.whl"))  # a wheel uploaded by hand wins
+    source = "file://" + uploaded[-1] if uploaded else "git+https://github.com/lorakit/lorakit@v0.1.0"
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"lorakit[reference] @ {source}"]).returncode:
+        raise SystemExit(f"Installing lorakit from {source} failed (pip says why above). Instead: on your "
+                         "computer, in the course folder, run `make wheel`; upload dist/lorakit-0.1.0-py3-none-any.whl "
+                         "with Colab's Files panel (left), then run this cell again.")
 
 # %% [markdown]
 # ## 1. Environment check
 #
-# Each package is listed `[OK]` or `[FAIL]` with its version, followed by the Python that runs
-# this kernel. If something fails, this block is what to paste into a bug report
-# (the same text comes from `python -m lorakit.check` in a terminal).
+# The Python that runs this kernel (and whether it is the course's `.venv`), then each package
+# `[OK]` or `[FAIL]` with its version, and last a `FIX:` line with the command that repairs what
+# failed. This block is what to paste into a bug report; the same text comes from `make check` in
+# a terminal (or `.venv/bin/python -m lorakit.check`; on Windows `.venv\Scripts\python -m lorakit.check`).
+# The check needs only the standard library, so a kernel without torch still gets an answer.
 
 # %%
-from lorakit.check import report
+try:
+    from lorakit.check import report
+except ImportError:  # a kernel whose Python has no lorakit at all: take the check from the checkout
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path.cwd().parent))
+    from lorakit.check import report
 
 text, all_required_ok = report()
 print(text)
 
 # %%
-assert all_required_ok, "a required package failed to import: run `make lab` again, or see the [FAIL] lines"
+assert all_required_ok, "this kernel cannot run the course: run the FIX command printed above, then restart the kernel"
 
 # %% [markdown]
 # ## 2. The device

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 03 — Rank and α: seeing what the two knobs do
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/03_rank_and_alpha.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/v0.1.0/notebooks/03_rank_and_alpha.ipynb)
 #
 # After this notebook you can choose LoRA's rank $r$ and $\alpha$ (the scaling is $\alpha/r$) knowing what each one
 # changes, and read a subspace-similarity map of two trained adapters.
@@ -36,13 +36,19 @@
 
 # %%
 # Colab only: install lorakit (does nothing anywhere else).
+# Written by scripts/colab.py from pyproject.toml [tool.lorakit.colab]: a fork edits that, not this.
 import sys
 
 if "google.colab" in sys.modules:
+    import glob
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "lorakit @ git+https://github.com/lorakit/lorakit"], check=True)
+    uploaded = sorted(glob.glob("/content/lorakit-*.whl"))  # a wheel uploaded by hand wins
+    source = "file://" + uploaded[-1] if uploaded else "git+https://github.com/lorakit/lorakit@v0.1.0"
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"lorakit @ {source}"]).returncode:
+        raise SystemExit(f"Installing lorakit from {source} failed (pip says why above). Instead: on your "
+                         "computer, in the course folder, run `make wheel`; upload dist/lorakit-0.1.0-py3-none-any.whl "
+                         "with Colab's Files panel (left), then run this cell again.")
 
 # %%
 import copy

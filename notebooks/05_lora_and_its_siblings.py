@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 05 — LoRA and its siblings
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/05_lora_and_its_siblings.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/v0.1.0/notebooks/05_lora_and_its_siblings.ipynb)
 #
 # Build the other parameter-efficient methods — serial adapters, prefix tuning, prompt tuning,
 # P-tuning v1 and v2 — on the same GPT, check them against PEFT, and measure them against LoRA
@@ -39,17 +39,24 @@
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+# Written by scripts/colab.py from pyproject.toml [tool.lorakit.colab]: a fork edits that, not this.
 import sys
 
 if "google.colab" in sys.modules:
+    import glob
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
+    uploaded = sorted(glob.glob("/content/lorakit-*.whl"))  # a wheel uploaded by hand wins
+    source = "file://" + uploaded[-1] if uploaded else "git+https://github.com/lorakit/lorakit@v0.1.0"
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"lorakit[reference] @ {source}"]).returncode:
+        raise SystemExit(f"Installing lorakit from {source} failed (pip says why above). Instead: on your "
+                         "computer, in the course folder, run `make wheel`; upload dist/lorakit-0.1.0-py3-none-any.whl "
+                         "with Colab's Files panel (left), then run this cell again.")
 
 # %%
 import copy
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -446,17 +453,22 @@ ratio = {bs: {name: t / latency[bs]["base"] for name, t in latency[bs].items()} 
 for name in contenders:
     print(f"{name:>14}: FLOPs × {flops[name] / flops['base']:.3f}   latency × {ratio[1][name]:.2f} (batch 1), "
           f"× {ratio[32][name]:.2f} (batch 32)")
+load = f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load not measured"
 print(f"base forward: {1e3 * latency[1]['base']:.2f} ms (batch 1), {1e3 * latency[32]['base']:.1f} ms (batch 32), "
-      f"{torch.get_num_threads()} CPU threads, measured in this run on a possibly shared machine")
+      f"{torch.get_num_threads()} CPU threads, {load}, measured in this run on a possibly shared machine")
 
 # %%
 assert flops["LoRA merged"] == flops["base"] == flops["(IA)³ merged"], "merged LoRA/(IA)³ do the base's arithmetic"
 # the counter counts matrix products; unmerged (IA)³ adds only elementwise multiplies, which it does not see
 assert all(flops[k] > flops["base"] for k in contenders if k not in ("base", "LoRA merged", "(IA)³", "(IA)³ merged")), \
     "every other unmerged method does more matrix arithmetic than the base"
-assert 0.5 < ratio[32]["LoRA merged"] < 2.0, "merged LoRA runs at the base's speed (generous: shared machine)"
-print(f"merged LoRA / base latency at batch 32: {ratio[32]['LoRA merged']:.2f}; adapters: {ratio[32]['adapter']:.2f}. "
-      "Merged (IA)³ is the base's arithmetic too: how far its ratio is from 1 is this run's timing noise.")
+# a time is printed, never asserted (it depends on what else the machine runs); what makes merged
+# LoRA as fast as the base is asserted instead: it *is* a plain GPT, with the base's parameters
+assert type(merged) is type(base) and {k: v.shape for k, v in merged.state_dict().items()} == \
+    {k: v.shape for k, v in base.state_dict().items()}, "merged LoRA is a plain GPT with the base's tensors"
+print(f"merged LoRA / base latency at batch 32: {ratio[32]['LoRA merged']:.2f}; adapters: {ratio[32]['adapter']:.2f} "
+      f"({load}). Merged LoRA and merged (IA)³ do the base's arithmetic: how far their ratios are from 1 is "
+      "this run's timing noise.")
 
 # %% [markdown]
 # **Many tasks in one batch.** A virtual-token method keeps the base untouched and puts the task

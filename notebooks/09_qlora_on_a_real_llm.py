@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 09 — QLoRA on a real LLM
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/main/notebooks/09_qlora_on_a_real_llm.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lorakit/lorakit/blob/v0.1.0/notebooks/09_qlora_on_a_real_llm.ipynb)
 #
 # Teach a pretrained language model a new instruction with QLoRA, see in its own words that it
 # learned it, and ship the result as an ordinary model anyone can load.
@@ -39,13 +39,19 @@
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
+# Written by scripts/colab.py from pyproject.toml [tool.lorakit.colab]: a fork edits that, not this.
 import sys
 
 if "google.colab" in sys.modules:
+    import glob
     import subprocess
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "lorakit[reference] @ git+https://github.com/lorakit/lorakit"], check=True)
+    uploaded = sorted(glob.glob("/content/lorakit-*.whl"))  # a wheel uploaded by hand wins
+    source = "file://" + uploaded[-1] if uploaded else "git+https://github.com/lorakit/lorakit@v0.1.0"
+    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"lorakit[reference] @ {source}"]).returncode:
+        raise SystemExit(f"Installing lorakit from {source} failed (pip says why above). Instead: on your "
+                         "computer, in the course folder, run `make wheel`; upload dist/lorakit-0.1.0-py3-none-any.whl "
+                         "with Colab's Files panel (left), then run this cell again.")
 
 # %%
 import copy

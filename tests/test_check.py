@@ -17,11 +17,11 @@ def test_a_missing_package_is_reported_as_fail(monkeypatch):
     monkeypatch.setattr(check, "REQUIRED", check.REQUIRED + [("no_such_package_xyz", "test")])
     text, ok = check.report()
     assert not ok
-    assert "[FAIL] no_such_package_xyz" in text and "ModuleNotFoundError" in text
+    assert "[FAIL] no_such_package_xyz" in text and "not installed" in text
 
 
 def test_command_line_entry_point():
-    run = subprocess.run([sys.executable, "-m", "lorakit.check"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "lorakit.check"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "[OK] torch" in run.stdout
 
@@ -30,7 +30,7 @@ def test_issue_template_asks_for_the_check():
     from pathlib import Path
 
     template = Path(__file__).parents[1] / ".github" / "ISSUE_TEMPLATE" / "bug_report.md"
-    assert "python -m lorakit.check" in template.read_text()
+    assert "lorakit.check" in template.read_text() and "make check" in template.read_text()
 
 
 def test_import_noise_is_hidden_and_reported_in_one_line(monkeypatch, tmp_path, capfd):

@@ -64,30 +64,31 @@ def test_make_installs_from_the_wheelhouse_with_no_index(tmp_path):
     installs = [l for l in out.splitlines() if "pip install" in l]
     assert len(installs) == 2, out
     for line in installs:
-        assert f"--no-index --find-links {tmp_path}/wh" in line, line
+        assert f'--no-index --find-links "{tmp_path}/wh"' in line, line
     lines = out.splitlines()
     checked = next(i for i, l in enumerate(lines) if "scripts/check_wheelhouse.py" in l)
     assert checked < lines.index(installs[0]), "the wheelhouse must be checked before pip runs"
-    assert "-r requirements.txt --project ." in lines[checked]
-    # a relative WHEELHOUSE becomes absolute (pip runs in the repository root either way)
+    assert "-r requirements.lock --project ." in lines[checked]
+    # a relative WHEELHOUSE stays relative, quoted (pip runs in the repository root); a path with
+    # spaces ("NO NAME", a USB stick) is run for real in tests/test_install.py
     rel = make_dry_run(".venv/.installed", "WHEELHOUSE=wh")
-    assert f"--find-links {REPO}/wh" in rel
+    assert '--find-links "wh"' in rel
 
 
 @needs_make
 def test_make_without_wheelhouse_uses_the_index_as_before():
     out = make_dry_run(".venv/.installed")
     assert "--no-index" not in out and "check_wheelhouse" not in out
-    assert "pip install --quiet -r requirements.txt -e ." in " ".join(out.split())
+    assert "pip install --quiet -r requirements.lock -e ." in " ".join(out.split())
 
 
 @needs_make
 def test_make_wheelhouse_collects_requirements_lorakit_and_the_build_backend():
     out = " ".join(make_dry_run("wheelhouse").split())
-    assert "pip wheel --quiet --prefer-binary --wheel-dir wheelhouse -r requirements.txt . pip setuptools" in out
-    assert "scripts/check_wheelhouse.py wheelhouse -r requirements.txt --project . pip" in out
+    assert 'pip wheel --quiet --prefer-binary --wheel-dir "wheelhouse" -r requirements.lock . pip setuptools' in out
+    assert 'scripts/check_wheelhouse.py "wheelhouse" -r requirements.lock --project . pip' in out
     custom = " ".join(make_dry_run("wheelhouse", "WHEELHOUSE_DIR=/media/usb/wh").split())
-    assert "--wheel-dir /media/usb/wh" in custom
+    assert '--wheel-dir "/media/usb/wh"' in custom
 
 
 def test_check_passes_when_every_wheel_is_there(tmp_path):
@@ -150,6 +151,7 @@ def test_make_stops_before_pip_on_a_missing_wheel(tmp_path):
     shutil.copy(REPO / "Makefile", proj)
     shutil.copy(CHECK, proj / "scripts")
     (proj / "requirements.txt").write_text("numpy>=1.24\nsafetensors>=0.4\n")
+    (proj / "requirements.lock").write_text("numpy==2.0\nsafetensors==0.4.5\n")
     (proj / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=64"]\n[project]\nname = "x"\ndependencies = ["numpy>=1.24"]\n')
     # an existing "venv": this interpreter, so make creates none (that would cost seconds)
@@ -161,6 +163,6 @@ def test_make_stops_before_pip_on_a_missing_wheel(tmp_path):
     run = subprocess.run([MAKE, "-C", str(proj), ".venv/.installed", f"WHEELHOUSE={wh}"],
                          capture_output=True, text=True, timeout=120, env=make_env())
     assert run.returncode != 0, run.stdout
-    assert "missing wheel: safetensors, needed by requirements.txt (>=0.4)" in run.stderr, run.stderr
+    assert "missing wheel: safetensors, needed by requirements.lock (==0.4.5)" in run.stderr, run.stderr
     assert "--no-index" not in run.stdout, "pip ran although the wheelhouse was incomplete"
     assert not (proj / ".venv" / ".installed").exists()
