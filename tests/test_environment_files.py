@@ -73,4 +73,8 @@ def test_ci_runs_only_the_readme_test_command():
     assert "make test" in ci and "make test" in readme and "make lab" in readme
     commands = [l for l in ci.splitlines() if l.strip() and not l.startswith("#")
                 and not l.startswith(("set ", "cd "))]
-    assert commands == ["make test"], commands
+    # the README's test command first; after it only make targets the README documents
+    # (make test-realshape: notebook 09 at SmolLM2-360M's shapes, too slow for make test)
+    assert commands[0] == "make test", commands
+    for extra in commands[1:]:
+        assert extra.startswith("make ") and f"`{extra}`" in readme, (extra, "not a make target the README names")
