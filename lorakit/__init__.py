@@ -20,6 +20,7 @@ One concept per module, each derived in a notebook:
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
 - ``sft``     instruction pairs from the stdlib, template, EOS, loss mask, the SFT loop (09)
 - ``hf``      the same on a Hugging Face model, beside bitsandbytes + PEFT (09)
+- ``standin`` the small pretrained Llama that ships for 09 on a CPU: train, check, find it (09)
 - ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
 
 and three helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up

@@ -1,8 +1,9 @@
 """Hugging Face models for the finale: load, fine-tune four ways, measure, merge, reload (notebook 09).
 
-The same functions run a real pretrained LLM on a GPU (``MODEL_ID``, default SmolLM2-360M-Instruct)
-and, in tests and offline, a tiny Llama built from a config with a tokenizer trained on the
-course text (``build_tiny_llama``): one code path, only sizes change. The four methods:
+The same functions run a real pretrained LLM on a GPU (``MODEL_ID``, default SmolLM2-360M-Instruct),
+on a CPU or offline the small pretrained Llama that ships with lorakit (``standin``), and in unit
+tests a tiny random Llama built in a second from a config with a tokenizer trained on the course
+text (``build_tiny_llama``): one code path, only sizes change. The four methods:
 
 - ``"lorakit-qlora"``: lorakit's NF4 + double-quantized base and float32 LoRA (``prepare_qlora``);
 - ``"bnb-peft-qlora"``: the standard stack, bitsandbytes 4-bit + ``prepare_model_for_kbit_training``
@@ -40,6 +41,8 @@ DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
 METHODS = ("lorakit-qlora", "bnb-peft-qlora", "lora", "full")
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+#: SmolLM2's special tokens: padding / end of document, start of a turn, end of a turn (= EOS)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def _transformers():
@@ -55,6 +58,28 @@ def _transformers():
     return transformers
 
 
+def train_chat_tokenizer(text: str, vocab_size: int):  # notebook 09 §6
+    """A byte-level BPE tokenizer trained on ``text``, offline, with SmolLM2's special tokens.
+
+    ``<|endoftext|>`` (id 0, the padding and document separator), ``<|im_start|>`` and
+    ``<|im_end|>`` (the EOS token) come first, then the 256 byte symbols (so any text encodes),
+    then the merges learned from ``text``. The chat template is ChatML, as SmolLM2's.
+    """
+    tokenizers = quiet_import("tokenizers")
+    transformers = _transformers()
+    if tokenizers is None or transformers is None:
+        raise ImportError("a chat tokenizer needs transformers and tokenizers: pip install transformers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                             show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([text[i : i + 4096] for i in range(0, len(text), 4096)], trainer)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                                pad_token="<|endoftext|>", chat_template=CHATML)
+
+
 def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int = 512) -> Path:  # notebook 09 §6
     """Save a tiny ``LlamaForCausalLM`` and a tokenizer to ``folder``, offline, in about a second.
 
@@ -65,20 +90,8 @@ def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int =
     Every linear layer's output size is a multiple of 32, which bitsandbytes' CPU kernel needs.
     """
     folder = Path(folder)
-    tokenizers = quiet_import("tokenizers")
     transformers = _transformers()
-    if tokenizers is None or transformers is None:
-        raise ImportError("build_tiny_llama needs transformers and tokenizers: pip install transformers")
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    text = load_corpus("docs").decode("utf-8")
-    tok.train_from_iterator([text[i : i + 4096] for i in range(0, len(text), 4096)], trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                                pad_token="<|endoftext|>", chat_template=CHATML)
+    fast = train_chat_tokenizer(load_corpus("docs").decode("utf-8"), vocab_size)
     set_seed(seed)
     config = transformers.LlamaConfig(
         vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -109,21 +122,26 @@ def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32, 
 
 
 # notebook 09 §6
-def pick_model(model_id: str, fallback_folder: str | os.PathLike, local_only: bool = False) -> tuple[str, str]:
-    """``(model_id or the fallback folder, why)``: the Hub model if its files can be had, else a tiny one.
+def pick_model(model_id: str, fallback: str | os.PathLike | None = None, local_only: bool = False,
+               device: torch.device | str | None = None) -> tuple[str, str]:
+    """``(model_id or the stand-in's folder, why)``: the Hub model if it can be had and run, else a small one.
 
-    Offline (no network, a typo, a gated model), the tokenizer load fails fast with a reason;
-    the finale then runs the same code on a tiny local Llama and says so.
+    On a device that is not a CUDA GPU (a 360 M model would take hours there), or offline (no
+    network, a typo, a gated model: the tokenizer load fails fast with a reason), the finale runs
+    the same ``from_pretrained`` code on ``fallback``: by default the small *pretrained* Llama that
+    ships with lorakit (``standin.standin_folder()``, refused if its sha256 does not match).
     """
+    from .standin import standin_folder
+
+    if device is not None and torch.device(device).type != "cuda":
+        why = f"no CUDA GPU (device {torch.device(device).type}): a 360 M model would take hours here"
+        return str(fallback or standin_folder()), why
     try:
         load_tokenizer(model_id, local_only=local_only)
         return model_id, ""
     except Exception as e:  # noqa: BLE001 - any failure to fetch means: use the local stand-in
         why = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
-        folder = Path(fallback_folder)
-        if not (folder / "config.json").exists():
-            build_tiny_llama(folder)
-        return str(folder), why
+        return str(fallback or standin_folder()), why
 
 
 def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, alpha: float,
@@ -223,8 +241,13 @@ def chat_prompt_ids(tokenizer, pair, max_code_chars: int = 600) -> torch.Tensor:
 
 
 @torch.no_grad()  # notebook 09 §6
-def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32) -> list[str]:
-    """Greedy answers of a chat model to each pair's prompt, up to its EOS token."""
+def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32,
+                     stopped: list | None = None) -> list[str]:
+    """Greedy answers of a chat model to each pair's prompt, up to its EOS token.
+
+    ``stopped``, if given, gets one bool per answer appended: did the model end it with EOS
+    within ``max_new_tokens`` (the stop rate of notebook 09 §6), or did the budget cut it?
+    """
     device = next(model.parameters()).device
     answers = []
     for pair in pairs:
@@ -232,5 +255,8 @@ def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 3
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+        new = out[0, ids.shape[1]:]
+        if stopped is not None:
+            stopped.append(bool((new == tokenizer.eos_token_id).any()))
+        answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return answers
