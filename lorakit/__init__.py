@@ -24,6 +24,7 @@ One concept per module, each derived in a notebook:
 - ``hf``      the same on a Hugging Face model, beside bitsandbytes + PEFT (09)
 - ``quantload`` a Hugging Face model quantized to NF4 shard by shard as it loads (09)
 - ``recipe``  training a real model well: schedule, 8-bit optimizer, length groups, end of turn, PEFT files (09)
+- ``standin`` the small pretrained Llama that ships for 09 on a CPU: train, check, find it (09)
 - ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
 
 and four helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up

@@ -1,8 +1,9 @@
 """Hugging Face models for the finale: load, fine-tune four ways, measure, merge, reload (notebook 09).
 
-The same functions run a real pretrained LLM on a GPU (``MODEL_ID``, default SmolLM2-360M-Instruct)
-and, in tests and offline, a tiny Llama built from a config with a tokenizer trained on the
-course text (``build_tiny_llama``): one code path, only sizes change. The four methods:
+The same functions run a real pretrained LLM on a GPU (``MODEL_ID``, default SmolLM2-360M-Instruct),
+on a CPU or offline the small pretrained Llama that ships with lorakit (``standin``), and in unit
+tests a tiny random Llama built in a second from a config with a tokenizer trained on the course
+text (``build_tiny_llama``): one code path, only sizes change. The four methods:
 
 - ``"lorakit-qlora"``: lorakit's NF4 + double-quantized base and float32 LoRA (``prepare_qlora``);
 - ``"bnb-peft-qlora"``: the standard stack, bitsandbytes 4-bit + ``prepare_model_for_kbit_training``
@@ -60,6 +61,8 @@ METHODS = ("lorakit-qlora", "bnb-peft-qlora", "lora", "full")
 TRAIN_OPTIONS = ("accumulation_steps", "max_grad_norm", "schedule", "min_lr_ratio", "optimizer", "group_by_length")
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+#: SmolLM2's special tokens: padding / end of document, start of a turn, end of a turn (= EOS)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def _transformers():
@@ -90,35 +93,42 @@ TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, nu
                   num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024, tie_word_embeddings=True)
 
 
-def train_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE with ChatML specials, trained offline on the course text, as a fast tokenizer.
+def train_chat_tokenizer(text: str, vocab_size: int):  # notebook 09 §6
+    """A byte-level BPE tokenizer trained on ``text``, offline, with SmolLM2's special tokens.
 
-    Up to 512 tokens the Python language reference (``pydoc_data.topics``) is enough; a real-size
-    vocabulary (SmolLM2's 49,152) also reads the standard library's source, and is cached.
+    ``<|endoftext|>`` (id 0, the padding and document separator), ``<|im_start|>`` and
+    ``<|im_end|>`` (the EOS token) come first, then the 256 byte symbols (so any text encodes),
+    then the merges learned from ``text``. The chat template is ChatML, as SmolLM2's.
     """
     tokenizers = quiet_import("tokenizers")
     transformers = _transformers()
     if tokenizers is None or transformers is None:
-        raise ImportError("a tokenizer needs transformers and tokenizers: pip install transformers")
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    cached = cache_dir() / f"bpe-{vocab_size}-py{sys.version_info[0]}.{sys.version_info[1]}.json"
-    if vocab_size > 512 and cached.exists():
-        tok = tokenizers.Tokenizer.from_file(str(cached))
-    else:
-        tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-        tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = tokenizers.decoders.ByteLevel()
-        trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                                 initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-        text = load_corpus("docs").decode("utf-8")
-        if vocab_size > 512:  # a big vocabulary needs more text than the language reference
-            text += load_corpus("code").decode("utf-8", errors="replace")
-        tok.train_from_iterator((text[i : i + 4096] for i in range(0, len(text), 4096)), trainer)
-        if vocab_size > 512:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tok.save(str(cached))
+        raise ImportError("a chat tokenizer needs transformers and tokenizers: pip install transformers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                             show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([text[i : i + 4096] for i in range(0, len(text), 4096)], trainer)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
                                                 pad_token="<|endoftext|>", chat_template=CHATML)
+
+
+def train_tokenizer(vocab_size: int = 512):  # notebook 09 §6
+    """``train_chat_tokenizer`` on the course text: the Python language reference (``pydoc_data``)
+    up to 512 tokens; a real-size vocabulary (SmolLM2's 49,152) also reads the standard library's
+    source, and is cached (training it takes about a minute)."""
+    cached = cache_dir() / f"bpe-{vocab_size}-py{sys.version_info[0]}.{sys.version_info[1]}"
+    if vocab_size > 512 and (cached / "tokenizer.json").exists():
+        return _transformers().PreTrainedTokenizerFast.from_pretrained(str(cached))
+    text = load_corpus("docs").decode("utf-8")
+    if vocab_size > 512:  # a big vocabulary needs more text than the language reference
+        text += load_corpus("code").decode("utf-8", errors="replace")
+    fast = train_chat_tokenizer(text, vocab_size)
+    if vocab_size > 512:
+        fast.save_pretrained(str(cached))
+    return fast
 
 
 def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int = 512,  # notebook 09 §6
@@ -170,21 +180,26 @@ def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32, 
 
 
 # notebook 09 §6
-def pick_model(model_id: str, fallback_folder: str | os.PathLike, local_only: bool = False) -> tuple[str, str]:
-    """``(model_id or the fallback folder, why)``: the Hub model if its files can be had, else a tiny one.
+def pick_model(model_id: str, fallback: str | os.PathLike | None = None, local_only: bool = False,
+               device: torch.device | str | None = None) -> tuple[str, str]:
+    """``(model_id or the stand-in's folder, why)``: the Hub model if it can be had and run, else a small one.
 
-    Offline (no network, a typo, a gated model), the tokenizer load fails fast with a reason;
-    the finale then runs the same code on a tiny local Llama and says so.
+    On a device that is not a CUDA GPU (a 360 M model would take hours there), or offline (no
+    network, a typo, a gated model: the tokenizer load fails fast with a reason), the finale runs
+    the same ``from_pretrained`` code on ``fallback``: by default the small *pretrained* Llama that
+    ships with lorakit (``standin.standin_folder()``, refused if its sha256 does not match).
     """
+    from .standin import standin_folder
+
+    if device is not None and torch.device(device).type != "cuda":
+        why = f"no CUDA GPU (device {torch.device(device).type}): a 360 M model would take hours here"
+        return str(fallback or standin_folder()), why
     try:
         load_tokenizer(model_id, local_only=local_only)
         return model_id, ""
     except Exception as e:  # noqa: BLE001 - any failure to fetch means: use the local stand-in
         why = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
-        folder = Path(fallback_folder)
-        if not (folder / "config.json").exists():
-            build_tiny_llama(folder)
-        return str(folder), why
+        return str(fallback or standin_folder()), why
 
 
 def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, alpha: float,
@@ -531,7 +546,16 @@ def generate_ids(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32) -
 
 
 @torch.no_grad()  # notebook 09 §6
-def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32) -> list[str]:
-    """Greedy answers of a chat model to each pair's prompt, up to its EOS token."""
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip()
-            for ids in generate_ids(model, tokenizer, pairs, max_new_tokens)]
+def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32,
+                     stopped: list | None = None) -> list[str]:
+    """Greedy answers of a chat model to each pair's prompt, up to its EOS token.
+
+    ``stopped``, if given, gets one bool per answer appended: did the model end it with EOS
+    within ``max_new_tokens`` (the stop rate of notebook 09 §6), or did the budget cut it?
+    """
+    answers = []
+    for ids in generate_ids(model, tokenizer, pairs, max_new_tokens):
+        if stopped is not None:
+            stopped.append(tokenizer.eos_token_id in ids)
+        answers.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    return answers
