@@ -202,6 +202,21 @@ def pick_model(model_id: str, fallback: str | os.PathLike | None = None, local_o
         return str(fallback or standin_folder()), why
 
 
+def load_bnb_4bit(model_id: str | os.PathLike, compute_dtype: torch.dtype, device,  # notebook 09 §6
+                  local_only: bool = False) -> nn.Module:
+    """``model_id`` loaded by bitsandbytes in 4 bits: NF4 with double quantization, the storage
+    lorakit's ``Linear4bit`` computes bit for bit; quantized as it loads (no full-size copy)."""
+    transformers = _transformers()
+    if quiet_import("peft") is None or quiet_import("bitsandbytes") is None:
+        raise ImportError("the bitsandbytes + PEFT stack needs: pip install bitsandbytes peft")
+    config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
+    device = torch.device(device)
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(model_id), quantization_config=config, dtype=compute_dtype, local_files_only=local_only,
+        device_map={"": device.index if device.type == "cuda" and device.index is not None else device.type})
+
+
 def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, alpha: float,
                     dropout: float, gradient_checkpointing: bool, local_only: bool) -> nn.Module:
     """bitsandbytes NF4 + double quantization, frozen, optionally checkpointed, PEFT LoRA.
@@ -213,15 +228,8 @@ def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, a
     base, then gradient checkpointing as lorakit turns it on (non-reentrant, ``use_cache=False``:
     no deprecation or ``use_reentrant`` warning, and no input-gradient hook needed).
     """
-    transformers, peft = _transformers(), quiet_import("peft")
-    if peft is None or quiet_import("bitsandbytes") is None:
-        raise ImportError("the bitsandbytes + PEFT stack needs: pip install bitsandbytes peft")
-    config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
-    device = torch.device(device)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(model_id), quantization_config=config, dtype=compute_dtype, local_files_only=local_only,
-        device_map={"": device.index if device.type == "cuda" and device.index is not None else device.type})
+    peft = quiet_import("peft")
+    model = load_bnb_4bit(model_id, compute_dtype, device, local_only)
     model.requires_grad_(False)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)

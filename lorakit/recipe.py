@@ -219,16 +219,9 @@ def load_peft_over_4bit(model_id: str | os.PathLike, folder: str | os.PathLike, 
     """``peft.PeftModel.from_pretrained`` of ``folder`` over ``model_id`` loaded in 4 bits by
     bitsandbytes (NF4, double quantization: the storage lorakit's ``Linear4bit`` computes bit for
     bit), in eval mode. bitsandbytes ≥ 0.47 loads and runs 4-bit layers on the CPU too."""
-    from .hf import _transformers
-    transformers, peft = _transformers(), quiet_import("peft")
-    if peft is None or quiet_import("bitsandbytes") is None:
-        raise ImportError("loading over a 4-bit base needs: pip install bitsandbytes peft")
-    config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
-    device = torch.device(device)
-    base = transformers.AutoModelForCausalLM.from_pretrained(
-        str(model_id), quantization_config=config, dtype=compute_dtype, local_files_only=local_only,
-        device_map={"": device.index if device.type == "cuda" and device.index is not None else device.type})
+    from .hf import load_bnb_4bit
+    base = load_bnb_4bit(model_id, compute_dtype, device, local_only)
+    peft = quiet_import("peft")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT's notes about the adapter's base id: not a problem here
         return peft.PeftModel.from_pretrained(base, str(folder)).eval()

@@ -17,7 +17,6 @@ settings match; ``train_standin(ship=True)`` remakes it with one call.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .data import _stdlib_files, load_corpus, train_val_split
-from .train import evaluate, set_seed, train
+from .train import _sha256, evaluate, set_seed, train
 
 #: where the shipped stand-in lives (inside the package, so pip installs it)
 SHIPPED = Path(__file__).resolve().parent / "weights" / "standin-llama"
@@ -65,14 +64,6 @@ def standin_settings(size: str = "learner") -> dict:  # notebook 09 §6
                 num_attention_heads=4, num_key_value_heads=2, context=256, steps=350, batch_size=16,
                 lr=3e-3, weight_decay=0.1, code_bytes=None, tokenizer_bytes=3_000_000,
                 dtype="bfloat16", seed=0)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _documents(code_bytes: int | None) -> list[str]:
