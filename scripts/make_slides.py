@@ -1,23 +1,36 @@
 """Turn the course notebooks into reveal.js slide decks that work with no network (`make slides`).
 
-    python scripts/make_slides.py [--fast | --no-execute] [--out DIR] [notebooks ...]
+    python scripts/make_slides.py [--fast | --no-execute | --reuse] [--out DIR] [notebooks ...]
 
 The notebooks carry no slide metadata; it is added here, at conversion time, to a copy:
 - the title cell and every `## N. Section` (also Summary, Exercises, References) start a slide;
 - `###` headings and each exercise's question start a sub-slide (reveal.js: press the down arrow);
-- a section that would not fit on a screen is cut into sub-slides (a figure counts as a screenful
-  of lines, see `HEIGHT_BUDGET`);
-- code longer than `LONG_CODE` lines is folded away (its input hidden, its output shown);
+- the slides are sized to be read from the back of a room: 1280x720, body text 30 px, code and
+  output 24 px (scripts/slides_template). Content that would not fit is moved to more
+  sub-slides: each cell's height is estimated (text wraps at a known width, a figure's size is
+  read from its PNG header), a section is cut when the next cell would not fit, a markdown
+  cell taller than a slide is cut between paragraphs and a long table between rows (the header
+  repeated), and a cell's outputs are spread over sub-slides;
+- code longer than `LONG_CODE` lines is folded (a one-line summary that opens on a click), text
+  output longer than `LONG_OUTPUT` lines shows its first lines and folds the rest; long lines wrap;
+- a live widget cannot work in a deck (there is no kernel): after the notebook has run, its first
+  slider is moved, in the still-running kernel, to its minimum, starting value and maximum
+  (scripts/widget_states.py), and each position becomes a captioned slide with what the widget
+  drew there, marked "live in JupyterLab";
 - the Colab install cell and the exercise answer cells (`answer = None` ... `check_ex_`) are
-  skipped: the decks show the questions, the solutions stay in notebooks/solutions/;
-- the Colab badge is dropped (an image from the internet) and live widgets are dropped (a deck
-  has no kernel; the static figure drawn just before each slider stays).
+  skipped: the decks show the questions, the solutions stay in notebooks/solutions/; the Colab
+  badge (an image from the internet) is dropped; a deck built with `--fast` says on its title
+  slide that its numbers are test-mode numbers; this machine's paths (repository, virtualenv,
+  home folder) are replaced by short names.
 
-Figures come from running the notebooks first (like `make html`; `--fast` = test-mode sizes).
-reveal.js 4.6.0 and MathJax 3.2.2 come from the npm registry (`npm pack`, once; the tarballs are
-kept in .cache/npm) into DIR/_assets/, which the decks reference by a relative path: the whole
-DIR can be copied to a USB stick and opened from there with a browser and no internet.
-Writes DIR/NN_name.slides.html and DIR/index.html (default DIR: notebooks/_build/slides/).
+Figures come from running the notebooks first (like `make html`; `--fast` = test-mode sizes). A
+notebook that fails is reported as `FAILED NN: why`, the others are still built, and the exit
+code is 1. The executed notebooks are kept in .cache/slides/ so that `--reuse` can convert them
+again without running anything. reveal.js 4.6.0 and MathJax 3.2.2 come from the npm registry
+(`npm pack`, once; the tarballs are kept in .cache/npm) into DIR/_assets/, which the decks
+reference by a relative path: the whole DIR can be copied to a USB stick and opened from there
+with a browser and no internet. Writes DIR/NN_name.slides.html and DIR/index.html (default DIR:
+notebooks/_build/slides/). tests/test_slides.py measures every slide in Chromium.
 """
 from __future__ import annotations
 
@@ -52,7 +65,7 @@ BODY_PX, CODE_PX = 30, 24   # reveal's margin scales these by 1/1.02 at 1280x720
 BODY_LINE, CODE_LINE = 41, 32          # line heights (CSS: 1.35 and 1.3)
 BODY_CHARS, CODE_CHARS = 66, 80        # characters per line before a line wraps (body: an average)
 HEIGHT_BUDGET = 590                    # px of content per slide before a section is cut
-IMAGE_MAX_H = 500                      # CSS max-height of a figure (see the template)
+IMAGE_MAX_H = 480                      # CSS max-height of a figure (see the template)
 CELL_GAP = 14                          # px between two cells
 LONG_CODE = 12                         # code longer than this many (wrapped) lines is folded
 LONG_OUTPUT = 12                       # text output longer than this is cut, the rest folded
@@ -82,6 +95,8 @@ def png_size(b64: str) -> tuple[int, int]:
     import base64
 
     head = base64.b64decode(b64[:44])
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise ValueError("not a PNG header")
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
@@ -98,6 +113,17 @@ def image_height(output) -> int:
     w, h = meta.get("width", w), meta.get("height", h)
     scale = min(1.0, (SLIDE_W - 60) / max(w, 1), IMAGE_MAX_H / max(h, 1))
     return int(h * scale) + 10
+
+
+def table_row_height(row: str) -> int:
+    """A markdown table row: the browser shares the width among the columns by their content,
+    so a row wraps about as often as its text would on (BODY_CHARS - 3 per column) characters,
+    and a little more (cells end on partly filled lines)."""
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    chars = sum(len(re.sub(r"[`*$\\]", "", c)) for c in cells)
+    width = max(10, BODY_CHARS - 3 * len(cells))
+    lines = 1 if chars <= width else int(-(-chars * 1.25 // width))
+    return BODY_LINE * lines + 8
 
 
 def markdown_height(source: str) -> int:
@@ -125,9 +151,7 @@ def markdown_height(source: str) -> int:
         elif re.fullmatch(r"\|?\s*:?-{3,}.*", stripped):
             continue                                     # a table's |---| line
         elif stripped.startswith("|"):
-            cells = [c for c in stripped.strip("|").split("|")]
-            per = max(1, (BODY_CHARS - 4) // max(1, len(cells)))
-            height += BODY_LINE * max(wrapped(c.strip(), per) for c in cells) + 6
+            height += table_row_height(stripped)
         else:
             height += BODY_LINE * wrapped(stripped, BODY_CHARS - 4 * (len(line) - len(line.lstrip())) // 2)
     return height + BODY_LINE // 2
@@ -203,6 +227,7 @@ def paragraphs_that_fit(text: str) -> list[str]:
         in_math = (in_math + line.count("$$")) % 2 == 1
     if current:
         blocks.append("\n".join(current))
+    blocks = [part for block in blocks for part in table_parts(block)]
     pieces: list[str] = []
     for block in blocks:
         if pieces and markdown_height(pieces[-1] + "\n\n" + block) <= HEIGHT_BUDGET:
@@ -210,6 +235,24 @@ def paragraphs_that_fit(text: str) -> list[str]:
         else:
             pieces.append(block)
     return pieces
+
+
+def table_parts(block: str) -> list[str]:
+    """A markdown table too tall for a slide, cut between rows; each part repeats the header."""
+    lines = block.split("\n")
+    rows = [k for k, line in enumerate(lines) if line.strip().startswith("|")]
+    if markdown_height(block) <= HEIGHT_BUDGET or len(rows) < 4 or not re.fullmatch(
+            r"\|?\s*:?-{3,}.*", lines[rows[1]].strip()):
+        return [block]
+    before, header, body = lines[:rows[0]], lines[rows[0]:rows[0] + 2], lines[rows[0] + 2:]
+    parts, current = [], before + header
+    for line in body:
+        if len(current) > len(header) and markdown_height("\n".join(current + [line])) > HEIGHT_BUDGET:
+            parts.append("\n".join(current))
+            current = list(header)
+        current.append(line)
+    parts.append("\n".join(current))
+    return parts
 
 
 def fold_long_output(output, nbformat):
@@ -235,6 +278,12 @@ def fold_long_output(output, nbformat):
     return nbformat.v4.new_output("display_data", data={"text/html": body, "text/plain": text})
 
 
+def is_progress_bar(output) -> bool:
+    """tqdm.notebook's bar: an HBox of a label, a FloatProgress and a label."""
+    text = "".join(output.get("data", {}).get("text/plain", ""))
+    return "FloatProgress" in text or "IntProgress" in text
+
+
 def state_cells(cell, notebook_name: str, nbformat) -> list:
     """The cells that replace a widget's output on the slides: one per drawn state (a caption,
     its readout and printed text, its figures), or one line when no state was drawn."""
@@ -242,27 +291,33 @@ def state_cells(cell, notebook_name: str, nbformat) -> list:
     kept = []
     for output in cell.get("outputs", []):
         data = output.get("data", {})
-        if STATE_MIME in data:
+        if STATE_MIME in data and data[STATE_MIME].get("end"):
+            current = None                        # the outputs after the widget's
+        elif STATE_MIME in data:
             current = {"record": data[STATE_MIME], "outputs": []}
             states.append(current)
-        elif WIDGET_MIME in data:
+        elif WIDGET_MIME in data and not is_progress_bar(output):
             states.append(None)                   # a widget whose states were not drawn
+        elif WIDGET_MIME in data:
+            continue                              # a progress bar has nothing to show on a slide
         elif current is not None:
             current["outputs"].append(output)
         else:
             kept.append(output)
     if not states:
+        if len(kept) != len(cell.get("outputs", [])):   # progress bars were dropped
+            cell = copy.deepcopy(cell)
+            cell.outputs = kept
         return [cell]
     cell = copy.deepcopy(cell)
     cell.outputs = kept
     out = [cell]
     drawn = [s for s in states if s]
-    where = f"live in JupyterLab (`notebooks/{notebook_name}`)"
     if not drawn:
-        out.append(nbformat.v4.new_markdown_cell(f"*A slider goes here: {where}.*"))
+        out.append(nbformat.v4.new_markdown_cell(f"*A slider goes here: live in JupyterLab ({notebook_name}).*"))
     for k, state in enumerate(drawn, 1):
         record = state["record"]
-        lines = [f"**{record['label']}** — position {k} of {len(drawn)} of the slider; {where}."]
+        lines = [f"**{record['label']}** (slider position {k} of {len(drawn)}; live in JupyterLab)"]
         lines += [f"\n{r}" for r in record.get("readouts") or []]
         shown = [nbformat.v4.new_output("display_data", data={"text/markdown": "\n".join(lines)})]
         if record.get("stdout"):
@@ -290,10 +345,16 @@ def pieces(cell, nbformat) -> list:
     first = copy.deepcopy(cell)
     first.outputs = []
     out = [first] if "remove_input" not in tags else []
-    for output in cell.outputs:
+    groups: list[list] = []
+    for output in cell.outputs:   # consecutive outputs stay together while they fit
+        if groups and sum(map(output_height, groups[-1] + [output])) + CELL_GAP <= HEIGHT_BUDGET:
+            groups[-1].append(output)
+        else:
+            groups.append([output])
+    for group in groups:
         piece = copy.deepcopy(cell)
-        piece.metadata["tags"] = [t for t in tags if t != "fold_input"] + ["remove_input"]
-        piece.outputs = [output]
+        piece.metadata["tags"] = [t for t in tags if t not in ("fold_input", "remove_input")] + ["remove_input"]
+        piece.outputs = group
         out.append(piece)
     return out
 
@@ -451,6 +512,10 @@ def draw_widget_states(nb, client) -> str | None:
             return f"the widget in cell {index} failed while its states were drawn: {errors[0]}"
         cell = nb.cells[index]
         at = next(k for k, o in enumerate(cell.outputs) if WIDGET_MIME in o.get("data", {}))
+        if any(o["data"][STATE_MIME].get("label") is None for o in states if STATE_MIME in o.get("data", {})):
+            states = []                           # nothing to move (a progress bar): dropped
+        else:
+            states.append(nbformat.v4.new_output("display_data", data={STATE_MIME: {"end": True}}))
         cell.outputs[at:at + 1] = states
     return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,9 @@ def execute(nb, path: Path, timeout: int, after=None) -> str | None:
 
 
 def _last_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [repr(e)])[-1]
+    """The error's last line, without the terminal colours IPython puts in tracebacks."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return (text.splitlines() or [repr(e)])[-1]
 
 
 def number_of(path: Path) -> str:

@@ -5,7 +5,8 @@ builder sends this file's source to the still-running kernel and calls ``show_st
 for each widget the notebook displayed. It moves the widget's first slider (or, with no slider,
 its first drop-down) to its minimum, its starting value and its maximum, and for each position
 captures what the widget's own callback draws (figures, printed text) and what its readouts
-(HTML/Label widgets) say. The slider is left where it started.
+(HTML/Label widgets) say. The slider is left where it started. A widget with nothing to move
+(a tqdm progress bar) gets one record with no label, and the builder drops it.
 
 Each state is displayed as one ``application/vnd.lorakit.widget-state+json`` record (label,
 readouts, printed text, error) followed by the figures drawn for it; make_slides.py turns them
@@ -150,8 +151,9 @@ def show_states(model_id: str) -> None:
 
     widget = _registry().get(model_id)
     control = _control(widget) if widget is not None else None
-    if control is None:
-        display({STATE_MIME: {"label": None, "error": "no slider or drop-down found"}}, raw=True)
+    if control is None:   # a progress bar (tqdm.notebook) or a display-only widget: nothing to move
+        display({STATE_MIME: {"label": None, "readouts": _readouts(widget) if widget is not None else [],
+                              "stdout": "", "error": None}}, raw=True)
         return
     start = control.value
     positions = _positions(control)
