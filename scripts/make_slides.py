@@ -520,19 +520,19 @@ def draw_widget_states(nb, client) -> str | None:
     return None
 
 
-def executed_copy(path: Path, fast: bool) -> Path:
+def executed_copy(path: Path, fast: bool, keep: Path = EXECUTED) -> Path:
     """Where the executed notebook (with its widget states) is kept for `--reuse`."""
-    return EXECUTED / ("fast" if fast else "learner") / path.name
+    return keep / ("fast" if fast else "learner") / path.name
 
 
-def build(path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False):
+def build(path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False, keep: Path = EXECUTED):
     """Execute one notebook (``mode`` "run"; "reuse": take the copy the last run kept; "none": as
     committed), mark its slides and write the deck."""
     import nbformat
 
     error = None
     if mode == "reuse":
-        kept = executed_copy(path, fast)
+        kept = executed_copy(path, fast, keep)
         if not kept.exists():
             raise FileNotFoundError(f"no executed copy of {path.name} in {kept.parent}: run without --reuse first")
         nb = nbformat.read(kept, as_version=4)
@@ -541,7 +541,7 @@ def build(path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False
         if mode == "run":
             error = execute(nb, path, timeout, after=lambda client: draw_widget_states(nb, client))
             if not error:
-                kept = executed_copy(path, fast)
+                kept = executed_copy(path, fast, keep)
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, kept)
     marked = mark_slides(nb, fast=fast, name=path.name)
@@ -560,13 +560,15 @@ def main(argv: list[str] | None = None) -> int:
         how.add_argument("--reuse", action="store_true",
                          help="convert again the copies the last run executed (kept in .cache/slides/), "
                               "without running them")
+        parser.add_argument("--keep", type=Path, default=EXECUTED,
+                            help=f"where executed copies are kept for --reuse (default {EXECUTED})")
 
     args = arguments(__doc__.splitlines()[0], DEFAULT_OUT, argv, extra=options)
     set_environment(args.fast)
     args.out.mkdir(parents=True, exist_ok=True)
     fetch_assets(args.out)
     mode = "none" if args.no_execute else "reuse" if args.reuse else "run"
-    rows, failed = run_all(args.paths, lambda path: build(path, args.out, args.timeout, mode, args.fast))
+    rows, failed = run_all(args.paths, lambda path: build(path, args.out, args.timeout, mode, args.fast, args.keep))
     write_index(args.out, "lorakit slides", "lorakit: slides",
                 "Arrow keys move between slides (down: the section's next slide); <kbd>S</kbd> opens the "
                 "speaker view. Sliders are shown at a few positions; they are live in JupyterLab.", rows)

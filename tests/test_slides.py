@@ -3,9 +3,9 @@ render offline in a real browser and can be read from the back of a room.
 
 The pure rules (which cell starts a slide, what is folded, cut or skipped, how a slider's states
 replace it) are checked on small notebooks built here. The browser test runs the real builder:
-it executes a small notebook (a figure, math, long code, a long output, an ipywidgets slider, an
-exercise) and two of the course's widget notebooks (03: the rank and α sliders; 07: an
-`interact` with a drop-down and sliders) in test mode, converts every other course notebook as
+it executes a small notebook (a figure, math, long code, a long output, an `interact` slider,
+lorakit's rank slider, an exercise) and the cheapest course notebook with sliders (07: an
+`interact` with a drop-down and three sliders) in test mode, converts every other course notebook as
 committed (no outputs), plants a notebook that fails, and opens every deck in headless Chromium
 (tests/browser_helpers.py) at 1280x720. Every slide of every deck is measured
 (tests/slide_metrics.py): body text >= 28 px, code >= 22 px, nothing below or right of the slide.
@@ -57,6 +57,9 @@ def small_notebook() -> nbformat.NotebookNode:
         md("## Summary\n\n- one claim\n\n## Exercises\n\n**Exercise 99.1 — a question.** Answer: an int."),
         code("check_ex_99_1 = print\nanswer = None  # your answer here\ncheck_ex_99_1(answer)"),
         code("for i in range(40):\n    print(f'line {i}: ' + 'a rather long output line that wraps ' * 3)"),
+        md("## 3. The course's rank slider\n\nDrag **rank r**."),
+        code("import torch\nfrom lorakit.widgets import rank_slider\n\ntorch.manual_seed(0)\n"
+             "rank_slider({'W': torch.randn(24, 16), 'V': torch.randn(16, 12)}, r=4)"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
@@ -87,9 +90,9 @@ def test_mark_slides_splits_sections_and_hides_what_a_deck_should_not_show():
     assert "fold_input" in long_cell.metadata["tags"], f"code over {LONG_CODE} lines must be folded"
     assert marked.cells[6].outputs == [], "a widget cannot work in a deck: its output must go"
     assert "live in JupyterLab" in marked.cells[7].source, "a widget with no drawn states says where it lives"
-    assert expected_slides(marked)[0] == 5 and expected_slides(marked)[1] in (6, 7)
+    assert expected_slides(marked)[0] == 6 and expected_slides(marked)[1] in (7, 8)
     # the source notebook is untouched
-    assert "slideshow" not in nb.cells[0].metadata and len(nb.cells) == 10
+    assert "slideshow" not in nb.cells[0].metadata and len(nb.cells) == 12
     assert "colab-badge" in nb.cells[0].source and nb.cells[6].outputs
 
 
@@ -217,7 +220,7 @@ def run_builder(*args, env=None) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-WIDGET_NOTEBOOKS = ("03_rank_and_alpha.ipynb", "07_double_quantization.ipynb")
+WIDGET_NOTEBOOKS = ("07_double_quantization.ipynb",)   # the cheapest course notebook with sliders
 
 
 @pytest.mark.timeout(900)
@@ -242,15 +245,16 @@ def test_decks_render_offline_and_can_be_projected():
         out = tmp / "slides"
         env = dict(os.environ, MPLBACKEND="Agg")   # the script must override this, as `make test` sets it
         # a failing notebook is reported, the one after it is still built, and the exit code says so
-        run = run_builder("--out", out, "--fast", tmp / "nb" / "98_broken.ipynb", src, env=env)
+        kept = ("--out", out, "--keep", tmp / "kept")   # executed copies stay out of the checkout's cache
+        run = run_builder(*kept, "--fast", tmp / "nb" / "98_broken.ipynb", src, env=env)
         assert run.returncode == 1, f"a failed notebook must fail the run:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
         assert "FAILED 98: ValueError: planted failure" in run.stdout, run.stdout[-2000:]
         assert "ok     99:" in run.stdout, f"the notebook after a failed one must still be built:\n{run.stdout[-2000:]}"
         # the course's widget notebooks, executed (test mode); every other deck as committed
-        run = run_builder("--out", out, "--fast", *[REPO / "notebooks" / n for n in WIDGET_NOTEBOOKS], env=env)
+        run = run_builder(*kept, "--fast", *[REPO / "notebooks" / n for n in WIDGET_NOTEBOOKS], env=env)
         assert run.returncode == 0, f"make_slides.py failed on {WIDGET_NOTEBOOKS}:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
         others = [p for p in course if p.name not in WIDGET_NOTEBOOKS]
-        run = run_builder("--out", out, "--no-execute", *others, env=env)
+        run = run_builder(*kept, "--no-execute", *others, env=env)
         assert run.returncode == 0, f"make_slides.py --no-execute failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
         assert not nbformat.read(src, as_version=4).cells[3].outputs, "make_slides.py wrote into the source notebook"
 
@@ -263,7 +267,7 @@ def test_decks_render_offline_and_can_be_projected():
                 try:
                     small = open_deck(browser, out / "99_deck.slides.html")
                     deck00 = open_deck(browser, out / "00_start_here.slides.html")
-                    deck03 = open_deck(browser, out / "03_rank_and_alpha.slides.html")
+                    deck07 = open_deck(browser, out / "07_double_quantization.slides.html")
                 finally:
                     browser.close()
         finally:
@@ -273,7 +277,7 @@ def test_decks_render_offline_and_can_be_projected():
     want_small = expected_slides(mark_slides(small_notebook()))
     assert small["slides"] == want_small[0] and small["total"] >= want_small[1], \
         f"small deck: {small['slides']}, {small['total']} slides"
-    assert len(small["imgs"]) == 1 and all(i["ok"] for i in small["imgs"]), f"figure missing: {small['imgs']}"
+    assert len(small["imgs"]) == 4 and all(i["ok"] for i in small["imgs"]), f"figures missing: {small['imgs']}"
     assert small["math"] >= 2 and small["raw_math"] == 0, f"MathJax did not typeset: {small['math']} formulas"
     assert "long code ran" in small["text"] and "x0 = 0" not in small["text"], "long code: output shown, input folded"
     assert "x0 = 0" in small["folded"] and "line 39: a rather" in small["folded"], "folded, not lost"
@@ -288,11 +292,17 @@ def test_decks_render_offline_and_can_be_projected():
     want_00 = expected_slides(mark_slides(nbformat.read(REPO / "notebooks" / "00_start_here.ipynb", as_version=4)))
     assert (deck00["slides"], deck00["total"]) == want_00, f"00 deck: {deck00['slides']}, {deck00['total']} slides, expected {want_00}"
     assert deck00["math"] > 0 and deck00["raw_math"] == 0, "deck 00 shows untypeset $...$ math"
-    # 03's rank and α sliders: a figure per position, said to be live in JupyterLab
-    assert deck03["text"].count("live in JupyterLab") >= 4 and "rank r = 1 " in deck03["text"], deck03["text"][:2000]
-    assert len(deck03["imgs"]) >= 6 and all(i["ok"] for i in deck03["imgs"]), deck03["imgs"]
-    assert "test mode" in deck03["text"], "a deck built with --fast says its numbers are test-mode numbers"
-    for deck in (small, deck00, deck03):
+    # lorakit's rank slider (a VBox: drop-down, slider, HTML readout, Output figure): a figure and
+    # the readout per position
+    for r in (1, 4, 16):
+        assert f"rank r = {r} (slider position" in small["text"], small["text"][-3000:]
+        assert f"rank r = {r}: relative error" in small["text"], "the readout at each position is shown"
+    # 07's `interact` (a drop-down and three sliders): the first slider's three positions, with figures
+    assert deck07["text"].count("live in JupyterLab") == 3 and "r = 8 (slider position 1 of 3" in deck07["text"], \
+        deck07["text"][-3000:]
+    assert len(deck07["imgs"]) >= 4 and all(i["ok"] for i in deck07["imgs"]), deck07["imgs"]
+    assert "test mode" in deck07["text"], "a deck built with --fast says its numbers are test-mode numbers"
+    for deck in (small, deck00, deck07):
         assert not deck["remote"], f"a deck requested the network: {deck['remote'][:5]}"
         assert not deck["errors"], f"JavaScript errors in a deck: {deck['errors'][:5]}"
         for place in (str(REPO), str(Path.home()), sys.prefix):
