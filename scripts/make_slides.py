@@ -70,6 +70,7 @@ CELL_GAP = 14                          # px between two cells
 LONG_CODE = 12                         # code longer than this many (wrapped) lines is folded
 LONG_OUTPUT = 12                       # text output longer than this is cut, the rest folded
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+LIST_ITEM = re.compile(r"\s{0,3}([-*+]|\d+\.) ")
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*")
 FAST_NOTE = ("*Built in test mode (`make slides FAST=1`): small models and short runs, so the numbers "
              "are not the course's. Build with `make slides` for the real ones.*")
@@ -217,24 +218,51 @@ def paragraphs_that_fit(text: str) -> list[str]:
     into pieces of at most HEIGHT_BUDGET px each."""
     if markdown_height(text) <= HEIGHT_BUDGET:
         return [text]
-    blocks, current, in_math = [], [], False
+    blocks, current, in_math = [], [], False   # (separator before it, text)
+    sep = "\n\n"
     for line in text.split("\n"):
-        if not line.strip() and not in_math and current:
-            blocks.append("\n".join(current))
-            current = []
-            continue
+        if not in_math and current and (not line.strip() or LIST_ITEM.match(line)):
+            blocks.append((sep, "\n".join(current)))
+            current, sep = [], "\n\n" if not line.strip() else "\n"   # a list item: same list
+            if not line.strip():
+                continue
         current.append(line)
         in_math = (in_math + line.count("$$")) % 2 == 1
     if current:
-        blocks.append("\n".join(current))
-    blocks = [part for block in blocks for part in table_parts(block)]
+        blocks.append((sep, "\n".join(current)))
+    blocks = [(sep if k == 0 else "\n\n", part) for sep, block in blocks
+              for k, part in enumerate(table_parts(block))]
+    blocks = [(sep if k == 0 else "\n\n", part) for sep, block in blocks
+              for k, part in enumerate(sentence_parts(block))]
     pieces: list[str] = []
-    for block in blocks:
-        if pieces and markdown_height(pieces[-1] + "\n\n" + block) <= HEIGHT_BUDGET:
-            pieces[-1] += "\n\n" + block
+    for sep, block in blocks:
+        if pieces and markdown_height(pieces[-1] + sep + block) <= HEIGHT_BUDGET:
+            pieces[-1] += sep + block
         else:
             pieces.append(block)
     return pieces
+
+
+def sentence_parts(block: str) -> list[str]:
+    """One paragraph too tall for a slide, cut between sentences (never inside $math$)."""
+    if markdown_height(block) <= HEIGHT_BUDGET or block.lstrip().startswith(("|", "$$")):
+        return [block]
+    text = " ".join(line.strip() for line in block.split("\n"))
+    sentences, start, in_math = [], 0, False
+    for k, ch in enumerate(text):
+        if ch == "$":
+            in_math = not in_math
+        elif not in_math and ch == " " and text[k - 1] in ".:;" and text[k + 1:k + 2].isupper():
+            sentences.append(text[start:k])
+            start = k + 1
+    sentences.append(text[start:])
+    parts: list[str] = []
+    for sentence in sentences:
+        if parts and markdown_height(parts[-1] + " " + sentence) <= HEIGHT_BUDGET:
+            parts[-1] += " " + sentence
+        else:
+            parts.append(sentence)
+    return parts
 
 
 def table_parts(block: str) -> list[str]:

@@ -214,10 +214,21 @@ def open_deck(browser, deck: Path) -> dict:
     return facts
 
 
-def run_builder(*args, env=None) -> subprocess.CompletedProcess:
-    script = str(REPO / "scripts" / "make_slides.py")
-    return subprocess.run([sys.executable, script, *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=600)
+def run_builder(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """scripts/make_slides.py in a process group of its own: on a timeout the group (the script
+    and the kernels it started) is killed by its id and the test fails with what it printed."""
+    import signal
+
+    cmd = [sys.executable, str(REPO / "scripts" / "make_slides.py"), *map(str, args)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"make_slides.py {args} ran over {timeout} s:\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 WIDGET_NOTEBOOKS = ("07_double_quantization.ipynb",)   # the cheapest course notebook with sliders
