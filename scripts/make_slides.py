@@ -509,12 +509,20 @@ def to_slides(nb) -> str:
     return body
 
 
-def draw_widget_states(nb, client) -> str | None:
+class HiddenCellTimeout(Exception):
+    """A hidden cell (drawing a slider's states) ran past its limit."""
+
+
+def draw_widget_states(nb, client, limit: int = 300) -> str | None:
     """With the kernel still alive: replace each live widget's output by its drawn states.
 
     scripts/widget_states.py runs in the kernel and moves each widget's first slider through
     its minimum, start and maximum; its outputs (a state record, then what the widget drew)
-    take the place of the widget-view output. Returns why it failed, or None."""
+    take the place of the widget-view output. Drawing is a bonus, not a condition: a widget
+    whose states cannot be drawn within ``limit`` seconds (or fail) keeps the notebook's static
+    figure before it and gets a "live in JupyterLab" line; a note says so. Returns None."""
+    import signal
+
     import nbformat
 
     widgets = [(i, o["data"][WIDGET_MIME]["model_id"]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
@@ -522,29 +530,42 @@ def draw_widget_states(nb, client) -> str | None:
     if not widgets:
         return None
 
+    def alarm(signum, frame):
+        raise HiddenCellTimeout(f"no answer from the kernel within {limit} s")
+
     def run_hidden(source: str) -> list:
         cell = nbformat.v4.new_code_cell(source)
         nb.cells.append(cell)
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)   # nbclient's own timeout did not always fire
         try:
             client.execute_cell(cell, len(nb.cells) - 1)
         finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
             nb.cells.pop()
         return cell.outputs
 
-    run_hidden(WIDGET_STATES.read_text(encoding="utf-8"))
-    for index, model_id in widgets:
-        states = [o for o in run_hidden(f"show_states({model_id!r})") if o.get("output_type") != "error"]
-        errors = [o["data"][STATE_MIME]["error"] for o in states if STATE_MIME in o.get("data", {})
-                  and o["data"][STATE_MIME].get("error")]
-        if errors:
-            return f"the widget in cell {index} failed while its states were drawn: {errors[0]}"
-        cell = nb.cells[index]
-        at = next(k for k, o in enumerate(cell.outputs) if WIDGET_MIME in o.get("data", {}))
-        if any(o["data"][STATE_MIME].get("label") is None for o in states if STATE_MIME in o.get("data", {})):
-            states = []                           # nothing to move (a progress bar): dropped
-        else:
-            states.append(nbformat.v4.new_output("display_data", data={STATE_MIME: {"end": True}}))
-        cell.outputs[at:at + 1] = states
+    index = None
+    try:
+        run_hidden(WIDGET_STATES.read_text(encoding="utf-8"))
+        for index, model_id in widgets:
+            states = [o for o in run_hidden(f"show_states({model_id!r})") if o.get("output_type") != "error"]
+            errors = [o["data"][STATE_MIME]["error"] for o in states if STATE_MIME in o.get("data", {})
+                      and o["data"][STATE_MIME].get("error")]
+            if errors:
+                raise RuntimeError(errors[0])
+            cell = nb.cells[index]
+            at = next(k for k, o in enumerate(cell.outputs) if WIDGET_MIME in o.get("data", {}))
+            if any(o["data"][STATE_MIME].get("label") is None for o in states if STATE_MIME in o.get("data", {})):
+                states = []                           # nothing to move (a progress bar): dropped
+            else:
+                states.append(nbformat.v4.new_output("display_data", data={STATE_MIME: {"end": True}}))
+            cell.outputs[at:at + 1] = states
+    except Exception as e:  # noqa: BLE001 - the deck is still built, with the static figure and a line
+        print(f"note: the widget in cell {index} was not drawn at its positions "
+              f"({type(e).__name__}: {e}); the deck shows the figure before it and 'live in JupyterLab'",
+              flush=True)
     return None
 
 

@@ -94,7 +94,7 @@ class _Captured:
             def set_parent(self, parent):   # captured outputs have no parent message
                 pass
 
-        self.publisher, self.buffer = Publisher(), io.StringIO()
+        self.publisher, self.buffer, self.errors = Publisher(), io.StringIO(), io.StringIO()
 
     def __enter__(self):
         import sys
@@ -102,14 +102,16 @@ class _Captured:
         from IPython import get_ipython
 
         self.shell = get_ipython()
-        self.saved = self.shell.display_pub, sys.stdout
-        self.shell.display_pub, sys.stdout = self.publisher, self.buffer
+        self.saved = self.shell.display_pub, sys.stdout, sys.stderr
+        # stderr (warnings) is captured too, and dropped: sent while the widget's Output is
+        # active, it would be routed into that widget by the front end
+        self.shell.display_pub, sys.stdout, sys.stderr = self.publisher, self.buffer, self.errors
         return self
 
     def __exit__(self, *exc):
         import sys
 
-        self.shell.display_pub, sys.stdout = self.saved
+        self.shell.display_pub, sys.stdout, sys.stderr = self.saved
         return False
 
     @property
