@@ -60,17 +60,30 @@ def execute(nb, path: Path, timeout: int, after=None) -> str | None:
     it can execute more code against the notebook's live objects (make_slides.py uses it to draw
     each slider's states); what it returns, if not None, is reported as the failure.
     """
+    import signal
+
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent)}})
+    limit = timeout + 120
+
+    def hung(signum, frame):
+        raise CellHang(f"cell {index} got no answer within {limit} s while the kernel sat idle "
+                       "(nbclient sometimes waits forever on a cell with widgets: jupyter/nbclient#312); "
+                       "run it again")
+
+    index = None
+    previous = signal.signal(signal.SIGALRM, hung)   # nbclient's own timeout does not fire then
     try:
         with client.setup_kernel():
             info = client.wait_for_reply(client.kc.kernel_info())
             nb.metadata["language_info"] = info["content"]["language_info"]
             for index, cell in enumerate(nb.cells):
+                signal.setitimer(signal.ITIMER_REAL, limit)
                 client.execute_cell(cell, index)
+                signal.setitimer(signal.ITIMER_REAL, 0)
             client.set_widgets_metadata()
             if after is not None:
                 return after(client)
@@ -80,7 +93,16 @@ def execute(nb, path: Path, timeout: int, after=None) -> str | None:
         return f"a cell ran longer than {timeout} s ({_last_line(e)})"
     except DeadKernelError as e:
         return f"the kernel died ({_last_line(e)}); out of memory?"
+    except CellHang as e:
+        return str(e)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     return None
+
+
+class CellHang(Exception):
+    """A cell whose answer never came (see ``execute``)."""
 
 
 def _last_line(e: BaseException) -> str:
