@@ -70,6 +70,7 @@ CELL_GAP = 14                          # px between two cells
 LONG_CODE = 12                         # code longer than this many (wrapped) lines is folded
 LONG_OUTPUT = 12                       # text output longer than this is cut, the rest folded
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+NBVAL_MARK = re.compile(r"^# NBVAL_[A-Z_]+[^\n]*\n", re.M)
 LIST_ITEM = re.compile(r"\s{0,3}([-*+]|\d+\.) ")
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*")
 FAST_NOTE = ("*Built in test mode (`make slides FAST=1`): small models and short runs, so the numbers "
@@ -364,6 +365,7 @@ def pieces(cell, nbformat) -> list:
     if cell.cell_type != "code":
         return [cell]
     cell = copy.deepcopy(cell)
+    cell.source = NBVAL_MARK.sub("", cell.source)   # test-harness markers mean nothing on a slide
     tags = cell.metadata.setdefault("tags", [])
     if "remove_input" not in tags and wrapped(cell.source, CODE_CHARS) > LONG_CODE:
         tags.append("fold_input")

@@ -43,7 +43,7 @@ def small_notebook() -> nbformat.NotebookNode:
     output, a slider (`interact`), Summary + Exercises sharing one cell, and an exercise answer."""
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
     long_code = "\n".join(f"x{i} = {i}" for i in range(LONG_CODE + 5)) + "\nprint('long code ran')"
-    widget_cell = code("import ipywidgets as widgets\n\n\ndef show(k=2):\n    print(f'k squared is {k * k}')\n\n\n"
+    widget_cell = code("# NBVAL_IGNORE_OUTPUT\nimport ipywidgets as widgets\n\n\ndef show(k=2):\n    print(f'k squared is {k * k}')\n\n\n"
                        "widgets.interact(show, k=widgets.IntSlider(value=2, min=1, max=5, description='k'));")
     nb = nbformat.v4.new_notebook(cells=[
         md(f"# 99 · A deck\n\n{BADGE}\n\nOne sentence with math: $W_0 \\in \\mathbb{{R}}^{{m \\times n}}$."),
@@ -89,6 +89,7 @@ def test_mark_slides_splits_sections_and_hides_what_a_deck_should_not_show():
     long_cell = next(c for c in marked.cells if c.source.startswith("x0 = 0"))
     assert "fold_input" in long_cell.metadata["tags"], f"code over {LONG_CODE} lines must be folded"
     assert marked.cells[6].outputs == [], "a widget cannot work in a deck: its output must go"
+    assert marked.cells[6].source.startswith("import ipywidgets"), "nbval's markers are not shown"
     assert "live in JupyterLab" in marked.cells[7].source, "a widget with no drawn states says where it lives"
     assert expected_slides(marked)[0] == 6 and expected_slides(marked)[1] in (7, 8)
     # the source notebook is untouched
