@@ -163,10 +163,12 @@ html: $(STAMP)
 	$(BIN)/python scripts/render_html.py $(if $(FAST),--fast)
 	@echo "read notebooks/_build/html/index.html"
 
-# reveal.js slides of every notebook (executed first, for the figures; FAST=1 for test sizes),
-# viewable with no network: reveal.js and MathJax are copied from npm into notebooks/_build/slides/_assets
+# reveal.js slides of every notebook, sized for a projector (executed first at learner size, for
+# the figures and sliders; FAST=1 for test sizes; REUSE=1 converts the last run's executed copies
+# again without running anything), viewable with no network: reveal.js and MathJax are copied
+# from npm into notebooks/_build/slides/_assets. A failing notebook is reported; the rest are built.
 slides: $(STAMP)
-	$(BIN)/python scripts/make_slides.py $(if $(FAST),--fast)
+	$(BIN)/python scripts/make_slides.py $(if $(FAST),--fast) $(if $(REUSE),--reuse)
 	@echo "open notebooks/_build/slides/index.html"
 
 clean:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -47,33 +48,96 @@ def set_environment(fast: bool) -> None:
         os.environ.setdefault("LORAKIT_CACHE", str(REPO / ".cache" / "test"))
 
 
-def execute(nb, path: Path, timeout: int, store_widget_state: bool = False) -> str | None:
-    """Run ``nb`` in place (cwd = the notebook's folder); the last line of a cell's error, or None."""
-    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+def execute(nb, path: Path, timeout: int, after=None) -> str | None:
+    """Run ``nb`` in place (cwd = the notebook's folder); why it failed (one line), or None.
 
-    runner = ExecutePreprocessor(timeout=timeout, kernel_name="python3", store_widget_state=store_widget_state)
+    Widget state is always stored: nbclient's stand-in for an ipywidgets ``Output`` writes into
+    it, and with ``store_widget_state=False`` nbclient 0.11 fails with a KeyError in
+    ``output_widget.py`` on every notebook that shows a slider. A caller that does not want the
+    state in its file drops ``nb.metadata.widgets`` afterwards.
+
+    ``after(client)``, if given, runs while the kernel is still alive (after the last cell), so
+    it can execute more code against the notebook's live objects (make_slides.py uses it to draw
+    each slider's states); what it returns, if not None, is reported as the failure.
+    """
+    import signal
+
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    limit = timeout + 120
+
+    def hung(signum, frame):
+        raise CellHang(f"cell {index} got no answer within {limit} s while the kernel sat idle "
+                       "(nbclient sometimes waits forever on a cell with widgets: jupyter/nbclient#312); "
+                       "run it again")
+
+    index = None
+    previous = signal.signal(signal.SIGALRM, hung)   # nbclient's own timeout does not fire then
     try:
-        runner.preprocess(nb, {"metadata": {"path": str(path.parent)}})
-    except (CellExecutionError, TimeoutError, RuntimeError) as e:  # a failing cell, a hung one, a dead kernel
-        return (str(e).strip().splitlines() or [repr(e)])[-1]
+        with client.setup_kernel():
+            info = client.wait_for_reply(client.kc.kernel_info())
+            nb.metadata["language_info"] = info["content"]["language_info"]
+            for index, cell in enumerate(nb.cells):
+                signal.setitimer(signal.ITIMER_REAL, limit)
+                client.execute_cell(cell, index)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            client.set_widgets_metadata()
+            if after is not None:
+                return after(client)
+    except CellExecutionError as e:       # a cell raised: its last line names the exception
+        return _last_line(e)
+    except (CellTimeoutError, TimeoutError) as e:
+        return f"a cell ran longer than {timeout} s ({_last_line(e)})"
+    except DeadKernelError as e:
+        return f"the kernel died ({_last_line(e)}); out of memory?"
+    except CellHang as e:
+        return str(e)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     return None
+
+
+class CellHang(Exception):
+    """A cell whose answer never came (see ``execute``)."""
+
+
+def _last_line(e: BaseException) -> str:
+    """The error's last line, without the terminal colours IPython puts in tracebacks."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return (text.splitlines() or [repr(e)])[-1]
+
+
+def number_of(path: Path) -> str:
+    """``NN`` of notebooks/NN_name.ipynb (the whole stem for any other name)."""
+    return path.stem.split("_", 1)[0] if path.stem[:2].isdigit() else path.stem
 
 
 def run_all(paths: list[Path], build) -> tuple[list, list[str]]:
     """``build(path) -> (target, row, error, note)`` for each notebook, reporting as it goes.
 
-    Returns the rows (for the index) and the names of the notebooks that failed."""
+    A notebook that fails, in a cell or in the builder itself, is reported as
+    ``FAILED NN: why`` and the others are still built. Returns the rows (for the index) and the
+    names of the notebooks that failed."""
     rows, failed = [], []
     for path in paths:
         start = time.monotonic()
-        target, row, error, note = build(path.resolve())
+        try:
+            target, row, error, note = build(path.resolve())
+        except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the other decks
+            target, row, error, note = None, None, f"{type(e).__name__}: {_last_line(e)}", ""
         took = time.monotonic() - start
-        rows.append(row)
+        if row is not None:
+            rows.append(row)
         if error:
             failed.append(path.name)
-            print(f"FAILED {path.name} after {took:.1f} s: {error}  (partial output in {target})", flush=True)
+            partial = f"; partial output in {target}" if target else ""
+            print(f"FAILED {number_of(path)}: {error}  ({path.name}, after {took:.1f} s{partial})", flush=True)
         else:
-            print(f"ok     {path.name} -> {target} ({note}{took:.1f} s)", flush=True)
+            print(f"ok     {number_of(path)}: {path.name} -> {target} ({note}{took:.1f} s)", flush=True)
     return rows, failed
 
 
@@ -91,6 +155,6 @@ def write_index(out_dir: Path, title: str, heading: str, intro: str, items: list
 def finish(failed: list[str]) -> int:
     """The exit code: 1 (and the names, on stderr) if any notebook failed."""
     if failed:
-        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)} (see FAILED above)", file=sys.stderr)
         return 1
     return 0

@@ -37,7 +37,7 @@ def build(path: Path, out_dir: Path, timeout: int):
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(path, as_version=4)
-    error = execute(nb, path, timeout, store_widget_state=True)
+    error = execute(nb, path, timeout)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     target = out_dir / (path.stem + ".html")
     target.write_text(body, encoding="utf-8")
