@@ -35,7 +35,8 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 110 s (the tiny stand-in LLM on a CPU) |
-# | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 10–20 min (not yet measured) |
+# | 2-core x86_64 CPU, shared (load 2.7–3.7), 2026-12-06, with §8–10 and the pretrained stand-in | — | 247 s |
+# | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 7–10 min for §6 (README, "On a GPU"; not yet measured) |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).

@@ -59,7 +59,20 @@ def execute(nb, path: Path, timeout: int, after=None) -> str | None:
     ``after(client)``, if given, runs while the kernel is still alive (after the last cell), so
     it can execute more code against the notebook's live objects (make_slides.py uses it to draw
     each slider's states); what it returns, if not None, is reported as the failure.
+
+    A reply that never comes (nbclient sometimes waits forever while the kernel sits idle:
+    jupyter/nbclient#312; seen here on the start-up ``kernel_info`` request and on cells, on a
+    busy machine) is cut by an alarm, and the notebook is run once more in a fresh kernel.
     """
+    error = _execute_once(nb, path, timeout, after)
+    if isinstance(error, CellHang):
+        print(f"       {number_of(path)}: {error}; running it again in a fresh kernel", flush=True)
+        error = _execute_once(nb, path, timeout, after)
+    return str(error) if error is not None else None
+
+
+def _execute_once(nb, path: Path, timeout: int, after=None):
+    """One try of ``execute``: None, the failure's line, or the ``CellHang`` that stopped it."""
     import signal
 
     from nbclient import NotebookClient
@@ -67,23 +80,25 @@ def execute(nb, path: Path, timeout: int, after=None) -> str | None:
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent)}})
-    limit = timeout + 120
+    waiting_for = ["the kernel's start-up reply"]
 
     def hung(signum, frame):
-        raise CellHang(f"cell {index} got no answer within {limit} s while the kernel sat idle "
-                       "(nbclient sometimes waits forever on a cell with widgets: jupyter/nbclient#312); "
-                       "run it again")
+        raise CellHang(f"{waiting_for[0]} never came while the kernel sat idle (jupyter/nbclient#312)")
 
-    index = None
+    def alarm(seconds: float, what: str) -> None:
+        waiting_for[0] = what
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
     previous = signal.signal(signal.SIGALRM, hung)   # nbclient's own timeout does not fire then
     try:
         with client.setup_kernel():
+            alarm(STARTUP_LIMIT, "the kernel's start-up reply")
             info = client.wait_for_reply(client.kc.kernel_info())
             nb.metadata["language_info"] = info["content"]["language_info"]
             for index, cell in enumerate(nb.cells):
-                signal.setitimer(signal.ITIMER_REAL, limit)
+                alarm(timeout + 120, f"the answer to cell {index}")
                 client.execute_cell(cell, index)
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
             client.set_widgets_metadata()
             if after is not None:
                 return after(client)
@@ -94,11 +109,15 @@ def execute(nb, path: Path, timeout: int, after=None) -> str | None:
     except DeadKernelError as e:
         return f"the kernel died ({_last_line(e)}); out of memory?"
     except CellHang as e:
-        return str(e)
+        return e
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     return None
+
+
+#: seconds the kernel may take to answer ``kernel_info`` once started (it answers in well under one)
+STARTUP_LIMIT = 60
 
 
 class CellHang(Exception):
