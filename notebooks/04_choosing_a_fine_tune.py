@@ -36,7 +36,7 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 180 s |
-# | 2-core x86_64 CPU, one core busy with another job (load 2.6–3.0), 2026-12-06, with §8–10 | — | 432 s |
+# | 2-core x86_64 CPU, otherwise idle (load 1.0–1.5), 2026-12-06, with §8–10 | — | 385 s |
 #
 # Sections 8's PEFT traps, 9 and 10 came after that measurement. At learner size their new cells
 # took 106 s of CPU time on one thread (2-core x86_64 CPU, load average ≈ 12 from other jobs,
