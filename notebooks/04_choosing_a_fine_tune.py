@@ -954,13 +954,15 @@ assert ok_run["static"].ok and ok_run["reload"].ok, "and nothing on trainable_to
 # comparison at the learning rate tuned for it.
 #
 # **Batch size.** Every run sees the same `STEPS × BATCH` training windows, in batches of
-# `BATCH/4`, `BATCH` or `4·BATCH` (so 4× the steps, or a quarter). The rate is tuned per batch size
-# on a three-point grid around section 2's best rate, scaled by $\sqrt{b/\mathrm{BATCH}}$ (larger
-# batches take larger steps); the warm-up is 10 % of each run.
+# `BATCH` or `4·BATCH` (so a quarter of the steps). At `BATCH` the rate is section 2's best; at
+# `4·BATCH` it is tuned again on a three-point grid around it, scaled by $\sqrt{4}$ (larger
+# batches take larger steps); the warm-up is 10 % of each run. (Two sizes, not three, to keep the
+# notebook within its six minutes: a quarter-size batch costs 4× the steps and was this section's
+# most expensive run.)
 
 # %%
 BUDGET = STEPS * BATCH                                      # training windows each run sees
-BATCHES = [BATCH // 4, BATCH, 4 * BATCH]
+BATCHES = [BATCH, 4 * BATCH]
 r_big = RANKS[-1]
 
 
@@ -988,24 +990,31 @@ ax.plot(BATCHES, [by_batch[("full", b)][0] for b in BATCHES], "ks-", label="full
 ax.plot(BATCHES, [by_batch[("lora", b)][0] for b in BATCHES], "o--", label=f"LoRA r = {r_big}, lr tuned")
 ax.axhline(base_docs, color="gray", ls="--", lw=1, label="frozen base")
 ax.set_xscale("log", base=2); ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
-ax.set(title="Same data, larger batches: both lose, LoRA no more than full FT", xlabel="batch size (log)",
+losers = [name for m, name in (("full", "full FT"), ("lora", "LoRA"))
+          if by_batch[(m, BATCHES[-1])][0] > by_batch[(m, BATCHES[0])][0]]          # who lost at the larger batch
+lost = "both lose" if len(losers) == 2 else f"{losers[0]} loses" if losers else "neither loses"
+extra = "LoRA no more than full FT" if gap[BATCHES[-1]] < gap[BATCHES[0]] + 0.02 else "LoRA loses more"
+ax.set(title=f"Same data, a larger batch: {lost}, {extra}", xlabel="batch size (log)",
        ylabel="best val loss on docs (bits/byte)")
 ax.legend(fontsize=8); plt.show()
 
 # %%
 assert all(by_batch[k][0] < base_docs for k in by_batch), "every run trained, at every batch size"
-assert all(by_batch[(m, BATCHES[-1])][0] > by_batch[(m, BATCHES[0])][0] for m in ("full", "lora")), \
-    "with the data fixed, the largest batch (fewest steps) is worse than the smallest for both methods"
+worse_at_large = {m: by_batch[(m, BATCHES[-1])][0] > by_batch[(m, BATCHES[0])][0] for m in ("full", "lora")}
+assert worse_at_large["full"], "with the data fixed, the larger batch (a quarter of the steps) is worse for full FT"
 assert gap[BATCHES[-1]] < gap[BATCHES[0]] + 0.02, "LoRA's gap to full FT does not grow with the batch size here"
-if not FAST:  # the learner-size numbers the text below quotes
+if not FAST:  # the learner-size numbers the text below quotes (test mode's 3-step LoRA runs barely move)
+    assert worse_at_large["lora"], "at learner size the larger batch is worse for LoRA too"
     assert all(abs(g) < 0.05 for g in gap.values()), "at learner size LoRA stays within 0.05 bits/byte of full FT"
 
 # %% [markdown]
-# With the data fixed, a larger batch means fewer steps, and both methods lose (asserted). What we do
+# With the data fixed, a larger batch means fewer steps, and full fine-tuning loses (asserted; at
+# learner size LoRA loses too, asserted there — in test mode a 3-step LoRA run has barely left the
+# base, so both of its batch sizes land in the same place). What we do
 # **not** see is LoRA's extra penalty: the gap between tuned LoRA and tuned full fine-tuning does
-# not grow from the smallest batch to the largest (asserted; at learner size it stays within
-# 0.05 bits/byte at all three sizes, asserted there, while in test mode's 12-step runs LoRA is
-# further behind and the gap even shrinks). How the gap moves between neighbouring batch
+# not grow from the smaller batch to the larger (asserted; at learner size it stays within
+# 0.05 bits/byte at both sizes, asserted there, while in test mode's 12-step runs LoRA is
+# further behind and the gap even shrinks). How the gap moves between batch
 # sizes is within the seed-to-seed spread of section 7, so we assert nothing finer. Our batches (at
 # most `4·BATCH` windows of `CTX` bytes, a few thousand tokens) sit far below the sizes at which LoRA
 # Without Regret saw the penalty open up; its "beyond some point" is not reached here. The rule to
