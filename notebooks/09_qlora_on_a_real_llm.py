@@ -64,7 +64,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from lorakit import hf, sft, standin
-from lorakit.exercises.nb09 import check_ex_9_1, check_ex_9_2, check_ex_9_3
+from lorakit.exercises.nb09 import check_ex_9_1, check_ex_9_2, check_ex_9_3, max_summary
 from lorakit.data import decode, encode
 from lorakit.lora import inject_lora, lora_layers
 from lorakit.model import count_parameters
@@ -90,7 +90,7 @@ print(f"test mode: {FAST}; device: {DEVICE}"
 # never sees: every 10th module (by a stable hash of its path) is held out.
 
 # %%
-MAX_SUMMARY = 28 if FAST else 60  # test mode: a 64-byte context needs short answers
+MAX_SUMMARY = max_summary(FAST)  # test mode: a 64-byte context needs short answers (28, else 60)
 train_pairs = sft.docstring_pairs("train", MAX_SUMMARY)
 val_pairs = sft.docstring_pairs("val", MAX_SUMMARY)
 train_modules = {p.module for p in train_pairs}
@@ -1068,7 +1068,7 @@ del peft_model, on_load
 
 # %%
 answer = None  # your float
-check_ex_9_1(answer)
+check_ex_9_1(answer, train_ex)
 
 # %% [markdown]
 # **Exercise 9.2 — write the loss mask (real code).** Write `make_labels(prompt_ids, response_ids)`
