@@ -1199,12 +1199,14 @@ answer = None  # your answer here: (name, {name: (gain, forget)})
 check_ex_4_2(answer)
 
 # %% [markdown]
-# **Exercise 4.3 — LoRA's gradients by hand.** Write `lora_grads(x, g, A, B, s)` returning
-# `(dL_dA, dL_dB)` for $y = xW_0 + s\,xAB$, with `x` of shape (tokens, m) and `g` $= \partial L/\partial y$
-# of shape (tokens, n). *Hint:* section 1.
+# **Exercise 4.3 — LoRA's first step.** (Exercise 2.1 derived the gradients; here, what they do.)
+# Write `first_update(x, g, A, s, lr)` returning the change $\Delta W$ (m×n) of the effective weight
+# $s\,AB$ after ONE plain SGD step (learning rate `lr`) from LoRA's init $B = 0$, with `x` of shape
+# (tokens, m) and `g` $= \partial L/\partial y$ of shape (tokens, n). Compare it with full
+# fine-tuning's step $-\text{lr}\,x^\top g$. *Hint:* section 1 — which factor moves first?
 
 # %%
-answer = None  # your answer here: a function lora_grads(x, g, A, B, s) -> (m×r, r×n)
+answer = None  # your answer here: a function first_update(x, g, A, s, lr) -> m×n tensor
 check_ex_4_3(answer)
 
 # %% [markdown]
