@@ -345,9 +345,10 @@ assert nf4["peak_mb"] < lora["peak_mb"] < full["peak_mb"], "memory: QLoRA < LoRA
 
 # %% [markdown]
 # The figure's title is written from the numbers in the table, so it says what the bars show on
-# your machine: QLoRA's quality and memory are asserted above; its time per step is only measured
-# (dequantizing costs compute in every forward and backward; whether that shows depends on the
-# machine and the model size).
+# your machine: QLoRA's quality and memory are asserted above. Its time per step is only measured,
+# one run per method, and the title does not state it: on a shared machine noise can make QLoRA
+# look faster than LoRA (dequantizing costs compute in every forward and backward; whether that
+# shows depends on the machine and the model size).
 
 # %%
 time_ratio = nf4["ms_per_step"] / lora["ms_per_step"]
@@ -363,9 +364,9 @@ for ax, key, label in zip(axes, ["val", "trainable", "peak_mb", "ms_per_step"],
 axes[0].set_ylim(min(r["val"] for r in runs.values()) * 0.95, base_val * 1.02)
 axes[0].axhline(base_val, color="k", ls=":")                   # named in the axis label: no legend on the bars
 axes[0].set_ylabel("val bits/byte (dotted: the base)")
+axes[3].set_title(f"one run each, not interleaved:\nnoise can flip it (NF4/LoRA {time_ratio:.2f}×)", fontsize=8)
 fig.suptitle(f"QLoRA NF4: within {abs(nf4['val'] - lora['val']):.3f} bits/byte of LoRA with "
-             f"{nf4['peak_mb'] / lora['peak_mb']:.2f}× its memory; {time_ratio:.2f}× its time per step "
-             f"(measured on this CPU, small GPT)")
+             f"{nf4['peak_mb'] / lora['peak_mb']:.2f}× its memory (small GPT; time per step: last panel)")
 fig.tight_layout()
 plt.show()
 
