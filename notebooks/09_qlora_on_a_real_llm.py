@@ -64,6 +64,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from lorakit import hf, sft, standin
+from lorakit.claims import improvement_title
 from lorakit.exercises.nb09 import check_ex_9_1, check_ex_9_2, check_ex_9_3, max_summary
 from lorakit.data import decode, encode
 from lorakit.lora import inject_lora, lora_layers
@@ -404,9 +405,11 @@ axes[0].bar(names, [ok[m]["peak_bytes"] / 2**20 for m in names], color="tab:blue
 axes[0].set_ylabel("peak memory (MB)")
 axes[0].set_title(f"Memory on {DEVICE.type} ({Path(MODEL).name})")
 # the improvement itself, from 0: a drop of 0.5 bits on a loss of 6 would vanish on an axis from 0
-axes[1].bar(names, [hf_base_bits - ok[m]["val_bits"] for m in names], color="tab:green")
-axes[1].set_ylabel("held-out loss drop (bits/token)")
-axes[1].set_title(f"Every method improves on the base ({hf_base_bits:.2f} bits/token)")
+drops = {m: hf_base_bits - ok[m]["val_bits"] for m in names}
+bars = axes[1].bar(names, [drops[m] for m in names], color="tab:green")
+axes[1].bar_label(bars, [f"{drops[m]:.3f}" for m in names], fontsize=8)
+axes[1].set_ylabel(f"held-out loss drop (bits/token; base {hf_base_bits:.2f})")
+axes[1].set_title(improvement_title(drops, hf_base_bits), fontsize=9, wrap=True)
 for ax in axes:
     ax.tick_params(axis="x", labelrotation=20)
 plt.show()
