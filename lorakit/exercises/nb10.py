@@ -23,11 +23,13 @@ def _close(value: float, right: float, tol: float = TOL) -> bool:
 def check_ex_10_1(answer) -> bool:
     """GB per GPU: Llama-2 70B QLoRA (r=64) on 4 GPUs, no offload, batch 1 × 2,048 tokens."""
     from ..distributed import fsdp_qlora_memory
-    from ..memory import estimate_memory
+    from ..memory import PAPER_DTYPES, estimate_memory
 
     est = fsdp_qlora_memory("70B", 4, False, r=64, batch_size=1, seq_len=2048)
-    one = estimate_memory("70B", "qlora", r=64, batch_size=1, seq_len=2048)
-    wrongs = [one["total"], one["total"] / 4, est["total"] - est["gathered"], est["total"] - est["activations"]]
+    one = estimate_memory("70B", "qlora", r=64, batch_size=1, seq_len=2048, **PAPER_DTYPES)
+    root_sharded = est["total"] - est["root"] + est["root"] / 4
+    wrongs = [one["total"], one["total"] / 4, est["total"] - est["gathered"], est["total"] - est["activations"],
+              root_sharded]
     tol = tolerance_below(est["total"], wrongs, TOL)
     value = _number(answer)
     if value is None:
@@ -46,8 +48,11 @@ def check_ex_10_1(answer) -> bool:
                                  "(and the prefetched next layer's) sit on every GPU.")
     if _close(value, est["total"] - est["activations"], tol):
         return report(False, "", "you left out the activations (estimate_memory's 'activations').")
-    return report(False, "", f"{value:.4g} GB is not it. Hint: (weights + lora + gradients + optimizer) / 4 "
-                             "+ 2 decoder layers (4-bit + LoRA) + activations.")
+    if _close(value, root_sharded, tol):
+        return report(False, "", "the root (embeddings, final norm, head: 16 bits) is not sharded while it "
+                                 "works: FSDP2 keeps it gathered from forward to backward. Count it whole.")
+    return report(False, "", f"{value:.4g} GB is not it. Hint: (weights without the root + lora + gradients + "
+                             "optimizer) / 4 + the root whole + 2 decoder layers (4-bit + LoRA) + activations.")
 
 
 def _pair(answer) -> tuple[float, float] | None:
@@ -76,14 +81,14 @@ def check_ex_10_2(answer) -> bool:
     if gpu_ok and cpu_ok:
         return report(True, f"{gpu:.2f} GB per GPU, {cpu:.1f} GB of CPU RAM (tolerance "
                             f"{100 * min(gpu_tol, cpu_tol):.2g} %): the GPU keeps "
-                            "only two gathered layers and its activations; the host holds every shard.", "")
+                            "two gathered layers, the gathered root and its activations; the host holds every shard.", "")
     if _close(gpu, est["cpu"]) and _close(cpu, est["total"]):
         return report(False, "", "the two numbers are swapped: (gpu_gb, cpu_gb).")
     if gpu_ok and _close(cpu, est["cpu"] / 4):
         return report(False, "", "that CPU figure is one rank's shard; the host holds the shards of all four ranks.")
     if not gpu_ok:
         return report(False, "", f"the GPU figure {gpu:.4g} GB is not it: with offload the sharded states "
-                                 "leave the GPU; what is left is the gathered layers and the activations.")
+                                 "leave the GPU; what is left is the gathered layers, the root and the activations.")
     return report(False, "", f"the CPU figure {cpu:.4g} GB is not it: weights + lora + gradients + optimizer "
                              "of the whole model (estimate_memory).")
 
