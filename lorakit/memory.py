@@ -4,8 +4,10 @@ Two questions, kept apart on purpose:
 
 - **How much would it take?** ``estimate_memory("65B", "qlora")`` adds up bytes per parameter
   for the weights, the LoRA matrices, the gradients, the optimizer states and the activations of
-  a LLaMA-shaped model (``MODEL_SHAPES``). It reproduces the QLoRA paper's headline: fine-tuning
-  LLaMA-65B needs > 780 GB with 16-bit full fine-tuning and < 48 GB with QLoRA.
+  a LLaMA-shaped model (``MODEL_SHAPES``), with the course's dtypes by default (float32 A, B and
+  compute, as on a T4). With the paper's 16-bit ones (``PAPER_DTYPES``) it reproduces the QLoRA
+  paper's headline: fine-tuning LLaMA-65B needs > 780 GB with 16-bit full fine-tuning and
+  < 48 GB with QLoRA.
 - **How much did it take?** ``peak_memory(fn)`` (or the ``track_peak`` context manager) runs
   code and reports the peak it measured. On CUDA: the caching allocator's peak **plus the paged
   optimizer states**, which the allocator never sees (``paged_state_bytes``). On a CPU, where
