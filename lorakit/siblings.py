@@ -183,7 +183,9 @@ class SerialAdapter(nn.Module):  # notebook 05 §2
     """A sublayer followed by a bottleneck: ``y = base(x)``, then ``y + up(gelu(down(y)))``.
 
     ``down`` (d → b) starts small and random, ``up`` (b → d) starts at **zero**, so at init the
-    adapter is the identity and the model equals the base exactly (Houlsby et al. §2.1).
+    adapter is the identity and the model equals the base exactly. The exact zero is lorakit's
+    choice (as LoRA's B = 0); Houlsby et al. §2.1 initialise near the identity, with small random
+    weights in both projections.
     It adds two small matmuls *in series* with the base: a cost at inference that cannot be
     merged away, because the GELU sits between ``down`` and ``up``.
     """

@@ -128,7 +128,8 @@ print(f"base val loss: docs (new domain) {base_docs:.3f} bits/byte, code (its ow
 # with its own residual: $y \mapsto y + \mathrm{gelu}(y W_{\text{down}} + b_1) W_{\text{up}} + b_2$,
 # $W_{\text{down}} \in \mathbb{R}^{d \times b}$, $W_{\text{up}} \in \mathbb{R}^{b \times d}$.
 # As with LoRA's $B$, $W_{\text{up}}$ starts at **zero**, so the adapted model starts exactly at the
-# base. Unlike LoRA, the GELU between the two matrices means the adapter can never be folded into
+# base. (That exact zero is lorakit's choice; Houlsby et al. §2.1 start *near* the identity, with
+# small random weights in both projections.) Unlike LoRA, the GELU between the two matrices means the adapter can never be folded into
 # $W_0$: it stays in series, at inference too.
 
 # %%
@@ -222,7 +223,9 @@ assert start_shift > 1e-4, "prompt tuning cannot start exactly at the base: the 
 # for layer $\ell$, $K = [K^{(\ell)}_{\text{prefix}}; X W_k]$, $V = [V^{(\ell)}_{\text{prefix}}; X W_v]$,
 # with $K^{(\ell)}_{\text{prefix}}, V^{(\ell)}_{\text{prefix}} \in \mathbb{R}^{P \times d}$. Query $t$ sees all
 # $P$ prefix positions and the real positions $0..t$: a $T \times (P+T)$ mask. That is $P\cdot L\cdot 2d$
-# parameters, acting in every layer rather than only at the bottom. Li & Liang found training the
+# parameters, acting in every layer rather than only at the bottom. (Under grouped-query attention
+# — Llama 3, Mistral, Qwen, SmolLM2 — a layer's keys and values are only
+# $d_{kv} = n_{kv} \cdot d_{head}$ wide, and the table is $P \cdot L \cdot 2 d_{kv}$, as PEFT sizes it.) Li & Liang found training the
 # table directly unstable and produced it with an MLP from a smaller $P \times d$ table
 # (reparameterisation); P-tuning v2 drops the MLP and trains the table directly. The prefix
 # stands for $P$ earlier positions, so the text starts at position $P$ (as in Li & Liang's GPT-2
@@ -232,13 +235,13 @@ assert start_shift > 1e-4, "prompt tuning cannot start exactly at the base: the 
 T_show, P_show = 6, 3
 causal = torch.ones(T_show, T_show, dtype=torch.bool).tril()
 mask = torch.cat([torch.ones(T_show, P_show, dtype=torch.bool), causal], dim=1)
-fig, ax = plt.subplots(figsize=(6, 4))
+fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")   # constrained: the colour bar keeps clear of the title
 im = ax.imshow(mask.int(), cmap="Greens", vmin=0, vmax=1)
 ax.axvline(P_show - 0.5, color="k", lw=2)
 ax.set_xticks(range(P_show + T_show), [f"p{i}" for i in range(P_show)] + [f"x{i}" for i in range(T_show)])
 ax.set_yticks(range(T_show), [f"x{i}" for i in range(T_show)])
 fig.colorbar(im, ax=ax, ticks=[0, 1], label="may attend (1) or not (0)")
-ax.set(title="Every query sees the whole prefix, then the causal past",
+ax.set(title="Every query sees the whole prefix,\nthen the causal past",
        xlabel="key position (prefix p, then text x)", ylabel="query position")
 plt.show()
 
@@ -408,7 +411,8 @@ for name, runs in results.items():
               f"code {r['code']:.3f} (base {base_docs:.3f} / {base_code:.3f}) bits/byte")
 
 # %% [markdown]
-# Every method learns the new domain at one of its budgets. The methods that change what the
+# (The numbers in this paragraph are from learner size; test mode's tiny runs print others, and
+# the asserts below hold in both modes.) Every method learns the new domain at one of its budgets. The methods that change what the
 # weights compute (LoRA, adapters, (IA)³) get further in the same steps than the methods that only
 # add virtual tokens, and full fine-tuning, with 25× more trainable weights, furthest. The sweep
 # also shows that "prompt methods need huge learning rates" (Lester et al. use 0.3 with Adafactor
