@@ -23,6 +23,17 @@ def forgetting_verdict(lora_per_gain: float, full_per_gain: float, margin: float
     return f"no, the same line ({lora_per_gain:.2f} vs {full_per_gain:.2f})"
 
 
+def forgetting_title(lora_per_gain: float, full_per_gain: float, margin: float = 0.1) -> str:  # notebook 04 §5
+    """Title of the gain-vs-forgetting scatter, from the same comparison as ``forgetting_verdict``."""
+    verdict = forgetting_verdict(lora_per_gain, full_per_gain, margin)
+    numbers = f"(forget/gain: LoRA {lora_per_gain:.2f}, full {full_per_gain:.2f})"
+    if verdict == "agrees":
+        return f"LoRA forgets less per unit of gain than full fine-tuning {numbers}"
+    if verdict.startswith("no, the opposite"):
+        return f"LoRA forgets more per unit of gain than full fine-tuning here {numbers}"
+    return f"LoRA and full fine-tuning trade learning for forgetting alike {numbers}"
+
+
 def lr_ratio_title(ratios: dict) -> str:  # notebook 04 §2
     """Title of the learning-rate sweep: the measured ratio of LoRA's best rate to full fine-tuning's
     (over the ranks swept), and whether it is the ~10× of LoRA Without Regret (3× to 30×)."""

@@ -10,6 +10,12 @@ def test_forgetting_verdict_has_three_outcomes():
     assert opposite.startswith("no, the opposite") and "1.38" in opposite and "0.52" in opposite
 
 
+def test_forgetting_title_follows_the_verdict():
+    assert claims.forgetting_title(0.5, 1.0).startswith("LoRA forgets less")
+    assert claims.forgetting_title(1.03, 1.04).startswith("LoRA and full fine-tuning trade")
+    assert claims.forgetting_title(1.38, 0.52).startswith("LoRA forgets more")
+
+
 def test_lr_ratio_title_states_the_measured_ratio():
     assert "10×, 10×" not in claims.lr_ratio_title({1: 10.0, 16: 10.0})
     assert claims.lr_ratio_title({1: 10.0, 16: 10.0}).endswith("(~10×, as published)")
