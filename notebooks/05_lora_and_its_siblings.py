@@ -455,8 +455,8 @@ contenders = {"base": base, "base (copy)": copy.deepcopy(base).requires_grad_(Fa
 
 
 flops = {name: forward_flops(m, EVAL_T) for name, m in contenders.items()}
-latency = {bs: compare_latency(contenders, bs, EVAL_T, repeats=3 if FAST else 5, calls=3 if FAST else 10)
-           for bs in (1, 32)}
+CALLS = {1: 3 if FAST else 10, 32: 1 if FAST else 3}   # a batch-32 call is long enough to time on its own
+latency = {bs: compare_latency(contenders, bs, EVAL_T, repeats=3 if FAST else 5, calls=CALLS[bs]) for bs in (1, 32)}
 ratio = {bs: {name: t / latency[bs]["base"] for name, t in latency[bs].items()} for bs in latency}
 for name in contenders:
     print(f"{name:>14}: FLOPs × {flops[name] / flops['base']:.3f}   latency × {ratio[1][name]:.2f} (batch 1), "
