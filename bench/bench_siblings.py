@@ -17,8 +17,10 @@ Read the ratios, not the milliseconds. Timings are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
+import io
 import os
 import platform
 import sys
@@ -46,8 +48,10 @@ def contenders(cfg: GPTConfig, r: int, b: int, P: int) -> dict:
                 p.normal_(std=0.02)
     merged = copy.deepcopy(lora)
     remove_lora(merged, merge=True)
+    frozen = copy.deepcopy(base).requires_grad_(False)
     return {
         "base": base,
+        "base (copy)": frozen,
         "LoRA merged": merged,
         "LoRA unmerged": lora,
         "adapter": add_adapters(copy.deepcopy(base), b),
@@ -62,8 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, times nothing useful")
     ap.add_argument("--repeats", type=int, default=7, help="rounds per batch size (>= 5 for real numbers)")
-    ap.add_argument("--calls", type=int, default=5, help="forward passes per model per round")
+    ap.add_argument("--calls", type=int, default=10, help="forward passes per model per round")
+    ap.add_argument("--out", type=Path, help="also write the printed table to this file")
     args = ap.parse_args(argv)
+    buffer = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, text):
+            sys.__stdout__.write(text)
+            return buffer.write(text)
+
+    with contextlib.redirect_stdout(Tee()):
+        code = run(args)
+    if args.out:
+        args.out.write_text(buffer.getvalue())
+    return code
+
+
+def run(args) -> int:
     if args.smoke:
         cfg, r, b, P, repeats, calls = GPTConfig(context=16, n_layer=2, n_head=2, d_model=32), 2, 2, 4, 2, 1
     else:
@@ -87,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         print(f"{name:>14} {fl[name] / fl['base']:>10.3f} {t[1][name] / t[1]['base']:>8.3f} "
               f"{t[32][name] / t[32]['base']:>8.3f} {1e3 * t[1][name]:>8.2f} {1e3 * t[32][name]:>8.1f}")
-    print(f"# max |merged - unmerged LoRA| logit = {err:.1e}; ratios are same-run, machine shared (see load)")
+    print(f"# max |merged - unmerged LoRA| logit = {err:.1e}; ratios are same-run, machine shared (see load); "
+          "timed under torch.inference_mode()")
     return 0
 
 

@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from .adapters import save_adapter
 from .data import get_batch, load_splits
-from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
+from .memory import GB, PAPER_DTYPES, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
 from .train import LN2, fast_mode, load_model, set_seed
@@ -588,22 +588,30 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
     Built from ``lorakit.memory.estimate_memory(model, "qlora", ...)`` (one GPU, the whole
     model): weights, LoRA, gradients and optimizer states are sharded, ÷ ``n_gpus``; each GPU
     also holds the all-gathered parameters of the unit computing now and of the next one
-    (FSDP prefetches): two decoder layers, whole. Activations are per GPU (``batch_size`` is
-    per GPU) and not sharded. With ``cpu_offload`` the sharded states live in CPU RAM and are
-    copied in per layer: the GPU keeps only the two gathered layers and the activations.
+    (FSDP prefetches): two decoder layers, whole. The root unit (embeddings, final norm, head, in
+    16 bits) is gathered before forward and kept until backward is done (FSDP2 does not reshard
+    the root after forward), so it is counted whole ("root") instead of ÷ ``n_gpus``. Activations
+    are per GPU (``batch_size`` is per GPU) and not sharded. With ``cpu_offload`` the sharded
+    states live in CPU RAM and are copied in per layer: the GPU keeps the two gathered layers,
+    the gathered root and the activations. bfloat16 adapters and compute, as Answer.AI trained.
     Allocator overhead and temporaries (a dequantized weight, the float32 logits) are ignored.
     """
     positive_int(n_gpus, "n_gpus")
     one = estimate_memory(model, "qlora", r=r, batch_size=batch_size, seq_len=seq_len,
-                          gradient_checkpointing=gradient_checkpointing)
+                          gradient_checkpointing=gradient_checkpointing, **PAPER_DTYPES)
     counts = parameter_counts(model)
     layers = shape_of(model)["num_hidden_layers"]
     layer = counts["linear"] / layers * quantized_bits_per_parameter() / 8 / GB  # one decoder layer, 4-bit
     lora_layer = one["lora"] / layers
     gathered = 2 * (layer + lora_layer) if n_gpus > 1 or cpu_offload else 0.0
+    root = 2 * counts["other"] / GB  # 16-bit embeddings, norms and head: whole from forward to backward
     sharded = {k: one[k] / n_gpus for k in ("weights", "lora", "gradients", "optimizer")}
     on_gpu = {k: (0.0 if cpu_offload else v) for k, v in sharded.items()}
-    out = dict(on_gpu, gathered=gathered, activations=one["activations"])
+    if n_gpus > 1 or cpu_offload:  # the root's own shard is part of the gathered whole
+        on_gpu["weights"] -= 0.0 if cpu_offload else root / n_gpus
+    else:
+        root = 0.0  # one GPU: the root is in "weights" already
+    out = dict(on_gpu, gathered=gathered, root=root, activations=one["activations"])
     out["total"] = sum(out.values())
     out["cpu"] = sum(sharded.values()) * n_gpus if cpu_offload else 0.0  # the host holds every rank's shard
     return out

@@ -4,8 +4,10 @@ Two questions, kept apart on purpose:
 
 - **How much would it take?** ``estimate_memory("65B", "qlora")`` adds up bytes per parameter
   for the weights, the LoRA matrices, the gradients, the optimizer states and the activations of
-  a LLaMA-shaped model (``MODEL_SHAPES``). It reproduces the QLoRA paper's headline: fine-tuning
-  LLaMA-65B needs > 780 GB with 16-bit full fine-tuning and < 48 GB with QLoRA.
+  a LLaMA-shaped model (``MODEL_SHAPES``), with the course's dtypes by default (float32 A, B and
+  compute, as on a T4). With the paper's 16-bit ones (``PAPER_DTYPES``) it reproduces the QLoRA
+  paper's headline: fine-tuning LLaMA-65B needs > 780 GB with 16-bit full fine-tuning and
+  < 48 GB with QLoRA.
 - **How much did it take?** ``peak_memory(fn)`` (or the ``track_peak`` context manager) runs
   code and reports the peak it measured. On CUDA: the caching allocator's peak **plus the paged
   optimizer states**, which the allocator never sees (``paged_state_bytes``). On a CPU, where
@@ -151,6 +153,10 @@ def activation_bytes(  # notebook 07 §7
     return s["num_hidden_layers"] * per_layer + logits
 
 
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+PAPER_DTYPES = dict(adapter_dtype=torch.bfloat16, compute_dtype=torch.bfloat16)  # QLoRA paper, Answer.AI
+
+
 def estimate_memory(  # notebook 07 §7
     model: str | Mapping[str, int],
     method: str,
@@ -161,6 +167,8 @@ def estimate_memory(  # notebook 07 §7
     targets="all-linear",
     blocksize: int = 64,
     double_quant: bool = True,
+    adapter_dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> dict[str, float]:
     """GB needed to fine-tune a LLaMA-shaped ``model`` ("7B" … "70B" or a shape dict).
 
@@ -170,18 +178,28 @@ def estimate_memory(  # notebook 07 §7
     - ``"full"``: 16-bit weights (2 bytes), 16-bit gradients (2 bytes) and AdamW's two 32-bit
       states (2 × 4 bytes) for every parameter: 12 bytes/param, so 65B → 783 GB ("> 780 GB").
       No separate 32-bit master copy (mixed precision with one would add 4 bytes/param).
-    - ``"lora"``: frozen 16-bit base; LoRA A, B in 16 bits on ``targets`` (rank ``r``), their
-      16-bit gradients and 32-bit AdamW states. No gradients or states for the base.
+    - ``"lora"``: frozen 16-bit base; LoRA A, B in ``adapter_dtype`` on ``targets`` (rank ``r``),
+      their gradients in the same dtype and 32-bit AdamW states. No gradients or states for the base.
     - ``"qlora"``: as "lora", but the decoder's linear layers are stored in 4 bits with their
       quantization constants (``quantized_bits_per_parameter``: 4.127 bits/param for NF4 with
       double quantization, blocksize 64); embeddings, output head and norms stay 16-bit. The
       paged 32-bit AdamW holds states for the LoRA parameters only → 65B fits in < 48 GB.
-    - Activations: ``activation_bytes`` (16-bit, fused attention, with or without checkpointing).
+    - Activations: ``activation_bytes`` in ``compute_dtype`` (fused attention, with or without
+      checkpointing).
+
+    The dtypes default to what the course trains with (notebooks 08 and 09): A and B in float32
+    (a small update added to a 16-bit number rounds away), and float32 compute where the GPU has
+    no native bfloat16 (a T4). The QLoRA paper's comparison uses 16-bit adapters and activations:
+    pass ``**PAPER_DTYPES``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
         positive_int(value, name)
+    for name, value in (("adapter_dtype", adapter_dtype), ("compute_dtype", compute_dtype)):
+        if value not in FLOAT_DTYPES:
+            raise ValueError(f"{name} must be one of {FLOAT_DTYPES}, got {value!r}")
+    adapter_bytes = adapter_dtype.itemsize
     counts = parameter_counts(model)
     if method == "full":
         n_lora, trainable = 0, counts["total"]
@@ -196,10 +214,11 @@ def estimate_memory(  # notebook 07 §7
             weights = counts["linear"] * bits / 8 + 2 * counts["other"]
     parts = {
         "weights": weights,
-        "lora": 2 * n_lora,
-        "gradients": 2 * trainable,
+        "lora": adapter_bytes * n_lora,
+        "gradients": (2 if method == "full" else adapter_bytes) * trainable,
         "optimizer": 8 * trainable,
-        "activations": activation_bytes(model, batch_size, seq_len, gradient_checkpointing),
+        "activations": activation_bytes(model, batch_size, seq_len, gradient_checkpointing,
+                                        compute_dtype.itemsize),
     }
     out = {k: v / GB for k, v in parts.items()}
     out["total"] = sum(out.values())

@@ -140,33 +140,40 @@ class PromptEncoder(nn.Module):  # notebook 05 §3
 class PrefixEncoder(nn.Module):  # notebook 05 §4
     """Prefix tuning: keys and values for ``P`` virtual positions in every layer.
 
-    Without reparameterisation (``hidden=None``, = P-tuning v2) the table ``P × (L·2·d)`` *is* the
-    prefix. With it (Li & Liang §4.3), a smaller table ``P × d`` goes through
-    Linear(d, hidden) → tanh → Linear(hidden, L·2·d); after training the MLP can be thrown away
-    and its output kept. Same names and layout as PEFT's ``PrefixEncoder``: the last axis is
-    ordered (layer, key/value, head, head_dim).
+    A layer's keys and values are ``n_kv_head × head_dim`` wide: ``d`` when every query head has
+    its own key/value head, less under grouped-query attention (Llama 3, Mistral, Qwen, SmolLM2),
+    where ``n_head / n_kv_head`` query heads share one. Call that width ``d_kv``. Without
+    reparameterisation (``hidden=None``, = P-tuning v2) the table ``P × (L·2·d_kv)`` *is* the
+    prefix. With it (Li & Liang §4.3), a smaller table ``P × d_kv`` goes through
+    Linear(d_kv, hidden) → tanh → Linear(hidden, L·2·d_kv); after training the MLP can be thrown
+    away and its output kept. Same names, sizes and layout as PEFT's ``PrefixEncoder`` (whose
+    ``token_dim`` PEFT sets to ``d_kv`` on a GQA model): the last axis is ordered (layer,
+    key/value, key/value head, head_dim).
     """
 
     def __init__(self, n_virtual: int, n_layer: int, n_head: int, d_model: int, hidden: int | None = None,
-                 init_std: float | None = None):
+                 init_std: float | None = None, n_kv_head: int | None = None, head_dim: int | None = None):
         super().__init__()
         self.n_virtual, self.n_layer, self.n_head, self.d_model = n_virtual, n_layer, n_head, d_model
+        self.n_kv_head = n_head if n_kv_head is None else n_kv_head
+        self.head_dim = d_model // n_head if head_dim is None else head_dim
+        self.d_kv = self.n_kv_head * self.head_dim
         self.hidden = hidden
         if hidden is None:
-            self.embedding = nn.Embedding(n_virtual, n_layer * 2 * d_model)
+            self.embedding = nn.Embedding(n_virtual, n_layer * 2 * self.d_kv)
         else:
-            self.embedding = nn.Embedding(n_virtual, d_model)
-            self.transform = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(),
-                                           nn.Linear(hidden, n_layer * 2 * d_model))
+            self.embedding = nn.Embedding(n_virtual, self.d_kv)
+            self.transform = nn.Sequential(nn.Linear(self.d_kv, hidden), nn.Tanh(),
+                                           nn.Linear(hidden, n_layer * 2 * self.d_kv))
         if init_std is not None:
             nn.init.normal_(self.embedding.weight, std=init_std)
 
     def forward(self) -> torch.Tensor:
-        """The prefix as ``(L, 2, H, P, d/H)``: layer, key/value, head, position, head dim."""
+        """The prefix as ``(L, 2, H_kv, P, head_dim)``: layer, key/value, key/value head, position, head dim."""
         e = self.embedding(torch.arange(self.n_virtual, device=self.embedding.weight.device))
         flat = e if self.hidden is None else self.transform(e)
-        P, L, H = self.n_virtual, self.n_layer, self.n_head
-        return flat.view(P, L, 2, H, self.d_model // H).permute(1, 2, 3, 0, 4)
+        P, L, H = self.n_virtual, self.n_layer, self.n_kv_head
+        return flat.view(P, L, 2, H, self.head_dim).permute(1, 2, 3, 0, 4)
 
 
 # ---------------------------------------------------------------- serial adapters (GPT)
@@ -176,7 +183,9 @@ class SerialAdapter(nn.Module):  # notebook 05 §2
     """A sublayer followed by a bottleneck: ``y = base(x)``, then ``y + up(gelu(down(y)))``.
 
     ``down`` (d → b) starts small and random, ``up`` (b → d) starts at **zero**, so at init the
-    adapter is the identity and the model equals the base exactly (Houlsby et al. §2.1).
+    adapter is the identity and the model equals the base exactly. The exact zero is lorakit's
+    choice (as LoRA's B = 0); Houlsby et al. §2.1 initialise near the identity, with small random
+    weights in both projections.
     It adds two small matmuls *in series* with the base: a cost at inference that cannot be
     merged away, because the GELU sits between ``down`` and ``up``.
     """
@@ -498,12 +507,14 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
             raise ValueError(f"init_tokens must be a tensor of n_virtual = {n_virtual} token ids, got {got}")
     if hidden is not None:
         positive_int(hidden, "hidden (the reparameterisation MLP's width)")
-    if not isinstance(model, GPT):
+    kv_heads, head_dim = shape["n_head"], None
+    if not isinstance(model, GPT):  # grouped-query attention: fewer key/value heads than query heads
         kv_heads = getattr(model.config, "num_key_value_heads", None) or shape["n_head"]
-        if kv_heads != shape["n_head"]:
-            raise ValueError(f"prefix tuning here needs as many key/value heads as query heads "
-                             f"(no grouped-query attention), got {kv_heads} vs {shape['n_head']}")
-    if shape["d_model"] % shape["n_head"]:
+        head_dim = getattr(model.config, "head_dim", None) or shape["d_model"] // shape["n_head"]
+        if shape["n_head"] % kv_heads:
+            raise ValueError(f"the query heads ({shape['n_head']}) must be a multiple of the key/value heads "
+                             f"({kv_heads}): each key/value head serves a group of query heads")
+    elif shape["d_model"] % shape["n_head"]:
         raise ValueError(f"d_model {shape['d_model']} must be divisible by n_head {shape['n_head']}")
     _check_fresh(model)
     model.requires_grad_(False)
@@ -512,7 +523,7 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
         init_std = 0.02 * shape["d_model"] ** 0.5
     torch.manual_seed(seed)
     encoder = PrefixEncoder(n_virtual, shape["n_layer"], shape["n_head"], shape["d_model"], hidden,
-                            init_std).to(ref.device, ref.dtype)
+                            init_std, n_kv_head=kv_heads, head_dim=head_dim).to(ref.device, ref.dtype)
     if init_tokens is not None:
         _init_prefix(encoder, prefix_from_tokens(model, init_tokens.to(ref.device)))
     method = "prefix_tuning" if hidden is not None else "p_tuning_v2"
@@ -585,29 +596,35 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
 # ---------------------------------------------------------------- latency (notebook §7, bench)
 
 
-@torch.no_grad()  # notebook 05 §7
-def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,
-                    calls: int = 3, seed: int = 0) -> dict[str, float]:
+def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,  # notebook 05 §7
+                    calls: int = 10, seed: int = 0) -> dict[str, float]:
     """Median seconds of one forward pass on ``batch_size × n_tokens`` real tokens, per model.
 
-    The models are interleaved within every repeat, so load on a shared machine hits all alike:
-    report ratios between models of the *same* call, not absolute times.
+    Every call runs under ``torch.inference_mode()``: with autograd on, a model with trainable
+    parameters (the base, unmerged methods) records a graph on each call and a frozen one (a
+    merged copy) does not, which alone makes a frozen copy of the base's own weights look faster
+    than the base. The models are interleaved within every repeat, and each repeat times
+    ``calls`` calls in a row, so load on a shared machine hits all alike: report ratios between
+    models of the *same* call, not absolute times, and put a copy of the base among ``models`` to
+    see how far from 1 noise alone moves a ratio.
     """
     positive_int(batch_size, "batch_size")
     positive_int(n_tokens, "n_tokens")
     positive_int(repeats, "repeats")
+    positive_int(calls, "calls")
     idx = torch.randint(256, (batch_size, n_tokens), generator=torch.Generator().manual_seed(seed))
     times: dict[str, list[float]] = {name: [] for name in models}
-    for m in models.values():
-        m.eval()
-        m(idx.to(next(m.parameters()).device))  # warm up
-    for _ in range(repeats):
-        for name, m in models.items():
-            x = idx.to(next(m.parameters()).device)
-            start = time.perf_counter()
-            for _ in range(calls):
-                m(x)
-            times[name].append((time.perf_counter() - start) / calls)
+    with torch.inference_mode():
+        for m in models.values():
+            m.eval()
+            m(idx.to(next(m.parameters()).device))  # warm up
+        for _ in range(repeats):
+            for name, m in models.items():
+                x = idx.to(next(m.parameters()).device)
+                start = time.perf_counter()
+                for _ in range(calls):
+                    m(x)
+                times[name].append((time.perf_counter() - start) / calls)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -70,7 +70,7 @@ BATCH = 16 if FAST else 32
 EVAL_BATCHES = 6 if FAST else 10
 FT_LR = 1e-3
 R_SHOW = 8                           # the rank we report energies at
-torch.manual_seed(0)
+_ = torch.manual_seed(0)             # (it returns the generator; nothing to print)
 
 # %% [markdown]
 # ## 1. Notation (used in every notebook)
@@ -408,7 +408,7 @@ answer = None  # your answer here
 check_ex_1_3(answer)
 
 # %% [markdown]
-# **Exercise 1.4 — why updates have few directions (an experiment).** One gradient step changes a
+# **Exercise 1.4 — does one gradient step have few directions? (an experiment).** One gradient step changes a
 # linear layer by $-\text{lr}\cdot\nabla_W L$, and for a batch of $k$ input rows
 # $\nabla_{W} L = X^\top G$ ($X$: $k \times m$ inputs, $G$: $k \times n$ output gradients). Write
 # `gradient_rank(k)` that builds `torch.nn.Linear(64, 48, bias=False)`, feeds it a random batch of

@@ -288,7 +288,9 @@ print(f"r = 1 gets {gain_r1 / (base_val - best_val):.0%} of the best gain. From 
       f"falls only {shrink:.1f}×; under rsLoRA ‖AB‖ grows {AB_growth[True]:.1f}× and ‖ΔW‖ changes {drift:.2f}×")
 
 # %% [markdown]
-# **Reading the sweep.** The derivation holds up: $\|AB\|$ grows with $r$ (about as fast as
+# **Reading the sweep** (what it says of learner size was measured at learner size; test mode's
+# three ranks and few steps print other numbers, and only the asserts hold in both modes).
+# The derivation holds up: $\|AB\|$ grows with $r$ (about as fast as
 # $\sqrt r$ or faster), so under $\alpha/r$ the update shrinks far less than the scaling — and under
 # rsLoRA it keeps its size (all asserted). Every rank improves on the frozen base, and $r = 1$
 # already gets over half of the best gain. (The LoRA paper's Table 6 cannot say that — it has no

@@ -246,18 +246,27 @@ assert 2.9 < saved < 3.1, "≈ 3 GB saved on 65B parameters, as the QLoRA paper 
 #   gradients and AdamW states;
 # - **qlora**: like lora, but the base's linear layers at 4.127 bits/param;
 #
-# plus an activation estimate in 16 bits, with **gradient checkpointing**: the forward pass keeps
+# plus an activation estimate, with **gradient checkpointing**: the forward pass keeps
 # only each layer's input, and the backward pass recomputes the layer's inside from it when it
 # gets there. Activation memory then grows with layers × tokens × hidden size instead of with
 # every intermediate tensor, for the price of about one extra forward pass (≈ 30 % more compute).
 # The QLoRA paper: LLaMA-65B needs **> 780 GB** for 16-bit full fine-tuning and fits in
 # **< 48 GB** with QLoRA.
+#
+# **Two dtypes decide the rest.** The paper's count keeps $A$, $B$, their gradients and the
+# activations in 16 bits (`PAPER_DTYPES`). This course trains $A$, $B$ in float32 (a small update
+# added to a 16-bit number rounds away) and, on a GPU without native bfloat16 such as a T4,
+# computes in float32 (notebook 09 §5): `estimate_memory`'s defaults, `adapter_dtype` and
+# `compute_dtype`, are those. The figure below reproduces the paper with its dtypes; the calculator
+# lets you switch to the course's T4 path and move the dashed line to your GPU.
 
 # %%
-from lorakit.memory import MODEL_SHAPES, estimate_memory, parameter_counts
+from lorakit.memory import MODEL_SHAPES, PAPER_DTYPES, estimate_memory, parameter_counts
 
 PARTS = ("weights", "lora", "gradients", "optimizer", "activations")
 GPU_GB = 48
+DTYPES = {"QLoRA paper: 16-bit A, B and activations": PAPER_DTYPES,
+          "course on a T4: float32 A, B and compute": dict(adapter_dtype=torch.float32, compute_dtype=torch.float32)}
 
 
 def memory_title(model_name, r, batch_size, seq_len, estimates, gpu_gb=GPU_GB):
@@ -268,10 +277,13 @@ def memory_title(model_name, r, batch_size, seq_len, estimates, gpu_gb=GPU_GB):
     return f"{model_name}, r = {r}, batch {batch_size}×{seq_len}: {verdict}"
 
 
-def plot_memory(model_name: str = "65B", r: int = 64, batch_size: int = 1, seq_len: int = 512):
+def plot_memory(model_name: str = "65B", r: int = 64, batch_size: int = 1, seq_len: int = 512,
+                gpu_gb: float = GPU_GB, dtypes: str = next(iter(DTYPES))):
     """Stacked GB per method for one model on a linear axis, totals written at the bar ends; the
-    pure estimate does the work. Full fine-tuning's optional fp32 master copy is drawn hatched."""
-    estimates = {m: estimate_memory(model_name, m, r=r, batch_size=batch_size, seq_len=seq_len) for m in ("full", "lora", "qlora")}
+    pure estimate does the work. Full fine-tuning's optional fp32 master copy is drawn hatched;
+    the dashed line is a ``gpu_gb`` GPU; ``dtypes`` names an entry of ``DTYPES``."""
+    estimates = {m: estimate_memory(model_name, m, r=r, batch_size=batch_size, seq_len=seq_len, **DTYPES[dtypes])
+                 for m in ("full", "lora", "qlora")}
     master = 4 * parameter_counts(model_name)["total"] / 1e9     # mixed precision's 32-bit copy
     fig, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     rows = list(estimates)
@@ -286,10 +298,10 @@ def plot_memory(model_name: str = "65B", r: int = 64, batch_size: int = 1, seq_l
         end = left[k] + (master if m == "full" else 0)
         extra = f" (+{master:.0f} = {end:.0f} with a master copy)" if m == "full" else ""
         ax.text(end, k, f"  {estimates[m]['total']:.1f} GB{extra}", va="center", fontsize=9)
-    ax.axvline(GPU_GB, color="k", ls="--", lw=1)
-    ax.set_xlim(0, 1.45 * (left[0] + master))
-    ax.set_xlabel(f"GB (linear scale); dashed: one {GPU_GB} GB GPU")
-    ax.set_title(memory_title(model_name, r, batch_size, seq_len, estimates))
+    ax.axvline(gpu_gb, color="k", ls="--", lw=1)
+    ax.set_xlim(0, 1.45 * max(left[0] + master, gpu_gb))
+    ax.set_xlabel(f"GB (linear scale); dashed: one {gpu_gb:g} GB GPU; {dtypes}")
+    ax.set_title(memory_title(model_name, r, batch_size, seq_len, estimates, gpu_gb))
     fig.legend(loc="outside lower center", ncol=3, fontsize=8)
     plt.show()
     return estimates
@@ -308,17 +320,24 @@ assert est["full"]["total"] > 780, "65B 16-bit full fine-tuning needs > 780 GB"
 assert 16 * n65 / 1e9 > 1000, "with a 32-bit master copy it is over 1 TB"
 assert est["qlora"]["total"] < est["lora"]["total"] < est["full"]["total"]
 assert memory_title("65B", 64, 1, 512, est).endswith("qlora fits one 48 GB GPU"), "the title states what was computed"
+t4 = {m: estimate_memory("7B", m, r=64) for m in ("full", "lora", "qlora")}   # the course's dtypes, a 16 GB T4
+assert memory_title("7B", 64, 1, 512, t4, 16).endswith("qlora fits one 16 GB GPU"), "the line moves with the GPU"
+assert estimate_memory("7B", "lora", r=64, **PAPER_DTYPES)["total"] < 16 < t4["lora"]["total"], \
+    "16-bit-base LoRA of 7B fits a T4 only with 16-bit adapters and activations"
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 import ipywidgets as widgets
 
 widgets.interact(
-    lambda model_name, r, batch_size, seq_len: plot_memory(model_name, r, batch_size, seq_len) and None,
+    lambda model_name, r, batch_size, seq_len, gpu_gb, dtypes: plot_memory(model_name, r, batch_size, seq_len, gpu_gb,
+                                                                            dtypes) and None,
     model_name=widgets.Dropdown(options=list(MODEL_SHAPES), value="65B", description="model"),
     r=widgets.IntSlider(value=64, min=8, max=256, step=8, continuous_update=False),
     batch_size=widgets.IntSlider(value=1, min=1, max=32, continuous_update=False),
     seq_len=widgets.IntSlider(value=512, min=128, max=4096, step=128, continuous_update=False),
+    gpu_gb=widgets.Dropdown(options=[8, 12, 16, 24, 40, 48, 80], value=GPU_GB, description="GPU GB"),
+    dtypes=widgets.Dropdown(options=list(DTYPES), description="dtypes"),
 );
 
 # %% [markdown]
@@ -402,9 +421,11 @@ check_ex_7_3(answer)
 # %% [markdown]
 # **Exercise 7.4 — what fits on a 16 GB T4? (an experiment with the calculator).** Colab's free
 # GPU has 16 GB. Loop over every model in `MODEL_SHAPES` and every method (`"full"`, `"lora"`,
-# `"qlora"`) with `estimate_memory(model, method, r=64, batch_size=1, seq_len=512)` and collect
-# the `(model, method)` pairs whose total is under 16 GB. Predict first: does 16-bit LoRA of 7B
-# fit? Answer: a collection of `(model, method)` pairs (a set or a list of tuples; exact).
+# `"qlora"`) with `estimate_memory(model, method, r=64, batch_size=1, seq_len=512)` — the
+# course's dtypes on a T4: float32 $A$, $B$ and compute — and collect the `(model, method)` pairs
+# whose total is under 16 GB. Predict first: does LoRA on a 16-bit 7B base fit this way, and with
+# the paper's 16-bit adapters and activations (`**PAPER_DTYPES`)? Answer: a collection of
+# `(model, method)` pairs for the course's dtypes (a set or a list of tuples; exact).
 
 # %%
 answer = None  # your answer here, e.g. {("7B", "qlora"), ...}

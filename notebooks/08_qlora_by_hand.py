@@ -64,7 +64,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from lorakit.data import load_splits
 from lorakit.lora import inject_lora, lora_layers
-from lorakit.memory import estimate_memory, lora_parameter_count, parameter_counts, track_peak
+from lorakit.memory import PAPER_DTYPES, estimate_memory, lora_parameter_count, parameter_counts, track_peak
 from lorakit.model import count_parameters
 import lorakit.qlora
 from lorakit.qlora import (Linear4bit, choose_compute_dtype, merge_into_4bit, merge_into_16bit,
@@ -264,7 +264,8 @@ with torch.no_grad():
 report = storage_report(qlora)
 print(f"compute dtype {compute_dtype}; {report['layers']} linear layers in 4 bits: "
       f"{report['bits_per_parameter']:.4f} bits/param; trainable {count_parameters(qlora, True):,} of "
-      f"{count_parameters(qlora):,}; max |Δlogit| vs dequantized base {diff:.1e}")
+      f"{count_parameters(qlora):,} parameters (the 4-bit weights are packed codes in buffers, not parameters, "
+      f"so this total leaves them out); max |Δlogit| vs dequantized base {diff:.1e}")
 
 # %%
 assert compute_dtype == torch.float32, "a CPU computes in float32"
@@ -345,9 +346,10 @@ assert nf4["peak_mb"] < lora["peak_mb"] < full["peak_mb"], "memory: QLoRA < LoRA
 
 # %% [markdown]
 # The figure's title is written from the numbers in the table, so it says what the bars show on
-# your machine: QLoRA's quality and memory are asserted above; its time per step is only measured
-# (dequantizing costs compute in every forward and backward; whether that shows depends on the
-# machine and the model size).
+# your machine: QLoRA's quality and memory are asserted above. Its time per step is only measured,
+# one run per method, and the title does not state it: on a shared machine noise can make QLoRA
+# look faster than LoRA (dequantizing costs compute in every forward and backward; whether that
+# shows depends on the machine and the model size).
 
 # %%
 time_ratio = nf4["ms_per_step"] / lora["ms_per_step"]
@@ -363,9 +365,9 @@ for ax, key, label in zip(axes, ["val", "trainable", "peak_mb", "ms_per_step"],
 axes[0].set_ylim(min(r["val"] for r in runs.values()) * 0.95, base_val * 1.02)
 axes[0].axhline(base_val, color="k", ls=":")                   # named in the axis label: no legend on the bars
 axes[0].set_ylabel("val bits/byte (dotted: the base)")
+axes[3].set_title(f"one run each, not interleaved:\nnoise can flip it (NF4/LoRA {time_ratio:.2f}×)", fontsize=8)
 fig.suptitle(f"QLoRA NF4: within {abs(nf4['val'] - lora['val']):.3f} bits/byte of LoRA with "
-             f"{nf4['peak_mb'] / lora['peak_mb']:.2f}× its memory; {time_ratio:.2f}× its time per step "
-             f"(measured on this CPU, small GPT)")
+             f"{nf4['peak_mb'] / lora['peak_mb']:.2f}× its memory (small GPT; time per step: last panel)")
 fig.tight_layout()
 plt.show()
 
@@ -398,15 +400,16 @@ assert quality["nf4"]["val"] <= quality["fp4"]["val"] + 0.02, "the NF4 base lose
 # Notebook 09 measures a real LLM on a GPU with `track_peak`, which adds them back.
 
 # %%
-for size in ("7B", "65B"):
-    est = {m: estimate_memory(size, m, r=64)["total"] for m in ("full", "lora", "qlora")}
+for size in ("7B", "65B"):  # the paper's count: 16-bit adapters and activations (PAPER_DTYPES)
+    est = {m: estimate_memory(size, m, r=64, **PAPER_DTYPES)["total"] for m in ("full", "lora", "qlora")}
     print(f"LLaMA-{size}: full {est['full']:.0f} GB, 16-bit LoRA {est['lora']:.1f} GB, QLoRA {est['qlora']:.1f} GB (estimates)")
 paged_7b = 8 * lora_parameter_count("7B", 64)  # two float32 AdamW states per LoRA parameter
 print(f"paged AdamW states for r = 64 on LLaMA-7B: {paged_7b / 1e9:.2f} GB, invisible to "
       "torch.cuda.max_memory_allocated")
 
 # %%
-assert estimate_memory("65B", "full")["total"] > 780 and estimate_memory("65B", "qlora")["total"] < 48
+assert estimate_memory("65B", "full", **PAPER_DTYPES)["total"] > 780
+assert estimate_memory("65B", "qlora", **PAPER_DTYPES)["total"] < 48
 assert estimate_memory("7B", "qlora", r=64)["optimizer"] == paged_7b / 1e9, "the optimizer line is the paged states"
 
 # %% [markdown]
@@ -509,6 +512,7 @@ FULL_PROJECTION_RANGE = (0.8, 1.1)
 assert FULL_PROJECTION_RANGE[0] < projection < FULL_PROJECTION_RANGE[1], \
     "at the trained size the update survives requantization on average"
 assert sweep[0.03][0] < 0.5 * projection, "an update much smaller than the grid step is mostly rounded away"
+assert noise_ratio < 1, "at the trained size the requantization noise is smaller than the update (notebook 09 §7 says so)"
 assert sweep[0.03][1] > sweep[1.0][1], "relative to the update, the rounding noise grows as the update shrinks"
 
 # %%

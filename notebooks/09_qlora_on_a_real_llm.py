@@ -64,7 +64,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from lorakit import hf, sft, standin
-from lorakit.exercises.nb09 import check_ex_9_1, check_ex_9_2, check_ex_9_3
+from lorakit.claims import improvement_title
+from lorakit.exercises.nb09 import check_ex_9_1, check_ex_9_2, check_ex_9_3, max_summary
 from lorakit.data import decode, encode
 from lorakit.lora import inject_lora, lora_layers
 from lorakit.model import count_parameters
@@ -90,7 +91,7 @@ print(f"test mode: {FAST}; device: {DEVICE}"
 # never sees: every 10th module (by a stable hash of its path) is held out.
 
 # %%
-MAX_SUMMARY = 28 if FAST else 60  # test mode: a 64-byte context needs short answers
+MAX_SUMMARY = max_summary(FAST)  # test mode: a 64-byte context needs short answers (28, else 60)
 train_pairs = sft.docstring_pairs("train", MAX_SUMMARY)
 val_pairs = sft.docstring_pairs("val", MAX_SUMMARY)
 train_modules = {p.module for p in train_pairs}
@@ -200,7 +201,9 @@ plt.show()
 # %% [markdown]
 # **Generations, before and after.** Greedy decoding from the same held-out prompts. The base
 # model has never seen the template: it keeps writing code (or spaces) until the budget runs
-# out. Each fine-tuned model answers with an English sentence and stops at EOS. With under a
+# out. The fine-tuned models answer with an English sentence and, at learner size, most of the time
+# stop at EOS (the share per method is printed below; LoRA's is asserted ≥ 0.5, QLoRA stopped in
+# about two thirds of the prompts in one learner-size run; test mode's 40 steps are too few). With under a
 # million parameters and a few minutes on a CPU, the sentences are the *shape* of a summary more
 # than a correct one — section 6 does the same with a real 360 M-parameter LLM.
 
@@ -259,16 +262,17 @@ print(f"answers that stop: with EOS {stop_rate['LoRA']:.2f}, without EOS {no_eos
 print("without EOS it runs on:", repr(no_eos_answers[0]))
 
 # %% [markdown]
-# Without the mask the held-out answer loss is no better (the two numbers above): at learner
-# size the two are equal within noise (measured 2.695 vs 2.698 bits/byte), in the short test-mode
-# run the unmasked model is worse. With short prompts and a small model, training on the prompt
+# Without the mask the held-out answer loss is about the same (the two numbers above), not clearly
+# better: at learner size one run measured 2.695 with the mask against 2.698 without, a rerun 2.683
+# without — within ±0.015 either side, run-to-run noise; in the short test-mode run the unmasked
+# model is worse. (Asserted: not better by more than 0.05.) With short prompts and a small model, training on the prompt
 # mostly wastes compute; with real chat data, where prompts are often 10× longer than answers,
 # most of an unmasked run is spent learning to write prompts. What the mask always buys is a
 # loss that measures the answer.
 
 # %%
 assert masked_share < 0.5, "most tokens are prompt"
-assert no_mask_bits > cpu_runs["LoRA"]["val_bits"] - 0.05, "training on prompts does not make better answers"
+assert no_mask_bits > cpu_runs["LoRA"]["val_bits"] - 0.05, "training on prompts does not make clearly better answers"
 assert no_eos_stops < 0.1, "without an EOS in training, the model does not stop"
 assert stop_rate["LoRA"] >= max(MIN_STOP, no_eos_stops), "with one, it does"
 
@@ -404,9 +408,11 @@ axes[0].bar(names, [ok[m]["peak_bytes"] / 2**20 for m in names], color="tab:blue
 axes[0].set_ylabel("peak memory (MB)")
 axes[0].set_title(f"Memory on {DEVICE.type} ({Path(MODEL).name})")
 # the improvement itself, from 0: a drop of 0.5 bits on a loss of 6 would vanish on an axis from 0
-axes[1].bar(names, [hf_base_bits - ok[m]["val_bits"] for m in names], color="tab:green")
-axes[1].set_ylabel("held-out loss drop (bits/token)")
-axes[1].set_title(f"Every method improves on the base ({hf_base_bits:.2f} bits/token)")
+drops = {m: hf_base_bits - ok[m]["val_bits"] for m in names}
+bars = axes[1].bar(names, [drops[m] for m in names], color="tab:green")
+axes[1].bar_label(bars, [f"{drops[m]:.3f}" for m in names], fontsize=8)
+axes[1].set_ylabel(f"held-out loss drop (bits/token; base {hf_base_bits:.2f})")
+axes[1].set_title(improvement_title(drops, hf_base_bits), fontsize=9, wrap=True)
 for ax in axes:
     ax.tick_params(axis="x", labelrotation=20)
 plt.show()
@@ -435,8 +441,9 @@ if not REAL:  # the stand-in is a base model: it never saw <|im_end|> and never 
 #
 # The adapter was trained against the *dequantized* weights $\widehat W$, so the model that was
 # trained is $\widehat W + s\,(AB)^\top$ (notebook 08 measures the alternatives: merging into the
-# original 16-bit weights is a different model, and re-quantizing to 4 bits adds noise several
-# times the update). `merge_into_dequantized` writes exactly that sum into plain `nn.Linear`
+# original 16-bit weights is a different model, and re-quantizing to 4 bits adds rounding noise —
+# smaller than a trained update of that notebook's size, 0.23× its size at learner size and 0.30×
+# in test mode, asserted < 1 there — and rounds away an update small next to the 4-bit grid step). `merge_into_dequantized` writes exactly that sum into plain `nn.Linear`
 # layers; the result is an ordinary Hugging Face model: `save_pretrained`, then anyone can
 # `from_pretrained` it without lorakit. In float32 it is exact; in bfloat16 it is half the size and
 # rounds the sum once more (measured below).
@@ -1068,7 +1075,7 @@ del peft_model, on_load
 
 # %%
 answer = None  # your float
-check_ex_9_1(answer)
+check_ex_9_1(answer, train_ex)
 
 # %% [markdown]
 # **Exercise 9.2 — write the loss mask (real code).** Write `make_labels(prompt_ids, response_ids)`

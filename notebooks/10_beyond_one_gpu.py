@@ -67,7 +67,7 @@ from safetensors.torch import load_file
 
 from lorakit import distributed as D
 from lorakit.adapters import adapter_state, load_adapter
-from lorakit.memory import estimate_memory
+from lorakit.memory import PAPER_DTYPES, estimate_memory, parameter_counts
 from lorakit.qlora import Linear4bit, prepare_qlora
 from lorakit.train import base_model, fast_mode, load_model
 
@@ -84,7 +84,7 @@ print(f"test mode: {FAST}; CPU cores: {os.cpu_count()}; CUDA GPUs: {torch.cuda.d
 # even a 48 GB card:
 
 # %%
-one_gpu = estimate_memory("70B", "qlora", r=64, batch_size=2, seq_len=2048)
+one_gpu = estimate_memory("70B", "qlora", r=64, batch_size=2, seq_len=2048, **PAPER_DTYPES)  # bfloat16, as Answer.AI
 print("Llama-2 70B QLoRA on one GPU: " + ", ".join(f"{k} {v:.1f} GB" for k, v in one_gpu.items()))
 assert one_gpu["total"] > 48, "70B QLoRA should not fit one 48 GB GPU"
 
@@ -349,24 +349,30 @@ assert 1.0 < ratio < 2.0, "a step gathers the blocks twice (forward, backward) a
 # %% [markdown]
 # The ratio sits between 1 and 2: the blocks travel twice, the root (here large: float32
 # embeddings and head of a tiny model) once. At 70B the blocks are nearly everything, so a step
-# all-gathers about twice the 4-bit model, whatever the number of GPUs. Over PCIe 4.0 x16
+# all-gathers about twice the 4-bit model, whatever the number of GPUs; in a ring each rank
+# receives $(N-1)/N$ of it. Over PCIe 4.0 x16
 # (≈ 25 GB/s, a nominal figure, not measured here) that is seconds of transfers per step, which
 # FSDP overlaps with compute by prefetching the next layer. Answer.AI measured nearly 50 s per batch of two 2,048-token
 # sequences for 70B on two RTX 3090s — "70 billion parameters are copied to the GPUs each step".
 
 # %%
-gathered_70b = 2 * one_gpu["weights"] + 2 * one_gpu["lora"]
-print(f"70B QLoRA all-gathers ≈ {gathered_70b:.0f} GB per step (estimate: everything twice); "
-      f"at a nominal 25 GB/s that is ≈ {gathered_70b / 25:.1f} s of transfers per step")
+root_70b = 2 * parameter_counts("70B")["other"] / 1e9          # 16-bit embeddings, norms, head: gathered once
+gathered_70b = 2 * (one_gpu["weights"] - root_70b + one_gpu["lora"]) + root_70b   # decoder layers twice
+moved_70b = (2 - 1) / 2 * gathered_70b                          # what each rank receives in a ring of N = 2
+print(f"70B QLoRA all-gathers ≈ {gathered_70b:.0f} GB per step (decoder layers twice, the root once); in a ring "
+      f"of 2 GPUs each receives half, {moved_70b:.0f} GB: at a nominal 25 GB/s ≈ {moved_70b / 25:.1f} s of "
+      "transfers per step")
 
 # %% [markdown]
 # ## 7. At scale: 7B and 70B on 1–8 GPUs
 #
 # `lorakit.distributed.fsdp_qlora_memory` puts the pieces together on top of
-# `lorakit.memory.estimate_memory`: the sharded states ÷ N, two decoder layers all-gathered (the
-# one computing and the one FSDP prefetches), and the activations of the GPU's own batch. With
-# **CPU offload** the sharded states live in CPU RAM and stream in layer by layer, so the GPU keeps
-# only the gathered layers and the activations. (It ignores allocator overhead and temporaries,
+# `lorakit.memory.estimate_memory` (bfloat16 adapters and compute, as Answer.AI trained): the sharded
+# states ÷ N, two decoder layers all-gathered (the one computing and the one FSDP prefetches), the
+# root whole (FSDP2 keeps the embeddings, final norm and head gathered from forward to backward),
+# and the activations of the GPU's own batch. With **CPU offload** the sharded states live in CPU
+# RAM and stream in layer by layer, so the GPU keeps only the gathered layers, the root and the
+# activations. (It ignores allocator overhead and temporaries,
 # so it is a lower bound.) Batch 2 per GPU of 2,048 tokens, r = 64, gradient checkpointing:
 
 # %%
@@ -416,11 +422,12 @@ no_offload = D.fsdp_qlora_memory("70B", 2, False, batch_size=2, seq_len=2048)["t
 offload = D.fsdp_qlora_memory("70B", 2, True, batch_size=2, seq_len=2048)["total"]
 measured_gb = D.ANSWER_AI_70B_PEAK_GIB * 2**30 / 1e9
 print(f"2 × 24 GB, batch 2: without offload {no_offload:.1f} GB (> 24), with offload {offload:.1f} GB; "
-      f"Answer.AI measured {D.ANSWER_AI_70B_PEAK_GIB} GiB = {measured_gb:.1f} GB")
+      f"Answer.AI measured {D.ANSWER_AI_70B_PEAK_GIB} GiB = {measured_gb:.1f} GB, {measured_gb / offload:.2f}× our floor")
 assert no_offload > 24 > measured_gb > offload, "no offload does not fit; the measured peak is above our lower bound"
 
 # %% [markdown]
-# The gap (≈ 2×) is what the estimate leaves out: the dequantized 16-bit copy of the layer
+# The gap (the ratio printed above; the root, which FSDP2 keeps gathered, is already counted) is
+# what the estimate leaves out: the dequantized 16-bit copy of the layer
 # being computed, the logits and their softmax in float32, the recomputed block under
 # checkpointing, the caching allocator's reserve. Treat the estimate as a floor and keep a margin.
 
@@ -499,9 +506,11 @@ from lorakit.exercises.nb10 import check_ex_10_1, check_ex_10_2, check_ex_10_3, 
 # %% [markdown]
 # **Exercise 10.1 — 70B on four 24 GB GPUs.** Estimate the GB per GPU (1 GB = 1e9 bytes) for
 # Llama-2 70B QLoRA (r = 64) on 4 GPUs **without** offload, batch 1 per GPU of 2,048 tokens,
-# gradient checkpointing: the sharded weights, LoRA, gradients and optimizer states, plus two
-# gathered decoder layers, plus the activations. Answer: a float. Hint: start from
-# `estimate_memory("70B", "qlora", r=64, batch_size=1, seq_len=2048)`; only some parts divide by 4.
+# gradient checkpointing, bfloat16 as Answer.AI: the sharded weights, LoRA, gradients and optimizer
+# states, plus the root whole (16-bit embeddings, norms and head: `2 * parameter_counts("70B")["other"]`
+# bytes), plus two gathered decoder layers, plus the activations. Answer: a float. Hint: start from
+# `estimate_memory("70B", "qlora", r=64, batch_size=1, seq_len=2048, **PAPER_DTYPES)`; only some
+# parts divide by 4.
 
 # %%
 answer = None  # your answer here

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from lorakit import distributed as D
 from lorakit.adapters import adapter_state, load_adapter
+from lorakit.memory import parameter_counts
 from lorakit.qlora import Linear4bit, prepare_qlora
 from lorakit.train import base_model
 
@@ -186,8 +187,11 @@ def test_bad_launches_are_refused_before_anything_starts(tmp_path, base_path):
 def test_fsdp_qlora_memory_shards_and_offloads():
     one = D.fsdp_qlora_memory("70B", 1)
     two = D.fsdp_qlora_memory("70B", 2)
-    for k in ("weights", "lora", "gradients", "optimizer"):
+    for k in ("lora", "gradients", "optimizer"):
         assert two[k] == pytest.approx(one[k] / 2)
+    # the root (16-bit embeddings, norms, head) stays gathered from forward to backward (FSDP2)
+    assert two["root"] == pytest.approx(2 * parameter_counts("70B")["other"] / 1e9) and one["root"] == 0
+    assert two["weights"] + two["root"] == pytest.approx((one["weights"] - two["root"]) / 2 + two["root"])
     assert two["activations"] == one["activations"] and two["gathered"] > 0 == one["gathered"]
     off = D.fsdp_qlora_memory("70B", 2, cpu_offload=True)
     assert off["weights"] == off["optimizer"] == 0 and off["cpu"] == pytest.approx(sum(one[k] for k in (

@@ -83,10 +83,11 @@ WRONG = {
     2: [None, ("q", TABLE),                                            # least absolute forgetting, not per gain
         ("MLP", TABLE), ("q", {"q": (0.1, 0.02), "v": (0.2, 0.01)}),
         ("x", TABLE), ("q", {"q": (0.0, 0.01), "v": (0.2, 0.01), "w": (0.1, 0.2)})],
-    3: [None, lambda x, g, A, B, s: (x.T @ (g @ B.T), (x @ A).T @ g),     # forgot s
-        lambda x, g, A, B, s: (s * x.T @ g @ B.T, s * A.T @ x.T @ g.T),    # wrong shape
-        lambda x, g, A, B, s: (s * x.T @ (g @ B.T), s * (x @ A).T @ g * 2),
-        lambda x, g, A, B, s: 1 / 0, lambda x, g, A, B, s: "no"],
+    3: [None, lambda x, g, A, s, lr: -lr * x.T @ g,                      # full fine-tuning's step
+        lambda x, g, A, s, lr: -lr * s * A @ (x @ A).T @ g,                # one s short
+        lambda x, g, A, s, lr: lr * s * s * A @ (x @ A).T @ g,             # sign
+        lambda x, g, A, s, lr: -lr * s * s * (x @ A).T @ g,                # B's step, not ΔW (r×n)
+        lambda x, g, A, s, lr: 1 / 0, lambda x, g, A, s, lr: "no"],
     4: [None, (2, 2), (16, 128), (128, 8), "128, 16", 128],
 }
 

@@ -61,3 +61,21 @@ def test_9_3(layer, capsys):
     assert not nb09.check_ex_9_3(None)
     out = capsys.readouterr().out
     assert "Ŵ alone" in out and "out×in" in out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_9_1_right_answer_accepted_in_both_modes(fast, monkeypatch, capsys):
+    """Issue 27: test mode builds summaries of ≤ 28 bytes, learner size ≤ 60; the checker left
+    without examples must rebuild the ones of the mode the notebook ran in."""
+    from lorakit.train import base_settings
+
+    monkeypatch.setenv("LORAKIT_FAST", "1" if fast else "")
+    assert nb09.notebook_examples.__doc__ and base_settings()["config"].context == (64 if fast else 128)
+    mode = nb09.notebook_examples()
+    right = solutions.solve_ex_9_1(mode)
+    other = solutions.solve_ex_9_1(nb09.notebook_examples(not fast))
+    assert abs(right - other) > 0.01, "the modes differ by more than the ±0.01 tolerance (0.379 vs 0.397)"
+    assert nb09.check_ex_9_1(right) and nb09.check_ex_9_1(right, mode)
+    assert not nb09.check_ex_9_1(other)
+    for wrong in (1 - right, 100 * right):
+        assert not nb09.check_ex_9_1(wrong)

@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from lorakit.memory import (
     MODEL_SHAPES,
+    PAPER_DTYPES,
     estimate_memory,
     lora_parameter_count,
     paged_state_bytes,
@@ -46,7 +47,8 @@ def test_paper_65b_full_finetuning_needs_more_than_780_gb():
 
 
 def test_paper_65b_qlora_fits_in_48_gb():
-    q = estimate_memory("65B", "qlora", r=64, batch_size=1, seq_len=512, gradient_checkpointing=True)
+    q = estimate_memory("65B", "qlora", r=64, batch_size=1, seq_len=512, gradient_checkpointing=True,
+                        **PAPER_DTYPES)
     assert q["total"] < 48, q
     assert set(q) == {"weights", "lora", "gradients", "optimizer", "activations", "total"}
     assert q["total"] == pytest.approx(sum(v for k, v in q.items() if k != "total"))
@@ -62,6 +64,21 @@ def test_ordering_of_methods_and_checkpointing():
     with_ckpt = estimate_memory("7B", "qlora", gradient_checkpointing=True)["activations"]
     without = estimate_memory("7B", "qlora", gradient_checkpointing=False)["activations"]
     assert without > 5 * with_ckpt
+
+
+def test_adapter_and_compute_dtypes_default_to_the_course_t4_path():
+    """Issue 27: the course trains A, B in float32 and computes in float32 on a T4 (09 §5); the
+    QLoRA paper's count is 16-bit. 16-bit-base LoRA of 7B fits 16 GB only with 16-bit adapters."""
+    course, paper = estimate_memory("7B", "lora"), estimate_memory("7B", "lora", **PAPER_DTYPES)
+    n = lora_parameter_count("7B", 64, "all-linear")
+    assert course["lora"] == pytest.approx(4 * n / 1e9) and paper["lora"] == pytest.approx(2 * n / 1e9)
+    assert course["gradients"] == pytest.approx(4 * n / 1e9)
+    assert paper["activations"] < course["activations"] < 2 * paper["activations"], "the logits are float32 in both"
+    assert course["weights"] == paper["weights"] and course["optimizer"] == paper["optimizer"]
+    assert course["total"] > 16 > paper["total"]
+    assert estimate_memory("65B", "qlora")["total"] > 48 > estimate_memory("65B", "qlora", **PAPER_DTYPES)["total"]
+    with pytest.raises(ValueError, match="adapter_dtype must be one of"):
+        estimate_memory("7B", "lora", adapter_dtype=torch.int8)
 
 
 def test_estimate_accepts_a_shape_dict():

@@ -305,14 +305,63 @@ def test_gpt_prefix_equals_hf_style_cache_math():
         attn(x)
 
 
-def test_hf_prefix_refuses_grouped_query_attention():
+@pytest.mark.parametrize("hidden", [None, 24])
+def test_prefix_tuning_on_grouped_query_attention_equals_peft(hidden):
+    """Issue 27 (12c): SmolLM2, Llama 3, Mistral and Qwen share key/value heads between query
+    heads; the prefix is sized by num_key_value_heads × head_dim, as PEFT's PrefixTuningConfig."""
+    peft, transformers = quiet_import("peft"), quiet_import("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    llama = transformers.LlamaForCausalLM(cfg).eval()
+    config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=6,
+                                     prefix_projection=hidden is not None, encoder_hidden_size=hidden or 64)
+    theirs = peft.get_peft_model(copy.deepcopy(llama), config).eval()
+    ours = S.add_prefix_tuning(copy.deepcopy(llama), 6, hidden=hidden).eval()
+    encoder = theirs.prompt_encoder["default"]
+    assert {n: p.shape for n, p in ours.prefix_encoder.named_parameters()} == \
+        {n: p.shape for n, p in encoder.named_parameters()}, "the same table, sized by the KV heads"
+    d_kv = 2 * 16  # 2 key/value heads × head_dim 16, not d_model = 64
+    width = 2 * 2 * d_kv  # layers × (key, value) × d_kv
+    assert ours.prefix_encoder.embedding.weight.shape == ((6, width) if hidden is None else (6, d_kv))
+    assert ours.prefix_encoder().shape == (2, 2, 2, 6, 16)   # (L, 2, H_kv, P, head_dim)
+    perturb(theirs)
+    ours.prefix_encoder.load_state_dict(encoder.state_dict(), strict=True)
+    idx = tokens(shape=(2, 9))
+    with torch.no_grad():
+        want = theirs(input_ids=idx, attention_mask=torch.ones_like(idx)).logits
+        got = ours(idx)[0]
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_hf_prefix_follows_an_explicit_head_dim():
+    """Some configs set head_dim apart from hidden_size / heads (Qwen3, Gemma): K/V follow head_dim."""
     transformers = quiet_import("transformers")
     cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                   num_attention_heads=4, num_key_value_heads=2)
-    llama = transformers.LlamaForCausalLM(cfg)
-    with pytest.raises(ValueError, match="key/value heads"):
-        S.add_p_tuning_v2(llama, 3)
-    assert all(p.requires_grad for p in llama.parameters())
+                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    llama = transformers.LlamaForCausalLM(cfg).eval()
+    model = S.add_p_tuning_v2(llama, 3)
+    assert model.prefix_encoder().shape == (1, 2, 2, 3, 8)
+    assert model(tokens(shape=(2, 5)))[0].shape == (2, 5, 256)
+
+
+def test_compare_latency_times_under_inference_mode():
+    """Issue 27 (12a): with autograd on, a trainable base records a graph that a frozen merged copy
+    does not; every timed call must run with autograd off (inference mode)."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))  # trainable, as the base is in a notebook
+
+        def forward(self, idx):
+            seen.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled()))
+            return idx.float() * self.w
+
+    S.compare_latency({"probe": Probe()}, 1, 4, repeats=2, calls=3)
+    assert len(seen) == 1 + 2 * 3, "one warm-up call, then repeats × calls"
+    assert all(inference and not grad for inference, grad in seen)
 
 
 def test_compare_latency_returns_a_median_per_model():

@@ -1,5 +1,7 @@
 """lorakit.widgets: the pure functions behind the sliders, and the shells' wiring."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -105,6 +107,10 @@ def test_alpha_figure_keeps_a_diverged_alpha_from_flattening_the_rest():
     others = [runs[a]["val_bpb"] for a in (1, 4, 16)]
     assert hi < 7.5 and hi - lo < 2 * (max(others) - min(others)) + 0.2, (lo, hi)
     assert any("off scale" in t.get_text() for t in right.texts), "the off-scale run is labelled"
+    twin = fig.axes[2]
+    low, high = (math.log(v) for v in twin.get_ylim())
+    top_norm = math.log(max(r["dW_norm"] for r in runs.values()))
+    assert (top_norm - low) / (high - low) < 0.8, "the largest ‖ΔW‖ stays clear of the off-scale marker"
     plt.close(fig)
     runs = {a: fake_run(a) for a in (1, 4, 16)}
     with pytest.raises(ValueError, match="alpha must be one of"):

@@ -74,3 +74,14 @@ def as_numbers(answer, length: int | None = None) -> list[float] | None:
 def close(value: float, want: float, *, rel: float = 0.0, abs: float = 0.0) -> bool:
     """``value`` within ``abs`` or within ``rel`` (relative to ``want``) of ``want``."""
     return math.isclose(value, want, rel_tol=rel, abs_tol=abs)
+
+
+def tolerance_below(right: float, wrongs, rel: float) -> float:
+    """A relative tolerance of at most ``rel`` that stays below every known wrong answer.
+
+    A checker that names a wrong answer (the root gathered twice, a 16-bit base, ...) must refuse
+    it: its tolerance is at most half the relative gap between ``right`` and the nearest of
+    ``wrongs``, so no value accepted as right is closer to a named mistake than to the answer.
+    """
+    gaps = [abs(w - right) / abs(right) for w in wrongs if right and w != right]
+    return min([rel] + [gap / 2 for gap in gaps])

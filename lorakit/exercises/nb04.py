@@ -116,37 +116,44 @@ def check_ex_4_2(answer) -> bool:
 
 
 def check_ex_4_3(answer) -> bool:
-    """A function ``lora_grads(x, g, A, B, s) -> (dL/dA, dL/dB)``, checked against autograd
-    (tolerance 1e-5 absolute and relative, in float64)."""
+    """A function ``first_update(x, g, A, s, lr) -> ΔW`` (m×n): the change of the layer's effective
+    weight s·A·B after ONE plain SGD step from LoRA's init (B = 0), checked against autograd and an
+    optimizer step (tolerance 1e-8 absolute and relative, in float64)."""
     if not callable(answer):
-        return report(False, "", f"expected a function lora_grads(x, g, A, B, s), got {type(answer).__name__}")
+        return report(False, "", f"expected a function first_update(x, g, A, s, lr), got {type(answer).__name__}")
     gen = torch.Generator().manual_seed(43)
-    for tokens, m, n, r, s in ((7, 6, 5, 3, 2.0), (4, 9, 9, 2, 0.5)):
+    for tokens, m, n, r, s, lr in ((7, 6, 5, 3, 2.0, 0.1), (4, 9, 9, 2, 0.5, 0.03)):
         x = torch.randn(tokens, m, generator=gen, dtype=torch.float64)
         A = torch.randn(m, r, generator=gen, dtype=torch.float64, requires_grad=True)
-        B = torch.randn(r, n, generator=gen, dtype=torch.float64, requires_grad=True)
+        B = torch.zeros(r, n, dtype=torch.float64, requires_grad=True)
         g = torch.randn(tokens, n, generator=gen, dtype=torch.float64)
+        A0 = A.detach().clone()
         (s * x @ A @ B).backward(g)
+        torch.optim.SGD([A, B], lr=lr).step()
+        with torch.no_grad():
+            want = s * A @ B  # B started at 0, so this is the whole change
         try:
-            got = answer(x.clone(), g.clone(), A.detach().clone(), B.detach().clone(), s)
-            dA, dB = got
+            got = answer(x.clone(), g.clone(), A0.clone(), s, lr)
         except Exception as e:  # noqa: BLE001 - a learner's bug must not stop the notebook
-            return report(False, "", f"your function raised or returned no pair: {type(e).__name__}: {e}")
-        if not (isinstance(dA, torch.Tensor) and isinstance(dB, torch.Tensor)):
-            return report(False, "", "return two tensors (dL_dA, dL_dB)")
-        if tuple(dA.shape) != (m, r) or tuple(dB.shape) != (r, n):
-            return report(False, "", f"shapes {tuple(dA.shape)}, {tuple(dB.shape)}: dL/dA has A's shape "
-                          f"({m}, {r}) and dL/dB has B's ({r}, {n})")
-        ok_A = torch.allclose(dA.double(), A.grad, rtol=1e-5, atol=1e-5)
-        ok_B = torch.allclose(dB.double(), B.grad, rtol=1e-5, atol=1e-5)
-        if not (ok_A and ok_B):
-            if torch.allclose(dA.double() * s, A.grad, rtol=1e-5, atol=1e-5) and \
-                    torch.allclose(dB.double() * s, B.grad, rtol=1e-5, atol=1e-5):
-                return report(False, "", "right up to the factor s: the scaling multiplies both gradients")
-            which = " and ".join(k for k, ok in (("dL/dA", ok_A), ("dL/dB", ok_B)) if not ok)
-            return report(False, "", f"{which} wrong: dL/dA = s·xᵀ(g Bᵀ), dL/dB = s·(xA)ᵀ g")
-    return report(True, "dL/dA = s·xᵀ(g Bᵀ) and dL/dB = s·(xA)ᵀ g: each carries the other factor, so with "
-                  "B = 0 only B moves first, and with both zero nothing ever moves.", "")
+            return report(False, "", f"your function raised {type(e).__name__}: {e}")
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (m, n):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return report(False, "", f"expected a tensor of W0's shape ({m}, {n}), got {shape}")
+        got = got.double()
+        if torch.allclose(got, want, rtol=1e-8, atol=1e-8):
+            continue
+        full = -lr * x.T @ g
+        if torch.allclose(got, full, rtol=1e-8, atol=1e-8):
+            return report(False, "", "that is full fine-tuning's step -lr·xᵀg; LoRA moves only B, and the "
+                          "change reaches W through s·A·B")
+        if torch.allclose(got, want / s, rtol=1e-8, atol=1e-8):
+            return report(False, "", "one factor s short: s enters once in dL/dB and once in s·A·B")
+        if torch.allclose(got, -want, rtol=1e-8, atol=1e-8):
+            return report(False, "", "wrong sign: a descent step subtracts lr times the gradient")
+        return report(False, "", "not it: B₁ = -lr·s·(xA)ᵀg (A does not move: its gradient carries B = 0), "
+                      "then ΔW = s·A·B₁")
+    return report(True, "ΔW = -lr·s²·A Aᵀ (xᵀg): full fine-tuning's step -lr·xᵀg, projected onto A's "
+                  "r columns and scaled by s². That factor is why LoRA's best learning rate differs (§2).", "")
 
 
 def check_ex_4_4(answer) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..memory import MODEL_SHAPES, estimate_memory
+from ..memory import MODEL_SHAPES, PAPER_DTYPES, estimate_memory
 from ..quant import constants_bits, dynamic_map
 from . import as_number, close, report
 
@@ -75,11 +75,15 @@ def check_ex_7_4(answer) -> bool:
     if got == want:
         totals = ", ".join(f"{m} {meth} {estimate_memory(m, meth, r=64)['total']:.1f} GB" for m, meth in sorted(want))
         lora7 = estimate_memory("7B", "lora", r=64)["total"]
-        return report(True, f"{totals}. 16-bit LoRA of 7B squeezes in at {lora7:.1f} GB (its frozen base alone "
-                            "is 2 bytes × 6.7 B parameters), with nothing to spare for a longer sequence; "
-                            "QLoRA's 4-bit base is what brings 13B onto a free GPU.", "")
-    if ("7B", "lora") in want - got:
-        return report(False, "", "16-bit LoRA of 7B does fit, just: compute its total (it is under 16 GB)")
+        lora7_paper = estimate_memory("7B", "lora", r=64, **PAPER_DTYPES)["total"]
+        return report(True, f"{totals}. LoRA on a 16-bit 7B base needs {lora7:.1f} GB with the course's float32 "
+                            f"adapters and compute, {lora7_paper:.1f} GB with the paper's 16-bit ones: its frozen "
+                            "base alone is 2 bytes × 6.7 B parameters, so only 16-bit everything squeezes it onto "
+                            "a T4. QLoRA's 4-bit base is what brings 7B and 13B onto a free GPU on the course's path.",
+                      "")
+    if ("7B", "lora") in got - want:
+        return report(False, "", "LoRA on a 16-bit 7B base fits 16 GB only with 16-bit adapters and activations "
+                                 "(PAPER_DTYPES); with the course's float32 ones (the defaults) it does not")
     missing, extra = sorted(want - got), sorted(got - want)
     return report(False, "", f"missing {missing or 'nothing'}, not fitting {extra or 'none'}: compare each "
                              "estimate_memory(...)['total'] with 16")

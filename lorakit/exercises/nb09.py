@@ -14,15 +14,31 @@ from ..sft import IGNORE
 from . import report
 
 
+def max_summary(fast: bool) -> int:
+    """Notebook 09 §1's longest summary: 28 bytes in test mode (a 64-byte context), else 60."""
+    return 28 if fast else 60
+
+
+def notebook_examples(fast: bool | None = None) -> list:
+    """Notebook 09 §3's ``train_ex``, rebuilt with the settings of the mode the notebook ran in."""
+    from ..sft import byte_examples, docstring_pairs
+    from ..train import base_settings, fast_mode
+
+    fast = fast_mode() if fast is None else fast
+    context = 64 if fast else 128  # base_settings()'s context in each mode (notebook 00 §4)
+    if fast == fast_mode():
+        context = base_settings()["config"].context
+    return byte_examples(docstring_pairs("train", max_summary(fast)), context)
+
+
 def check_ex_9_1(answer, examples=None) -> bool:
     """The share of labelled (response + EOS) tokens among all tokens, within ±0.01.
 
-    ``examples`` defaults to the notebook's ``train_ex`` (the checker rebuilds it the same way).
+    ``examples`` is the notebook's ``train_ex`` (the notebook passes it); left out, the checker
+    rebuilds it with the settings of the current mode (test mode or learner size).
     """
     if examples is None:
-        from ..sft import byte_examples, docstring_pairs
-        from ..train import base_settings
-        examples = byte_examples(docstring_pairs("train", 60), base_settings()["config"].context)
+        examples = notebook_examples()
     labelled = sum(int((labels != IGNORE).sum()) for _, labels in examples)
     total = sum(len(ids) for ids, _ in examples)
     right = labelled / total

@@ -42,12 +42,14 @@ def solve_ex_4_2(finetune, lr=1e-2, sets=TARGET_SETS):
 
 
 def solve_ex_4_3():
-    """Chain rule through y = s·(xA)B: dL/dB = s·(xA)ᵀ g, dL/dA = s·xᵀ(g Bᵀ)."""
+    """From B = 0: dL/dA = s·xᵀ(g Bᵀ) = 0, so A stays; dL/dB = s·(xA)ᵀ g, so B₁ = -lr·s·(xA)ᵀ g;
+    the weight changes by s·A·B₁ = -lr·s²·A Aᵀ xᵀ g."""
 
-    def lora_grads(x, g, A, B, s):
-        return s * x.T @ (g @ B.T), s * (x @ A).T @ g
+    def first_update(x, g, A, s, lr):
+        B1 = -lr * s * (x @ A).T @ g      # r×n; A's step is zero (its gradient carries B = 0)
+        return s * A @ B1                  # m×n
 
-    return lora_grads
+    return first_update
 
 
 def solve_ex_4_4():

@@ -25,15 +25,19 @@ def solve_ex_5_2():
     return attention_with_prefix
 
 
-def solve_ex_5_3(steps: int | None = None) -> dict:
-    """Two prompt-tuning runs from the same base, same batches, only the learning rate differs."""
+def solve_ex_5_3(steps: int | None = None, batch: int | None = None) -> dict:
+    """Two prompt-tuning runs from the same base, same batches, only the learning rate differs.
+
+    ``steps`` and ``batch`` are the notebook's ``STEPS`` and ``BATCH`` (left out: the current mode's).
+    """
     from lorakit.data import load_splits
     from lorakit.siblings import add_prompt_tuning
     from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
 
     fast = fast_mode()
-    steps = steps or (20 if fast else 80)
-    batch, P_max = (8, 8) if fast else (16, 32)
+    steps = steps or (12 if fast else 80)                  # notebook 05's STEPS
+    batch = batch or (8 if fast else 16)                   # BATCH
+    eval_batches, P_max = (2, 8) if fast else (8, 32)      # EVAL_BATCHES, P_MAX: bpb(model, docs_val)
     base, _ = base_model(progress=False)
     docs_train, docs_val = load_splits("docs", 400_000 if fast else None)
     out = {}
@@ -41,5 +45,5 @@ def solve_ex_5_3(steps: int | None = None) -> dict:
         set_seed(0)
         model = add_prompt_tuning(copy.deepcopy(base), 8)
         train(model, docs_train, steps=steps, batch_size=batch, lr=lr, seed=0, progress=False)
-        out[lr] = evaluate(model, docs_val, batch, 4 if fast else 8, context=base.cfg.context - P_max)
+        out[lr] = evaluate(model, docs_val, batch, eval_batches, context=base.cfg.context - P_max)
     return out

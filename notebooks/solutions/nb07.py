@@ -20,8 +20,9 @@ def solve_ex_7_3() -> float:
 
 
 def solve_ex_7_4() -> set:
-    """Loop over the calculator. Result: 7B and 13B with QLoRA, and 7B with 16-bit LoRA (15.7 GB:
-    13.5 GB of frozen 16-bit weights leave almost no room). 13B's 16-bit base alone is 26 GB."""
+    """Loop over the calculator with its defaults, the course's T4 path (float32 A, B and compute).
+    Result: 7B and 13B with QLoRA only. LoRA on a 16-bit 7B base fits only with the paper's 16-bit
+    adapters and activations (PAPER_DTYPES): 13.5 GB of frozen 16-bit weights leave almost no room."""
     from lorakit.memory import MODEL_SHAPES, estimate_memory
 
     return {(model, method) for model in MODEL_SHAPES for method in ("full", "lora", "qlora")
