@@ -15,6 +15,9 @@
 #   make lab WHEELHOUSE=path     - install from that folder with no package index at all (also make test)
 #   make wheel                   - dist/lorakit-*.whl (to upload to Colab when its install cell fails)
 #   make slides                  - reveal.js slides of every notebook in notebooks/_build/slides/
+# For contributors (README, "Contributing"):
+#   make lint                    - ruff check + ruff format --check (CI runs it before the tests)
+#   make format                  - ruff format, then ruff check --fix (what make lint asks for)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -46,7 +49,7 @@ TEST_ENV := LORAKIT_FAST=1 LORAKIT_CACHE="$(CURDIR)/.cache/test" MPLBACKEND=Agg 
 export OMP_WAIT_POLICY ?= PASSIVE
 export KMP_BLOCKTIME ?= 0
 
-.PHONY: lab test test-latest test-realshape check reinstall lock bench html clean wheel wheelhouse wheelhouse-multi slides
+.PHONY: lab test test-latest test-realshape check reinstall lock bench html clean wheel wheelhouse wheelhouse-multi slides lint format
 
 # `make lab PYTHON=python3.12` over a .venv made by another Python starts again from scratch.
 PY_ID := import sys; print(*sys.version_info[:3], sys.base_prefix)
@@ -141,6 +144,15 @@ test: $(STAMP)
 	sh scripts/install_browser.sh
 	$(TEST_ENV) "$(BIN)/python" -m pytest -q --durations=15 --timeout=600 \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
+
+# ruff, configured in pyproject.toml ([tool.ruff]): lint rules that catch bugs, and one format.
+lint: $(STAMP)
+	"$(BIN)/ruff" check .
+	"$(BIN)/ruff" format --check .
+
+format: $(STAMP)
+	"$(BIN)/ruff" format .
+	"$(BIN)/ruff" check --fix .
 
 # notebook 09's path at SmolLM2-360M's real shapes (random weights), float32 and bfloat16 compute:
 # minutes and ~8-10 GB of RAM each, so apart from `make test`; CI (.ci/run) runs both. One process

@@ -122,7 +122,7 @@ def _base_weight(layer: nn.Module) -> torch.Tensor:
 
 def _is_peft_lora(module: nn.Module) -> bool:
     return all(hasattr(module, a) for a in ("lora_A", "lora_B", "scaling", "base_layer")) and \
-        isinstance(getattr(module, "lora_A"), nn.ModuleDict)
+        isinstance(module.lora_A, nn.ModuleDict)
 
 
 def _adapters(model: nn.Module) -> list[_Adapter]:
