@@ -104,7 +104,9 @@ def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
                 p.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def run_ranks(module: str, args: list[str], nproc: int, timeout: float, echo=None) -> list[list[str]]:
+def run_ranks(
+    module: str, args: list[str], nproc: int, timeout: float, echo=None
+) -> list[list[str]]:
     """Run ``python -m module *args`` on ``nproc`` ranks; return each rank's lines once all finished.
 
     ``echo(rank, line)``: whether to print a line as it arrives (None: print nothing).
@@ -151,8 +153,9 @@ def run_ranks(module: str, args: list[str], nproc: int, timeout: float, echo=Non
             readers[-1].start()
         deadline = time.monotonic() + timeout
         while True:
+            # read lines for up to 0.1 s at a time: a chatty rank must not starve the deadline check
             with contextlib.suppress(queue.Empty):
-                while time.monotonic() <= deadline:  # a chatty rank must not starve the deadline check
+                while time.monotonic() <= deadline:
                     rank, line = lines.get(timeout=0.1)
                     logs[rank].append(line)
                     if echo is not None and echo(rank, line):
@@ -166,10 +169,16 @@ def run_ranks(module: str, args: list[str], nproc: int, timeout: float, echo=Non
                 if not failed:
                     for r, c in enumerate(codes):
                         if c != 0:
-                            logs[r].append(f"(rank {r} ended with code {c} after finishing its work)\n")
+                            logs[r].append(
+                                f"(rank {r} ended with code {c} after finishing its work)\n"
+                            )
                     return logs
             else:
-                failed = [r for r, c in enumerate(codes) if c not in (None, 0) and not _finished(logs[r], c)]
+                failed = [
+                    r
+                    for r, c in enumerate(codes)
+                    if c not in (None, 0) and not _finished(logs[r], c)
+                ]
             if failed:
                 _stop(procs)
                 for t in readers:
@@ -179,7 +188,9 @@ def run_ranks(module: str, args: list[str], nproc: int, timeout: float, echo=Non
                 others = [
                     f"rank {r} exited with code {procs[r].returncode}"
                     for r in range(nproc)
-                    if r != first and procs[r].returncode not in (0, None) and not _finished(logs[r], procs[r].returncode)
+                    if r != first
+                    and procs[r].returncode not in (0, None)
+                    and not _finished(logs[r], procs[r].returncode)
                 ]
                 tail = "".join(logs[first][-12:]).rstrip()
                 stopped = f" ({'; '.join(others)})" if others else ""
@@ -198,7 +209,9 @@ def run_ranks(module: str, args: list[str], nproc: int, timeout: float, echo=Non
                     [p.pid for p in procs],
                 )
     except BaseException:
-        _stop(procs)  # also on KeyboardInterrupt (the notebook's stop button): never leave ranks behind
+        _stop(
+            procs
+        )  # also on KeyboardInterrupt (the notebook's stop button): never leave ranks behind
         raise
     finally:
         del store  # closes its socket

@@ -125,6 +125,7 @@ def _sample(lm: nn.Module, tokenizer, prompt: str, new_tokens: int = 40) -> str:
 SAMPLE_PROMPTS = ("def is_prime(n):\n", "class Stack:\n    def push(self, item):\n", "The for statement")
 
 
+# notebook 09 §6
 def train_standin(folder: str | os.PathLike | None = None, size: str = "learner", progress: bool = True,
                   ship: bool = False) -> tuple[Path, dict]:  # notebook 09 §6
     """Train the stand-in from scratch and ``save_pretrained`` it with its training card.
@@ -238,7 +239,7 @@ def standin_folder() -> Path:  # notebook 09 §6
     return SHIPPED
 
 
-def bits_per_token(folder: str | os.PathLike, size: str = "learner", n_batches: int = 20) -> float:
+def bits_per_token(folder: str | os.PathLike, size: str = "learner", n_batches: int = 20) -> float:  # notebook 09 §6
     """Held-out loss of a saved stand-in on today's validation stream (its own tokenizer)."""
     from .hf import load_model, load_tokenizer
 

@@ -47,7 +47,9 @@ def test_a_finished_rank_that_aborts_at_exit_is_not_a_failed_run(tmp_path, monke
         f"print({FINISHED!r}, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGABRT)\n"
     )
-    (tmp_path / "abort_before_finish.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n")
+    (tmp_path / "abort_before_finish.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     logs = launcher.run_ranks("abort_after_finish", [], 2, timeout=60)
     assert all("ended with code -6 after finishing its work" in log[-1] for log in logs), logs
