@@ -45,7 +45,7 @@ from .launcher import DistributedRunError, finish, run_ranks  # noqa: F401 (the 
 from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
-from .train import LN2, fast_mode, load_model, set_seed
+from .train import LN2, fast_mode, load_gpt, set_seed
 from .validate import integer, number, positive_int
 
 # ---------------------------------------------------------------- quant storage
@@ -261,7 +261,7 @@ def run_settings() -> RunSettings:  # notebook 10 §3
 def build_qlora(base_path: str | os.PathLike, settings: RunSettings, device: torch.device | str = "cpu") -> GPT:
     """The course base loaded from its file, made QLoRA (NF4 + DQ, LoRA on all linear layers),
     its 4-bit tensors turned into frozen parameters. Seeded: every rank builds the same model."""
-    model = load_model(base_path)
+    model = load_gpt(base_path)
     set_seed(settings.seed)  # LoRA's A is random: the same seed gives every rank the same A
     prepare_qlora(model, "all-linear", r=settings.r, alpha=settings.alpha, quant_type="nf4", double_quant=True)
     quant_storage_as_parameters(model)

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .model import count_parameters
 from .targets import check_targets, replace_module, resolve_targets
-from .validate import integer, number
+from .validate import integer, lora_base, number
 
 # ---------------------------------------------------------------- the hyper-parameters
 
@@ -112,22 +112,6 @@ def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
     return config
 
 
-def _check_base(name: str, base: nn.Module, config: LoRAConfig) -> None:
-    """What a LoRALinear needs of its base: a module with integer in/out features, not LoRA
-    already, and at least ``r`` of each (a rank-r update needs r directions on both sides)."""
-    in_features = getattr(base, "in_features", None)
-    out_features = getattr(base, "out_features", None)
-    if not isinstance(base, nn.Module) or not isinstance(in_features, int) or not isinstance(out_features, int):
-        raise TypeError(f"{name}: base must be an nn.Module with integer in_features and out_features "
-                        f"(e.g. nn.Linear), got {type(base).__name__}")
-    if isinstance(base, LoRALinear):
-        raise TypeError(f"{name}: base is already a LoRALinear: LoRA on LoRA is not supported")
-    most = min(in_features, out_features)
-    if config.r > most:
-        raise ValueError(f"{name}: r must be between 1 and min(in, out) = {most} "
-                         f"(layer {in_features}×{out_features}), got {config.r}")
-
-
 def shared_config(layers: dict[str, LoRALinear]) -> LoRAConfig:  # notebook 02 §5 (one adapter file, one setting)
     """The one ``LoRAConfig`` the LoRA layers of a model share (one adapter holds one setting)."""
     configs = {layer.config for layer in layers.values()}
@@ -184,7 +168,7 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
                          "supported; call remove_lora(model) first or load_adapter to switch adapters")
     names = resolve_targets(model, config.targets, layer_types)
     for name in names:
-        _check_base(name, model.get_submodule(name), config)
+        lora_base(name, model.get_submodule(name), config.r)
     new = {name: layer(model.get_submodule(name), config, dtype=dtype) for name in names}
     model.requires_grad_(False)
     for name, wrapped in new.items():

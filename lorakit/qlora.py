@@ -70,8 +70,6 @@ class Linear4bit(nn.Module):  # notebook 08 §2
 
     def __init__(self, q: Quantized4bit, bias: torch.Tensor | None, compute_dtype: torch.dtype):
         super().__init__()
-        if len(q.shape) != 2:
-            raise ValueError(f"a linear weight is 2-D (out×in), got shape {tuple(q.shape)}")
         self.out_features, self.in_features = int(q.shape[0]), int(q.shape[1])
         self.compute_dtype = compute_dtype
         # the stored weight: its tensors are buffers, so .to(device) and state_dict() carry them
