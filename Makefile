@@ -173,6 +173,7 @@ bench: $(STAMP)
 	MPLBACKEND=Agg "$(BIN)/python" bench/bench_threads.py | tee bench/results/cpu-threads.txt
 	MPLBACKEND=Agg "$(BIN)/python" bench/bench_quant.py | tee bench/results/cpu-quant.txt
 	MPLBACKEND=Agg "$(BIN)/python" bench/bench_lora.py | tee bench/results/cpu-lora.txt
+	MPLBACKEND=Agg "$(BIN)/python" bench/bench_fast_default.py | tee bench/results/cpu-fast-default.txt
 	MPLBACKEND=Agg "$(BIN)/python" bench/course_runtime.py | tee bench/results/cpu-course-runtime.txt
 
 # a static, readable copy of the executed notebooks (figures included); FAST=1 for test sizes

@@ -21,7 +21,9 @@ RENAMES = [
 ]
 
 
-@pytest.mark.parametrize("module, old, new", RENAMES, ids=[f"{m.__name__}.{o}" for m, o, _ in RENAMES])
+@pytest.mark.parametrize(
+    "module, old, new", RENAMES, ids=[f"{m.__name__}.{o}" for m, o, _ in RENAMES]
+)
 def test_old_name_is_the_new_object(module, old, new):
     assert getattr(module, old) is getattr(module if module is not distributed else launcher, new)
 
