@@ -8,8 +8,9 @@ neighbour hits both alike, medians printed with the load average:
 - a QLoRA training step of the course GPT at learner size (the base model, NF4 + double
   quantization on every linear layer, LoRA r = 16, AdamW, batch 16 x context): what notebooks
   08 and 10 run;
-- NF4 + double quantization of a 4096 x 4096 float32 weight, quantize and dequantize: the size of
-  one projection of a 7B model, what notebook 09's real-LLM path does to every weight on load.
+- NF4 + double quantization then dequantization of one weight, at three sizes: the course GPT's
+  up_proj (512 x 128), SmolLM2-360M's MLP (960 x 2560: notebook 09's real model, quantized
+  weight by weight on load) and a 7B model's projection (4096 x 4096).
 
 Run: ``python bench/bench_fast_default.py`` (``make bench`` writes bench/results/cpu-fast-default.txt).
 """
@@ -61,19 +62,25 @@ def qlora_step_times(reps: int = 8, steps: int = 3) -> dict[bool, list[float]]:
     return times
 
 
-def quant_times(reps: int = 4) -> tuple[dict, dict]:
-    W = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(0))
-    qt, dt = {True: [], False: []}, {True: [], False: []}
-    for rep in range(reps):
-        for on in (rep % 2 == 0, rep % 2 == 1):
-            fast.ENABLED = on
-            start = time.perf_counter()
-            q = quantize_4bit(W, "nf4", 64, double_quant=True)
-            qt[on].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            dequantize_4bit(q)
-            dt[on].append(time.perf_counter() - start)
-    return qt, dt
+SHAPES = [
+    (512, 128),
+    (960, 2560),
+    (4096, 4096),
+]  # course GPT's up_proj, SmolLM2-360M's MLP, a 7B projection
+
+
+def quant_times(shape: tuple[int, int]) -> dict[bool, float]:
+    """Median seconds of quantize (NF4 + double quantization) then dequantize, switch on and off."""
+    W = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    reps = 4 if W.numel() > 4_000_000 else 20
+    times = {True: [], False: []}
+    for rep in range(2 * reps):
+        on = rep % 4 in (0, 3)  # on, off, off, on, ...
+        fast.ENABLED = on
+        start = time.perf_counter()
+        dequantize_4bit(quantize_4bit(W, "nf4", 64, double_quant=True))
+        times[on].append(time.perf_counter() - start)
+    return {on: statistics.median(ts) for on, ts in times.items()}
 
 
 def main() -> None:
@@ -82,23 +89,18 @@ def main() -> None:
         f"load average at start {load()}"
     )
     steps = qlora_step_times()
-    qt, dt = quant_times()
     med = statistics.median
     print(
-        "work                                   fast.ENABLED=True   fast.ENABLED=False   off ÷ on"
+        "work                                        fast.ENABLED=True   fast.ENABLED=False   off ÷ on"
     )
-    print(
-        f"QLoRA step, course GPT (ms)            {med(steps[True]) * 1e3:17.1f}   {med(steps[False]) * 1e3:18.1f}"
-        f"   {med(steps[False]) / med(steps[True]):8.2f}"
-    )
-    print(
-        f"quantize 4096x4096 NF4+DQ (s)          {med(qt[True]):17.3f}   {med(qt[False]):18.3f}"
-        f"   {med(qt[False]) / med(qt[True]):8.2f}"
-    )
-    print(
-        f"dequantize 4096x4096 (s)               {med(dt[True]):17.3f}   {med(dt[False]):18.3f}"
-        f"   {med(dt[False]) / med(dt[True]):8.2f}"
-    )
+    on, off = med(steps[True]) * 1e3, med(steps[False]) * 1e3
+    print(f"QLoRA step, course GPT at learner size (ms) {on:17.1f}   {off:18.1f}   {off / on:8.2f}")
+    for shape in SHAPES:
+        t = quant_times(shape)
+        what = f"quantize + dequantize {shape[0]}x{shape[1]} (ms)"
+        print(
+            f"{what:43} {t[True] * 1e3:17.2f}   {t[False] * 1e3:18.2f}   {t[False] / t[True]:8.2f}"
+        )
     print(f"load average at end {load()}")
     fast.ENABLED = True
 

@@ -30,6 +30,10 @@ from functools import lru_cache
 import torch
 
 #: The one switch: True = the tricks below, False = quant.py's readable path (same bits).
+#: On by default, decided by bench/bench_fast_default.py (bench/results/cpu-fast-default.txt): at
+#: the course GPT's size it changes a QLoRA step by nothing measurable, and on a real model's
+#: weights it quantizes several times faster. To step through notebook 06 §5's steps in a
+#: debugger, set ``lorakit.fast.ENABLED = False``: the same bits, the readable code.
 ENABLED = True
 
 #: ``dequantize``'s fused GPU kernel, set by ``compile_dequantize()``; None = eager everywhere.

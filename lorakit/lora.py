@@ -75,7 +75,7 @@ class LoRALinear(nn.Module):  # notebook 02 §1
         m, n = self.in_features, self.out_features = base.in_features, base.out_features
         dtype, device = _base_dtype_device(base, dtype)
         A_t = torch.empty(config.r, m, dtype=dtype, device=device)  # PEFT initialises the r×m matrix ...
-        nn.init.kaiming_uniform_(A_t, a=math.sqrt(5))  # ... uniform in ±1/sqrt(m)
+        nn.init.kaiming_uniform_(A_t, a=5 ** 0.5)  # ... uniform in ±1/sqrt(m)
         self.A = nn.Parameter(A_t.t().contiguous())  # m×r
         self.B = nn.Parameter(torch.zeros(config.r, n, dtype=dtype, device=device))  # r×n, zero
         self.scaling = config.scaling

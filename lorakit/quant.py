@@ -347,7 +347,9 @@ def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch
     """``table[code] · absmax`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``.
 
     Notebook 06 §5, step 5. Equal to bitsandbytes' ``dequantize_4bit`` to the bit; the package's
-    one dequantizer (``qlora.Linear4bit`` calls it too)."""
+    one dequantizer (``qlora.Linear4bit`` calls it too). With ``lorakit.fast.ENABLED`` (the
+    default) the same bits come from ``lorakit.fast``; set it to False to step through the
+    readable lines below in a debugger."""
     if not isinstance(q, Quantized4bit):
         raise TypeError(f"q must be a Quantized4bit (from quantize_4bit), got {type(q).__name__}")
     dtype = q.dtype if dtype is None else dtype
