@@ -17,7 +17,7 @@
 #   make slides                  - reveal.js slides of every notebook in notebooks/_build/slides/
 # For contributors (README, "Contributing"):
 #   make lint                    - ruff check + ruff format --check (CI runs it before the tests)
-#   make format                  - ruff format, then ruff check --fix (what make lint asks for)
+#   make format                  - ruff check --fix, then ruff format (what make lint asks for)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -155,9 +155,10 @@ lint: $(STAMP)
 	"$(BIN)/ruff" check .
 	"$(BIN)/ruff" format --check .
 
+# fixes first (sorting imports moves lines), then the format, so that make lint passes after it
 format: $(STAMP)
-	"$(BIN)/ruff" format .
 	"$(BIN)/ruff" check --fix .
+	"$(BIN)/ruff" format .
 
 # notebook 09's path at SmolLM2-360M's real shapes (random weights), float32 and bfloat16 compute:
 # minutes and ~8-10 GB of RAM each, so apart from `make test`; CI (.ci/run) runs both. One process
