@@ -25,11 +25,13 @@ One concept per module, each derived in a notebook:
 - ``quantload`` a Hugging Face model quantized to NF4 shard by shard as it loads (09)
 - ``recipe``  training a real model well: schedule, 8-bit optimizer, length groups, end of turn, PEFT files (09)
 - ``standin`` the small pretrained Llama that ships for 09 on a CPU: train, check, find it (09)
-- ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
+- ``distributed`` QLoRA sharded with FSDP2 over N ranks, and its arithmetic at scale (10)
 
-and four helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up
-noise), ``versions`` (the oldest reference-library versions the course's calls need) and
-``check`` (``python -m lorakit.check``, the environment report of notebook 00).
+and five helpers (course plumbing, no lesson): ``validate`` (one argument-check policy, used at
+the entry points), ``quiet`` (imports without start-up noise), ``versions`` (the oldest
+reference-library versions the course's calls need), ``launcher`` (N local ranks started as
+torchrun would, watched and stopped) and ``check`` (``python -m lorakit.check``, the environment
+report of notebook 00).
 """
 
 __version__ = "0.1.0"
