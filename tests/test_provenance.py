@@ -2,7 +2,7 @@
 
 Provenance: every public function and class in ``lorakit/`` names the notebook section that
 derives it, as a comment ``# notebook NN §N`` on its ``def``/``class`` line (or its decorator
-line, or the line just above a wrapped signature). The section must exist: notebook NN has a
+line, the line just above, or inside a signature that ruff format wrapped). The section must exist: notebook NN has a
 markdown heading ``## N. ...``. Course plumbing (environment check, quiet imports, argument
 checks, version checks, process launching) derives nothing and is listed in PLUMBING.
 
@@ -38,40 +38,42 @@ def _sections() -> dict[str, set[int]]:
     return found
 
 
-def _public_definitions():
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.stem in PLUMBING:
-            continue
-        source = path.read_text()
-        lines = source.splitlines()
-        for node in ast.parse(source).body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-                first = min([d.lineno for d in node.decorator_list] + [node.lineno])
-                yield path, node, lines[max(first - 2, 0) : node.lineno]
+def _definitions(source: str):
+    """(node, refs) for each public top-level def/class: refs = [(notebook, section), ...]."""
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            # from the line above the first decorator to the end of the signature: ruff format
+            # moves a def line's trailing comment into a wrapped parameter list
+            refs = []
+            for line in lines[max(first - 2, 0) : node.body[0].lineno - 1]:
+                m = REF.search(line)
+                if m:
+                    nb = m.group(1)
+                    refs.append((nb, int(m.group(2))))
+                    for other_nb, sec in EXTRA.findall(m.group(3) or ""):
+                        nb = other_nb or nb
+                        refs.append((nb, int(sec)))
+            yield node, refs
 
 
 def test_every_public_definition_names_an_existing_notebook_section():
     sections = _sections()
     missing, wrong = [], []
-    for path, node, span in _public_definitions():
-        refs = []
-        for line in span:
-            m = REF.search(line)
-            if m:
-                refs.append((m.group(1), int(m.group(2))))
-                nb = m.group(1)
-                for other_nb, sec in EXTRA.findall(m.group(3) or ""):
-                    nb = other_nb or nb
-                    refs.append((nb, int(sec)))
-        where = f"lorakit/{path.name}:{node.lineno} {node.name}"
-        if not refs:
-            missing.append(where)
-        for nb, sec in refs:
-            if sec not in sections.get(nb, set()):
-                wrong.append(
-                    f"{where}: notebook {nb} has no section {sec} (its sections: "
-                    f"{sorted(sections.get(nb, set())) or 'no such notebook'})"
-                )
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem in PLUMBING:
+            continue
+        for node, refs in _definitions(path.read_text()):
+            where = f"lorakit/{path.name}:{node.lineno} {node.name}"
+            if not refs:
+                missing.append(where)
+            for nb, sec in refs:
+                if sec not in sections.get(nb, set()):
+                    wrong.append(
+                        f"{where}: notebook {nb} has no section {sec} (its sections: "
+                        f"{sorted(sections.get(nb, set())) or 'no such notebook'})"
+                    )
     assert not missing, (
         "public definitions without provenance; add `  # notebook NN §N` (the notebook and the "
         "section that derives it) at the end of the def/class line, e.g. "
@@ -80,6 +82,38 @@ def test_every_public_definition_names_an_existing_notebook_section():
         + "\n  ".join(missing)
     )
     assert not wrong, "provenance names a section that does not exist:\n  " + "\n  ".join(wrong)
+
+
+def test_the_provenance_reader_finds_each_place_and_only_those():
+    source = """
+def plain(x):  # notebook 02 §4
+    return x
+
+
+@decorated  # notebook 01 §5 and 03 §4
+def decorated_one(x):
+    return x
+
+
+def wrapped(
+    x,  # notebook 10 §3
+    y,
+):
+    \"\"\"A docstring that mentions notebook 09 §2 is not the place.\"\"\"
+    return x
+
+
+def bare(x):
+    \"\"\"Notebook 06 §5, step 3: docstrings do not count.\"\"\"
+    return x  # notebook 07 §2 in the body does not count either
+"""
+    found = {node.name: refs for node, refs in _definitions(source)}
+    assert found == {
+        "plain": [("02", 4)],
+        "decorated_one": [("01", 5), ("03", 4)],
+        "wrapped": [("10", 3)],
+        "bare": [],
+    }, found
 
 
 # a time, a speed ratio against something, bits per byte to 3 decimals, a throughput
