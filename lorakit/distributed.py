@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from .adapters import save_adapter
 from .data import get_batch, load_splits
-from .launcher import DistributedRunError, finish, run_ranks  # noqa: F401 (the error is part of launch's API)
+from .launcher import DistributedRunError, exit_now, run_ranks, say_finished  # noqa: F401 (the error is part of launch's API)
 from .memory import GB, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
@@ -393,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:  # notebook 10 §3
             (out / "result.json").write_text(json.dumps(result, indent=1))
             print(f"done: {settings.steps} steps on {world} ranks ({backend}) in {seconds:.1f} s", flush=True)
         dist.barrier()
+        say_finished()  # every rank's work is done and written (lorakit.launcher: teardown)
     finally:
         dist.destroy_process_group()
     return 0
@@ -489,4 +490,4 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
 
 
 if __name__ == "__main__":
-    finish(main())  # exits without C++ teardown, which can abort a finished rank (lorakit.launcher)
+    exit_now(main())  # without C++ teardown, which can abort a finished rank (lorakit.launcher)

@@ -9,12 +9,13 @@ echoes the lines a caller picks and watches every rank. A rank that exits with a
 the others and raises ``DistributedRunError`` naming it; so does a run past its timeout.
 Nothing is left running and nothing hangs.
 
-Teardown: a rank that has finished its work says so on its own line (``FINISHED``, written by
-``finish``) and then leaves without running C++ destructors (``os._exit``). Destroying gloo's
-process group and the store client's threads at interpreter exit can abort the process
-(``terminate called without an active exception``) after everything was written; that abort
-is the process ending, not the run failing. A rank that printed ``FINISHED`` and then died of a
-signal is therefore counted as finished, and the launcher says so in the log.
+Teardown: a rank says on its own line that its work is done (``say_finished``, after the
+run's last collective) and, after destroying its process group, leaves without running C++
+destructors (``exit_now``: ``os._exit``). Tearing down gloo's process group and the store
+client's threads can abort the process (``terminate called without an active exception``) after
+everything was written; that abort is the process ending, not the run failing. A rank that
+said it had finished and then died of a signal is therefore counted as finished, and the
+launcher notes it in the log; an error exit (a Python exception) still fails the run.
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ class DistributedRunError(RuntimeError):  # notebook 10 §8
         self.log, self.pids = log, tuple(pids)
 
 
-def finish(code: int = 0) -> None:
-    """End a rank that has done its work: say so, flush, and exit without C++ teardown."""
+def say_finished() -> None:
+    """Tell the launcher this rank's work is done: call it after the run's last collective."""
     print(FINISHED, flush=True)
+
+
+def exit_now(code: int = 0) -> None:
+    """Leave without C++ teardown (static destructors, gloo's and the store's threads)."""
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 

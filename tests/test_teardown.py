@@ -1,12 +1,14 @@
 """Notebook 10's 2-rank run ends cleanly, launch after launch (issue 27, 12b).
 
 A rank that had finished (rank 0 printed ``done``, result.json complete) sometimes died at
-interpreter exit with ``terminate called without an active exception`` (a C++ thread destroyed
-while joinable during gloo's teardown), failing 1 launch in ~15. ``lorakit.launcher.finish``
-now ends a finished rank without C++ teardown, and the launcher counts a rank that said it had
-finished as finished. This drill launches the real run LORAKIT_TEARDOWN times in a row (20 in
-``make test-teardown``; each launch is two Python processes importing torch, so it is kept out
-of ``make test``); every launch must return a complete result and leave no rank running.
+teardown with ``terminate called without an active exception`` (a C++ thread destroyed while
+joinable during gloo's teardown), failing 1 launch in ~15. A rank now says it has finished after
+the last collective and leaves without C++ teardown (``lorakit.launcher.exit_now``), and the
+launcher counts a rank that said it had finished, then died of a signal, as finished.
+
+The drill launches the real run LORAKIT_TEARDOWN times in a row (20 in ``make test-teardown``;
+each launch is two Python processes importing torch, so it is kept out of ``make test``); every
+launch must return a complete result. The launcher's side is tested cheaply in ``make test``.
 """
 
 import os
