@@ -185,7 +185,7 @@ def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dty
                   device_used_gb=mem.get("device_used_bytes", 0) / 1e9, memory_method=mem["method"],
                   step_seconds=statistics.median(times), loss=losses[0], losses=losses,
                   trainable_params=trainable, optimizer=opt_name, prepare_seconds=prepare_s)
-    del model, opt, params
+    model = opt = params = None  # free them before the next setup (step() still names them)
     free(device)
     return result
 

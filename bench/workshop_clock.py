@@ -124,7 +124,7 @@ def run_from_cell(page, rel_path: str, text: str, command: str, watch: int | Non
         panel.content.activate();
         app.commands.execute(command);
         return cells.slice(0, i).filter(c => c.model.type === 'code').length; }"""
-    for attempt in range(3):
+    for _attempt in range(3):
         index = page.evaluate(js, [rel_path, text, command, offset])
         assert index != -2, f"{rel_path} is not open in JupyterLab"
         assert index >= 0, f"no code cell of {rel_path} contains {text!r}"

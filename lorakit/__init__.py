@@ -13,23 +13,25 @@ One concept per module, each derived in a notebook:
 - ``siblings`` serial adapters, prompt tuning, P-tuning v1/v2, prefix tuning (05)
 - ``widgets`` the rank and α sliders, shells over pure functions (03)
 - ``variants`` DoRA, PiSSA's init and LoRA+, each equal to PEFT's (04)
-- ``doctor``  ``check(model)``: is this adapter set up, training, merged right? (04)
+- ``doctor``  ``diagnose(model)``: is this adapter set up, training, merged right? (04)
 - ``quant``   NF4/FP4 blockwise quantization and double quantization (06, 07)
 - ``fast``    the same bits as ``quant``, faster; one switch: ``fast.ENABLED`` (06)
 - ``memory``  memory estimates and measured peaks (07, 08)
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
 - ``sft``     instruction pairs from the stdlib, template, EOS, loss mask, the SFT loop, your own
   JSONL through the model's chat template (09)
-- ``data_doctor`` ``check(data, tokenizer)``: the data faults that make a model never stop (09)
+- ``data_doctor`` ``diagnose(data, tokenizer)``: the data faults that make a model never stop (09)
 - ``hf``      the same on a Hugging Face model, beside bitsandbytes + PEFT (09)
 - ``quantload`` a Hugging Face model quantized to NF4 shard by shard as it loads (09)
 - ``recipe``  training a real model well: schedule, 8-bit optimizer, length groups, end of turn, PEFT files (09)
 - ``standin`` the small pretrained Llama that ships for 09 on a CPU: train, check, find it (09)
-- ``distributed`` QLoRA sharded with FSDP2 over N ranks, its launcher and arithmetic (10)
+- ``distributed`` QLoRA sharded with FSDP2 over N ranks, and its arithmetic at scale (10)
 
-and four helpers: ``validate`` (one argument-check policy), ``quiet`` (imports without start-up
-noise), ``versions`` (the oldest reference-library versions the course's calls need) and
-``check`` (``python -m lorakit.check``, the environment report of notebook 00).
+and five helpers (course plumbing, no lesson): ``validate`` (one argument-check policy, used at
+the entry points), ``quiet`` (imports without start-up noise), ``versions`` (the oldest
+reference-library versions the course's calls need), ``launcher`` (N local ranks started as
+torchrun would, watched and stopped) and ``check`` (``python -m lorakit.check``, the environment
+report of notebook 00).
 """
 
 __version__ = "0.1.0"

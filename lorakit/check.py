@@ -188,8 +188,7 @@ def thread_line() -> str:
 def iter_report(root: Path = ROOT):
     """The check, one line at a time; the last item is (None, ok): whether all required import."""
     fixes = []
-    for line in ("lorakit environment check", f"platform   {platform.platform()}"):
-        yield line
+    yield from ("lorakit environment check", f"platform   {platform.platform()}")
     py_lines, py_fix, fatal = python_findings(root)
     yield from py_lines
     if py_fix:

@@ -14,7 +14,7 @@ of, most of them ending in a model that **never stops**:
 - a generation batch padded on the right (a decoder-only model continues after pad tokens);
 - the share of labelled tokens.
 
-``check(data, tokenizer)`` takes a collated batch (a dict of ``input_ids``, ``labels``,
+``diagnose(data, tokenizer)`` takes a collated batch (a dict of ``input_ids``, ``labels``,
 ``attention_mask``; a batch without ``labels`` is a generation batch) or a list of examples
 (``(input_ids, labels)`` pairs or dicts). ``tokenizer=None`` means the course GPT's bytes
 (``lorakit.sft``'s ``TEMPLATE`` and ``EOS``). Each finding names its fix. Labels follow the
@@ -133,7 +133,7 @@ def _decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # notebook 09 §9
+def diagnose(data, tokenizer=None, *, records=None, max_len: int | None = None,  # notebook 09 §9
           pad_id: int | None = None) -> DataReport:
     """Look for the data faults that waste a fine-tune; each finding says how to fix it.
 
@@ -250,3 +250,8 @@ def check(data, tokenizer=None, *, records=None, max_len: int | None = None,  # 
         f"{100 * report.labelled_share:.1f} % of tokens carry a label (the answers and their EOS)",
         report.labelled_share)
     return report
+
+
+# old name (deprecated, issue 25: ``lorakit.check`` is the environment check; ``data_doctor.diagnose``
+# examines data). A plain alias, no warning: a notebook cell that writes to stderr fails.
+check = diagnose  # deprecated: use diagnose

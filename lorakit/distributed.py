@@ -21,7 +21,8 @@ sharded on dim 0. The pieces, each derived in notebook 10:
   and bytes all-gathered and reduce-scattered per step, counted and predicted.
 - **Launching** (``launch``): ``torchrun`` on ``127.0.0.1`` with a free port, in its own process
   group, with a timeout; a rank that dies or a run that overruns stops every rank and raises
-  ``DistributedRunError`` with what happened. gloo on CPUs, NCCL on GPUs: the same script.
+  ``DistributedRunError`` with what happened. gloo on CPUs, NCCL on GPUs: the same script. The
+  plumbing (the store, the processes, signals, teardown) lives in ``lorakit.launcher``.
 - **At scale** (``fsdp_qlora_memory``): per-GPU memory of FSDP-QLoRA for LLaMA shapes, with and
   without CPU offload, built on ``lorakit.memory.estimate_memory``.
 """
@@ -29,16 +30,9 @@ sharded on dim 0. The pieces, each derived in notebook 10:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import queue
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -47,10 +41,11 @@ import torch.nn as nn
 
 from .adapters import save_adapter
 from .data import get_batch, load_splits
+from .launcher import DistributedRunError, exit_now, run_ranks, say_finished  # noqa: F401 (the error is part of launch's API)
 from .memory import GB, PAPER_DTYPES, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
-from .train import LN2, fast_mode, load_model, set_seed
+from .train import LN2, fast_mode, load_gpt, set_seed
 from .validate import integer, number, positive_int
 
 # ---------------------------------------------------------------- quant storage
@@ -266,7 +261,7 @@ def run_settings() -> RunSettings:  # notebook 10 §3
 def build_qlora(base_path: str | os.PathLike, settings: RunSettings, device: torch.device | str = "cpu") -> GPT:
     """The course base loaded from its file, made QLoRA (NF4 + DQ, LoRA on all linear layers),
     its 4-bit tensors turned into frozen parameters. Seeded: every rank builds the same model."""
-    model = load_model(base_path)
+    model = load_gpt(base_path)
     set_seed(settings.seed)  # LoRA's A is random: the same seed gives every rank the same A
     prepare_qlora(model, "all-linear", r=settings.r, alpha=settings.alpha, quant_type="nf4", double_quant=True)
     quant_storage_as_parameters(model)
@@ -398,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:  # notebook 10 §3
             (out / "result.json").write_text(json.dumps(result, indent=1))
             print(f"done: {settings.steps} steps on {world} ranks ({backend}) in {seconds:.1f} s", flush=True)
         dist.barrier()
+        say_finished()  # every rank's work is done and written (lorakit.launcher: teardown)
     finally:
         dist.destroy_process_group()
     return 0
@@ -418,62 +414,9 @@ def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:  
 # ---------------------------------------------------------------- launching
 
 
-class DistributedRunError(RuntimeError):  # notebook 10 §8
-    """A sharded run failed (a rank died) or overran its timeout; every rank has been stopped.
-
-    ``log`` holds everything the ranks printed; ``pids`` the ranks' process ids (all ended).
-    """
-
-    def __init__(self, message: str, log: str = "", pids: tuple[int, ...] = ()):
-        super().__init__(message)
-        self.log, self.pids = log, tuple(pids)
-
-
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:  # notebook 10 §3
     """What to type on a multi-GPU machine: ``torchrun`` starting this script on ``nproc`` ranks."""
     return ["torchrun", "--standalone", "--nproc-per-node", str(nproc), "-m", "lorakit.distributed", *args]
-
-
-def _listening_socket() -> socket.socket:
-    """A socket bound to a free port on 127.0.0.1 (the OS picks the port), already listening."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    s.listen(128)
-    return s
-
-
-def _loopback_interface() -> str | None:
-    """The loopback interface's name (``lo`` on Linux, ``lo0`` on macOS): gloo's sockets go there."""
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except (OSError, AttributeError):
-        return None
-    return next((n for n in ("lo", "lo0") if n in names), None)
-
-
-def _rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
-    """The environment torchrun gives each rank, pointing at our store on 127.0.0.1."""
-    env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
-               LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-               TORCHELASTIC_USE_AGENT_STORE="True", TORCHELASTIC_RESTART_COUNT="0",
-               OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // nproc)), PYTHONUNBUFFERED="1")
-    loopback = _loopback_interface()
-    if loopback:
-        env["GLOO_SOCKET_IFNAME"] = loopback
-    return env
-
-
-def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
-    """SIGTERM every rank's process group, wait, then SIGKILL whatever is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [p for p in procs if p.poll() is None]
-        for p in alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, sig)
-        deadline = time.monotonic() + grace
-        for p in alive:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = None, *,  # notebook 10 §3
@@ -481,12 +424,9 @@ def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = No
            extra_args: list[str] | None = None) -> dict:
     """Start ``python -m lorakit.distributed`` on ``nproc`` ranks, as torchrun would; return result.json.
 
-    What torchrun does, in the open, on 127.0.0.1 only: this process hosts the rendezvous store
-    (``torch.distributed.TCPStore``) on a free port of 127.0.0.1 (torchrun's own store listens
-    on every interface, which a course should not open), starts one process per rank with
-    torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``, ...), echoes rank
-    0's progress lines (``echo``) and watches them all. If a rank exits with an error, the others
-    are stopped and ``DistributedRunError`` names it; if ``timeout`` seconds pass, every rank is
+    The ranks run on 127.0.0.1 only (``lorakit.launcher``: the store, the processes, the watching).
+    ``echo`` prints rank 0's progress lines. If a rank exits with an error, the others are
+    stopped and ``DistributedRunError`` names it; if ``timeout`` seconds pass, every rank is
     stopped and it is raised too. Nothing is left running and nothing hangs.
     """
     settings = run_settings() if settings is None else settings
@@ -501,72 +441,12 @@ def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = No
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").unlink(missing_ok=True)
     args = settings.to_args() + ["--out", str(out)] + (["--base", str(base)] if base else []) + list(extra_args or [])
-    import datetime
 
-    listener = _listening_socket()
-    port = listener.getsockname()[1]
-    store = torch.distributed.TCPStore("127.0.0.1", port, nproc + 1, True, wait_for_workers=False,
-                                       timeout=datetime.timedelta(seconds=max(timeout, 30)),
-                                       master_listen_fd=listener.detach())  # the store owns the socket now
-    lines: queue.Queue = queue.Queue()
-    logs: list[list[str]] = [[] for _ in range(nproc)]
-    procs: list[subprocess.Popen] = []
+    def progress(rank: int, line: str) -> bool:
+        return echo and ((rank == 0 and line.startswith(("step ", "done:"))) or line.startswith("[rank "))
 
-    def read(rank: int, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            lines.put((rank, line))
-
-    try:
-        for rank in range(nproc):
-            proc = subprocess.Popen([sys.executable, "-m", "lorakit.distributed", *args], env=_rank_env(rank, nproc, port),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-            procs.append(proc)
-            threading.Thread(target=read, args=(rank, proc), daemon=True).start()
-        deadline, failed = time.monotonic() + timeout, []
-        while True:
-            with contextlib.suppress(queue.Empty):
-                while time.monotonic() <= deadline:  # a chatty rank must not starve the deadline check
-                    rank, line = lines.get(timeout=0.1)
-                    logs[rank].append(line)
-                    if echo and ((rank == 0 and line.startswith(("step ", "done:"))) or line.startswith("[rank ")):
-                        print(line, end="", flush=True)
-            codes = [p.poll() for p in procs]
-            failed += [r for r, c in enumerate(codes) if c not in (None, 0) and r not in failed]
-            if failed:
-                _stop(procs)
-                _drain(lines, logs)
-                first = failed[0]
-                others = [f"rank {r} exited with code {procs[r].returncode}" for r in range(nproc)
-                          if r != first and procs[r].returncode not in (0, None)]
-                tail = "".join(logs[first][-12:]).rstrip()
-                raise DistributedRunError(
-                    f"the {nproc}-rank run failed: rank {first} exited with code {procs[first].returncode}; "
-                    f"every other rank was stopped{' (' + '; '.join(others) + ')' if others else ''}. "
-                    f"Last lines of rank {first}:\n{tail}", _joined(logs), [p.pid for p in procs])
-            if all(c == 0 for c in codes):
-                break
-            if time.monotonic() > deadline:
-                _stop(procs)
-                _drain(lines, logs)
-                raise DistributedRunError(f"the {nproc}-rank run exceeded its timeout of {timeout:g} s; "
-                                          f"all {nproc} ranks were stopped", _joined(logs), [p.pid for p in procs])
-    except BaseException:
-        _stop(procs)  # also on KeyboardInterrupt (the notebook's stop button): never leave ranks behind
-        raise
-    finally:
-        del store  # closes its socket
+    run_ranks("lorakit.distributed", args, nproc, timeout, progress)
     return json.loads((out / "result.json").read_text())
-
-
-def _drain(lines: queue.Queue, logs: list[list[str]]) -> None:
-    time.sleep(0.2)  # the reader threads finish once the pipes close
-    while not lines.empty():
-        rank, line = lines.get_nowait()
-        logs[rank].append(line)
-
-
-def _joined(logs: list[list[str]]) -> str:
-    return "".join(f"[rank {r}] {line}" for r, log in enumerate(logs) for line in log)
 
 
 # ---------------------------------------------------------------- the arithmetic at scale
@@ -618,4 +498,4 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())  # without C++ teardown, which can abort a finished rank (lorakit.launcher)

@@ -1,6 +1,6 @@
 """The adapter doctor: check a LoRA model before and after training (notebook 04 §8).
 
-``check(model)`` looks at every adapted layer — lorakit's ``LoRALinear`` (and the variants in
+``diagnose(model)`` looks at every adapted layer — lorakit's ``LoRALinear`` (and the variants in
 ``lorakit.variants``) or PEFT's LoRA layers, on the course GPT or on a Hugging Face model — and
 reports what a learner otherwise finds out only after a wasted run:
 
@@ -122,7 +122,7 @@ def _base_weight(layer: nn.Module) -> torch.Tensor:
 
 def _is_peft_lora(module: nn.Module) -> bool:
     return all(hasattr(module, a) for a in ("lora_A", "lora_B", "scaling", "base_layer")) and \
-        isinstance(getattr(module, "lora_A"), nn.ModuleDict)
+        isinstance(module.lora_A, nn.ModuleDict)
 
 
 def _adapters(model: nn.Module) -> list[_Adapter]:
@@ -174,7 +174,7 @@ def _reference_weight(reference, name: str) -> torch.Tensor | None:
 
 
 @torch.no_grad()  # notebook 04 §8
-def check(
+def diagnose(
     model: nn.Module,
     targets: list[str] | str | None = None,
     *,
@@ -541,3 +541,8 @@ def _vocab_size(model: nn.Module) -> int:
     if weight is None:                                   # PEFT wrapper: the base layer holds the matrix
         weight = next(m.weight for m in emb.modules() if isinstance(m, nn.Embedding))
     return weight.shape[0]
+
+
+# old name (deprecated, issue 25: ``lorakit.check`` is the environment check; ``doctor.diagnose``
+# examines a model). A plain alias, no warning: a notebook cell that writes to stderr fails.
+check = diagnose  # deprecated: use diagnose

@@ -12,9 +12,9 @@ below; False runs the readable path. ``tests/test_quant_fast.py`` proves both bi
 2. ``dequantize``: a byte holds two codes, so a 256×2 float32 table gives both values in one
    gather; then one float32 multiply by absmax, rounded once to the output dtype, as readable.
 3. On a CPU both run in chunks of ``CHUNK`` values whose temporaries stay in cache: fresh memory
-   costs a page fault per 4 kB, more than the arithmetic. With 1–3, NF4 on a 4096×4096 weight
-   quantizes and dequantizes ≈ 4–5× faster than the readable path: quantize ≈ 0.2–0.3× the time of
-   bitsandbytes' C++ kernel, dequantize ≈ 1.3× (float32) to 1.8× (bfloat16) (``bench/bench_quant.py``).
+   costs a page fault per 4 kB, more than the arithmetic. How much faster 1–3 make NF4 on a
+   4096×4096 weight, against the readable path and against bitsandbytes' C++ kernel in the same
+   run: ``bench/bench_quant.py`` measures it and writes ``bench/results/cpu-quant.txt``.
 4. ``compile_dequantize()``, optional, for a GPU: ``torch.compile`` fuses gather, multiply and
    cast into one kernel that reads each byte once and writes each value once, as bitsandbytes'
    CUDA kernel does (eager runs several kernels with float32 temporaries: most of a 7B step).
@@ -30,6 +30,10 @@ from functools import lru_cache
 import torch
 
 #: The one switch: True = the tricks below, False = quant.py's readable path (same bits).
+#: On by default, decided by bench/bench_fast_default.py (bench/results/cpu-fast-default.txt): at
+#: the course GPT's size it changes a QLoRA step by nothing measurable, and on a real model's
+#: weights it quantizes several times faster. To step through notebook 06 §5's steps in a
+#: debugger, set ``lorakit.fast.ENABLED = False``: the same bits, the readable code.
 ENABLED = True
 
 #: ``dequantize``'s fused GPU kernel, set by ``compile_dequantize()``; None = eager everywhere.
@@ -75,7 +79,7 @@ def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor,
     return code_start.to(torch.uint8).to(device), threshold.to(device), order
 
 
-def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:  # notebook 06 §5
     """``quant.nearest_codes(scaled, table)`` (notebook 06 §5), the same uint8 codes, by the 16-bit
     bucket lookup. ``scaled``: float32, contiguous, any length."""
     code_low, threshold, order = _bucket_tables(_key(table), str(scaled.device))
@@ -115,6 +119,7 @@ def _gather_and_scale(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.T
     torch.mul(values.view(torch.float32).view(-1, blocksize), absmax.unsqueeze(1), out=out.view(-1, blocksize))
 
 
+# notebook 06 §5
 def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, numel: int,
                blocksize: int, dtype: torch.dtype) -> torch.Tensor:
     """``quant.dequantize_4bit``'s arithmetic (notebook 06 §5) on its parts: the flat weight, ``numel``
@@ -150,7 +155,7 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
 # ------------------------------------------------------------------------------- 4. torch.compile
 
 
-def compile_dequantize(enable: bool = True) -> None:
+def compile_dequantize(enable: bool = True) -> None:  # notebook 06 §5
     """Fuse ``dequantize`` into one GPU kernel with ``torch.compile``, or (False) go back to eager."""
     global COMPILED
     COMPILED = torch.compile(_gather_and_scale, dynamic=False) if enable else None

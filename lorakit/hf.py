@@ -223,8 +223,8 @@ def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, a
 
     Like for like with ``prepare_qlora``: PEFT's ``prepare_model_for_kbit_training`` would also
     cast every non-4-bit parameter (embeddings, norms, head) to float32, so the whole residual
-    stream and attention would run in float32 under a bfloat16 compute dtype (+7.5 % saved
-    activations at SmolLM2-360M's shape). Here it is done by hand without that cast: freeze the
+    stream and attention would run in float32 under a bfloat16 compute dtype (more saved
+    activations: ``bench/results/cpu-realshape-smollm2-360m-bfloat16.txt``). Here it is done by hand without that cast: freeze the
     base, then gradient checkpointing as lorakit turns it on (non-reentrant, ``use_cache=False``:
     no deprecation or ``use_reentrant`` warning, and no input-gradient hook needed).
     """
@@ -497,7 +497,7 @@ BF16_MAX_BITS_GAP = 0.05    # |held-out loss difference|, bits per token
 FP32_MAX_LOGIT_GAP = 1e-3   # float32: the merge is the trained model up to float rounding
 
 
-def merge_problems(stats: dict, compute_dtype: torch.dtype, same_greedy_ids: bool | None = None) -> list[str]:
+def merge_problems(stats: dict, compute_dtype: torch.dtype, same_greedy_ids: bool | None = None) -> list[str]:  # notebook 09 §7
     """What is wrong with a merged, saved and reloaded model, given ``merge_agreement``'s ``stats``.
 
     Float32 compute: exact — every argmax agrees, logits within ``FP32_MAX_LOGIT_GAP``, and the
@@ -523,7 +523,7 @@ def merge_problems(stats: dict, compute_dtype: torch.dtype, same_greedy_ids: boo
     return problems
 
 
-def sft_logits(model: nn.Module, batch: dict) -> torch.Tensor:
+def sft_logits(model: nn.Module, batch: dict) -> torch.Tensor:  # notebook 09 §6
     """Next-token logits of ``model`` on a collated batch, on the model's device, moved to the CPU."""
     device = next(model.parameters()).device
     return logits_of(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu()

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .model import count_parameters
 from .targets import check_targets, replace_module, resolve_targets
-from .validate import integer, number
+from .validate import integer, lora_base, number
 
 # ---------------------------------------------------------------- the hyper-parameters
 
@@ -56,6 +56,51 @@ class LoRAConfig:
         return self.alpha / math.sqrt(self.r) if self.rslora else self.alpha / self.r
 
 
+# ---------------------------------------------------------------- the layer
+
+
+class LoRALinear(nn.Module):  # notebook 02 §1
+    """LoRA written out in full: frozen ``base`` + ``dropout(x) @ A @ B * scaling``.
+
+    Notebook 02 §1's class, with its hyper-parameters in one ``LoRAConfig``, a ``merged`` flag
+    (merging, 02 §4) and ``A``, ``B`` placed where the base's weights live (a 4-bit base,
+    notebook 08). ``B`` starts at zero, so at init the output equals the base's exactly.
+    ``inject_lora`` checks the base and the rank before it builds one.
+    """
+
+    def __init__(self, base: nn.Module, config: LoRAConfig, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.base, self.config, self.merged = base, config, False
+        base.requires_grad_(False)
+        m, n = self.in_features, self.out_features = base.in_features, base.out_features
+        dtype, device = _base_dtype_device(base, dtype)
+        A_t = torch.empty(config.r, m, dtype=dtype, device=device)  # PEFT initialises the r×m matrix ...
+        nn.init.kaiming_uniform_(A_t, a=5 ** 0.5)  # ... uniform in ±1/sqrt(m)
+        self.A = nn.Parameter(A_t.t().contiguous())  # m×r
+        self.B = nn.Parameter(torch.zeros(config.r, n, dtype=dtype, device=device))  # r×n, zero
+        self.scaling = config.scaling
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.merged:  # the update is inside base.weight already
+            return y
+        lora = self.dropout(x).to(self.A.dtype) @ self.A @ self.B * self.scaling
+        return y + lora.to(y.dtype)
+
+    def delta(self) -> torch.Tensor:
+        """The update ``dW = scaling · A B`` (in×out), the thing that merging adds."""
+        return self.A @ self.B * self.scaling
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"in={self.in_features}, out={self.out_features}, r={c.r}, alpha={c.alpha}, "
+                f"scaling={self.scaling:.4g}, dropout={c.dropout}, rslora={c.rslora}, merged={self.merged}")
+
+
+# ---------------------------------------------------------------- its helpers (not taught)
+
+
 def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
     """``config`` itself, or a ``LoRAConfig`` of the keyword hyper-parameters given; not both."""
     given = {k: v for k, v in given.items() if v is not None}
@@ -67,16 +112,13 @@ def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
     return config
 
 
-def shared_config(layers: dict[str, "LoRALinear"]) -> LoRAConfig:  # notebook 02 §5 (one adapter file, one setting)
+def shared_config(layers: dict[str, LoRALinear]) -> LoRAConfig:  # notebook 02 §5 (one adapter file, one setting)
     """The one ``LoRAConfig`` the LoRA layers of a model share (one adapter holds one setting)."""
     configs = {layer.config for layer in layers.values()}
     if len(configs) != 1:
         raise ValueError(f"LoRA layers disagree on their settings ({sorted(map(repr, configs))}); "
                          "one adapter holds one setting")
     return configs.pop()
-
-
-# ---------------------------------------------------------------- the layer
 
 
 def _base_dtype_device(base: nn.Module, dtype: torch.dtype | None) -> tuple[torch.dtype, torch.device]:
@@ -94,63 +136,6 @@ def _base_dtype_device(base: nn.Module, dtype: torch.dtype | None) -> tuple[torc
     if isinstance(weight, torch.Tensor) and weight.is_floating_point():
         return weight.dtype, device
     return torch.get_default_dtype(), device
-
-
-class LoRALinear(nn.Module):  # notebook 02 §1
-    """A frozen ``base`` layer plus a trainable low-rank update ``dropout(x) A B · scaling``.
-
-    ``base`` is an ``nn.Linear`` or any module with ``in_features``, ``out_features`` and a
-    ``forward(x)`` (for example a 4-bit linear layer, notebook 08). ``B`` starts at zero, so at
-    init the output equals the base's exactly and training starts from the pretrained model.
-    Pass ``r``, ``alpha`` (``dropout``, ``rslora``) or one ``config``; ``layer.config`` holds them.
-    """
-
-    def __init__(self, base: nn.Module, r: int | None = None, alpha: float | None = None,
-                 dropout: float | None = None, rslora: bool | None = None, *,
-                 config: LoRAConfig | None = None, dtype: torch.dtype | None = None):
-        in_features = getattr(base, "in_features", None)
-        out_features = getattr(base, "out_features", None)
-        if not isinstance(base, nn.Module) or not isinstance(in_features, int) or not isinstance(out_features, int):
-            raise TypeError("base must be an nn.Module with integer in_features and out_features "
-                            f"(e.g. nn.Linear), got {type(base).__name__}")
-        if isinstance(base, LoRALinear):
-            raise TypeError("base is already a LoRALinear: LoRA on LoRA is not supported")
-        config = _config(config, r=r, alpha=alpha, dropout=dropout, rslora=rslora)
-        most = min(in_features, out_features)
-        if config.r > most:
-            raise ValueError(f"r must be between 1 and min(in, out) = {most} "
-                             f"(layer {in_features}×{out_features}), got {config.r}")
-        super().__init__()
-        self.base, self.config, self.merged = base, config, False
-        self.in_features, self.out_features = in_features, out_features
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        base.requires_grad_(False)
-        dtype, device = _base_dtype_device(base, dtype)
-        # PEFT's init: kaiming_uniform(a=sqrt(5)) on the r×in matrix, i.e. U(±1/sqrt(in)).
-        A_t = torch.empty(config.r, in_features, dtype=dtype, device=device)
-        nn.init.kaiming_uniform_(A_t, a=math.sqrt(5))
-        self.A = nn.Parameter(A_t.t().contiguous())  # in×r
-        self.B = nn.Parameter(torch.zeros(config.r, out_features, dtype=dtype, device=device))  # r×out
-
-    @property
-    def scaling(self) -> float:
-        return self.config.scaling
-
-    def delta(self) -> torch.Tensor:
-        """The update ``dW = scaling · A B`` (in×out), the thing that merging adds."""
-        return (self.A @ self.B) * self.scaling
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        if self.merged:
-            return y
-        lora = (self.dropout(x).to(self.A.dtype) @ self.A @ self.B) * self.scaling
-        return y + lora.to(y.dtype)
-
-    def extra_repr(self) -> str:
-        c = self.config
-        return (f"in={self.in_features}, out={self.out_features}, r={c.r}, alpha={c.alpha}, "
-                f"scaling={self.scaling:.4g}, dropout={c.dropout}, rslora={c.rslora}, merged={self.merged}")
 
 
 # ---------------------------------------------------------------- finding and injecting
@@ -182,7 +167,9 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
         raise ValueError(f"the model already has LoRA layers ({list(existing)[:4]}...): injecting twice is not "
                          "supported; call remove_lora(model) first or load_adapter to switch adapters")
     names = resolve_targets(model, config.targets, layer_types)
-    new = {name: layer(model.get_submodule(name), config=config, dtype=dtype) for name in names}  # validates
+    for name in names:
+        lora_base(name, model.get_submodule(name), config.r)
+    new = {name: layer(model.get_submodule(name), config, dtype=dtype) for name in names}
     model.requires_grad_(False)
     for name, wrapped in new.items():
         replace_module(model, name, wrapped)

@@ -14,48 +14,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .validate import integer, positive_int
-
-# ---------------------------------------------------------------- checks shared by every function
-
-
-def _check_matrix(W, name: str = "W") -> torch.Tensor:
-    """A 2-D floating tensor (float64 copy for exact linear algebra), or a clear error."""
-    if not isinstance(W, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(W).__name__}")
-    if W.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D matrix, got a tensor of shape {tuple(W.shape)}")
-    if W.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(W.shape)}")
-    if W.is_complex():
-        raise TypeError(f"{name} must be a real matrix, got dtype {W.dtype}")
-    return W.detach().to(torch.float64)
-
-
-def _check_rank(r, m: int, n: int) -> int:
-    """``r`` must be an integer in 1..min(m, n): a rank-0 update is no update, and no
-    m×n matrix has a rank above min(m, n)."""
-    k = min(m, n)
-    return integer(r, f"r (at most min(m, n) = {k} for a {m}×{n} matrix)", 1, k)
-
-
-def _check_singular_values(s) -> torch.Tensor:
-    if not isinstance(s, torch.Tensor):
-        raise TypeError(f"singular values must be a torch.Tensor, got {type(s).__name__}")
-    if s.dim() != 1 or s.numel() == 0:
-        raise ValueError(f"singular values must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
-    s = s.detach().to(torch.float64)
-    if (s < 0).any() or (s[1:] > s[:-1] * (1 + 1e-12) + 1e-300).any():
-        raise ValueError("singular values must be non-negative and sorted in decreasing order")
-    return s
-
+from .validate import integer, matrix, positive_int, rank, singular_value_list
 
 # ---------------------------------------------------------------- SVD and the best rank-r matrix
 
 
 def singular_values(W: torch.Tensor) -> torch.Tensor:  # notebook 01 §3
     """σ1 ≥ σ2 ≥ … ≥ σ_min(m,n) ≥ 0 of ``W`` (float64): the spectrum we plot and truncate."""
-    return torch.linalg.svdvals(_check_matrix(W))
+    return torch.linalg.svdvals(matrix(W))
 
 
 def truncate(W: torch.Tensor, r: int) -> torch.Tensor:  # notebook 01 §4
@@ -64,8 +30,8 @@ def truncate(W: torch.Tensor, r: int) -> torch.Tensor:  # notebook 01 §4
     ``W_r = U[:, :r] diag(σ[:r]) V[:, :r]ᵀ``. By Eckart–Young no other rank-r matrix is closer
     to ``W`` in Frobenius or spectral norm. Returned in ``W``'s dtype.
     """
-    W64 = _check_matrix(W)
-    _check_rank(r, *W64.shape)
+    W64 = matrix(W)
+    rank(r, *W64.shape)
     U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
     W_r = (U[:, :r] * s[:r]) @ Vh[:r]
     return W_r.to(W.dtype if W.is_floating_point() else torch.float64)
@@ -75,8 +41,8 @@ def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tenso
     """``A`` (m×r) and ``B`` (r×n) with ``A @ B = truncate(W, r)``: the rank-r matrix written
     in LoRA's form, r(m+n) numbers instead of m·n. The singular values are split evenly
     (``A = U√σ``, ``B = √σ Vᵀ``) so neither factor carries all the scale."""
-    W64 = _check_matrix(W)
-    _check_rank(r, *W64.shape)
+    W64 = matrix(W)
+    rank(r, *W64.shape)
     U, s, Vh = torch.linalg.svd(W64, full_matrices=False)
     root = s[:r].sqrt()
     dtype = W.dtype if W.is_floating_point() else torch.float64
@@ -89,7 +55,7 @@ def tail_error(s: torch.Tensor, r: int, norm: str = "fro") -> float:  # notebook
     ``norm="fro"``: ``sqrt(σ_{r+1}² + … + σ_k²)``; ``norm="spectral"``: ``σ_{r+1}`` (0 when
     r = k). No SVD of the residual needed — that is the point of the theorem.
     """
-    s = _check_singular_values(s)
+    s = singular_value_list(s)
     integer(r, f"r (at most the number of singular values, {s.numel()})", 1, s.numel())
     if norm == "fro":
         return float(s[r:].square().sum().sqrt())
@@ -103,7 +69,7 @@ def truncation_error(W: torch.Tensor, r: int, norm: str = "fro") -> float:  # no
 
     Compare it with ``tail_error(singular_values(W), r)`` to check Eckart–Young numerically.
     """
-    W64 = _check_matrix(W)
+    W64 = matrix(W)
     if norm not in ("fro", "spectral"):
         raise ValueError(f"norm must be 'fro' or 'spectral', got {norm!r}")
     residual = W64 - truncate(W64, r)
@@ -130,7 +96,7 @@ def energy(W_or_s: torch.Tensor, r: int) -> float:  # notebook 01 §4
     Accepts a matrix or its (sorted) singular values. 1 − energy = relative error².
     """
     is_matrix = isinstance(W_or_s, torch.Tensor) and W_or_s.dim() == 2
-    s = singular_values(W_or_s) if is_matrix else _check_singular_values(W_or_s)
+    s = singular_values(W_or_s) if is_matrix else singular_value_list(W_or_s)
     integer(r, f"r (at most the number of singular values, {s.numel()})", 1, s.numel())
     s2 = s.square()
     total = s2.sum()
@@ -145,7 +111,7 @@ def random_like(W: torch.Tensor, seed: int = 0) -> torch.Tensor:  # notebook 03 
     Its energy spreads over all directions (Marchenko–Pastur), so if ``W``'s top-r energy is
     far above this matrix's, ``W`` really is (approximately) low-rank.
     """
-    W64 = _check_matrix(W)
+    W64 = matrix(W)
     gen = torch.Generator().manual_seed(seed)
     R = torch.randn(W64.shape, generator=gen, dtype=torch.float64)
     return (R * (torch.linalg.matrix_norm(W64) / torch.linalg.matrix_norm(R))).to(
@@ -166,8 +132,7 @@ def lora_params(m: int, n: int, r: int) -> int:  # notebook 01 §5
 
     The one LoRA parameter-count formula (notebook 01 §5); ``memory.lora_parameter_count`` sums it
     over a real model's layers."""
-    full_params(m, n)
-    _check_rank(r, m, n)
+    rank(r, positive_int(m, "m"), positive_int(n, "n"))
     return r * (m + n)
 
 
@@ -247,13 +212,9 @@ def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str
 
 def _input_directions(A: torch.Tensor, name: str) -> torch.Tensor:
     """Left-singular vectors of our in×r ``A``: the input-space directions the adapter reads."""
-    A64 = _check_matrix(A, name)
+    A64 = matrix(A, name)
     U, _, _ = torch.linalg.svd(A64, full_matrices=False)
     return U
-
-
-def _check_index(v, name: str, top: int, matrix: str) -> int:
-    return integer(v, f"{name} (at most the rank of {matrix}, {top})", 1, top)
 
 
 def _check_pair(A1: torch.Tensor, A2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,8 +234,8 @@ def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> f
     subspaces of a d-dim space give about max(i, j)/d.
     """
     U1, U2 = _check_pair(A1, A2)
-    _check_index(i, "i", U1.shape[1], "A1")
-    _check_index(j, "j", U2.shape[1], "A2")
+    integer(i, f"i (at most the rank of A1, {U1.shape[1]})", 1, U1.shape[1])
+    integer(j, f"j (at most the rank of A2, {U2.shape[1]})", 1, U2.shape[1])
     overlap = U1[:, :i].T @ U2[:, :j]
     return float(overlap.square().sum() / min(i, j))
 
@@ -287,8 +248,9 @@ def subspace_similarity_grid(  # notebook 03 §5
     One SVD per matrix and cumulative sums of the squared overlaps, so a 64×64 grid is cheap.
     """
     U1, U2 = _check_pair(A1, A2)
-    max_i = _check_index(U1.shape[1] if max_i is None else max_i, "max_i", U1.shape[1], "A1")
-    max_j = _check_index(U2.shape[1] if max_j is None else max_j, "max_j", U2.shape[1], "A2")
+    k1, k2 = U1.shape[1], U2.shape[1]
+    max_i = integer(k1 if max_i is None else max_i, f"max_i (at most the rank of A1, {k1})", 1, k1)
+    max_j = integer(k2 if max_j is None else max_j, f"max_j (at most the rank of A2, {k2})", 1, k2)
     sq = (U1[:, :max_i].T @ U2[:, :max_j]).square()
     cum = sq.cumsum(0).cumsum(1)
     i = torch.arange(1, max_i + 1, dtype=torch.float64)[:, None]

@@ -40,7 +40,7 @@ from .targets import replace_module, resolve_targets
 # ---------------------------------------------------------------- the 4-bit layer and its backward
 
 
-class Linear4bitFunction(torch.autograd.Function):
+class Linear4bitFunction(torch.autograd.Function):  # notebook 08 §2
     """``y = x Ŵᵀ`` with ``Ŵ`` dequantized on the fly; backward returns only ``grad_x = grad_y Ŵ``.
 
     Notebook 08 §2 builds this very class. ``q`` (the layer's ``Quantized4bit``) travels on
@@ -60,7 +60,7 @@ class Linear4bitFunction(torch.autograd.Function):
         return grad_y @ W_hat, None                 # grad for x; none for the 4-bit weight
 
 
-class Linear4bit(nn.Module):
+class Linear4bit(nn.Module):  # notebook 08 §2
     """A frozen linear layer stored as 4-bit codes + block constants; computes in ``compute_dtype``.
 
     Notebook 08 §2. Build it with ``Linear4bit.from_linear(linear, ...)``. The tensors of the
@@ -70,8 +70,6 @@ class Linear4bit(nn.Module):
 
     def __init__(self, q: Quantized4bit, bias: torch.Tensor | None, compute_dtype: torch.dtype):
         super().__init__()
-        if len(q.shape) != 2:
-            raise ValueError(f"a linear weight is 2-D (out×in), got shape {tuple(q.shape)}")
         self.out_features, self.in_features = int(q.shape[0]), int(q.shape[1])
         self.compute_dtype = compute_dtype
         # the stored weight: its tensors are buffers, so .to(device) and state_dict() carry them
@@ -136,7 +134,7 @@ class Linear4bit(nn.Module):
                 f"compute_dtype={self.compute_dtype}, bias={self.bias is not None}")
 
 
-def native_bf16() -> bool:
+def native_bf16() -> bool:  # notebook 09 §5
     """Whether the CUDA device computes bfloat16 natively (Ampere or newer), emulation not counted."""
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -144,7 +142,7 @@ def native_bf16() -> bool:
         return torch.cuda.is_bf16_supported()
 
 
-def choose_compute_dtype(device: torch.device | str) -> torch.dtype:
+def choose_compute_dtype(device: torch.device | str) -> torch.dtype:  # notebook 09 §5
     """The compute dtype for QLoRA on ``device``: bfloat16 only where it is native, else float32.
 
     ``torch.cuda.is_bf16_supported()`` answers True on a T4 (sm_75) because bfloat16 can be
@@ -159,7 +157,7 @@ def choose_compute_dtype(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
-def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:  # notebook 09 §5
     """Raise a clear ValueError if ``dtype`` cannot be used for matmuls on ``device``.
 
     bfloat16 needs Ampere or newer on CUDA (a T4 has no native bf16: use float32, or float16
@@ -191,7 +189,7 @@ def _checkpointable(model: nn.Module) -> bool:
     return hf or (blocks is not None and all(isinstance(b, Block) for b in blocks))
 
 
-def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
+def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:  # notebook 09 §10
     """Recompute each transformer block in backward: memory for activations drops to one block's.
 
     Hugging Face models use their own switch (``activation_checkpointing_enable`` in transformers
@@ -212,6 +210,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
     return model
 
 
+# notebook 08 §3
 def prepare_qlora(
     model: nn.Module,
     targets="all-linear",
@@ -267,7 +266,7 @@ def prepare_qlora(
     return model
 
 
-def storage_report(model: nn.Module) -> dict:
+def storage_report(model: nn.Module) -> dict:  # notebook 08 §3
     """What the 4-bit layers store: parameters, bytes, bits per parameter (≈ 4.127 for NF4 + DQ;
     notebook 08 §3)."""
     layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
@@ -297,17 +296,16 @@ def _merged_linear(layer: LoRALinear, dtype: torch.dtype) -> nn.Linear:
     return merged.requires_grad_(False)
 
 
-@torch.no_grad()
+@torch.no_grad()  # notebook 08 §6
 def merge_into_4bit(model: nn.Module) -> list[str]:
     """Fold each adapter into its 4-bit base: dequantize, add ``scaling·(AB)ᵀ``, quantize again.
 
     In place; each LoRA layer becomes a plain ``Linear4bit`` (what PEFT's ``merge_and_unload``
     does on a bitsandbytes 4-bit model, with a warning). The result is small, but NOT the model
     that was trained: Ŵ sits on the 4-bit grid, so the sum is rounded to it a second time.
-    Notebook 08 §6 measures the realized change against the intended one: for the course model's
-    trained update (rms ≈ 1.3–1.6 NF4 steps) the projection is 0.99 with noise 0.2–0.3× the
-    update; scaled down 30× the projection falls to ≈ 0.03 — the update is rounded away. Measure
-    before shipping it; ``merge_into_dequantized`` is the exact alternative.
+    Notebook 08 §6 measures the realized change against the intended one: an update of about
+    one NF4 step survives on average with added noise; one much smaller than the step is rounded
+    away. Measure before shipping it; ``merge_into_dequantized`` is the exact alternative.
     """
     layers = _qlora_layers(model)
     for name, layer in layers.items():
@@ -317,7 +315,7 @@ def merge_into_4bit(model: nn.Module) -> list[str]:
     return list(layers)
 
 
-@torch.no_grad()
+@torch.no_grad()  # notebook 08 §6
 def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32) -> list[str]:
     """Replace each QLoRA layer by an ``nn.Linear`` holding ``Ŵ + scale·(AB)ᵀ`` in ``dtype``; in place.
 
@@ -336,7 +334,7 @@ def merge_into_dequantized(model: nn.Module, dtype: torch.dtype = torch.float32)
     return list(layers)
 
 
-@torch.no_grad()
+@torch.no_grad()  # notebook 08 §6
 def merge_into_16bit(model: nn.Module, base_model: nn.Module) -> nn.Module:
     """A copy of the original (16- or 32-bit) ``base_model`` with the adapters of ``model`` added.
 
@@ -344,11 +342,9 @@ def merge_into_16bit(model: nn.Module, base_model: nn.Module) -> nn.Module:
     computes — but that is **not** the trained model. The adapter was trained against the
     dequantized weights Ŵ, so this model is off by ``W16 − Ŵ``, the base's own 4-bit rounding
     error, which the adapter had learned to live with. Notebook 08 §6 measures it: the logits
-    move by about as much as quantizing the base moves them (max |Δlogit| 1.9 against 1.5 at
-    learner size, 0.08 against 0.07 in test mode), and it has the worst validation loss of the
-    three merges (2.478 bits/byte against 2.450 as trained), while ``merge_into_dequantized``
-    stays within 3e-5. Use this function to *compare*; to deploy the trained model, use
-    ``merge_into_dequantized``.
+    move by about as much as quantizing the base moves them, and its validation loss is the
+    worst of the three merges, while ``merge_into_dequantized`` stays at float rounding. Use
+    this function to *compare*; to deploy the trained model, use ``merge_into_dequantized``.
     """
     layers = lora_layers(model)
     if not layers:

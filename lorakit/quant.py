@@ -66,7 +66,7 @@ INT4 = (torch.arange(16, dtype=torch.float32) - 8.0) / 7.0
 TABLES = {"nf4": NF4, "fp4": FP4, "int4": INT4}
 
 
-def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
+def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:  # notebook 06 §4
     """NF4 derived from normal quantiles (notebook 06 §4): equal probability mass per code.
 
     8 positive levels ``Φ⁻¹(linspace(offset, 0.5, 9)[:-1])``, 7 negative levels
@@ -81,7 +81,7 @@ def nf4_from_quantiles(offset: float = 0.9677083) -> torch.Tensor:
     return values / values.max()
 
 
-def dynamic_map(signed: bool = True) -> torch.Tensor:
+def dynamic_map(signed: bool = True) -> torch.Tensor:  # notebook 07 §3
     """bitsandbytes' 8-bit dynamic map, built by hand (notebook 07 §3): 256 sorted float32 values.
 
     Not IEEE FP8: for each decade ``10^-6 … 10^0`` (i = 0…6) the midpoints of a linear grid on
@@ -104,7 +104,7 @@ def _dynamic_map_on(device: str) -> torch.Tensor:
     return dynamic_map(signed=True).to(device)
 
 
-def max_half_gap(table: torch.Tensor) -> float:
+def max_half_gap(table: torch.Tensor) -> float:  # notebook 07 §4
     """Half the widest gap between neighbouring table values: the worst rounding error of a
     scaled value in [-1, 1] (×absmax for the original value). NF4: 0.152 (between -1 and code 1),
     FP4: 0.167. Notebook 07 §4 uses it as the error bound of double quantization."""
@@ -122,7 +122,7 @@ def _midpoints(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (ordered[:-1] + ordered[1:]) / 2, order
 
 
-def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:  # notebook 06 §5
     """The code of the nearest table value for each scaled value (uint8). Notebook 06 §5, step 3.
 
     The code is decided by the midpoints between neighbouring (sorted) values: ``bucketize``
@@ -139,7 +139,7 @@ def nearest_codes(scaled: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------- packing
 
 
-def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:  # notebook 06 §5
     """Two 4-bit codes per byte, the first in the HIGH nibble: ``codes[0::2] << 4 | codes[1::2]``.
 
     numel codes → numel/2 uint8. Notebook 06 §5, step 4. ``codes`` must have an even length
@@ -151,7 +151,7 @@ def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     return (codes[0::2] << 4) | codes[1::2]
 
 
-def unpack_nibbles(packed: torch.Tensor, n: int | None = None) -> torch.Tensor:
+def unpack_nibbles(packed: torch.Tensor, n: int | None = None) -> torch.Tensor:  # notebook 06 §5
     """The inverse of ``pack_nibbles``: 2·len(packed) uint8 codes (high nibble first), the first
     ``n`` kept. Notebook 06 §5, step 5."""
     codes = torch.stack([packed >> 4, packed & 0xF], dim=-1).reshape(-1)
@@ -161,6 +161,7 @@ def unpack_nibbles(packed: torch.Tensor, n: int | None = None) -> torch.Tensor:
 # ------------------------------------------------------------------------------- the container
 
 
+# notebook 06 §5
 @dataclass
 class Quantized4bit:
     """A 4-bit quantized tensor: packed codes plus what is needed to undo the scaling (notebook 06 §5).
@@ -196,14 +197,14 @@ class Quantized4bit:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def bits_per_parameter(q: Quantized4bit) -> float:
+def bits_per_parameter(q: Quantized4bit) -> float:  # notebook 07 §6
     """Storage cost per weight measured from the stored bytes: 8·nbytes / numel (notebook 07 §6).
 
     4.5 at blocksize 64, ≈ 4.127 with double quantization: ``4 + constants_bits(...)``, measured."""
     return 8.0 * q.nbytes / q.numel
 
 
-def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> float:
+def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> float:  # notebook 07 §2
     """Bits per parameter spent on the scaling constants, from the formula (notebook 07 §2, §6).
 
     Without double quantization a float32 per block: ``32 / blocksize``. With it: one byte per
@@ -279,13 +280,14 @@ def _scale(flat: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Te
     return scaled
 
 
+# notebook 07 §4
 def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
                             code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit blockwise quantization with a 256-entry code (default: the signed dynamic map).
 
     Notebook 07 §4. Returns ``(codes uint8, absmax float32 per block)``: the exact nearest codes.
-    bitsandbytes' CPU kernel rounds through a 65,536-entry lookup table instead, so ≈ 0.2 % of
-    its codes differ from these (notebook 07 §5 measures it)."""
+    bitsandbytes' CPU kernel rounds through a 65,536-entry lookup table instead, so a small share
+    of its codes differ from these (notebook 07 §5 measures how many)."""
     _check_blocksize(blocksize)
     flat = values.reshape(-1).float()
     if flat.numel() == 0:
@@ -297,6 +299,7 @@ def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
     return nearest_codes(_scale(flat, absmax, blocksize), code), absmax
 
 
+# notebook 06 §5
 def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
                   double_quant: bool = False) -> Quantized4bit:
     """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 06 §5).
@@ -306,17 +309,17 @@ def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
     ``quant_type`` table ("nf4", "fp4" or "int4"). With ``double_quant`` the float32 absmax are
     quantized again to 8 bits (notebook 07 §4); the 4-bit codes do not change.
     """
-    _check_input(x, quant_type, blocksize)                     # 1. refuse bad input first
-    flat = x.detach().reshape(-1)
-    absmax = _block_absmax(flat, blocksize)                    # 2. one float32 per block
+    _check_input(x, quant_type, blocksize)                     # refuse bad input first
+    flat = x.detach().reshape(-1)                              # step 1: flatten, blocks of blocksize
+    absmax = _block_absmax(flat, blocksize)                    # step 2: one float32 absmax per block
     if not bool(torch.isfinite(absmax).all()):                 # (cheap test; locate only on failure)
         _raise_if_not_finite(x.detach())
-    scaled = _scale(flat, absmax, blocksize)                   # 3. into [-1, 1]
+    scaled = _scale(flat, absmax, blocksize)                   # step 2: scaled into [-1, 1]
     if scaled.numel() % 2:                                     # (pad with the value 0.0, as bitsandbytes)
         scaled = torch.cat([scaled, scaled.new_zeros(1)])
-    table = TABLES[quant_type]                                 # 4. nearest code (same codes either way)
+    table = TABLES[quant_type]                                 # step 3: nearest code (same codes either way)
     codes = fast.nearest_codes(scaled, table) if fast.ENABLED else nearest_codes(scaled, table)
-    packed = pack_nibbles(codes)                               # 5. two codes per byte
+    packed = pack_nibbles(codes)                               # step 4: two codes per byte
     q = Quantized4bit(packed=packed, shape=x.shape, dtype=x.dtype, blocksize=blocksize,
                       quant_type=quant_type, absmax=absmax)
     if double_quant:                                           # notebook 07 §4
@@ -329,7 +332,7 @@ def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
 # ------------------------------------------------------------------------------- dequantize
 
 
-def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:
+def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:  # notebook 07 §4
     """The float32 absmax per block: stored, or recovered as ``dynmap[code]·absmax2 + offset``
     (notebook 07 §4)."""
     if not q.double_quant:
@@ -340,11 +343,13 @@ def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:
     return values * scale + q.offset
 
 
-def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch.Tensor:
+def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch.Tensor:  # notebook 06 §5
     """``table[code] · absmax`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``.
 
     Notebook 06 §5, step 5. Equal to bitsandbytes' ``dequantize_4bit`` to the bit; the package's
-    one dequantizer (``qlora.Linear4bit`` calls it too)."""
+    one dequantizer (``qlora.Linear4bit`` calls it too). With ``lorakit.fast.ENABLED`` (the
+    default) the same bits come from ``lorakit.fast``; set it to False to step through the
+    readable lines below in a debugger."""
     if not isinstance(q, Quantized4bit):
         raise TypeError(f"q must be a Quantized4bit (from quantize_4bit), got {type(q).__name__}")
     dtype = q.dtype if dtype is None else dtype
@@ -353,16 +358,16 @@ def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch
     absmax = dequantize_absmax(q)                              # float32, one per block
     if fast.ENABLED:                                           # the same bits, faster: lorakit/fast.py
         return fast.dequantize(q.packed, absmax, TABLES[q.quant_type], q.numel, q.blocksize, dtype).view(q.shape)
-    codes = unpack_nibbles(q.packed, q.numel)                  # 1. two codes per byte
-    values = TABLES[q.quant_type].to(q.packed.device)[codes.long()]  # 2. look each code up (float32)
-    scale = absmax.repeat_interleave(q.blocksize)[: q.numel]   # 3. × its block's absmax
-    return (values * scale).to(dtype).view(q.shape)            # 4. rounded once, to dtype
+    codes = unpack_nibbles(q.packed, q.numel)                  # step 5: unpack (step 4 undone) ...
+    values = TABLES[q.quant_type].to(q.packed.device)[codes.long()]  # ... look each code up (float32) ...
+    scale = absmax.repeat_interleave(q.blocksize)[: q.numel]   # ... × its block's absmax ...
+    return (values * scale).to(dtype).view(q.shape)            # ... rounded once, to dtype
 
 
 # ------------------------------------------------------------------------------- helpers for 06/07
 
 
-def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None = None) -> torch.Tensor:
+def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None = None) -> torch.Tensor:  # notebook 06 §2
     """Symmetric absmax integer quantization and back: ``round(x·L/absmax)·absmax/L``, L = 2^(bits-1)−1.
 
     One absmax for the whole tensor (``blocksize=None``) or one per block of the flattened
@@ -379,12 +384,12 @@ def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None =
     return out.reshape(-1)[: flat.numel()].view(x.shape).to(x.dtype)
 
 
-def code_usage(q: Quantized4bit) -> torch.Tensor:
+def code_usage(q: Quantized4bit) -> torch.Tensor:  # notebook 06 §4
     """How often each of the 16 codes is used (int64 counts, padding excluded; notebook 06 §4)."""
     return torch.bincount(unpack_nibbles(q.packed, q.numel).long(), minlength=16)
 
 
-def error_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict:
+def error_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict:  # notebook 06 §7
     """Mean absolute, mean relative (|x−x̂| / (|x| + 1e-8), as bitsandbytes' tests), RMS and max
     error (notebook 06 §7)."""
     if x.shape != x_hat.shape:
@@ -394,6 +399,7 @@ def error_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict:
             "rmse": err.pow(2).mean().sqrt().item(), "max": err.max().item()}
 
 
+# notebook 06 §8
 def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
                        double_quant: bool = False) -> tuple[float, float]:
     """(mean absolute error, overhead bits per parameter) of quantizing ``x`` at ``blocksize``.
@@ -405,7 +411,7 @@ def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
     return mae, 8.0 * (q.nbytes - q.packed.numel()) / q.numel
 
 
-@torch.no_grad()
+@torch.no_grad()  # notebook 06 §7
 def quantize_model_linears(model: nn.Module, quant_type: str = "nf4", blocksize: int = 64,
                            double_quant: bool = False, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
     """A deep copy of ``model`` whose ``nn.Linear`` weights went through quantize → dequantize

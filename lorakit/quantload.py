@@ -54,7 +54,7 @@ SINGLE = "model.safetensors"
 # ---------------------------------------------------------------- reading shards, one tensor at a time
 
 
-def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
+def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:  # notebook 09 §8
     """``(header, data_start)``: the JSON header of a safetensors file and where its bytes begin.
 
     The header maps each tensor name to ``dtype``, ``shape`` and ``data_offsets`` (a byte range
@@ -75,7 +75,7 @@ def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, torch.Tensor]]:  # notebook 09 §8
     """Yield ``(name, tensor)`` for every tensor of a safetensors file, reading one at a time.
 
     Each tensor's bytes are read into a fresh CPU tensor with one ``readinto`` (no memory map: the
@@ -101,7 +101,7 @@ def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, torch.Tenso
             yield name, tensor
 
 
-def shard_files(folder: str | os.PathLike) -> list[Path]:
+def shard_files(folder: str | os.PathLike) -> list[Path]:  # notebook 09 §8
     """The safetensors shards of a saved model: those listed in ``model.safetensors.index.json``,
     in order, or the single ``model.safetensors``."""
     folder = Path(folder)
@@ -114,7 +114,7 @@ def shard_files(folder: str | os.PathLike) -> list[Path]:
     raise FileNotFoundError(f"{folder} has neither {INDEX} nor {SINGLE}: no safetensors weights to load")
 
 
-def model_folder(model_id: str | os.PathLike, local_only: bool = False) -> Path:
+def model_folder(model_id: str | os.PathLike, local_only: bool = False) -> Path:  # notebook 09 §8
     """A local folder holding ``config.json`` and the safetensors shards of ``model_id``.
 
     A local folder is used as it is; a Hub id is downloaded to the Hugging Face cache on disk
@@ -131,6 +131,7 @@ def model_folder(model_id: str | os.PathLike, local_only: bool = False) -> Path:
 # ---------------------------------------------------------------- an empty model
 
 
+# notebook 09 §8
 @contextlib.contextmanager
 def parameters_on_meta() -> Iterator[None]:
     """Inside the block, every parameter a module registers is moved to the ``meta`` device.
@@ -154,7 +155,7 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original
 
 
-def empty_model(folder: str | os.PathLike, dtype: torch.dtype) -> nn.Module:
+def empty_model(folder: str | os.PathLike, dtype: torch.dtype) -> nn.Module:  # notebook 09 §8
     """The causal LM of ``folder/config.json`` in ``dtype``, parameters on ``meta``, buffers real."""
     from .hf import _transformers
     transformers = _transformers()

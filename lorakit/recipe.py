@@ -71,6 +71,7 @@ def learning_rate(step: int, steps: int, lr: float, warmup: int = 0, schedule: s
 # ---------------------------------------------------------------- the optimizer
 
 
+# notebook 09 §10
 def choose_optimizer(name: str, device: torch.device | str, bitsandbytes_available: bool | None = None
                      ) -> tuple[str, str]:  # notebook 09 §10
     """``(optimizer that will run, why)`` for the requested ``name`` on ``device``.
@@ -95,6 +96,7 @@ def choose_optimizer(name: str, device: torch.device | str, bitsandbytes_availab
     return name, ""
 
 
+# notebook 09 §10
 def make_optimizer(params, name: str, lr: float, device: torch.device | str, weight_decay: float = 0.0
                    ) -> tuple[torch.optim.Optimizer, str, str]:  # notebook 09 §10
     """``(optimizer, chosen name, why)``: ``choose_optimizer``, then build it over ``params``."""
@@ -203,7 +205,7 @@ def end_of_turn_id(tokenizer) -> int:  # notebook 09 §10
 # ---------------------------------------------------------------- the adapter, for PEFT
 
 
-def save_adapter_for_peft(model: nn.Module, folder: str | os.PathLike, model_id: str | os.PathLike) -> Path:
+def save_adapter_for_peft(model: nn.Module, folder: str | os.PathLike, model_id: str | os.PathLike) -> Path:  # notebook 09 §10
     """Save the LoRA adapter of a lorakit QLoRA/LoRA Hugging Face model in PEFT's format (notebook 09 §10).
 
     ``adapter_config.json`` (with ``task_type="CAUSAL_LM"`` and the base model's id) and
@@ -214,6 +216,7 @@ def save_adapter_for_peft(model: nn.Module, folder: str | os.PathLike, model_id:
     return save_peft_adapter(model, folder, base_model_name_or_path=str(model_id), task_type="CAUSAL_LM")
 
 
+# notebook 09 §10
 def load_peft_over_4bit(model_id: str | os.PathLike, folder: str | os.PathLike, compute_dtype: torch.dtype,
                         device: torch.device | str = "cpu", local_only: bool = False) -> nn.Module:
     """``peft.PeftModel.from_pretrained`` of ``folder`` over ``model_id`` loaded in 4 bits by

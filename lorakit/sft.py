@@ -96,7 +96,7 @@ def _pairs_in(source: str, module: str, max_summary_chars: int) -> list[Pair]:
 
 
 def _all_pairs(max_summary_chars: int) -> list[Pair]:
-    """Parse every stdlib module once (≈ 15 s on 2 cores) and cache the pairs as JSON."""
+    """Parse every stdlib module once (seconds, once) and cache the pairs as JSON."""
     root = sysconfig.get_paths()["stdlib"]
     files = _stdlib_files(want_tests=False)
     if fast_mode():

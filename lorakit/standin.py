@@ -4,7 +4,7 @@ Without a GPU (or offline), notebook 09 §6–7 cannot fine-tune SmolLM2-360M in
 It runs instead on this stand-in: the same architecture flags as SmolLM2 (grouped-query
 attention, a gate/up/down MLP, tied embeddings, a ChatML chat template whose EOS is
 ``<|im_end|>``), a byte-level BPE tokenizer trained offline on the course text, and weights
-pretrained by lorakit's own training loop (``train.train``) on the standard library's source and
+pretrained by lorakit's own training loop (``train.train_lm``) on the standard library's source and
 the language reference. It is a *base* model: it has never seen a chat turn, so before
 fine-tuning it answers an instruction by writing more Python and never stops — the same story
 the course GPT tells in §3, now through ``from_pretrained`` like a Hub model.
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .data import _stdlib_files, load_corpus, train_val_split
-from .train import _sha256, evaluate, set_seed, train
+from .train import _sha256, evaluate_lm, set_seed, train_lm
 
 #: where the shipped stand-in lives (inside the package, so pip installs it)
 SHIPPED = Path(__file__).resolve().parent / "weights" / "standin-llama"
@@ -92,8 +92,8 @@ def token_stream(tokenizer, documents: list[str]) -> torch.Tensor:  # notebook 0
 
 
 class NextToken(nn.Module):  # notebook 09 §6
-    """A Hugging Face causal LM seen as ``model(x, y) -> (logits, loss)``: how ``train.train``
-    and ``train.evaluate`` call the course GPT, so one training loop pretrains both."""
+    """A Hugging Face causal LM seen as ``model(x, y) -> (logits, loss)``: how ``train.train_lm``
+    and ``train.evaluate_lm`` call the course GPT, so one training loop pretrains both."""
 
     def __init__(self, lm: nn.Module):
         super().__init__()
@@ -125,6 +125,7 @@ def _sample(lm: nn.Module, tokenizer, prompt: str, new_tokens: int = 40) -> str:
 SAMPLE_PROMPTS = ("def is_prime(n):\n", "class Stack:\n    def push(self, item):\n", "The for statement")
 
 
+# notebook 09 §6
 def train_standin(folder: str | os.PathLike | None = None, size: str = "learner", progress: bool = True,
                   ship: bool = False) -> tuple[Path, dict]:  # notebook 09 §6
     """Train the stand-in from scratch and ``save_pretrained`` it with its training card.
@@ -162,13 +163,13 @@ def train_standin(folder: str | os.PathLike | None = None, size: str = "learner"
     set_seed(settings["seed"])
     lm = transformers.LlamaForCausalLM(config)
     steps, context = settings["steps"], settings["context"]
-    hist = train(NextToken(lm), train_ids, val_ids, steps=steps, batch_size=settings["batch_size"],
+    hist = train_lm(NextToken(lm), train_ids, val_ids, steps=steps, batch_size=settings["batch_size"],
                  lr=settings["lr"], seed=settings["seed"], eval_every=max(1, steps // 10),
                  weight_decay=settings["weight_decay"], warmup=max(1, steps // 20), cosine=True,
                  context=context, desc="pretraining the stand-in", progress=progress)
     dtype = getattr(torch, settings["dtype"])
     lm = lm.to(dtype).float().eval()  # the weights as shipped (rounded to dtype), computed in float32
-    val_bits = evaluate(NextToken(lm), val_ids, settings["batch_size"], n_batches=20, context=context)
+    val_bits = evaluate_lm(NextToken(lm), val_ids, settings["batch_size"], n_batches=20, context=context)
     val_bytes = sum(len(tokenizer.decode(val_ids[i : i + 4096].tolist()).encode())
                     for i in range(0, len(val_ids), 4096))
     samples = {p: _sample(lm, tokenizer, p) for p in SAMPLE_PROMPTS}
@@ -238,7 +239,7 @@ def standin_folder() -> Path:  # notebook 09 §6
     return SHIPPED
 
 
-def bits_per_token(folder: str | os.PathLike, size: str = "learner", n_batches: int = 20) -> float:
+def bits_per_token(folder: str | os.PathLike, size: str = "learner", n_batches: int = 20) -> float:  # notebook 09 §6
     """Held-out loss of a saved stand-in on today's validation stream (its own tokenizer)."""
     from .hf import load_model, load_tokenizer
 
@@ -246,5 +247,5 @@ def bits_per_token(folder: str | os.PathLike, size: str = "learner", n_batches: 
     tokenizer = load_tokenizer(folder, local_only=True)
     _, val_ids = train_val_split(token_stream(tokenizer, _documents(settings["code_bytes"])), val_fraction=0.05)
     lm = load_model(folder, torch.float32, "cpu", local_only=True)
-    return evaluate(NextToken(lm), val_ids, settings["batch_size"], n_batches=n_batches, context=settings["context"])
+    return evaluate_lm(NextToken(lm), val_ids, settings["batch_size"], n_batches=n_batches, context=settings["context"])
 

@@ -69,7 +69,7 @@ def _context(model: nn.Module, context: int | None) -> int:
 
 
 @torch.no_grad()  # notebook 00 §4
-def evaluate(
+def evaluate_lm(
     model: nn.Module,
     data: torch.Tensor,
     batch_size: int = 32,
@@ -111,7 +111,7 @@ class History:
         return {k: getattr(self, k) for k in ("steps", "train_bpb", "eval_steps", "val_bpb", "seconds")}
 
 
-def train(  # notebook 00 §4
+def train_lm(  # notebook 00 §4
     model: nn.Module,
     train_data: torch.Tensor,
     val_data: torch.Tensor | None = None,
@@ -176,7 +176,7 @@ def train(  # notebook 00 §4
         last = step == steps - 1
         if val_data is not None and eval_every and (step % eval_every == 0 or last):
             hist.eval_steps.append(step)
-            hist.val_bpb.append(evaluate(model, val_data, batch_size, eval_batches, context=context))
+            hist.val_bpb.append(evaluate_lm(model, val_data, batch_size, eval_batches, context=context))
             model.train()
             bar.set_postfix(val_bpb=f"{hist.val_bpb[-1]:.3f}")
     hist.seconds = time.perf_counter() - start
@@ -187,7 +187,7 @@ def train(  # notebook 00 §4
 # ---------------------------------------------------------------- saving and loading weights
 
 
-def save_model(model: GPT, path: str | os.PathLike) -> None:  # notebook 00 §4
+def save_gpt(model: GPT, path: str | os.PathLike) -> None:  # notebook 00 §4
     """Weights as safetensors plus the config in the file's metadata: a file, not a pickle."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"gpt_config": json.dumps(model.cfg.to_dict())})
@@ -214,11 +214,11 @@ def load_weights(model: GPT, path: str | os.PathLike) -> GPT:  # notebook 00 §4
     return model
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:  # notebook 00 §4
+def load_gpt(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPT:  # notebook 00 §4
     """A GPT rebuilt from the config stored in the checkpoint, with its weights loaded."""
     _, meta = read_safetensors(path)
     if "gpt_config" not in meta:
-        raise ValueError(f"{path} has no 'gpt_config' metadata: it was not written by save_model")
+        raise ValueError(f"{path} has no 'gpt_config' metadata: it was not written by save_gpt")
     model = GPT(GPTConfig(**json.loads(meta["gpt_config"])))
     return load_weights(model, path).to(device)
 
@@ -264,7 +264,7 @@ def _read_cache(weights: Path, card: Path, key: str, cfg: GPTConfig) -> tuple[GP
     if not weights.exists() or _sha256(weights) != info.get("sha256"):
         return None, {}, f"{weights.name} is missing or its sha256 does not match the card"
     try:
-        return load_model(weights), info, ""
+        return load_gpt(weights), info, ""
     except ValueError as e:
         return None, {}, str(e)
 
@@ -288,14 +288,14 @@ def _read_shipped(settings: dict) -> tuple[GPT | None, dict]:
     info = json.loads(card.read_text())
     if info.get("ship_key") != _ship_key(settings) or _sha256(SHIPPED) != info.get("sha256"):
         return None, {}
-    return load_model(SHIPPED), info
+    return load_gpt(SHIPPED), info
 
 
 def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Path:  # notebook 00 §4
     """Write ``model`` and its card to ``lorakit/weights/`` (how the shipped base was made)."""
     settings = settings or base_settings()
     SHIPPED.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model.cpu(), SHIPPED)
+    save_gpt(model.cpu(), SHIPPED)
     card = {k: info[k] for k in ("key", "config", "settings", "val_bpb", "history")}
     card.update(ship_key=_ship_key(settings), sha256=_sha256(SHIPPED),
                 trained_with=f"Python {sys.version.split()[0]}, torch {torch.__version__}, lorakit {__version__}")
@@ -341,18 +341,18 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
 
     set_seed(settings["seed"])
     model = GPT(cfg).to(device or pick_device())
-    hist = train(
+    hist = train_lm(
         model, train_data, val_data, steps=settings["steps"], batch_size=settings["batch_size"],
         lr=settings["lr"], seed=settings["seed"], eval_every=max(1, settings["steps"] // 10),
         warmup=max(1, settings["steps"] // 20), cosine=True, desc="pretraining base", progress=progress,
     )
-    val_bpb = evaluate(model, val_data, settings["batch_size"], n_batches=20)
+    val_bpb = evaluate_lm(model, val_data, settings["batch_size"], n_batches=20)
     folder.mkdir(parents=True, exist_ok=True)
     model.cpu()
     # write to temporary names, then rename: a run killed half-way leaves no half-written cache
     tmp_weights = weights.with_name(f"{weights.name}.tmp{os.getpid()}")
     tmp_card = card.with_name(f"{card.name}.tmp{os.getpid()}")
-    save_model(model, tmp_weights)
+    save_gpt(model, tmp_weights)
     info = dict(key=key, config=cfg.to_dict(), settings=described, val_bpb=val_bpb,
                 history=hist.to_dict(), sha256=_sha256(tmp_weights))
     tmp_card.write_text(json.dumps(info, indent=1))
@@ -388,15 +388,25 @@ def short_lora_run(base: nn.Module, train_data: torch.Tensor, val_data: torch.Te
     model = copy.deepcopy(base).cpu()
     set_seed(seed)
     inject_lora(model, config=config)
-    hist = train(model, train_data, None, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+    hist = train_lm(model, train_data, None, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
     layers = lora_layers(model)
     with torch.no_grad():
         norms = [float(torch.linalg.matrix_norm(layer.delta())) for layer in layers.values()]
     return dict(
         r=r, alpha=alpha, rslora=rslora, steps=steps, seed=seed, scaling=config.scaling,
-        val_bpb=evaluate(model, val_data, batch_size, eval_batches),
+        val_bpb=evaluate_lm(model, val_data, batch_size, eval_batches),
         train_bpb=list(hist.train_bpb),
         dW_norm=sum(norms) / len(norms),
         A={name: layer.A.detach().clone() for name, layer in layers.items()},
         seconds=hist.seconds,
     )
+
+
+# ---------------------------------------------------------------- old names (deprecated)
+# One meaning per name (issue 25): ``hf.load_model`` loads a Hugging Face model, ``sft.train_sft``
+# and ``sft.evaluate_sft`` work on instruction pairs. The old names stay as plain aliases (no
+# warning: a notebook cell that writes to stderr fails) for notebooks written against them.
+train = train_lm  # deprecated: use train_lm
+evaluate = evaluate_lm  # deprecated: use evaluate_lm
+save_model = save_gpt  # deprecated: use save_gpt
+load_model = load_gpt  # deprecated: use load_gpt

@@ -194,7 +194,7 @@ def rank_slider(matrices, r: int = 8):  # notebook 03 §2
         matrices = {"W": matrices}
     if not isinstance(matrices, dict) or not matrices:
         raise TypeError("matrices must be a 2-D tensor or a non-empty {name: tensor} dict")
-    for name, W in matrices.items():
+    for W in matrices.values():
         lowrank.singular_values(W)  # validates: a non-empty 2-D tensor
     first = next(iter(matrices))
     top = min(matrices[first].shape)

@@ -120,8 +120,9 @@ print(f"base GPT: {info['config']['n_layer']} layers, d={info['config']['d_model
 class LoRALinear(nn.Module):
     """LoRA written out in full: frozen base + dropout(x) @ A @ B * scaling.
 
-    The package's ``lorakit.lora.LoRALinear`` is this class plus input checks, a ``LoRAConfig``
-    (below), merging and a 4-bit base (notebook 08)."""
+    The package's ``lorakit.lora.LoRALinear`` is this class with its hyper-parameters in one
+    ``LoRAConfig`` (below), a ``merged`` flag (§4) and A, B placed where a 4-bit base keeps its
+    weights (notebook 08); ``inject_lora`` checks the inputs before it builds one."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
@@ -145,7 +146,7 @@ linear = nn.Linear(128, 96, bias=False)
 set_seed(1)
 mine = LoRALinear(linear, r=R, alpha=ALPHA)          # ours, built above
 set_seed(1)
-theirs = lora.LoRALinear(linear, r=R, alpha=ALPHA)   # the package's
+theirs = lora.LoRALinear(linear, lora.LoRAConfig(r=R, alpha=ALPHA))   # the package's
 x = torch.randn(4, 10, 128)
 print(f"A: {tuple(mine.A.shape)} (in×r), B: {tuple(mine.B.shape)} (r×out), scaling α/r = {mine.scaling}")
 print(f"|A| max = {mine.A.abs().max():.4f}, bound 1/sqrt(in) = {128 ** -0.5:.4f}")

@@ -69,7 +69,7 @@ def read_wheelhouse(folder: Path) -> dict[str, list[Wheel]]:
         try:
             wheel = Wheel(path)
         except Exception as e:  # a file named *.whl that is not one: say so, do not crash
-            raise SystemExit(f"check_wheelhouse: {path} is not a wheel file name pip accepts ({e})")
+            raise SystemExit(f"check_wheelhouse: {path} is not a wheel file name pip accepts ({e})") from None
         wheels.setdefault(wheel.name, []).append(wheel)
     return wheels
 

@@ -44,6 +44,12 @@ def nan_at(shape, index):
     return x
 
 
+class OneLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 4)
+
+
 class NoLinear(nn.Module):
     def __init__(self):
         super().__init__()
@@ -76,12 +82,13 @@ CASES = [
     ("phi i out of range", lambda: lowrank.subspace_similarity(torch.randn(10, 4), torch.randn(10, 4), 5, 1), ValueError, r"i \(at most the rank of A1, 4\) must be an integer in 1\.\.4"),
     ("phi shapes differ", lambda: lowrank.subspace_similarity(torch.randn(10, 4), torch.randn(12, 4), 1, 1), ValueError, r"same input size"),
     # lora
-    ("LoRA r 0", lambda: lora.LoRALinear(nn.Linear(8, 4), r=0, alpha=1), ValueError, r"r must be"),
-    ("LoRA r > min(in,out)", lambda: lora.LoRALinear(nn.Linear(8, 4), r=5, alpha=1), ValueError, r"min\(in, out\) = 4"),
-    ("LoRA alpha 0", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=0), ValueError, r"alpha must be"),
-    ("LoRA alpha NaN", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=math.nan), ValueError, r"alpha must be a finite"),
-    ("LoRA dropout 1", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2, alpha=1, dropout=1.0), ValueError, r"dropout must be a finite number >= 0 and < 1"),
-    ("LoRA r float", lambda: lora.LoRALinear(nn.Linear(8, 4), r=2.5, alpha=1), TypeError, r"r must be an int"),
+    # (checked where a user hands them over: LoRAConfig and inject_lora; the layer itself is bare)
+    ("LoRA r 0", lambda: lora.inject_lora(OneLinear(), ["proj"], r=0, alpha=1), ValueError, r"r must be"),
+    ("LoRA r > min(in,out)", lambda: lora.inject_lora(OneLinear(), ["proj"], r=5, alpha=1), ValueError, r"min\(in, out\) = 4"),
+    ("LoRA alpha 0", lambda: lora.LoRAConfig(r=2, alpha=0), ValueError, r"alpha must be"),
+    ("LoRA alpha NaN", lambda: lora.LoRAConfig(r=2, alpha=math.nan), ValueError, r"alpha must be a finite"),
+    ("LoRA dropout 1", lambda: lora.inject_lora(OneLinear(), ["proj"], r=2, alpha=1, dropout=1.0), ValueError, r"dropout must be a finite number >= 0 and < 1"),
+    ("LoRA r float", lambda: lora.LoRAConfig(r=2.5, alpha=1), TypeError, r"r must be an int"),
     ("targets match nothing", lambda: lora.inject_lora(gpt(), ["query"], r=2, alpha=1), ValueError, r"q_proj"),
     ("targets empty", lambda: lora.inject_lora(gpt(), [], r=2, alpha=1), ValueError, r"targets is empty"),
     ("inject twice", lambda: lora.inject_lora(gpt_with_lora(), ["q_proj"], r=2, alpha=1), ValueError, r"(?i)already"),
@@ -209,5 +216,5 @@ def test_no_bad_input_produces_nan():
     q = quant.quantize_4bit(torch.zeros(130))
     assert torch.equal(quant.dequantize_4bit(q), torch.zeros(130))
     assert math.isfinite(lowrank.truncation_error(torch.ones(5, 5), 1))
-    layer = lora.LoRALinear(nn.Linear(4, 4), r=1, alpha=1)
+    layer = lora.LoRALinear(nn.Linear(4, 4), lora.LoRAConfig(r=1, alpha=1))
     assert torch.isfinite(layer(torch.zeros(2, 4))).all()

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from lorakit import distributed as D
+from lorakit import launcher
 from lorakit.adapters import adapter_state, load_adapter
 from lorakit.memory import parameter_counts
 from lorakit.qlora import Linear4bit, prepare_qlora
@@ -145,12 +146,12 @@ def test_the_script_alone_says_how_to_start_it(tmp_path, monkeypatch):
 
 
 def test_the_store_listens_on_loopback_only():
-    s = D._listening_socket()
+    s = launcher._listening_socket()
     try:
         assert s.getsockname()[0] == "127.0.0.1" and s.family == socket.AF_INET
     finally:
         s.close()
-    assert D._rank_env(1, 2, 1234)["MASTER_ADDR"] == "127.0.0.1"
+    assert launcher._rank_env(1, 2, 1234)["MASTER_ADDR"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

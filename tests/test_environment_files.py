@@ -73,8 +73,9 @@ def test_ci_runs_only_the_readme_test_command():
     assert "make test" in ci and "make test" in readme and "make lab" in readme
     commands = [l for l in ci.splitlines() if l.strip() and not l.startswith("#")
                 and not l.startswith(("set ", "cd "))]
-    # the README's test command first; after it only make targets the README documents
-    # (make test-realshape: notebook 09 at SmolLM2-360M's shapes, too slow for make test)
-    assert commands[0] == "make test", commands
-    for extra in commands[1:]:
+    # `make lint` first (seconds), then the README's test command; after it only make targets the
+    # README documents (make test-realshape: notebook 09 at SmolLM2-360M's shapes, too slow for make test)
+    assert commands[:2] == ["make lint", "make test"], commands
+    assert "`make lint`" in readme, "the README must say what CI runs before the tests"
+    for extra in commands[2:]:
         assert extra.startswith("make ") and f"`{extra}`" in readme, (extra, "not a make target the README names")

@@ -40,7 +40,7 @@ def randomize_B(model: nn.Module, seed: int = 3) -> None:
 def test_init_equals_base_exactly_and_shapes():
     torch.manual_seed(0)
     base = nn.Linear(20, 12, bias=True)
-    layer = LoRALinear(base, r=4, alpha=8)
+    layer = LoRALinear(base, LoRAConfig(r=4, alpha=8))
     x = torch.randn(3, 5, 20)
     assert torch.equal(layer(x), base(x))
     assert layer.A.shape == (20, 4) and layer.B.shape == (4, 12)
@@ -54,7 +54,7 @@ def test_forward_is_the_formula_and_rslora_scaling():
     torch.manual_seed(0)
     base = nn.Linear(16, 24, bias=False)
     for rslora, scale in ((False, 3 / 4), (True, 3 / 2)):
-        layer = LoRALinear(base, r=4, alpha=3, rslora=rslora)
+        layer = LoRALinear(base, LoRAConfig(r=4, alpha=3, rslora=rslora))
         with torch.no_grad():
             layer.B.normal_()
         x = torch.randn(7, 16)
@@ -66,7 +66,7 @@ def test_forward_is_the_formula_and_rslora_scaling():
 def test_dropout_only_on_the_lora_path():
     torch.manual_seed(0)
     base = nn.Linear(8, 8, bias=False)
-    layer = LoRALinear(base, r=2, alpha=2, dropout=0.5)
+    layer = LoRALinear(base, LoRAConfig(r=2, alpha=2, dropout=0.5))
     x = torch.randn(4, 8)
     layer.train()
     assert torch.equal(layer(x), base(x))  # B = 0: the dropout branch adds exactly nothing
@@ -78,7 +78,7 @@ def test_dropout_only_on_the_lora_path():
 
 def test_dtype_follows_base_or_keyword():
     base16 = nn.Linear(8, 8, bias=False).to(torch.bfloat16)
-    assert LoRALinear(base16, 2, 2).A.dtype == torch.bfloat16
+    assert LoRALinear(base16, LoRAConfig(r=2, alpha=2)).A.dtype == torch.bfloat16
 
     class Packed(nn.Module):  # stands in for a 4-bit layer: uint8 weight, float forward
         in_features, out_features = 8, 6
@@ -90,9 +90,9 @@ def test_dtype_follows_base_or_keyword():
         def forward(self, x):
             return torch.zeros(*x.shape[:-1], 6, dtype=x.dtype)
 
-    layer = LoRALinear(Packed(), 2, 4)
+    layer = LoRALinear(Packed(), LoRAConfig(r=2, alpha=4))
     assert layer.A.dtype == torch.get_default_dtype()
-    assert LoRALinear(Packed(), 2, 4, dtype=torch.float64).B.dtype == torch.float64
+    assert LoRALinear(Packed(), LoRAConfig(r=2, alpha=4), dtype=torch.float64).B.dtype == torch.float64
     x = torch.randn(3, 8)
     assert torch.equal(layer(x), torch.zeros(3, 6))
 
@@ -195,8 +195,15 @@ def test_save_load_bit_exact_into_fresh_base(tmp_path):
     ],
 )
 def test_bad_hyperparameters(kw, exc, words):
+    class One(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 16)
+
+    model = One()
     with pytest.raises(exc) as e:
-        LoRALinear(nn.Linear(8, 16), **kw)
+        inject_lora(model, ["proj"], **kw)
+    assert isinstance(model.proj, nn.Linear), "a refused call must leave the model unchanged"
     for w in words:
         assert w in str(e.value)
 
@@ -215,16 +222,21 @@ def test_config_is_one_validated_record_the_layers_share():
     assert {layer.config for layer in lora_layers(keywords).values()} == {config}
     assert LoRALinear(nn.Linear(8, 16), config=config).config is config
     with pytest.raises(TypeError, match="either one LoRAConfig as config"):
-        LoRALinear(nn.Linear(8, 16), 2, config=config)
+        inject_lora(tiny_gpt(), r=2, config=config)
     with pytest.raises(TypeError, match="either one LoRAConfig as config"):
-        LoRALinear(nn.Linear(8, 16), config=dict(r=2))
+        inject_lora(tiny_gpt(), config=dict(r=2))
     with pytest.raises(ValueError, match="targets is empty"):
         LoRAConfig(targets=[])
 
 
 def test_bad_base():
+    class Act(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU()
+
     with pytest.raises(TypeError, match="in_features and out_features"):
-        LoRALinear(nn.ReLU(), 2, 2)
+        inject_lora(Act(), ["act"], r=2, alpha=2, layer_types=(nn.ReLU,))
 
 
 def test_target_matching_nothing_lists_linears_and_changes_nothing():
@@ -272,7 +284,7 @@ def test_merge_needs_a_linear_base():
         def forward(self, x):
             return x
 
-    model = nn.Sequential(LoRALinear(Odd(), 2, 2))
+    model = nn.Sequential(LoRALinear(Odd(), LoRAConfig(r=2, alpha=2)))
     with pytest.raises(TypeError, match="nn.Linear base"):
         merge_lora(model)
 

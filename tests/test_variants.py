@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lorakit.lora import LoRALinear, inject_lora, lora_layers, merge_lora, unmerge_lora
+from lorakit.lora import LoRAConfig, LoRALinear, inject_lora, lora_layers, merge_lora, unmerge_lora
 from lorakit.model import GPT
 from lorakit.quiet import quiet_import
 from lorakit.train import train
@@ -131,7 +131,7 @@ def test_pissa_moves_the_top_singular_part_into_A_B():
     torch.manual_seed(0)
     linear = nn.Linear(12, 9, bias=False)
     W0 = linear.weight.detach().T.clone()            # in×out
-    layer = pissa_init(LoRALinear(linear, r=3, alpha=6))
+    layer = pissa_init(LoRALinear(linear, LoRAConfig(r=3, alpha=6)))
     U, S, Vh = torch.linalg.svd(W0)
     best = U[:, :3] @ torch.diag(S[:3]) @ Vh[:3]
     assert torch.allclose(layer.delta(), best, atol=1e-5), "s·A B is the best rank-r part of W0"

@@ -121,7 +121,7 @@ def check_ex_8_2(answer) -> bool:
 
 
 def _qlora_probe(seed: int = 83):
-    from ..lora import LoRALinear
+    from ..lora import LoRAConfig, LoRALinear
     from ..qlora import Linear4bit
 
     g = torch.Generator().manual_seed(seed)
@@ -129,7 +129,7 @@ def _qlora_probe(seed: int = 83):
     with torch.no_grad():
         linear.weight.copy_(0.05 * torch.randn(40, 96, generator=g))
         linear.bias.copy_(0.1 * torch.randn(40, generator=g))
-    layer = LoRALinear(Linear4bit.from_linear(linear, "nf4", 64, double_quant=True), r=4, alpha=8)
+    layer = LoRALinear(Linear4bit.from_linear(linear, "nf4", 64, double_quant=True), LoRAConfig(r=4, alpha=8))
     with torch.no_grad():
         layer.A.copy_(0.2 * torch.randn(layer.A.shape, generator=g))
         layer.B.copy_(0.2 * torch.randn(layer.B.shape, generator=g))
