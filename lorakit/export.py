@@ -116,11 +116,14 @@ def _linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 @torch.no_grad()
-def quantized_copy(model: nn.Module, fmt: str, keep: dict[str, str] | None = None) -> nn.Module:  # notebook 12 §3
+def quantized_copy(model: nn.Module, fmt: str, keep: dict[str, str] | None = None,
+                   into: nn.Module | None = None) -> nn.Module:  # notebook 12 §3
     """A copy of ``model`` whose linear layers (not the output head) hold ``roundtrip(W, fmt)``.
 
     ``keep`` maps module paths to another format (e.g. ``{"...q_proj": "Q8_0"}``): llama.cpp's
-    mixed-precision types keep sensitive layers in more bits the same way.
+    mixed-precision types keep sensitive layers in more bits the same way. ``into`` (the base
+    ``model`` was fine-tuned from) merges the update into the *quantized* base instead:
+    ``roundtrip(roundtrip(W_into) + (W − W_into))``, what adding an update to a quantized file does.
     """
     keep = dict(keep or {})
     linears = _linears(model)
@@ -130,18 +133,29 @@ def quantized_copy(model: nn.Module, fmt: str, keep: dict[str, str] | None = Non
     for path, f in {**{p: fmt for p in linears}, **keep}.items():
         if f not in FORMATS:
             raise ValueError(f"format for {path!r} must be one of {FORMATS}, got {f!r}")
+    bases = _linears(into) if into is not None else {}
+    if into is not None and set(bases) != set(linears):
+        raise ValueError("into must have the same linear layers as model (the base it was fine-tuned from)")
     out = copy.deepcopy(model)
     for path, layer in _linears(out).items():
-        layer.weight.copy_(roundtrip(layer.weight, keep.get(path, fmt)).to(layer.weight.dtype))
+        f = keep.get(path, fmt)
+        w = layer.weight
+        if into is not None:
+            base_q = roundtrip(bases[path].weight, f)
+            w = base_q + (w.float() - bases[path].weight.float())
+        layer.weight.copy_(roundtrip(w, f).to(layer.weight.dtype))
     return out
 
 
 @torch.no_grad()
 def update_survival(base: nn.Module, merged: nn.Module, fmt: str, keep: dict[str, str] | None = None,
-                    paths: list[str] | None = None) -> dict:  # notebook 12 §3 (as notebook 08 §6)
-    """How much of the merged update ``Δ = W_merged − W_base`` survives storing both in ``fmt``.
+                    paths: list[str] | None = None, into_quantized: bool = False) -> dict:  # notebook 12 §3 (08 §6)
+    """How much of the merged update ``Δ = W_merged − W_base`` survives storing it in ``fmt``.
 
-    ``Δ_real = Q(W_merged) − Q(W_base)``, the change a user of the exported files gets.
+    ``Δ_real = Q(W_merged) − Q(W_base)``: the change a user of the exported files gets, when the
+    merge was made in 16/32 bits and then quantized (from scratch). With ``into_quantized`` the
+    update is added to the already quantized base instead, ``Q(Q(W_base) + Δ) − Q(W_base)``
+    (merging into a quantized file, as notebook 08 §6's requantization). Returns
     ``projection = ⟨Δ_real, Δ⟩ / ‖Δ‖²`` (1: survives on average; 0: rounded away) and
     ``noise = ‖Δ_real − Δ‖ / ‖Δ‖``, summed over ``paths`` (default: every layer that changed).
     """
@@ -157,7 +171,8 @@ def update_survival(base: nn.Module, merged: nn.Module, fmt: str, keep: dict[str
     for p in paths:
         f = keep.get(p, fmt)
         meant = (m[p].weight - b[p].weight).float()
-        real = roundtrip(m[p].weight, f) - roundtrip(b[p].weight, f)
+        base_q = roundtrip(b[p].weight, f)
+        real = roundtrip((base_q + meant) if into_quantized else m[p].weight, f) - base_q
         dot += (real * meant).sum().item()
         meant_sq += meant.pow(2).sum().item()
         noise_sq += (real - meant).pow(2).sum().item()
