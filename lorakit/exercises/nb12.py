@@ -47,8 +47,8 @@ def _q8_case() -> torch.Tensor:
     g = torch.Generator().manual_seed(122)
     x = torch.randn(6, 96, generator=g) * 0.05
     x[0, :32] = 0.0                                # an all-zero block
-    x[1, :32] = torch.arange(-16, 16) / 16 * 0.127  # absmax 0.127 → d = 0.001: exact halves at ±0.0005·odd
-    x[1, 0] = -0.127
+    x[1, :32] = (torch.arange(-16, 16) + 0.5) / 1024  # d = 2⁻¹⁰ exactly, so x/d lands on exact halves
+    x[1, 0] = -127 / 1024                              # the block's absmax: d = absmax / 127 = 2⁻¹⁰
     x[2, 40] = 3.0                                 # an outlier
     return x
 
