@@ -35,7 +35,7 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, shared (load ≈ 8), 2026-12-06 | see README | estimate in README |
+# | 2-core x86_64 CPU, shared with other jobs (load 6–9), 2026-12-06 | 42 s under nbval (≈ 10 s of CPU) | 9.5 min at 24 % of one core (140 s of CPU): ≈ 2.5–3 min idle (estimate) |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
@@ -476,6 +476,25 @@ ax.set_xlabel("docs val (bits/byte, lower is better)")
 ax.set_ylabel("tests val (bits/byte, lower is better)")
 ax.set_title("Merged adapters: how much of both skills each keeps")
 plt.show()
+
+# %% [markdown]
+# **Bad inputs are refused before anything changes.** Two adapters of different ranks cannot be
+# averaged entry by entry, and an adapter trained for another base does not fit its layers.
+
+# %%
+victim = copy.deepcopy(plain_llama)
+for label, call in [
+    ("TIES on ranks 4 and 16", lambda: merging.merge_adapters([adapters["sql"], adapters["code"]], [1, 1], "ties", density=0.5)),
+    ("the course GPT's docs adapter on the Llama", lambda: serving.attach_adapters(victim, {"docs": trained["docs"]})),
+    ("adapters with different targets", lambda: serving.attach_adapters(
+        victim, {"sql": adapters["sql"], "half": dict(list(adapters["sql"].items())[:1])})),
+]:
+    try:
+        call()
+        raise AssertionError(f"{label} should have been refused")
+    except ValueError as error:
+        print(f"{label}: ValueError: {str(error)[:110]}…")
+assert not any(isinstance(mod, serving.MultiLoRALinear) for mod in victim.modules()), "the model was not touched"
 
 # %% [markdown]
 # What this measures (asserted above): training one adapter on both tasks beats every merge of
