@@ -306,11 +306,11 @@ plt.show()
 # What the numbers say on a CPU, and what the GPU kernels add:
 #
 # - *Merged per tenant* splits the batch into $k$ small forward passes: as $k$ grows each pass
-#   gets fewer rows and the per-call overhead dominates — and the memory holds $k$ full models.
+#   gets fewer rows, so fixed per-call costs weigh more — and the memory holds $k$ full models.
 #   On a GPU, small batches waste most of the chip, which is the whole problem Punica solves.
 # - *Loop* pays one small matmul pair per adapter; *gathered* pays for $r_{\max}$ on every row,
-#   whatever its adapter's rank. On a CPU the dense base matmul dominates and all three unmerged
-#   modes are close. Punica's SGMV kernel (arXiv 2310.18547) fuses the segments into one launch
+#   whatever its adapter's rank; both share the one large base matmul. Compare the printed
+#   numbers on your machine (on a busy one they move from run to run). Punica's SGMV kernel (arXiv 2310.18547) fuses the segments into one launch
 #   (up to 12× the throughput of the alternatives they measured, +2 ms per token);
 #   S-LoRA (arXiv 2311.03285) adds paging of thousands of adapters between CPU and GPU memory
 #   in one pool with the KV cache.
@@ -649,7 +649,7 @@ assert survival["Q4_0"]["noise"] > 2 * survival["Q8_0"]["noise"], "4 bits add mo
 #
 # Then the task metric at the smallest scale, for three exports. Cures, measured: keep the
 # fine-tuned layers in Q8_0 while the rest go to Q4_0 (llama.cpp's mixed types keep chosen
-# tensors in more bits the same way: `llama-quantize --tensor-type`), or train a larger update;
+# tensors in more bits the same way: recent `llama-quantize --tensor-type`), or train a larger update;
 # and merge in 16/32 bits, never into the quantized file.
 
 # %%
@@ -746,8 +746,8 @@ plt.show()
 # **llama.cpp, adapter kept separate.** Convert the PEFT adapter against its base:
 # `python convert_lora_to_gguf.py ./docs-adapter --base ./base-hf-folder --outtype f16
 # --outfile docs-lora.gguf`, then `llama-cli -m base-Q4_0.gguf --lora docs-lora.gguf`
-# (`--lora-scaled docs-lora.gguf 0.5` to weight it; `llama-server` takes the same flags and
-# can switch adapters per request). Or bake it in: `llama-export-lora -m base-f16.gguf --lora
+# (`--lora-scaled docs-lora.gguf 0.5` to weight it; `llama-server` takes the same flags, and its
+# `/lora-adapters` endpoint changes their scales while it runs). Or bake it in: `llama-export-lora -m base-f16.gguf --lora
 # docs-lora.gguf -o merged-f16.gguf`, then `llama-quantize merged-f16.gguf merged-Q4_0.gguf Q4_0`.
 # Traps: the base GGUF must come from the same checkpoint the adapter was trained on; merging
 # then quantizing to 4 bits is exactly section 3's experiment — check the projection of your
@@ -756,9 +756,10 @@ plt.show()
 # **Ollama.** A `Modelfile` with `FROM <the base>` and `ADAPTER ./docs-adapter` (a safetensors
 # PEFT adapter folder for Llama, Mistral and Gemma architectures, or a GGUF adapter), then
 # `ollama create docs-model -f Modelfile` and `ollama run docs-model`. Traps: the `FROM` base
-# must be the one the adapter was tuned from (otherwise the behaviour is undefined), and a
-# merged model imported with `FROM ./merged-folder` is quantized by Ollama's defaults unless you
-# import an already quantized GGUF.
+# must be the one the adapter was tuned from (otherwise the behaviour is undefined); a merged
+# safetensors folder (`FROM ./merged-folder`) is imported in 16 bits unless you pass
+# `ollama create --quantize q4_K_M ...`, and an imported GGUF is never re-quantized — so the
+# 4-bit step of section 3 happens wherever you quantize: measure your update there.
 
 # %% [markdown]
 # ## Summary
