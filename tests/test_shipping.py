@@ -118,6 +118,9 @@ def test_bad_adapters_are_refused_before_any_change(peft_llama):
         merging.merge_adapters([adapters["sql"], fewer], [1, 1], "cat")
     with pytest.raises(ValueError, match="density"):
         merging.merge_adapters([adapters["sql"], adapters["code"]], [1, 1], "dare_linear")
+    other_base = {p: (torch.zeros(A.shape[0] + 32, A.shape[1]), B, sc) for p, (A, B, sc) in adapters["code"].items()}
+    with pytest.raises(ValueError, match="different bases"):
+        merging.merge_adapters([adapters["sql"], other_base], [1, 1], "cat")
     with pytest.raises(ValueError, match="one weight per adapter"):
         merging.merge_adapters([adapters["sql"], adapters["code"]], [1], "linear")
     serving.attach_adapters(model, adapters)
@@ -175,6 +178,17 @@ def test_update_survival_and_bad_formats():
         layer.weight += 0.2 * torch.randn_like(layer.weight) * layer.weight.abs().mean()
     big = export.update_survival(base, merged, "Q8_0")
     assert big["layers"] == 1 and 0.9 < big["projection"] < 1.1
+    # a tiny update added to the already quantized base is rounded away; 8 bits keep it
+    tiny = copy.deepcopy(base)
+    with torch.no_grad():
+        tiny.get_submodule("blocks.0.attn.q_proj").weight += 1e-3 * layer.weight.abs().mean() * torch.randn_like(layer.weight)
+    assert export.update_survival(base, tiny, "Q4_0", into_quantized=True)["projection"] < 0.2
+    assert export.update_survival(base, tiny, "Q8_0", into_quantized=True)["projection"] < 0.5
+    path = "blocks.0.attn.q_proj"
+    q4_into = export.quantized_copy(tiny, "Q4_0", into=base).get_submodule(path).weight
+    W_q = export.roundtrip(base.get_submodule(path).weight, "Q4_0")
+    meant = tiny.get_submodule(path).weight - base.get_submodule(path).weight
+    assert torch.equal(q4_into, export.roundtrip(W_q + meant, "Q4_0")), "into= adds the update to the quantized base"
     with pytest.raises(ValueError, match="fmt must be one of"):
         export.roundtrip(layer.weight, "Q5_K")
     with pytest.raises(ValueError, match="multiple of 32"):
