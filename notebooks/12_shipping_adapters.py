@@ -720,10 +720,12 @@ for ax in (ax1, ax2):
     ax.legend(loc="best")
 ax1.set_yscale("log")
 ax1.set_ylabel("noise ratio ‖Δ_real − Δ‖ / ‖Δ‖")
-ax1.set_title("Merged, then quantized: small updates drown in noise")
+ax1.set_title("Merged, then quantized:\nsmall updates drown in noise", fontsize=10)
 ax2.axhline(1.0, color="gray", lw=0.8, ls="--")
 ax2.set_ylabel("projection (1 = survives, 0 = rounded away)")
-ax2.set_title(f"Merged into the quantized base: Q4_0 keeps {scaled[small][('Q4_0', True)]['projection']:.2f} at c = {small}")
+ax2.set_title(f"Merged into the quantized base:\nQ4_0 keeps {scaled[small][('Q4_0', True)]['projection']:.2f} "
+              f"of the update at c = {small}", fontsize=10)
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
