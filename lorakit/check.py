@@ -43,6 +43,7 @@ REFERENCE = [
     ("peft", "reference LoRA"),
     ("transformers", "Hugging Face models"),
     ("torchao", "a second NF4 dialect"),
+    ("gguf", "llama.cpp's file format and Q8_0/Q4_0 (notebook 12)"),
 ]
 #: the Pythons the course is tested on (README, "Platforms")
 SUPPORTED = ((3, 10), (3, 12))
