@@ -103,7 +103,7 @@ def roundtrip(W: torch.Tensor, fmt: str) -> torch.Tensor:  # notebook 12 §3
     return dequantize_4bit(quantize_4bit(W, "nf4", 64)).reshape(W.shape)  # NF4, bitsandbytes' blocks of 64
 
 
-def bits_per_weight(fmt: str) -> float:
+def bits_per_weight(fmt: str) -> float:  # notebook 12 §3
     """Storage per weight: 32, 8.5, 4.5; NF4 with a float32 absmax per 64: 4.5."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")

@@ -180,7 +180,7 @@ class MultiLoRALinear(nn.Module):  # notebook 12 §1
 # ---------------------------------------------------------------- on a model
 
 
-def attach_adapters(model: nn.Module, adapters: dict[str, Factors], mode: str = "gathered") -> list[str]:
+def attach_adapters(model: nn.Module, adapters: dict[str, Factors], mode: str = "gathered") -> list[str]:  # notebook 12 §1
     """Replace each targeted ``nn.Linear`` by a ``MultiLoRALinear`` holding every adapter; in place.
 
     Checks everything first (``check_adapters``): a refused call leaves the model unchanged.
@@ -198,7 +198,7 @@ def attach_adapters(model: nn.Module, adapters: dict[str, Factors], mode: str = 
     return paths
 
 
-def set_mode(model: nn.Module, mode: str) -> None:
+def set_mode(model: nn.Module, mode: str) -> None:  # notebook 12 §1
     """Switch every ``MultiLoRALinear`` to ``"loop"``, ``"gathered"`` or ``"segmented"``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
