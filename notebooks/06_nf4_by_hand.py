@@ -831,6 +831,21 @@ answer = None  # your answer here: {"int4": ..., "fp4": ..., "nf4": ...}
 check_ex_6_4(answer)
 
 # %% [markdown]
+# **Exercise 6.5 — what does MXFP4's power-of-two scale cost? (an experiment)** With
+# `W = torch.randn(64, 256, generator=torch.Generator().manual_seed(65))`, measure the relative
+# error $\|W - \hat W\|_F/\|W\|_F$ of MXFP4 (`mxfp.roundtrip(W, "mxfp4")`), and of the same E2M1
+# codes in blocks of 32 with a **real-valued** scale $\text{absmax}/6$ per block (nothing clipped, the
+# whole grid used). Predict first: which share of MXFP4's error is the scale's fault? Answer: the pair
+# `(error_mxfp4, error_real_scale)`, each within 1e-4. Hint: `mxfp.e2m1_codes(block / scale)` gives
+# the codes and `mxfp.E2M1[codes]` their values.
+
+# %%
+from lorakit.exercises.nb06 import check_ex_6_5
+
+answer = None  # your answer here: (error_mxfp4, error_real_scale)
+check_ex_6_5(answer)
+
+# %% [markdown]
 # ## References
 #
 # - T. Dettmers, A. Pagnoni, A. Holtzman, L. Zettlemoyer, *QLoRA: Efficient Finetuning of
@@ -849,3 +864,10 @@ check_ex_6_4(answer)
 #   quantiles, `offset=0.9677083`), `QuantState` (absmax, shape, dtype). torchao:
 #   `to_nf4` in `torchao.quantization.quantize_.workflows.nf4.nf4_tensor` (the second dialect). PEFT/transformers reach these through
 #   `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")`.
+# - OCP, *Microscaling Formats (MX) Specification v1.0*, 2023 (Open Compute Project) — E2M1, the
+#   E8M0 shared scale, blocks of 32 and the scale rule of §6.3 (section 9); B. D. Rouhani et al.,
+#   *Microscaling Data Formats for Deep Learning*, 2023, arXiv:2310.10537.
+# - NVIDIA, *Introducing NVFP4 for Efficient and Accurate Low-Precision Inference* (NVIDIA technical
+#   blog, 2025) and the Blackwell documentation — E2M1 in blocks of 16 with an FP8 E4M3 scale and a
+#   per-tensor FP32 scale (section 9). torchao: `torchao.prototype.mx_formats` (`to_mx`,
+#   `nvfp4_quantize`, `MXTensor`, `NVFP4Tensor`), the reference section 9 is checked against.

@@ -810,6 +810,29 @@ answer = None  # your answer here: (projection, noise_ratio)
 check_ex_8_4(answer)
 
 # %% [markdown]
+# **Exercise 8.5 — LoftQ's start, measured.** With
+# `W = 0.02 * torch.randn(128, 256, generator=torch.Generator().manual_seed(85))`, NF4 with blocks of
+# 64, rank 4 and scaling 1, return the relative error at step 0 of QLoRA's start and of LoftQ's
+# after $T = 1$ and $T = 3$ alternations: `(plain, loftq_T1, loftq_T3)`, each within 1e-4. Hint:
+# section 7's `loftq` and `init_error`, or your own loop.
+
+# %%
+from lorakit.exercises.nb08 import check_ex_8_5, check_ex_8_6
+
+answer = None  # your answer here: (plain, loftq_T1, loftq_T3)
+check_ex_8_5(answer)
+
+# %% [markdown]
+# **Exercise 8.6 — QA-LoRA's merge, by hand.** Write `merge_zero(zero, A, B, scaling, group_size)`
+# returning the new zero points (out×G) that fold a QA-LoRA adapter ($A$ G×r, $B$ r×out) into its
+# group-wise 4-bit base, without changing the arguments. The checker builds a layer, merges with your
+# function and compares outputs (within 1e-5). Hint: section 8's formula for $\Delta W^\top$.
+
+# %%
+answer = None  # your answer here: def merge_zero(zero, A, B, scaling, group_size): ... ; answer = merge_zero
+check_ex_8_6(answer)
+
+# %% [markdown]
 # ## References
 #
 # | idea | paper | in the reference libraries |
@@ -822,3 +845,5 @@ check_ex_8_4(answer)
 # | AdamW | Loshchilov & Hutter 2017, [arXiv:1711.05101](https://arxiv.org/abs/1711.05101) | `torch.optim.AdamW` |
 # | LLaMA shapes for the estimates | Touvron et al. 2023, *LLaMA*, [arXiv:2302.13971](https://arxiv.org/abs/2302.13971) | `transformers.LlamaConfig` |
 # | why float16 training needs a loss scaler (the T4 choice) | Micikevicius et al. 2017, *Mixed precision training*, [arXiv:1710.03740](https://arxiv.org/abs/1710.03740) | `torch.amp.GradScaler` |
+# | LoftQ: quantize W − AB, SVD the residual, alternate, so Q + AB ≈ W at step 0 | Li et al. 2023, *LoftQ*, [arXiv:2310.08659](https://arxiv.org/abs/2310.08659) | `peft.LoraConfig(init_lora_weights="loftq", loftq_config=peft.LoftQConfig(loftq_bits=4, loftq_iter=...))`, `peft.utils.loftq_utils.loftq_init`, `peft.replace_lora_weights_loftq` |
+# | QA-LoRA: group-pooled adapter input, a merge that only moves zero points | Xu et al. 2023, *QA-LoRA*, [arXiv:2309.14717](https://arxiv.org/abs/2309.14717) | `peft.LoraConfig(use_qalora=True, qalora_group_size=L)` on GPTQ layers (`peft.tuners.lora.variants.QALoraLinearVariant`) |
