@@ -1,5 +1,5 @@
 """MXFP4 and NVFP4 by hand: 4-bit floats (E2M1) with one shared scale per small block
-(notebook 07, section "After NF4: MXFP4 and NVFP4").
+(notebook 06 §9, "After NF4: MXFP4 and NVFP4").
 
 Both formats store every weight as an **E2M1** code: 1 sign bit, 2 exponent bits, 1 mantissa
 bit, the 8 magnitudes ``0, 0.5, 1, 1.5, 2, 3, 4, 6`` (no infinities, no NaN). They differ in the
