@@ -739,9 +739,10 @@ assert qa_val > runs["QLoRA NF4+DQ"]["val"], "but less than QLoRA in the same st
 # GPTQ's float16 constants halve that overhead) and an adapter that sees $n_\text{in}/L$ pooled features,
 # so its rank is at most $G$ and it has far fewer parameters: on this small model it ends at a higher
 # loss than section 4's QLoRA after the same steps (asserted). On LLMs, where $n_\text{in}/L$ is in the
-# hundreds, the paper reports MMLU accuracy on par with QLoRA's, with a 4-bit merged model. PEFT implements the pooled forward as `QALoraLinearVariant`
-# (`LoraConfig(use_qalora=True, qalora_group_size=L)`, for GPTQ layers only, which need a GPU);
-# `tests/test_qalora.py` runs its forward on the CPU and gets the same outputs.
+# hundreds, the paper reports MMLU accuracy on par with QLoRA's, with a 4-bit merged model.
+# PEFT implements the pooled forward as `QALoraLinearVariant` (`LoraConfig(use_qalora=True,
+# qalora_group_size=L)`, for GPTQ layers only, which need a GPU); `tests/test_qalora.py` runs its
+# forward on the CPU and gets the same outputs.
 
 # %% [markdown]
 # ## Summary
