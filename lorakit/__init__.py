@@ -18,6 +18,9 @@ One concept per module, each derived in a notebook:
 - ``fast``    the same bits as ``quant``, faster; one switch: ``fast.ENABLED`` (06)
 - ``memory``  memory estimates and measured peaks (07, 08)
 - ``qlora``   a 4-bit linear layer with its own backward, QLoRA (08)
+- ``mxfp``    MXFP4 and NVFP4 by hand, byte-equal to torchao's prototypes (06)
+- ``loftq``   LoftQ's start on lorakit's NF4, equal to PEFT's (08)
+- ``qalora``  QA-LoRA: group-pooled adapters whose merge stays 4-bit (08)
 - ``sft``     instruction pairs from the stdlib, template, EOS, loss mask, the SFT loop, your own
   JSONL through the model's chat template (09)
 - ``data_doctor`` ``diagnose(data, tokenizer)``: the data faults that make a model never stop (09)

@@ -622,6 +622,148 @@ widgets.interact(
 );
 
 # %% [markdown]
+# ## 9. After NF4: MXFP4 and NVFP4, by hand
+#
+# Two newer 4-bit formats are what learners now meet in checkpoints and on hardware. Both store
+# every weight as an **E2M1** float — 1 sign bit, 2 exponent bits (bias 1), 1 mantissa bit, no
+# infinities or NaN — whose 8 magnitudes are $0, 0.5, 1, 1.5, 2, 3, 4, 6$ (bitsandbytes' FP4 of
+# section 3 is a cousin with the same bit layout but the levels $0, 0.0625, 2, 3, 4, 6, 8, 12$, ÷ 12).
+# What differs is the block and how its scale is stored:
+#
+# | format | block | scale per block | per tensor | bits per parameter |
+# |---|---|---|---|---|
+# | NF4 (bitsandbytes) | 64 | float32 absmax | — | $4 + 32/64 = 4.5$ (4.127 with notebook 07's double quantization) |
+# | **MXFP4** (OCP Microscaling v1.0; gpt-oss) | 32 | **E8M0**: a power of two $2^{e-127}$, 8 bits | — | $4 + 8/32 = 4.25$ |
+# | **NVFP4** (NVIDIA Blackwell) | 16 | **FP8 E4M3**, 8 bits | one float32 | $4 + 8/16 + 32/n \approx 4.5$ |
+#
+# **MXFP4's scale** (the spec's rule): $e = \lfloor \log_2 \text{absmax} \rfloor - 2$, where 2 is the
+# exponent of E2M1's top power of two (4). Then $\text{absmax}/2^e \in [4, 8)$: a block may use
+# only two thirds of the grid (absmax near 4) or have its top values saturated to 6 (between 6
+# and 8) — the price of a scale that is a pure exponent.
+# **NVFP4's scales**: the tensor scale $s = \text{absmax}(W)/(448 \cdot 6)$ lets the block scales
+# $\text{e4m3}(\text{absmax}_\text{block} / 6 / s)$ use E4M3's whole range up to 448; a value is
+# then multiplied by $1/(s \cdot \text{scale}_\text{block})$ and rounded to E2M1.
+# Rounding to E2M1 goes to the nearest value, **ties to the even code** (IEEE style; NF4's ties go
+# down), and the first value of a pair goes in the **low** nibble (bitsandbytes: the high one).
+#
+# First the E2M1 table from its bit fields, then MXFP4 from these rules, by hand.
+
+# %%
+from lorakit import mxfp
+
+
+def e2m1_value(code: int) -> float:
+    """The E2M1 number with bit pattern `code`: sign | 2 exponent bits (bias 1) | 1 mantissa bit."""
+    sign, exponent, mantissa = code >> 3, (code >> 1) & 0b11, code & 1
+    magnitude = mantissa * 0.5 if exponent == 0 else 2.0 ** (exponent - 1) * (1 + mantissa / 2)  # subnormal, normal
+    return -magnitude if sign else magnitude
+
+
+E2M1_BY_HAND = torch.tensor([e2m1_value(c) for c in range(16)])
+
+
+def mxfp4_by_hand(w: torch.Tensor) -> torch.Tensor:
+    """w (last dim a multiple of 32) → MXFP4 → back: power-of-two scale per 32, nearest E2M1, ties to even."""
+    blocks = w.float().reshape(-1, 32)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    exponent = torch.floor(torch.log2(absmax)) - 2                      # floor(log2 absmax) − floor(log2 6)
+    scale = torch.exp2(exponent.clamp(-127, 127))                       # E8M0: 2^(e) stored as the byte e + 127
+    scaled = (blocks / scale).clamp(-6, 6)                               # saturate beyond ±6
+    grid = E2M1_BY_HAND[:8]
+    distance = (scaled.abs().unsqueeze(-1) - grid).abs()
+    nearest = distance.min(dim=-1, keepdim=True).values
+    is_nearest = distance == nearest                                     # one, or two on a tie …
+    even_first = is_nearest & (torch.arange(8) % 2 == 0)                 # … then the even code wins
+    code = torch.where(even_first.any(-1), even_first.float().argmax(-1), is_nearest.float().argmax(-1))
+    return (torch.sign(scaled) * grid[code] * scale).view(w.shape)
+
+
+w_up = linears["blocks.0.mlp.up_proj"]                                  # a trained weight (out×in)
+q_mx, q_nv = mxfp.quantize_mxfp4(w_up), mxfp.quantize_nvfp4(w_up)
+print("E2M1 levels:", E2M1_BY_HAND[:8].tolist())
+print(f"{w_up.numel():,} weights: MXFP4 stores {q_mx.nbytes:,} bytes = {mxfp.bits_per_parameter(q_mx):.4f} bits/param, "
+      f"NVFP4 {q_nv.nbytes:,} bytes = {mxfp.bits_per_parameter(q_nv):.4f}, "
+      f"NF4 {quant.quantize_4bit(w_up).nbytes:,} bytes = {quant.bits_per_parameter(quant.quantize_4bit(w_up)):.4f}")
+print(f"MXFP4 scales of the first blocks: 2^{(q_mx.scales[:4].int() - 127).tolist()}; "
+      f"NVFP4 tensor scale {q_nv.tensor_scale.item():.3e}, block scales (E4M3) "
+      f"{q_nv.scales[:4].view(torch.float8_e4m3fn).float().tolist()}")
+
+# %%
+assert torch.equal(E2M1_BY_HAND, mxfp.E2M1), "our table from the bit fields = lorakit.mxfp's"
+assert torch.equal(mxfp4_by_hand(w_up), mxfp.dequantize_mx(q_mx)), "our MXFP4 round trip = lorakit.mxfp's, bit for bit"
+assert torch.equal(mxfp.quantize_mxfp4(mxfp4_by_hand(w_up)).packed, q_mx.packed), "decoded values re-encode to the same bytes"
+assert mxfp.bits_per_parameter(q_mx) == 4.25, "MXFP4: 4 bits + one byte per 32 weights"
+assert mxfp.bits_per_parameter(q_nv) == 4.5 + 32 / w_up.numel(), "NVFP4: 4 bits + a byte per 16 + one float32"
+ratio = w_up.float().reshape(-1, 32).abs().amax(1) / mxfp.block_scales(q_mx)
+assert bool(((ratio >= 4) & (ratio < 8)).all()), "MXFP4: every block's absmax lands in [4, 8) of its scale"
+
+# %% [markdown]
+# **Against a reference.** torchao's prototypes (`torchao.prototype.mx_formats`: `to_mx` and
+# `nvfp4_quantize`) run on the CPU. lorakit's bytes — codes and scales — must equal theirs.
+
+# %%
+mx_ref = quiet_import("torchao.prototype.mx_formats.mx_tensor")
+nv_ref = quiet_import("torchao.prototype.mx_formats.nvfp4_tensor")
+if mx_ref is not None and nv_ref is not None:
+    scale_ref, data_ref = mx_ref.to_mx(w_up.contiguous(), torch.float4_e2m1fn_x2, 32)
+    tensor_scale_ref = nv_ref.per_tensor_amax_to_scale(w_up.abs().max())
+    scale_nv_ref, data_nv_ref = nv_ref.nvfp4_quantize(w_up.contiguous(), 16, tensor_scale_ref)
+    same = {"MXFP4 codes": torch.equal(data_ref.view(torch.uint8).reshape(-1), q_mx.packed),
+            "MXFP4 scales": torch.equal(scale_ref.view(torch.uint8).reshape(-1), q_mx.scales),
+            "NVFP4 codes": torch.equal(data_nv_ref.view(torch.uint8).reshape(-1), q_nv.packed),
+            "NVFP4 scales": torch.equal(scale_nv_ref.view(torch.uint8).reshape(-1), q_nv.scales)}
+    print("equal to torchao, byte for byte:", same)
+    assert all(same.values()), "lorakit's MXFP4/NVFP4 bytes equal torchao's"
+else:
+    print("torchao's MX prototypes do not import here: tests/test_mxfp.py checks the OCP spec's rules instead.")
+
+# %% [markdown]
+# **Error on the trained weights and on the loss**, beside section 7's NF4 and INT4 (blocks of
+# 64). Relative error per layer as in section 7; the loss with every linear weight but `lm_head`
+# replaced by its round trip.
+
+# %%
+fmt_err = {name: [] for name in ("int4", "nf4", "mxfp4", "nvfp4")}
+for weight in (w for n, w in linears.items() if "lm_head" not in n):
+    for name in fmt_err:
+        w_hat = mxfp.roundtrip(weight, name) if name in mxfp.FORMATS else quant.dequantize_4bit(quant.quantize_4bit(weight, name))
+        fmt_err[name].append((torch.linalg.norm(w_hat - weight) / torch.linalg.norm(weight)).item())
+fmt_mean = {name: sum(v) / len(v) for name, v in fmt_err.items()}
+for name in ("mxfp4", "nvfp4"):
+    loss[name] = evaluate(mxfp.quantize_model_linears(model, name), val, 16, EVAL_BATCHES, seed=0)
+fmt_bits = {"int4": 4.5, "nf4": 4.5, "mxfp4": mxfp.bits_per_parameter(q_mx), "nvfp4": mxfp.bits_per_parameter(q_nv)}
+for name in fmt_err:
+    print(f"{name.upper():>6}: {fmt_bits[name]:.3f} bits/param, mean relative error {fmt_mean[name]:.4f}, "
+          f"val loss {loss[name]:.4f} bits/byte ({loss[name] - loss['none']:+.4f})")
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for name in fmt_err:
+    ax.plot(fmt_bits[name], fmt_mean[name], "o", ms=9, label=name.upper())
+ax.set(xlabel="bits per parameter (from the stored bytes)", ylabel="mean relative error ‖W − Ŵ‖/‖W‖",
+       title=f"MXFP4 saves {4.5 - fmt_bits['mxfp4']:.2f} bits/param and pays in error "
+             f"({fmt_mean['mxfp4'] / fmt_mean['nvfp4']:.2f}× NVFP4's)")
+ax.legend(loc="upper right")
+plt.show()
+
+# %%
+assert fmt_mean["mxfp4"] > fmt_mean["nvfp4"] and fmt_mean["mxfp4"] > fmt_mean["nf4"], \
+    "on trained weights MXFP4 has the largest error of the three float formats"
+assert abs(fmt_mean["nvfp4"] - fmt_mean["nf4"]) < 0.1 * fmt_mean["nf4"], "NVFP4 and NF4 are within 10 % of each other"
+assert all(abs(loss[n] - loss["none"]) < 0.1 for n in ("mxfp4", "nvfp4")), "both change the loss by < 0.1 bits/byte"
+if not FAST:
+    assert loss["mxfp4"] > loss["nvfp4"] and loss["mxfp4"] > loss["nf4"], "at learner size MXFP4 costs the most loss"
+
+# %% [markdown]
+# So on this model **NVFP4 ≈ NF4 < MXFP4** in error at about the same storage (4.5, 4.5 and 4.25
+# bits/param; asserted), and at learner size the loss agrees (MXFP4 costs the most; in test mode
+# the barely trained model moves by a thousandth of a bit whatever the format). NVFP4 buys its
+# precision with blocks of 16 and a scale with 3 mantissa bits; MXFP4's power-of-two scale
+# wastes up to a third of the grid or clips the top of a block (exercise 6.5 measures how much of
+# its error that costs). Their point is hardware: both decode in the tensor cores of recent GPUs,
+# where NF4 needs a table lookup first. The real MiniLM-style checkpoints are not available
+# offline here, so this section measures the course model only.
+
+# %% [markdown]
 # ## Summary
 #
 # - Absmax quantization maps the largest magnitude onto the largest code; one outlier inflates
@@ -689,6 +831,21 @@ answer = None  # your answer here: {"int4": ..., "fp4": ..., "nf4": ...}
 check_ex_6_4(answer)
 
 # %% [markdown]
+# **Exercise 6.5 — what does MXFP4's power-of-two scale cost? (an experiment)** With
+# `W = torch.randn(64, 256, generator=torch.Generator().manual_seed(65))`, measure the relative
+# error $\|W - \hat W\|_F/\|W\|_F$ of MXFP4 (`mxfp.roundtrip(W, "mxfp4")`), and of the same E2M1
+# codes in blocks of 32 with a **real-valued** scale $\text{absmax}/6$ per block (nothing clipped, the
+# whole grid used). Predict first: which share of MXFP4's error is the scale's fault? Answer: the pair
+# `(error_mxfp4, error_real_scale)`, each within 1e-4. Hint: `mxfp.e2m1_codes(block / scale)` gives
+# the codes and `mxfp.E2M1[codes]` their values.
+
+# %%
+from lorakit.exercises.nb06 import check_ex_6_5
+
+answer = None  # your answer here: (error_mxfp4, error_real_scale)
+check_ex_6_5(answer)
+
+# %% [markdown]
 # ## References
 #
 # - T. Dettmers, A. Pagnoni, A. Holtzman, L. Zettlemoyer, *QLoRA: Efficient Finetuning of
@@ -707,3 +864,10 @@ check_ex_6_4(answer)
 #   quantiles, `offset=0.9677083`), `QuantState` (absmax, shape, dtype). torchao:
 #   `to_nf4` in `torchao.quantization.quantize_.workflows.nf4.nf4_tensor` (the second dialect). PEFT/transformers reach these through
 #   `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")`.
+# - OCP, *Microscaling Formats (MX) Specification v1.0*, 2023 (Open Compute Project) — E2M1, the
+#   E8M0 shared scale, blocks of 32 and the scale rule of §6.3 (section 9); B. D. Rouhani et al.,
+#   *Microscaling Data Formats for Deep Learning*, 2023, arXiv:2310.10537.
+# - NVIDIA, *Introducing NVFP4 for Efficient and Accurate Low-Precision Inference* (NVIDIA technical
+#   blog, 2025) and the Blackwell documentation — E2M1 in blocks of 16 with an FP8 E4M3 scale and a
+#   per-tensor FP32 scale (section 9). torchao: `torchao.prototype.mx_formats` (`to_mx`,
+#   `nvfp4_quantize`, `MXTensor`, `NVFP4Tensor`), the reference section 9 is checked against.

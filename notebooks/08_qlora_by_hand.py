@@ -564,6 +564,191 @@ assert abs(vals["into Ŵ (float32)"] - vals["as trained (4-bit base + adapter)"]
     abs(vals[k] - vals["as trained (4-bit base + adapter)"]) for k in merged), "and it has the trained loss"
 
 # %% [markdown]
+# ## 7. LoftQ: start the adapter where quantization went wrong
+#
+# QLoRA starts from $\widehat W = \operatorname{dequant}(\operatorname{quant}(W))$ with $B = 0$, so at step 0
+# every adapted layer is off by the whole quantization error $W - \widehat W$, and the first steps
+# partly learn it back. **LoftQ** (Li et al. 2023) initialises the adapter to hold the best rank-$r$
+# part of that error instead, alternating two steps $T$ times (weights out×in, as in this notebook;
+# $AB$ starts at 0):
+#
+# 1. quantize what the adapter does not explain: $Q = \operatorname{quant}\big(W - \text{scaling}\cdot(AB)^\top\big)$;
+# 2. give the adapter the best rank-$r$ fit of what $Q$ misses (Eckart–Young, notebook 01):
+#    $\text{scaling}\cdot(AB)^\top = \operatorname{SVD}_r\big(W - \operatorname{dequant}(Q)\big)$, $\sqrt{S}$ split between the factors.
+#
+# At step 0 the model computes $\operatorname{dequant}(Q) + \text{scaling}\cdot(AB)^\top \approx W$. Built by hand on
+# one trained layer with `lorakit.quant`'s NF4, then checked against `lorakit.loftq.loftq`:
+
+# %%
+from lorakit.loftq import init_error, loftq, prepare_qlora_loftq
+
+SCALING = ALPHA / R
+
+
+def loftq_by_hand(W, r, num_iter, scaling):
+    """LoftQ on one weight W (out×in): (q, A in×r, B r×out) with deq(q) + scaling·(AB)ᵀ ≈ W."""
+    residual = W
+    for _ in range(num_iter):
+        q = quantize_4bit(residual, "nf4", 64)                          # 1. quantize what AB misses
+        U, S, Vh = torch.linalg.svd(W - dequantize_4bit(q), full_matrices=False)  # 2. SVD of what Q misses
+        L = U @ torch.sqrt(torch.diag(S)[:, :r])                       # out×r
+        Rt = torch.sqrt(torch.diag(S)[:r, :]) @ Vh                     # r×in
+        residual = W - L @ Rt
+    return q, Rt.t() / scaling**0.5, L.t() / scaling**0.5
+
+
+W_up = base.blocks[0].mlp.up_proj.weight.detach()
+q_lq, A_lq, B_lq = loftq_by_hand(W_up, R, 5, SCALING)
+q_pkg, A_pkg, B_pkg = loftq(W_up, R, num_iter=5, scaling=SCALING)
+errors_by_iter = {T: init_error(W_up, *loftq(W_up, R, num_iter=T, scaling=SCALING), scaling=SCALING) for T in (1, 2, 5)}
+plain_error = init_error(W_up, quantize_4bit(W_up, "nf4", 64))
+print(f"up_proj of block 0, relative error at step 0: QLoRA's init {plain_error:.4f}; LoftQ "
+      + ", ".join(f"T = {T}: {e:.4f}" for T, e in errors_by_iter.items()))
+
+# %%
+assert torch.equal(q_lq.packed, q_pkg.packed) and torch.equal(A_lq, A_pkg) and torch.equal(B_lq, B_pkg), \
+    "our LoftQ = lorakit.loftq.loftq, bit for bit"
+assert errors_by_iter[1] < plain_error, "LoftQ's Q + AB is closer to W than QLoRA's Q alone"
+assert errors_by_iter[5] <= errors_by_iter[1], "alternating does not make it worse"
+
+# %% [markdown]
+# **Against PEFT.** PEFT's `LoraConfig(init_lora_weights="loftq", loftq_config=LoftQConfig(loftq_bits=4))`
+# calls `peft.utils.loftq_utils.loftq_init`, which quantizes with bitsandbytes' NF4 (blocks of 64,
+# no double quantization; PEFT's own CPU quantizer was removed in PEFT 0.20) and SVDs the residual
+# exactly as above, but fixes its compute device to a GPU (`"cuda"` or `"xpu"`) and does not divide
+# by the scaling (its factors fit only when `lora_alpha = r`). `tests/test_loftq.py` runs PEFT's own
+# source with the device set to the CPU: same codes, same factors, bit for bit — where `in_features`
+# is a multiple of 64; otherwise bitsandbytes' CPU *dequantize* kernel lays the blocks out per row,
+# and PEFT-on-a-CPU's $Q$ differs (same codes, different values; the test shows it).
+#
+# **On the whole model.** Every linear layer with LoftQ's start ($T = 5$), against QLoRA's, both
+# NF4 + double quantization: how far is each from the 16-bit model at step 0, and where does each end
+# after the same steps of training? Two seeds (the seed draws the batches, and QLoRA's random $A$).
+
+# %%
+LOFTQ_ITER = 5
+
+
+def make_qlora(init: str, seed: int) -> nn.Module:
+    set_seed(seed)
+    model = copy.deepcopy(base)
+    if init == "LoftQ":
+        return prepare_qlora_loftq(model, "all-linear", r=R, alpha=ALPHA, num_iter=LOFTQ_ITER)
+    return prepare_qlora(model, "all-linear", r=R, alpha=ALPHA, quant_type="nf4")
+
+
+with torch.no_grad():
+    float_logits = base(xb)[0]
+    step0 = {init: (make_qlora(init, 0)(xb)[0] - float_logits).abs().mean().item() for init in ("standard", "LoftQ")}
+loftq_runs = {}
+for seed in (0, 1):
+    for init in ("standard", "LoftQ"):
+        model = make_qlora(init, seed)
+        val0 = evaluate(model, val_docs, **EVAL)
+        train(model, train_docs, steps=STEPS, batch_size=BATCH, lr=LR["lora"], seed=seed, progress=False)
+        loftq_runs[(init, seed)] = dict(val0=val0, val=evaluate(model, val_docs, **EVAL))
+print(f"mean |logit − 16-bit logit| at step 0: QLoRA init {step0['standard']:.4f}, LoftQ init {step0['LoftQ']:.4f}")
+print(f"{'init':<9} {'seed':>4} {'val at step 0':>14} {f'val after {STEPS} steps':>20}   (16-bit base: {base_val:.4f})")
+for (init, seed), v in loftq_runs.items():
+    print(f"{init:<9} {seed:>4} {v['val0']:>14.4f} {v['val']:>20.4f}")
+gain = {seed: loftq_runs[("standard", seed)]["val"] - loftq_runs[("LoftQ", seed)]["val"] for seed in (0, 1)}
+print("LoftQ's gain after training (standard − LoftQ, bits/byte): " + ", ".join(f"seed {s}: {g:+.4f}" for s, g in gain.items()))
+
+# %%
+assert step0["LoftQ"] < step0["standard"], "at step 0 LoftQ's model is closer to the 16-bit model"
+assert all(v["val"] < base_val for v in loftq_runs.values()), "both starts learn the new domain"
+assert all(abs(g) < 0.1 for g in gain.values()), "after the same steps the two starts end within 0.1 bits/byte"
+
+# %% [markdown]
+# LoftQ closes part of the quantization gap **at step 0** (asserted on the logits). After training
+# the two starts end close together here (printed per seed; only "within 0.1 bits/byte" is asserted,
+# because the sign of a gain this small changes with the seed and the size): at 4 bits with blocks of
+# 64 the quantization error of this small model is small next to what fine-tuning moves, and the
+# adapter learns it back in the first steps anyway. LoftQ's paper reports its large gains where
+# quantization hurts most: 2 and 3 bits, and big models.
+#
+# ## 8. QA-LoRA: a merge that stays 4-bit, exactly
+#
+# Section 6 left a dilemma: merged into $\widehat W$ the model is exact but no longer 4-bit;
+# requantized it is 4-bit but a different model. **QA-LoRA** (Xu et al. 2023) removes it with two changes:
+#
+# 1. the base is quantized **per group with a zero point**: each row of $W$ (out×in) is cut into groups
+#    of $L$ consecutive inputs, stored as 4-bit codes with a float `scale` and `zero` per group:
+#    $\widehat W[o, gL + j] = \text{scale}[o, g]\cdot\text{code} + \text{zero}[o, g]$ (min–max INT4, as GPTQ stores it);
+# 2. the adapter reads the input **pooled per group**: $y = x\widehat W^\top + \text{scaling}\cdot\operatorname{pool}(x)AB$ with
+#    $\operatorname{pool}(x)_g = \frac1L\sum_{j} x_{gL+j}$, $A \in \mathbb{R}^{G\times r}$ ($G = n_\text{in}/L$), $B \in \mathbb{R}^{r\times n_\text{out}}$.
+#
+# In weight space the update is $\Delta W^\top[o, gL+j] = \text{scaling}\cdot(AB)[g, o]/L$: **the same for every
+# input of a group**. Adding a constant to a group only moves its zero point,
+# $\text{zero}' = \text{zero} + \text{scaling}\cdot(AB)^\top / L$: the codes and scales stay, the model stays 4-bit, and
+# it computes the trained model exactly. NF4's absmax has no zero point to absorb the shift — hence the INT4 base.
+# The price: the adapter sees only $G$ pooled features, not $n_\text{in}$ inputs.
+
+# %%
+from lorakit.qalora import GroupLinear4bit, merge_qalora, prepare_qalora, qalora_layers, quantize_groupwise
+
+GROUP = 32
+QA_R = min(R, base.cfg.d_model // GROUP)            # r ≤ G: the pooled input has only in/L features
+# by hand on one layer: the group-constant update moves only the zero points
+codes, scale, zero = quantize_groupwise(W_up, GROUP)                  # W_up: out×in, groups along in
+g = torch.Generator().manual_seed(0)
+A_qa, B_qa = torch.randn(W_up.shape[1] // GROUP, QA_R, generator=g), torch.randn(QA_R, W_up.shape[0], generator=g) * 0.01
+dW_t = (A_qa @ B_qa * SCALING).t().repeat_interleave(GROUP, dim=1) / GROUP   # out×in, constant per group
+merged_by_hand = codes.float() * scale.repeat_interleave(GROUP, 1) + (zero + (A_qa @ B_qa * SCALING).t() / GROUP).repeat_interleave(GROUP, 1)
+W_hat_qa = codes.float() * scale.repeat_interleave(GROUP, 1) + zero.repeat_interleave(GROUP, 1)
+print(f"group size {GROUP}, r = {QA_R}; max |(Ŵ + ΔWᵀ) − merged by moving zeros| = "
+      f"{(W_hat_qa + dW_t - merged_by_hand).abs().max().item():.1e}")
+assert torch.allclose(W_hat_qa + dW_t, merged_by_hand, atol=1e-6), "moving the zero points adds exactly ΔWᵀ"
+
+# %% [markdown]
+# Now train it on the course model like section 4's QLoRA (same data, steps, learning rate, seed),
+# merge it, and set it beside section 6's three merges.
+
+# %%
+set_seed(0)
+qa_model = prepare_qalora(copy.deepcopy(base), "all-linear", r=QA_R, alpha=ALPHA, group_size=GROUP)
+qa_val0 = evaluate(qa_model, val_docs, **EVAL)
+train(qa_model, train_docs, steps=STEPS, batch_size=BATCH, lr=LR["lora"], seed=0, progress=False)
+qa_val = evaluate(qa_model, val_docs, **EVAL)
+qa_merged = copy.deepcopy(qa_model)
+packed_before = {n: m.base.packed.clone() for n, m in qalora_layers(qa_merged).items()}
+merge_qalora(qa_merged)
+with torch.no_grad():
+    qa_gap = (qa_merged(xb)[0] - qa_model(xb)[0]).abs().max().item()
+qa_merged_val = evaluate(qa_merged, val_docs, **EVAL)
+qa_layers = [m for m in qa_merged.modules() if isinstance(m, GroupLinear4bit)]
+qa_bits = 8 * sum(m.nbytes for m in qa_layers) / sum(m.in_features * m.out_features for m in qa_layers)
+print(f"QA-LoRA (INT4, groups of {GROUP}, r = {QA_R}, {count_parameters(qa_model, True):,} trainable): "
+      f"val {qa_val0:.4f} at step 0 → {qa_val:.4f}; merged: {qa_merged_val:.4f}, "
+      f"max |Δlogit| vs trained {qa_gap:.1e}, {qa_bits:.2f} bits/param")
+print(f"section 6, QLoRA NF4 (r = {R}): into Ŵ {gap['into Ŵ (float32)']:.1e} (not 4-bit), "
+      f"requantized into 4 bits {gap['requantized into 4 bits']:.1e}")
+
+# %%
+assert all(isinstance(m, GroupLinear4bit) for n, m in qa_merged.named_modules()
+           if n in packed_before), "after merging, every adapted layer is a 4-bit layer again"
+assert all(torch.equal(qa_merged.get_submodule(n).packed, p) for n, p in packed_before.items()), \
+    "the merge changed no 4-bit code"
+assert qa_gap < 1e-4, "the merged 4-bit QA-LoRA model computes the trained model (float rounding only)"
+assert abs(qa_merged_val - qa_val) < 1e-3, "with the trained model's loss"
+assert qa_gap < gap["requantized into 4 bits"] / 100, "unlike QLoRA's requantized merge, which moves the logits"
+assert qa_val < base_val, "QA-LoRA learns the new domain"
+assert qa_val > runs["QLoRA NF4+DQ"]["val"], "but less than QLoRA in the same steps: its adapter sees pooled inputs"
+
+# %% [markdown]
+# QA-LoRA's merge is both things section 6 could not have at once: **4-bit** (the same codes, only
+# the zero points moved) and **exact** (max |Δlogit| below 1e-4, like the merge into $\widehat W$;
+# QLoRA's requantized merge is more than 100× further off — all asserted). What it costs is printed
+# above: a base with a zero point per group (here float32 constants, $4 + 64/L$ bits per parameter;
+# GPTQ's float16 constants halve that overhead) and an adapter that sees $n_\text{in}/L$ pooled features,
+# so its rank is at most $G$ and it has far fewer parameters: on this small model it ends at a higher
+# loss than section 4's QLoRA after the same steps (asserted). On LLMs, where $n_\text{in}/L$ is in the
+# hundreds, the paper reports MMLU accuracy on par with QLoRA's, with a 4-bit merged model.
+# PEFT implements the pooled forward as `QALoraLinearVariant` (`LoraConfig(use_qalora=True,
+# qalora_group_size=L)`, for GPTQ layers only, which need a GPU); `tests/test_qalora.py` runs its
+# forward on the CPU and gets the same outputs.
+
+# %% [markdown]
 # ## Summary
 #
 # - A 4-bit linear layer stores 4.127 bits/param (NF4 + double quantization) and no float weight.
@@ -633,6 +818,29 @@ answer = None  # your answer here: (projection, noise_ratio)
 check_ex_8_4(answer)
 
 # %% [markdown]
+# **Exercise 8.5 — LoftQ's start, measured.** With
+# `W = 0.02 * torch.randn(128, 256, generator=torch.Generator().manual_seed(85))`, NF4 with blocks of
+# 64, rank 4 and scaling 1, return the relative error at step 0 of QLoRA's start and of LoftQ's
+# after $T = 1$ and $T = 3$ alternations: `(plain, loftq_T1, loftq_T3)`, each within 1e-4. Hint:
+# section 7's `loftq` and `init_error`, or your own loop.
+
+# %%
+from lorakit.exercises.nb08 import check_ex_8_5, check_ex_8_6
+
+answer = None  # your answer here: (plain, loftq_T1, loftq_T3)
+check_ex_8_5(answer)
+
+# %% [markdown]
+# **Exercise 8.6 — QA-LoRA's merge, by hand.** Write `merge_zero(zero, A, B, scaling, group_size)`
+# returning the new zero points (out×G) that fold a QA-LoRA adapter ($A$ G×r, $B$ r×out) into its
+# group-wise 4-bit base, without changing the arguments. The checker builds a layer, merges with your
+# function and compares outputs (within 1e-5). Hint: section 8's formula for $\Delta W^\top$.
+
+# %%
+answer = None  # your answer here: def merge_zero(zero, A, B, scaling, group_size): ... ; answer = merge_zero
+check_ex_8_6(answer)
+
+# %% [markdown]
 # ## References
 #
 # | idea | paper | in the reference libraries |
@@ -645,3 +853,5 @@ check_ex_8_4(answer)
 # | AdamW | Loshchilov & Hutter 2017, [arXiv:1711.05101](https://arxiv.org/abs/1711.05101) | `torch.optim.AdamW` |
 # | LLaMA shapes for the estimates | Touvron et al. 2023, *LLaMA*, [arXiv:2302.13971](https://arxiv.org/abs/2302.13971) | `transformers.LlamaConfig` |
 # | why float16 training needs a loss scaler (the T4 choice) | Micikevicius et al. 2017, *Mixed precision training*, [arXiv:1710.03740](https://arxiv.org/abs/1710.03740) | `torch.amp.GradScaler` |
+# | LoftQ: quantize W − AB, SVD the residual, alternate, so Q + AB ≈ W at step 0 | Li et al. 2023, *LoftQ*, [arXiv:2310.08659](https://arxiv.org/abs/2310.08659) | `peft.LoraConfig(init_lora_weights="loftq", loftq_config=peft.LoftQConfig(loftq_bits=4, loftq_iter=...))`, `peft.utils.loftq_utils.loftq_init`, `peft.replace_lora_weights_loftq` |
+# | QA-LoRA: group-pooled adapter input, a merge that only moves zero points | Xu et al. 2023, *QA-LoRA*, [arXiv:2309.14717](https://arxiv.org/abs/2309.14717) | `peft.LoraConfig(use_qalora=True, qalora_group_size=L)` on GPTQ layers (`peft.tuners.lora.variants.QALoraLinearVariant`) |

@@ -95,3 +95,47 @@ def check_ex_6_4(answer) -> bool:
                         f"INT4's error is {gap_laplace:.2f}× NF4's, against {gap_normal:.2f}× on normal data. "
                         "Heavier tails put a larger absmax over the same bulk of small values, which crowd "
                         "into INT4's few central levels; NF4 keeps more levels near zero.", "")
+
+
+# ----------------------------------------------------------------- section 9 (MXFP4 and NVFP4)
+
+
+def _ex_6_5_weight() -> torch.Tensor:
+    return torch.randn(64, 256, generator=torch.Generator().manual_seed(65))
+
+
+def _rel(W: torch.Tensor, W_hat: torch.Tensor) -> float:
+    return (torch.linalg.norm(W - W_hat) / torch.linalg.norm(W)).item()
+
+
+def _e2m1_real_scale(W: torch.Tensor, top: float = 6.0) -> torch.Tensor:
+    """E2M1 in blocks of 32 with the real-valued scale absmax/top (no power of two)."""
+    from ..mxfp import E2M1, e2m1_codes
+
+    blocks = W.reshape(-1, 32)
+    scale = blocks.abs().amax(dim=1, keepdim=True) / top
+    return (E2M1[e2m1_codes(blocks / scale).long()] * scale).view(W.shape)
+
+
+def check_ex_6_5(answer) -> bool:
+    """(MXFP4's relative error, the error of E2M1 blocks of 32 with the real scale absmax/6) on
+    ``randn(64, 256)`` from seed 65. A pair of numbers of any numeric/sequence type; each within 1e-4."""
+    from ..mxfp import roundtrip
+
+    W = _ex_6_5_weight()
+    mx, real = _rel(W, roundtrip(W, "mxfp4")), _rel(W, _e2m1_real_scale(W))
+    got = as_numbers(answer, length=2)
+    if got is None:
+        return report(False, "", f"expected a pair of numbers (error_mxfp4, error_real_scale), got {answer!r}")
+    if abs(got[0] - mx) < 1e-4 and abs(got[1] - real) < 1e-4:
+        return report(True, f"MXFP4 {mx:.4f} against {real:.4f} with a real-valued scale: the power-of-two "
+                            f"scale costs {100 * (1 - real / mx):.0f} % of MXFP4's error here. NVFP4 keeps most "
+                            "of that back with an 8-bit E4M3 scale per 16 values.", "")
+    if abs(got[0] - real) < 1e-4 and abs(got[1] - mx) < 1e-4:
+        return report(False, "", "the two numbers are swapped: MXFP4's error first")
+    if abs(got[1] - _rel(W, _e2m1_real_scale(W, top=4.0))) < 1e-4:
+        return report(False, "", "the real scale maps the block's absmax onto 6, E2M1's top value: absmax / 6, not / 4")
+    if abs(got[0] - mx) >= 1e-4:
+        return report(False, "", "the first number is MXFP4's error: mxfp.roundtrip(W, 'mxfp4'), then ‖W − Ŵ‖/‖W‖")
+    return report(False, "", "the second: per block of 32, scale = absmax / 6, codes = mxfp.e2m1_codes(block / scale), "
+                             "values = mxfp.E2M1[codes] · scale")

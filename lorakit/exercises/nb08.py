@@ -228,3 +228,72 @@ def check_ex_8_4(answer) -> bool:
     return report(False, "", f"({values[0]:.4g}, {values[1]:.4g}) is not it (tolerance 0.001). Hint: realized = "
                   "dequant(quant(W_hat + dW)) - W_hat; projection = <realized, dW>/<dW, dW>; "
                   "noise = ‖realized - dW‖/‖dW‖.")
+
+
+# ----------------------------------------------------------------- sections 7-8 (LoftQ, QA-LoRA)
+
+
+def _ex_8_5_weight() -> torch.Tensor:
+    return 0.02 * torch.randn(128, 256, generator=torch.Generator().manual_seed(85))
+
+
+def check_ex_8_5(answer) -> bool:
+    """(QLoRA's step-0 relative error, LoftQ's with r = 4 and T = 1, LoftQ's with T = 3), NF4 blocks
+    of 64, scaling 1, on 0.02·randn(128, 256) from seed 85. Three numbers, each within 1e-4."""
+    from ..loftq import init_error, loftq
+    from ..quant import quantize_4bit
+    from . import as_numbers
+
+    W = _ex_8_5_weight()
+    plain = init_error(W, quantize_4bit(W, "nf4", 64))
+    t1 = init_error(W, *loftq(W, 4, num_iter=1))
+    t3 = init_error(W, *loftq(W, 4, num_iter=3))
+    got = as_numbers(answer, length=3)
+    if got is None:
+        return report(False, "", f"expected three numbers (plain, LoftQ T=1, LoftQ T=3), got {answer!r}")
+    if all(abs(a - b) < 1e-4 for a, b in zip(got, (plain, t1, t3))):
+        return report(True, f"{plain:.4f} → {t1:.4f} → {t3:.4f}: the rank-4 fit of the residual takes "
+                            f"{100 * (1 - t1 / plain):.1f} % of the quantization error at once, and alternating a little more.", "")
+    if abs(got[1] - plain) < 1e-4 or abs(got[2] - plain) < 1e-4:
+        return report(False, "", "LoftQ's error must include the adapter: ‖W − deq(Q) − (AB)ᵀ‖ / ‖W‖")
+    if abs(got[0] - plain) >= 1e-4:
+        return report(False, "", "the first number is QLoRA's start, B = 0: ‖W − deq(quant(W))‖ / ‖W‖")
+    return report(False, "", "alternate T times: Q = quant(W − (AB)ᵀ), then (AB)ᵀ = the rank-4 SVD of W − deq(Q) "
+                             "(lorakit.loftq.loftq does it; init_error measures it)")
+
+
+def check_ex_8_6(answer) -> bool:
+    """``merge_zero(zero, A, B, scaling, group_size)`` → the new zero points (out×G) that fold a
+    QA-LoRA adapter into its 4-bit base. Checked on a random layer with a bias: the merged layer's
+    outputs must equal the trained one's within 1e-5, and the arguments must not change."""
+    from ..qalora import dequantize_groupwise, pool, quantize_groupwise
+
+    if not callable(answer):
+        return report(False, "", f"expected a function merge_zero(zero, A, B, scaling, group_size), got {answer!r}")
+    g = torch.Generator().manual_seed(86)
+    L, r, scaling = 16, 3, 2.5
+    W = torch.randn(24, 64, generator=g)
+    codes, scale, zero = quantize_groupwise(W, L)
+    A, B = torch.randn(64 // L, r, generator=g), torch.randn(r, 24, generator=g)
+    x = torch.randn(5, 64, generator=g)
+    trained = x @ dequantize_groupwise(codes, scale, zero).t() + scaling * pool(x, L) @ A @ B
+    before = [t.clone() for t in (zero, A, B)]
+    try:
+        new_zero = answer(zero, A, B, scaling, L)
+    except Exception as error:  # a learner's function may raise anything
+        return report(False, "", f"merge_zero raised {type(error).__name__}: {error}")
+    if not all(torch.equal(a, b) for a, b in zip(before, (zero, A, B))):
+        return report(False, "", "merge_zero changed its arguments in place: return a new tensor")
+    if not isinstance(new_zero, torch.Tensor) or new_zero.shape != zero.shape:
+        return report(False, "", f"the new zero points must be a tensor of shape {tuple(zero.shape)} (out×G), got "
+                                 f"{getattr(new_zero, 'shape', type(new_zero).__name__)}")
+    merged = x @ dequantize_groupwise(codes, scale, new_zero.float()).t()
+    if torch.allclose(merged, trained, atol=1e-5):
+        return report(True, "the codes and scales are untouched and the outputs equal the trained layer's: "
+                            "a 4-bit merge that is exact.", "")
+    delta = (A @ B * scaling).t()
+    if torch.allclose(new_zero, zero + delta, atol=1e-6):
+        return report(False, "", "pool(x) is a MEAN over the group: each of its L inputs carries 1/L of the update")
+    if torch.allclose(new_zero, zero + delta / scaling / L, atol=1e-6):
+        return report(False, "", "the update carries the scaling α/r too")
+    return report(False, "", "each group's shift is scaling·(AB)ᵀ / group_size, shape out×G")

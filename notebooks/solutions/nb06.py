@@ -34,3 +34,17 @@ def solve_ex_6_4() -> dict:
     w = torch.distributions.Laplace(0.0, 1.0).sample((1024, 1024))
     return {name: float(torch.linalg.norm(quant.dequantize_4bit(quant.quantize_4bit(w, name)) - w) / torch.linalg.norm(w))
             for name in ("int4", "fp4", "nf4")}
+
+
+def solve_ex_6_5() -> tuple[float, float]:
+    from lorakit import mxfp
+
+    W = torch.randn(64, 256, generator=torch.Generator().manual_seed(65))
+
+    def rel(W_hat):
+        return (torch.linalg.norm(W - W_hat) / torch.linalg.norm(W)).item()
+
+    blocks = W.reshape(-1, 32)
+    scale = blocks.abs().amax(dim=1, keepdim=True) / 6       # the block's absmax lands exactly on 6
+    real = mxfp.E2M1[mxfp.e2m1_codes(blocks / scale).long()] * scale
+    return rel(mxfp.roundtrip(W, "mxfp4")), rel(real.view(W.shape))

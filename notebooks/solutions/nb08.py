@@ -52,3 +52,20 @@ def solve_ex_8_4() -> tuple[float, float]:
     # ≈ (0.84, 0.80): W_hat sits on the grid, and an element moves to the next code only if its
     # dW crosses the midpoint, half a step away; an update of about half a step is kept only in part.
     return projection, noise_ratio
+
+
+def solve_ex_8_5() -> tuple[float, float, float]:
+    from lorakit.loftq import init_error, loftq
+
+    W = 0.02 * torch.randn(128, 256, generator=torch.Generator().manual_seed(85))
+    plain = init_error(W, quantize_4bit(W, "nf4", 64))                 # QLoRA's start: B = 0
+    return plain, init_error(W, *loftq(W, 4, num_iter=1)), init_error(W, *loftq(W, 4, num_iter=3))
+
+
+def solve_ex_8_6():
+    def merge_zero(zero, A, B, scaling, group_size):
+        # pool(x) is a mean over the group, so each of its inputs carries 1/L of the update;
+        # the update is constant within the group: it moves the group's zero point only
+        return zero + (A @ B * scaling).t() / group_size
+
+    return merge_zero
