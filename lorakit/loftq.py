@@ -30,7 +30,7 @@ from . import validate
 __all__ = ["svd_factors", "loftq", "prepare_qlora_loftq", "init_error"]
 
 
-def svd_factors(residual: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+def svd_factors(residual: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 08 §7
     """(L out×r, R r×in) with L R the best rank-r approximation of ``residual`` (Eckart–Young,
     notebook 01), √S split between the two factors; PEFT's ``_low_rank_decomposition``, op for op."""
     U, S, Vh = torch.linalg.svd(residual, full_matrices=False)
@@ -52,7 +52,7 @@ def _loftq(W, r, num_iter, scaling, quant_type, blocksize, double_quant):
 
 
 @torch.no_grad()
-def loftq(W: torch.Tensor, r: int, num_iter: int = 1, scaling: float = 1.0, quant_type: str = "nf4",
+def loftq(W: torch.Tensor, r: int, num_iter: int = 1, scaling: float = 1.0, quant_type: str = "nf4",  # notebook 08 §7
           blocksize: int = 64, double_quant: bool = False) -> tuple[Quantized4bit, torch.Tensor, torch.Tensor]:
     """LoftQ for one weight ``W`` (out×in): ``(q, A in×r, B r×out)`` with ``deq(q) + scaling·(AB)ᵀ ≈ W``.
 
@@ -67,7 +67,7 @@ def loftq(W: torch.Tensor, r: int, num_iter: int = 1, scaling: float = 1.0, quan
     return _loftq(W, r, num_iter, scaling, quant_type, blocksize, double_quant)[:3]
 
 
-def init_error(W: torch.Tensor, q: Quantized4bit, A: torch.Tensor | None = None, B: torch.Tensor | None = None,
+def init_error(W: torch.Tensor, q: Quantized4bit, A: torch.Tensor | None = None, B: torch.Tensor | None = None,  # notebook 08 §7
                scaling: float = 1.0) -> float:
     """Relative Frobenius error of the model at step 0: ``‖W − deq(q) − scaling·(AB)ᵀ‖ / ‖W‖``
     (without A, B: QLoRA's standard init, B = 0)."""
@@ -78,7 +78,7 @@ def init_error(W: torch.Tensor, q: Quantized4bit, A: torch.Tensor | None = None,
 
 
 @torch.no_grad()
-def prepare_qlora_loftq(model: nn.Module, targets="all-linear", r: int = 8, alpha: float = 16, num_iter: int = 1,
+def prepare_qlora_loftq(model: nn.Module, targets="all-linear", r: int = 8, alpha: float = 16, num_iter: int = 1,  # notebook 08 §7
                         quant_type: str = "nf4", double_quant: bool = True, blocksize: int = 64,
                         **qlora_kwargs) -> nn.Module:
     """``prepare_qlora`` with LoftQ's start: each target's 4-bit base is ``quant(W − scaling·(AB)ᵀ)`` and its

@@ -49,7 +49,7 @@ E4M3_MAX = 448.0
 FORMATS = {"mxfp4": (32, "E8M0"), "nvfp4": (16, "E4M3")}
 
 
-def e2m1_codes(scaled: torch.Tensor) -> torch.Tensor:
+def e2m1_codes(scaled: torch.Tensor) -> torch.Tensor:  # notebook 06 §9
     """The E2M1 code (uint8, 0-15) of each scaled value: nearest magnitude, ties to the even code,
     values beyond ±6 saturated to ±6, the sign bit copied from the input (so −0.1 → code 8, −0)."""
     magnitudes = E2M1[:8].to(scaled.device)
@@ -61,7 +61,7 @@ def e2m1_codes(scaled: torch.Tensor) -> torch.Tensor:
     return (code + 8 * torch.signbit(scaled).long()).to(torch.uint8)
 
 
-def pack_low_first(codes: torch.Tensor) -> torch.Tensor:
+def pack_low_first(codes: torch.Tensor) -> torch.Tensor:  # notebook 06 §9
     """Two 4-bit codes per byte, the FIRST in the LOW nibble (the MX/torchao/gpt-oss order)."""
     codes = codes.reshape(-1).to(torch.uint8)
     if codes.numel() % 2:
@@ -69,13 +69,13 @@ def pack_low_first(codes: torch.Tensor) -> torch.Tensor:
     return codes[0::2] | (codes[1::2] << 4)
 
 
-def unpack_low_first(packed: torch.Tensor) -> torch.Tensor:
+def unpack_low_first(packed: torch.Tensor) -> torch.Tensor:  # notebook 06 §9
     """The inverse of ``pack_low_first``: 2·len(packed) codes."""
     return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(-1)
 
 
 @dataclass
-class MXQuantized:
+class MXQuantized:  # notebook 06 §9
     """A tensor in MXFP4 or NVFP4: packed E2M1 codes plus the scales that undo the blocks.
 
     ``scales``: uint8, one per block: the biased E8M0 exponent (MXFP4) or the raw bits of an FP8
@@ -103,7 +103,7 @@ class MXQuantized:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def bits_per_parameter(q: MXQuantized) -> float:
+def bits_per_parameter(q: MXQuantized) -> float:  # notebook 06 §9
     """8·stored bytes / numel: 4.25 for MXFP4, 4.5 + 32/numel for NVFP4 (measured, not assumed)."""
     return 8.0 * q.nbytes / q.numel
 
@@ -123,7 +123,7 @@ def _blocks(x: torch.Tensor, fmt: str) -> torch.Tensor:
     return x.detach().float().reshape(-1, blocksize)
 
 
-def quantize_mxfp4(x: torch.Tensor) -> MXQuantized:
+def quantize_mxfp4(x: torch.Tensor) -> MXQuantized:  # notebook 06 §9
     """MXFP4: E2M1 codes, one power-of-two E8M0 scale per 32 values (OCP MX v1.0, §6.3's rule).
 
     ``scale = 2^(floor(log2 absmax) − 2)``; the exponent is clamped to E8M0's [-127, 127] and stored
@@ -140,7 +140,7 @@ def quantize_mxfp4(x: torch.Tensor) -> MXQuantized:
                        shape=x.shape, dtype=x.dtype, fmt="mxfp4")
 
 
-def quantize_nvfp4(x: torch.Tensor) -> MXQuantized:
+def quantize_nvfp4(x: torch.Tensor) -> MXQuantized:  # notebook 06 §9
     """NVFP4: E2M1 codes, one FP8 E4M3 scale per 16 values, one FP32 scale for the whole tensor.
 
     ``tensor_scale = absmax / (448·6)``; per block ``e4m3(absmax_block / 6 / tensor_scale)``
@@ -160,14 +160,14 @@ def quantize_nvfp4(x: torch.Tensor) -> MXQuantized:
                        dtype=x.dtype, fmt="nvfp4", tensor_scale=tensor_scale.reshape(1))
 
 
-def block_scales(q: MXQuantized) -> torch.Tensor:
+def block_scales(q: MXQuantized) -> torch.Tensor:  # notebook 06 §9
     """The float32 scale of each block: ``2^(e − 127)`` (MXFP4) or ``e4m3 · tensor_scale`` (NVFP4)."""
     if q.fmt == "mxfp4":
         return torch.exp2(q.scales.float() - 127.0)
     return q.scales.view(torch.float8_e4m3fn).float() * q.tensor_scale
 
 
-def dequantize_mx(q: MXQuantized, dtype: torch.dtype | None = None) -> torch.Tensor:
+def dequantize_mx(q: MXQuantized, dtype: torch.dtype | None = None) -> torch.Tensor:  # notebook 06 §9
     """``E2M1[code] · block scale`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``."""
     if not isinstance(q, MXQuantized):
         raise TypeError(f"q must be an MXQuantized (from quantize_mxfp4/quantize_nvfp4), got {type(q).__name__}")
@@ -176,7 +176,7 @@ def dequantize_mx(q: MXQuantized, dtype: torch.dtype | None = None) -> torch.Ten
     return out.to(q.dtype if dtype is None else dtype).view(q.shape)
 
 
-def roundtrip(x: torch.Tensor, fmt: str) -> torch.Tensor:
+def roundtrip(x: torch.Tensor, fmt: str) -> torch.Tensor:  # notebook 06 §9
     """``x`` quantized to ``fmt`` ("mxfp4" or "nvfp4") and back: what a model in that format computes with."""
     quantize = {"mxfp4": quantize_mxfp4, "nvfp4": quantize_nvfp4}
     if fmt not in quantize:
@@ -185,7 +185,7 @@ def roundtrip(x: torch.Tensor, fmt: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize_model_linears(model: nn.Module, fmt: str, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+def quantize_model_linears(model: nn.Module, fmt: str, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:  # notebook 06 §9
     """A deep copy of ``model`` whose ``nn.Linear`` weights went through ``fmt`` and back (as
     ``lorakit.quant.quantize_model_linears`` does for NF4/FP4/INT4): its loss is the format's damage."""
     if fmt not in FORMATS:

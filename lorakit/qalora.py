@@ -45,7 +45,7 @@ def _check_group(W: torch.Tensor, group_size: int) -> None:
 
 
 @torch.no_grad()
-def quantize_groupwise(W: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_groupwise(W: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # notebook 08 §8
     """Asymmetric INT4 per group of ``group_size`` inputs of each row: ``(codes uint8 out×in,
     scale float32 out×G, zero float32 out×G)`` with ``Ŵ = scale·code + zero``, code in 0..15."""
     _check_group(W, group_size)
@@ -57,7 +57,7 @@ def quantize_groupwise(W: torch.Tensor, group_size: int = 32) -> tuple[torch.Ten
     return codes.view(out_features, in_features), scale, lo
 
 
-def dequantize_groupwise(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+def dequantize_groupwise(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:  # notebook 08 §8
     """``scale·code + zero`` per group (out×in float32)."""
     out_features, n_groups = scale.shape
     groups = codes.view(out_features, n_groups, -1).float()
@@ -77,7 +77,7 @@ class _FrozenLinear(torch.autograd.Function):
         return grad_y @ ctx.layer.dequantized_weight(), None
 
 
-class GroupLinear4bit(nn.Module):
+class GroupLinear4bit(nn.Module):  # notebook 08 §8
     """A frozen linear layer stored as group-wise INT4: codes (two per byte) + float32 scale and zero.
 
     Build it with ``GroupLinear4bit.from_linear(linear, group_size)``."""
@@ -122,12 +122,12 @@ class GroupLinear4bit(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, group_size={self.group_size}"
 
 
-def pool(x: torch.Tensor, group_size: int) -> torch.Tensor:
+def pool(x: torch.Tensor, group_size: int) -> torch.Tensor:  # notebook 08 §8
     """The mean of each group of ``group_size`` consecutive input features: (..., in) → (..., in/L)."""
     return x.view(*x.shape[:-1], x.shape[-1] // group_size, group_size).mean(dim=-1)
 
 
-class QALoRALinear(nn.Module):
+class QALoRALinear(nn.Module):  # notebook 08 §8
     """``base(x) + scaling · pool(x) A B`` with ``A`` G×r (G = in/group_size) and ``B`` r×out, B = 0 at init."""
 
     def __init__(self, base: GroupLinear4bit, config: LoRAConfig):
@@ -157,11 +157,11 @@ class QALoRALinear(nn.Module):
         return (self.A @ self.B * self.scaling).repeat_interleave(self.group_size, dim=0) / self.group_size
 
 
-def qalora_layers(model: nn.Module) -> dict[str, QALoRALinear]:
+def qalora_layers(model: nn.Module) -> dict[str, QALoRALinear]:  # notebook 08 §8
     return {n: m for n, m in model.named_modules() if isinstance(m, QALoRALinear)}
 
 
-def prepare_qalora(model: nn.Module, targets="all-linear", r: int = 8, alpha: float = 16,
+def prepare_qalora(model: nn.Module, targets="all-linear", r: int = 8, alpha: float = 16,  # notebook 08 §8
                    group_size: int = 32) -> nn.Module:
     """Every linear layer but the head becomes a ``GroupLinear4bit``; the targets get QA-LoRA; only A, B train.
     In place (like ``qlora.prepare_qlora``)."""
@@ -178,7 +178,7 @@ def prepare_qalora(model: nn.Module, targets="all-linear", r: int = 8, alpha: fl
 
 
 @torch.no_grad()
-def merge_qalora(model: nn.Module) -> list[str]:
+def merge_qalora(model: nn.Module) -> list[str]:  # notebook 08 §8
     """Fold every adapter into its base's zero points: ``zero += scaling·(AB)ᵀ / L``. In place.
 
     The codes and scales stay as they are, so the merged layers are ``GroupLinear4bit`` again,

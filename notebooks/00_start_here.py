@@ -44,11 +44,12 @@
 # | `03_rank_and_alpha` | rank against reconstruction error, live sliders for $r$ and $\alpha$, rank sweeps, subspace similarity | `widgets`, `train.short_lora_run` |
 # | `04_choosing_a_fine_tune` | target modules, learning rate, $r$ and $\alpha$ measured; forgetting; LoRA variants against PEFT | `doctor`, `variants` |
 # | `05_lora_and_its_siblings` | adapters, prefix and prompt tuning built from scratch and compared with LoRA on one task | `siblings` |
-# | `06_nf4_by_hand` | quantization from zero, INT4/FP4/NF4, bit-exact with bitsandbytes' CPU backend | `quant` |
+# | `06_nf4_by_hand` | quantization from zero, INT4/FP4/NF4, bit-exact with bitsandbytes' CPU backend; MXFP4 and NVFP4 | `quant`, `mxfp` |
 # | `07_double_quantization` | quantizing the constants: 4.5 → 4.127 bits per parameter, a memory calculator | `quant`, `memory` |
-# | `08_qlora_by_hand` | a 4-bit linear layer with its own backward, QLoRA end to end on the course model | `qlora`, `memory` |
+# | `08_qlora_by_hand` | a 4-bit linear layer with its own backward, QLoRA end to end on the course model; LoftQ and QA-LoRA | `qlora`, `memory`, `loftq`, `qalora` |
 # | `09_qlora_on_a_real_llm` | QLoRA on a pretrained Hugging Face model (a GPU such as Colab's T4), with lorakit and with bitsandbytes + PEFT | `sft`, `data_doctor`, `hf`, `standin`, `quantload`, `recipe` |
 # | `10_beyond_one_gpu` | sharding QLoRA over several processes (FSDP), on the CPU and on GPUs | `distributed` |
+# | `12_shipping_adapters` | many adapters in one batch, merging several adapters, export to llama.cpp's Q8_0/Q4_0 | `serving`, `merging`, `export` |
 #
 # Every notebook follows the same rhythm: **derive → build → check (an `assert`) → visualise →
 # exercises**. When a cell says something is true, the next cell asserts it, so running a notebook
