@@ -591,7 +591,7 @@ def check_rl(model: nn.Module, history: dict | None = None, *, lr: float | None 
             "their advantages (r − mean)/std are all 0, so they teach nothing (the loss is ≈ 0). Give partial "
             "credit (a graded reward), sample more answers per group or at a higher temperature, or use prompts "
             "the model sometimes, not always or never, gets right.", share)
-    if kl and max(kl[-max(1, len(kl) // 3):]) > KL_LIMIT:
+    if kl and max(kl) > KL_LIMIT:
         add("error", "kl_exploding", f"the KL to the reference reached {max(kl):.3g} nats per token (limit "
             f"{KL_LIMIT:g}; it started at {kl[0]:.2g}): the policy runs away from the model it started from and "
             "the reward stops meaning what it should. Lower the learning rate, raise kl_coef, keep the clip "
