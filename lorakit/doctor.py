@@ -548,7 +548,7 @@ def _vocab_size(model: nn.Module) -> int:
 FLAT_REWARD = 0.02     # last third's mean reward minus the first third's, below this: it never rose
 ZERO_GROUPS = 0.5      # share of groups whose rewards were all equal, above this: most steps teach nothing
 KL_LIMIT = 3.0         # KL to the reference (nats per answer token) above this: the policy ran away
-LR_TOO_SMALL = 1e-3    # a LoRA update ‖sAB‖/‖W0‖ below this after a flat run: the lr is too small for LoRA
+LR_TOO_SMALL = 1e-3    # a LoRA update ‖sAB‖/‖W0‖ below this after a run: the lr is too small for LoRA
 
 
 def _thirds(values: list[float]) -> tuple[float, float]:
@@ -563,8 +563,9 @@ def check_rl(model: nn.Module, history: dict | None = None, *, lr: float | None 
 
     - ``loaded_frozen`` / ``frozen_adapter`` / ``no_trainable``: nothing can train (an adapter loaded
       for inference, or frozen by hand); checked before any step is spent;
-    - ``lr_too_small``: the reward never rose and the adapter barely moved: a full-fine-tuning
-      learning rate on LoRA (LoRA's best rate is about 10× full fine-tuning's);
+    - ``lr_too_small``: after training the adapter barely moved (its update is a tiny fraction of
+      the weight, so the reward cannot rise): a full-fine-tuning learning rate on LoRA (LoRA's best
+      rate is about 10× full fine-tuning's); ``reward_flat`` (a warning): the reward did not rise;
     - ``zero_advantage``: most groups scored every answer the same, so every advantage was 0;
     - ``kl_exploding``: the KL to the reference grew past ``KL_LIMIT``: the policy ran away.
     """
@@ -596,18 +597,16 @@ def check_rl(model: nn.Module, history: dict | None = None, *, lr: float | None 
             f"{KL_LIMIT:g}; it started at {kl[0]:.2g}): the policy runs away from the model it started from and "
             "the reward stops meaning what it should. Lower the learning rate, raise kl_coef, keep the clip "
             "(ε = 0.2), or take fewer updates per batch.", max(kl))
-    if len(rewards) >= 3:
-        first, last = _thirds(rewards)
-        if last - first < FLAT_REWARD:
-            ratios = [row["update_ratio"] for row in report.layers]
-            if ratios and max(ratios) < LR_TOO_SMALL:
-                fix = f"try {10 * lr:.2g}" if lr else "try 10× the rate"
-                add("error", "lr_too_small", f"the reward never rose ({first:.3f} → {last:.3f}) and the adapter "
-                    f"barely moved (‖sAB‖/‖W0‖ ≤ {max(ratios):.2g}): a full-fine-tuning learning rate on LoRA. "
-                    f"LoRA's best rate is about 10× full fine-tuning's (notebook 04; LoRA Without Regret): {fix}.",
-                    max(ratios))
-            elif "zero_advantage" not in report.codes:
-                add("warning", "reward_flat", f"the reward did not rise ({first:.3f} → {last:.3f} over "
-                    f"{len(rewards)} steps): tune the learning rate (a small grid), check the verifier on "
-                    "hand-made answers, or train longer.", last - first)
+    ratios = [row["update_ratio"] for row in report.layers]
+    first, last = _thirds(rewards) if rewards else (0.0, 0.0)
+    if ratios and 0 < max(ratios) < LR_TOO_SMALL:
+        fix = f"try {10 * lr:.2g}" if lr else "try 10× the rate"
+        add("error", "lr_too_small", f"the adapter barely moved (‖sAB‖/‖W0‖ ≤ {max(ratios):.2g} after "
+            f"{len(rewards)} steps; reward {first:.3f} → {last:.3f}): a full-fine-tuning learning rate on LoRA. "
+            f"LoRA's best rate is about 10× full fine-tuning's (notebook 04; LoRA Without Regret): {fix}.",
+            max(ratios))
+    elif len(rewards) >= 3 and last - first < FLAT_REWARD and "zero_advantage" not in report.codes:
+        add("warning", "reward_flat", f"the reward did not rise ({first:.3f} → {last:.3f} over {len(rewards)} "
+            "steps): tune the learning rate (a small grid), check the verifier on hand-made answers, or "
+            "train longer.", last - first)
     return report

@@ -133,4 +133,8 @@ def test_the_doctor_catches_each_planted_failure():
     report = doctor.check_rl(slow, flat, lr=1e-5)
     assert "lr_too_small" in report.codes and "0.0001" in str(report)
     healthy = dict(reward=[0.1, 0.1, 0.2, 0.3, 0.4, 0.4], zero_groups=[0.1] * 6, kl=[0.0, 0.05, 0.1, 0.1, 0.1, 0.1])
+    with torch.no_grad():
+        for p in slow.parameters():
+            if p.requires_grad and p.shape[0] == 8:
+                p.normal_(0, 0.05)                                            # B moved as training moves it
     assert doctor.check_rl(slow, healthy).ok
