@@ -338,12 +338,19 @@ for (a, s), (b, t), truth in list(zip(answers, before, val_task.summaries))[:4]:
 parts = [rl.reward_parts(a, s, truth) for (a, s), truth in zip(answers, val_task.summaries)]
 share = {k: statistics.mean(p[k] for p in parts) for k in ("stops", "sentence", "overlap")}
 print("after RL, held-out share passing each check:", {k: round(v, 2) for k, v in share.items()})
+stops_before = statistics.mean(float(t) for _, t in before)
+print(f"held-out answers that stop: {stops_before:.2f} before RL, {share['stops']:.2f} after")
+if not FAST:
+    assert share["stops"] > stops_before + 0.3, "RL taught the model to stop"
+    assert share["overlap"] < share["stops"] / 2, "format, not content: the hole in the verifier"
 
 # %% [markdown]
 # **A reward hack, found by the policy.** Half the reward is format (`stops` + `sentence`), and
 # the shortest way to earn it is a short sentence that stops at once, whatever the function does.
-# At this scale that is most of what RL finds (the `overlap` share above stays small): the policy
-# learns to *stop*, which notebook 09's model rarely did, and not to *summarise*. A stronger
+# At this scale that is what RL finds (measured at learner size: after RL every held-out answer
+# stops and is a sentence, none shares a content word — "Return a and this and attion." for
+# every function): the policy learns to *stop*, which notebook 09's model rarely did, and not to
+# *summarise*. A stronger
 # verifier pays for format only together with content (exercise 11.3); a stronger model has
 # content to offer. Learning "stop in one sentence" is a few bits — the kind of thing the
 # "one bit per episode" argument says a rank-1 adapter can hold.
@@ -388,8 +395,18 @@ for name, res in sft_results.items():
 # %% [markdown]
 # **Reading both tables.** Compare how much of full fine-tuning's gain rank 1 keeps, under each
 # kind of training: for RL, the reward gain over the run; for SFT, the drop in held-out loss. The
-# numbers below are what this notebook measured at this scale, with 2 seeds — a small model, a
-# few steps, a noisy reward. The README records the learner-size run.
+# numbers below are what this notebook measures at this scale, with 2 seeds — a 0.9 M-parameter
+# model, 8 GRPO steps of 16 answers, a noisy reward.
+#
+# **What we measured at learner size** (2 seeds, the range in brackets; README): under RL, full
+# fine-tuning's sampled reward rose further within 8 steps (0.22 [0.19–0.26]) than rank 1's
+# (0.08 [0.07–0.09]) or rank 8's (0.05 [0.05–0.06]) — *full pulled ahead*, as the outside reading
+# of TRL's curves has it, not "rank 1 matches" — while on held-out prompts greedy rank 1 reached the
+# format hack's 0.50 in both seeds and full in one of two. Under SFT, rank 1 kept about 60 % and
+# rank 8 about 70 % of full fine-tuning's drop in held-out loss. So at this scale and budget the
+# "RL needs far fewer parameters than SFT" claim does **not** show; what RL taught here (stop in
+# one sentence) is a few bits, and rank 1 did learn it. Eight steps on a tiny model are not a
+# 3 B-parameter run: treat this as a measurement of this setting, not a verdict on the claim.
 
 # %%
 sft_gain = {name: start_bits - statistics.mean(res["bits"]) for name, res in sft_results.items()}
@@ -404,6 +421,11 @@ for name, res in sft_results.items():
 if not FAST:
     for name in sft_results:
         assert statistics.mean(sft_results[name]["bits"]) < start_bits, f"SFT ({name}) lowers the held-out loss"
+        assert statistics.mean(sft_results[name]["bits"]) >= statistics.mean(sft_results["full"]["bits"]) - 0.01, \
+            "under SFT, full fine-tuning lowers the held-out loss most"
+    mean_final = {name: statistics.mean(run["final"] for run in res["runs"]) for name, res in rl_results.items()}
+    assert mean_final["full"] > max(mean_final["rank 1"], mean_final["rank 8"]), \
+        "under RL, within this budget, full fine-tuning's sampled reward rose furthest"
 
 # %% [markdown]
 # ## 5. The same functions on a Hugging Face model
@@ -467,9 +489,12 @@ inject_lora(frozen, "all-linear", r=8, alpha=8)
 frozen.requires_grad_(False)
 planted = {"loaded frozen": doctor.check_rl(frozen)}
 
+# a graded reward that varies in every group (the share of letters in the answer), so that only
+# the learning rate decides whether the adapter moves
+letters = lambda answer, stopped, summary: sum(c.isalpha() for c in answer) / max(len(answer), 1)  # noqa: E731
 slow = copy.deepcopy(start)
 inject_lora(slow, "all-linear", r=8, alpha=8)
-slow_hist = rl.train_grpo(slow, train_task, 3, lr=1e-6, **PLANT)  # a full-FT rate for a 360 M LLM (TRL: 1e-6)
+slow_hist = rl.train_grpo(slow, train_task, 3, lr=1e-6, reward_fn=letters, **PLANT)  # TRL's full-FT rate (1e-6)
 planted["full-FT learning rate"] = doctor.check_rl(slow, slow_hist, lr=1e-6)
 
 exact = copy.deepcopy(start)
@@ -479,7 +504,6 @@ exact_hist = rl.train_grpo(exact, train_task, 2, lr=1e-2, reward_fn=exact_match,
 planted["all-equal rewards"] = doctor.check_rl(exact, exact_hist, lr=1e-2)
 
 runaway, runaway_ref = make(0)
-letters = lambda answer, stopped, summary: sum(c.isalpha() for c in answer) / max(len(answer), 1)  # noqa: E731
 runaway_hist = rl.train_grpo(runaway, train_task, 4, lr=3e-2, kl_coef=0.0, updates_per_batch=2, reference=runaway_ref,
                              reward_fn=letters, **PLANT)
 planted["exploding KL"] = doctor.check_rl(runaway, runaway_hist, lr=3e-2)
@@ -502,12 +526,15 @@ assert "frozen_adapter" not in doctor.check_rl(healthy["model"], healthy["histor
 # - A verifier Python runs scores every answer; padding with guesses lowers it, format alone is
 #   worth half — and the policy found that half (§3).
 # - DPO's loss follows from Bradley–Terry and the KL-regularised optimum; with LoRA the reference
-#   is the adapter switched off, exactly the SFT model, with no second copy; a smaller β lets the
-#   policy drift further.
+#   is the adapter switched off, exactly the SFT model, with no second copy; against the model's
+#   own babble DPO reaches held-out reward accuracy above 0.8, and a smaller β lets the policy
+#   drift further.
 # - GRPO = group-normalised advantages + PPO's clip + a KL to the reference; an all-equal group
 #   teaches nothing.
-# - Rank 1, rank 8 and full fine-tuning under RL and under SFT: the tables above give what was
-#   measured here, with 2 seeds and their range (the README records the learner-size run).
+# - Rank 1, rank 8 and full fine-tuning under RL and under SFT, 2 seeds each at a tuned LR: at
+#   this scale full fine-tuning pulled ahead under RL within 8 steps and under SFT; rank 1 kept a
+#   smaller share of full's gain under RL than under SFT. The "rank 1 is enough for RL" claim did
+#   not show here — measured, with its range, not assumed.
 # - Four failures planted, each caught by `doctor.check_rl` with its fix.
 #
 # ## Exercises
