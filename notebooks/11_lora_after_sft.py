@@ -29,11 +29,11 @@
 # - build GRPO (group-normalised advantages, clipped ratio, KL), compare rank 1, rank 8 and full
 #   fine-tuning under RL and under SFT, and diagnose the four failures RL with LoRA is known for.
 #
-# **Runtime** (test mode measured by `bench/course_runtime.py`'s command; learner size estimated, see the README)
+# **Runtime** (top to bottom in a fresh kernel, notebook 09's SFT cached; the first run adds ≈ 1 min to train it)
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, shared (load 6–9), 2026-12-06 | measured: see README | estimate ≈ 5–6 min on 2 idle cores (README: basis) |
+# | 2-core x86_64 CPU, shared (load 2.2–4.7), 2026-12-06 | 13 s | 394 s measured on the shared machine (287 s of CPU, one thread); estimate ≈ 5 min idle |
 # | Colab T4 (16 GB), SmolLM2-360M-Instruct (§5) | — | not yet measured |
 
 # %%
