@@ -238,8 +238,10 @@ def train_grpo(model: nn.Module, task: Task, steps: int, *, lr: float, group_siz
         picked = [order[(step * prompts_per_step + j) % len(order)] for j in range(prompts_per_step)]
         answers = sample(model, task, [task.prompts[i] for i in picked], group_size, max_new, temperature,
                          seed=seed * 100_003 + step)
-        groups = [(task.prompts[i], group, [score(task.decode(ids), stopped, task.summaries[i]) for ids, stopped in group])
-                  for i, group in zip(picked, answers)]
+        groups = []
+        for i, group in zip(picked, answers):
+            scores = [score(task.decode(ids), stopped, task.summaries[i]) for ids, stopped in group]
+            groups.append((task.prompts[i], group, scores))
         R = torch.tensor([g[2] for g in groups])
         adv = group_advantages(R)
         batches = [_answer_batch(task, prompt, answers) for prompt, answers, _ in groups]

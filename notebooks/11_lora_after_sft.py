@@ -33,7 +33,7 @@
 #
 # | device | test mode (`LORAKIT_FAST=1`) | learner size |
 # |---|---|---|
-# | 2-core x86_64 CPU, shared (load 2.2–4.7), 2026-12-06 | 13 s | 394 s measured on the shared machine (287 s of CPU, one thread); estimate ≈ 5 min idle |
+# | 2-core x86_64 CPU, shared (load 1.2–3.0; test mode at 0.8), 2026-12-06 | 12 s | 297 s (282 s of CPU, one thread) |
 # | Colab T4 (16 GB), SmolLM2-360M-Instruct (§5) | — | not yet measured |
 
 # %%
