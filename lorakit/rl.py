@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -318,9 +319,9 @@ def sft_start(progress: bool = True) -> tuple[nn.Module, dict]:  # notebook 11 Â
     remove_lora(model, merge=True)
     model.requires_grad_(True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     save_model(model, tmp)
-    tmp.replace(path)
+    os.replace(tmp, path)  # atomic: a run killed half-way leaves no half-written cache
     return model.eval(), settings
 
 
