@@ -543,6 +543,75 @@ def _vocab_size(model: nn.Module) -> int:
     return weight.shape[0]
 
 
+# ---------------------------------------------------------------- after SFT: an RL run (notebook 11 §6)
+
+FLAT_REWARD = 0.02     # last third's mean reward minus the first third's, below this: it never rose
+ZERO_GROUPS = 0.5      # share of groups whose rewards were all equal, above this: most steps teach nothing
+KL_LIMIT = 3.0         # KL to the reference (nats per answer token) above this: the policy ran away
+LR_TOO_SMALL = 1e-3    # a LoRA update ‖sAB‖/‖W0‖ below this after a run: the lr is too small for LoRA
+
+
+def _thirds(values: list[float]) -> tuple[float, float]:
+    k = max(1, len(values) // 3)
+    return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+@torch.no_grad()  # notebook 11 §6
+def check_rl(model: nn.Module, history: dict | None = None, *, lr: float | None = None) -> Report:
+    """Examine a model before or after a GRPO run (``rl.train_grpo``'s ``history``) for the four
+    failures RL with LoRA is known for; each finding's message names the fix.
+
+    - ``loaded_frozen`` / ``frozen_adapter`` / ``no_trainable``: nothing can train (an adapter loaded
+      for inference, or frozen by hand); checked before any step is spent;
+    - ``lr_too_small``: after training the adapter barely moved (its update is a tiny fraction of
+      the weight, so the reward cannot rise): a full-fine-tuning learning rate on LoRA (LoRA's best
+      rate is about 10× full fine-tuning's); ``reward_flat`` (a warning): the reward did not rise;
+    - ``zero_advantage``: most groups scored every answer the same, so every advantage was 0;
+    - ``kl_exploding``: the KL to the reference grew past ``KL_LIMIT``: the policy ran away.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    adapters = diagnose(model, after_training=history is not None)
+    report = Report(layers=adapters.layers, untargeted=adapters.untargeted, trainable=adapters.trainable,
+                    total=adapters.total)
+    add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
+    report.findings += [f for f in adapters.findings if f.code in ("frozen_adapter", "loaded_frozen")]
+    if report.trainable == 0 and not report.findings:
+        add("error", "no_trainable", "no parameter has requires_grad=True: the optimizer would get nothing to train "
+            "and the reward could never rise. Inject an adapter (inject_lora), or load it trainable "
+            "(PeftModel.from_pretrained(base, path, is_trainable=True)).")
+    if not history:
+        return report
+
+    rewards = list(history.get("reward", []))
+    zero = list(history.get("zero_groups", []))
+    kl = list(history.get("kl", []))
+    if zero and sum(zero) / len(zero) > ZERO_GROUPS:
+        share = sum(zero) / len(zero)
+        add("error", "zero_advantage", f"{100 * share:.0f} % of the groups gave every answer the same reward: "
+            "their advantages (r − mean)/std are all 0, so they teach nothing (the loss is ≈ 0). Give partial "
+            "credit (a graded reward), sample more answers per group or at a higher temperature, or use prompts "
+            "the model sometimes, not always or never, gets right.", share)
+    if kl and max(kl) > KL_LIMIT:
+        add("error", "kl_exploding", f"the KL to the reference reached {max(kl):.3g} nats per token (limit "
+            f"{KL_LIMIT:g}; it started at {kl[0]:.2g}): the policy runs away from the model it started from and "
+            "the reward stops meaning what it should. Lower the learning rate, raise kl_coef, keep the clip "
+            "(ε = 0.2), or take fewer updates per batch.", max(kl))
+    ratios = [row["update_ratio"] for row in report.layers]
+    first, last = _thirds(rewards) if rewards else (0.0, 0.0)
+    if ratios and 0 < max(ratios) < LR_TOO_SMALL:
+        fix = f"try {10 * lr:.2g}" if lr else "try 10× the rate"
+        add("error", "lr_too_small", f"the adapter barely moved (‖sAB‖/‖W0‖ ≤ {max(ratios):.2g} after "
+            f"{len(rewards)} steps; reward {first:.3f} → {last:.3f}): a full-fine-tuning learning rate on LoRA. "
+            f"LoRA's best rate is about 10× full fine-tuning's (notebook 04; LoRA Without Regret): {fix}.",
+            max(ratios))
+    elif len(rewards) >= 3 and last - first < FLAT_REWARD and "zero_advantage" not in report.codes:
+        add("warning", "reward_flat", f"the reward did not rise ({first:.3f} → {last:.3f} over {len(rewards)} "
+            "steps): tune the learning rate (a small grid), check the verifier on hand-made answers, or "
+            "train longer.", last - first)
+    return report
+
+
 # old name (deprecated, issue 25: ``lorakit.check`` is the environment check; ``doctor.diagnose``
 # examines a model). A plain alias, no warning: a notebook cell that writes to stderr fails.
 check = diagnose  # deprecated: use diagnose

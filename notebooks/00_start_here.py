@@ -49,6 +49,7 @@
 # | `08_qlora_by_hand` | a 4-bit linear layer with its own backward, QLoRA end to end on the course model; LoftQ and QA-LoRA | `qlora`, `memory`, `loftq`, `qalora` |
 # | `09_qlora_on_a_real_llm` | QLoRA on a pretrained Hugging Face model (a GPU such as Colab's T4), with lorakit and with bitsandbytes + PEFT | `sft`, `data_doctor`, `hf`, `standin`, `quantload`, `recipe` |
 # | `10_beyond_one_gpu` | sharding QLoRA over several processes (FSDP), on the CPU and on GPUs | `distributed` |
+# | `11_lora_after_sft` | preference tuning (DPO) and RL (GRPO) with LoRA, rank 1 vs 8 vs full, what breaks | `preference`, `rl`, `doctor` |
 # | `12_shipping_adapters` | many adapters in one batch, merging several adapters, export to llama.cpp's Q8_0/Q4_0 | `serving`, `merging`, `export` |
 #
 # Every notebook follows the same rhythm: **derive → build → check (an `assert`) → visualise →
