@@ -10,8 +10,11 @@ import pytest
 
 def stderr_text(outputs) -> str:
     """The text a cell wrote to stderr, from nbval's collected outputs (a list of output dicts)."""
-    return "".join(o.get("text", "") for o in outputs or []
-                   if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    return "".join(
+        o.get("text", "")
+        for o in outputs or []
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -20,6 +23,8 @@ def pytest_runtest_call(item):
     if hasattr(item, "cell") and hasattr(item, "test_outputs"):  # an nbval notebook cell
         text = stderr_text(item.test_outputs)
         if text.strip():
-            pytest.fail(f"{item.name} wrote to stderr (a learner sees this as red):\n{text[-2000:]}",
-                        pytrace=False)
+            pytest.fail(
+                f"{item.name} wrote to stderr (a learner sees this as red):\n{text[-2000:]}",
+                pytrace=False,
+            )
     return result

@@ -43,7 +43,9 @@ def make_models(cfg: GPTConfig, targets: list[str], r: int, alpha: float):
     inject_lora(ours, targets, r=r, alpha=alpha)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets))
+        ref = peft.get_peft_model(
+            copy.deepcopy(base), peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=targets)
+        )
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, layer in lora_layers(ours).items():
@@ -91,8 +93,12 @@ def medians(fns: dict, steps: int, repeats: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, times nothing useful")
-    ap.add_argument("--repeats", type=int, default=7, help="timed runs per contender (>= 5 for real numbers)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks the script, times nothing useful"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=7, help="timed runs per contender (>= 5 for real numbers)"
+    )
     ap.add_argument("--steps", type=int, default=10, help="steps per timed run")
     ap.add_argument("--targets", default="q_proj,v_proj", help="comma-separated LoRA targets")
     ap.add_argument("--r", type=int, default=8)
@@ -100,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         cfg, batch, repeats, steps = GPTConfig(context=16, n_layer=2, n_head=2, d_model=32), 4, 2, 2
     else:
-        cfg, batch, repeats, steps = GPTConfig(context=128, n_layer=4, n_head=4, d_model=128), 32, args.repeats, args.steps
+        cfg, batch, repeats, steps = (
+            GPTConfig(context=128, n_layer=4, n_head=4, d_model=128),
+            32,
+            args.repeats,
+            args.steps,
+        )
     targets = [t for t in args.targets.split(",") if t]
     gen = torch.Generator().manual_seed(2)
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.context), generator=gen)
@@ -117,13 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     a, b = step_ours().item(), step_ref().item()
     assert abs(a - b) < 1e-4, f"second-step losses differ after the same AdamW step: {a} vs {b}"
 
-    print(f"# bench_lora  {datetime.date.today()}  {platform.machine()} {platform.processor() or ''}  "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"# GPT {cfg.n_layer} layers, d={cfg.d_model}, ctx {cfg.context}, batch {batch}; "
-          f"LoRA r={args.r} on {targets}; median of {repeats} runs x {steps} steps")
+    print(
+        f"# bench_lora  {datetime.date.today()}  {platform.machine()} {platform.processor() or ''}  "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# GPT {cfg.n_layer} layers, d={cfg.d_model}, ctx {cfg.context}, batch {batch}; "
+        f"LoRA r={args.r} on {targets}; median of {repeats} runs x {steps} steps"
+    )
     t = medians({"lorakit": step_ours, "peft": step_ref}, steps, repeats)
-    print(f"training step   lorakit / PEFT = {t['lorakit'] / t['peft']:.3f}   "
-          f"(lorakit {t['lorakit'] * 1e3:.1f} ms, PEFT {t['peft'] * 1e3:.1f} ms; goal <= 1.05)")
+    print(
+        f"training step   lorakit / PEFT = {t['lorakit'] / t['peft']:.3f}   "
+        f"(lorakit {t['lorakit'] * 1e3:.1f} ms, PEFT {t['peft'] * 1e3:.1f} ms; goal <= 1.05)"
+    )
 
     # inference: merged LoRA vs the plain model holding the same merged weights
     ours.eval()
@@ -135,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     merge_lora(merged)
     with torch.no_grad():
         y_plain, y_merged = plain(x)[0], merged(x)[0]
-    assert torch.equal(y_plain, y_merged), "merged LoRA must compute exactly what the plain model does"
+    assert torch.equal(y_plain, y_merged), (
+        "merged LoRA must compute exactly what the plain model does"
+    )
     err = (y_merged - y_unmerged).abs().max().item()
     assert err < 1e-4, f"merged and unmerged outputs differ by {err}"
 
@@ -143,13 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         def fn():
             with torch.no_grad():
                 model(x)
+
         return fn
 
-    t = medians({"plain": forward(plain), "merged": forward(merged), "unmerged": forward(ours)}, steps, repeats)
-    print(f"inference       merged / plain = {t['merged'] / t['plain']:.3f}   "
-          f"(merged {t['merged'] * 1e3:.2f} ms, plain {t['plain'] * 1e3:.2f} ms; goal 1.00)")
-    print(f"inference     unmerged / plain = {t['unmerged'] / t['plain']:.3f}   "
-          f"(unmerged {t['unmerged'] * 1e3:.2f} ms: the cost of the separate x A B path)")
+    t = medians(
+        {"plain": forward(plain), "merged": forward(merged), "unmerged": forward(ours)},
+        steps,
+        repeats,
+    )
+    print(
+        f"inference       merged / plain = {t['merged'] / t['plain']:.3f}   "
+        f"(merged {t['merged'] * 1e3:.2f} ms, plain {t['plain'] * 1e3:.2f} ms; goal 1.00)"
+    )
+    print(
+        f"inference     unmerged / plain = {t['unmerged'] / t['plain']:.3f}   "
+        f"(unmerged {t['unmerged'] * 1e3:.2f} ms: the cost of the separate x A B path)"
+    )
     print(f"# max |merged - unmerged| logits = {err:.2e}")
     del base
     return 0

@@ -41,16 +41,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lorakit import fast  # noqa: E402
 from lorakit.hf import REAL_SHAPES, is_out_of_memory  # noqa: E402
 from lorakit.lora import inject_lora  # noqa: E402
 from lorakit.memory import MODEL_SHAPES, track_peak  # noqa: E402
-from lorakit import fast  # noqa: E402
 from lorakit.qlora import choose_compute_dtype, enable_gradient_checkpointing, prepare_qlora  # noqa: E402
 from lorakit.quiet import quiet_import  # noqa: E402
 
 GOALS = {"peak_vs_peft": 1.05, "time_vs_peft": 1.3, "qlora_peak_vs_bf16_lora": 0.4}
-SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=4, vocab_size=256)
+SMOKE_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vocab_size=256,
+)
 
 
 def build_llama(shape: dict, device: torch.device, dtype: torch.dtype, seed: int):
@@ -95,8 +101,16 @@ def free(device: torch.device) -> None:
 
 
 def setup_lorakit(model, args, dtype):
-    prepare_qlora(model, "all-linear", r=args.r, alpha=args.alpha, quant_type="nf4", double_quant=True,
-                  compute_dtype=dtype, gradient_checkpointing=True)
+    prepare_qlora(
+        model,
+        "all-linear",
+        r=args.r,
+        alpha=args.alpha,
+        quant_type="nf4",
+        double_quant=True,
+        compute_dtype=dtype,
+        gradient_checkpointing=True,
+    )
     return model
 
 
@@ -113,23 +127,39 @@ def setup_peft_bnb(model, args, dtype):
         raise ImportError("the PEFT + bitsandbytes setup needs both packages installed")
 
     device = next(model.parameters()).device
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.endswith("lm_head")]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and not n.endswith("lm_head")
+    ]
     for name in names:  # paths only: no reference to the old layers outlives its iteration
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent)
         old = getattr(owner, child)
-        layer = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None, compute_dtype=dtype,
-                                  compress_statistics=True, quant_type="nf4", device="meta")
-        layer.weight = bnb.nn.Params4bit(old.weight.data, requires_grad=False, compress_statistics=True,
-                                         quant_type="nf4")
+        layer = bnb.nn.Linear4bit(
+            old.in_features,
+            old.out_features,
+            bias=old.bias is not None,
+            compute_dtype=dtype,
+            compress_statistics=True,
+            quant_type="nf4",
+            device="meta",
+        )
+        layer.weight = bnb.nn.Params4bit(
+            old.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4"
+        )
         if old.bias is not None:
             layer.bias = nn.Parameter(old.bias.data, requires_grad=False)
-        setattr(owner, child, layer.to(device))  # bitsandbytes quantizes when the weight moves to a device
+        setattr(
+            owner, child, layer.to(device)
+        )  # bitsandbytes quantizes when the weight moves to a device
         del old, layer  # the 16-bit weight is freed here, not at the end of the loop
     for p in model.parameters():
         p.requires_grad_(False)
     enable_gradient_checkpointing(model)
-    config = peft.LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules="all-linear")
+    config = peft.LoraConfig(
+        r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules="all-linear"
+    )
     model = peft.get_peft_model(model, config)
     for name, p in model.named_parameters():  # adapters in float32, as PEFT's default and lorakit's
         if "lora_" in name:
@@ -143,10 +173,16 @@ def setup_bf16_lora(model, args, dtype):
     return model
 
 
-SETUPS = {"lorakit_qlora": setup_lorakit, "peft_bnb_qlora": setup_peft_bnb, "bf16_lora": setup_bf16_lora}
+SETUPS = {
+    "lorakit_qlora": setup_lorakit,
+    "peft_bnb_qlora": setup_peft_bnb,
+    "bf16_lora": setup_bf16_lora,
+}
 
 
-def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dtype, tokens: torch.Tensor) -> dict:
+def run_one(
+    name: str, args, shape: dict, device: torch.device, dtype: torch.dtype, tokens: torch.Tensor
+) -> dict:
     """Build, prepare, one warm-up step, then ``args.steps`` measured steps."""
     free(device)
     t0 = time.perf_counter()
@@ -179,12 +215,21 @@ def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dty
             sync(device)
             times.append(time.perf_counter() - t)
     peak = mem["peak_bytes"]
-    result = dict(peak_bytes=int(peak), peak_gb=peak / 1e9, static_gb=static / 1e9,
-                  allocator_peak_gb=mem.get("allocator_peak_bytes", 0) / 1e9,
-                  paged_states_gb=mem.get("paged_bytes", 0) / 1e9,
-                  device_used_gb=mem.get("device_used_bytes", 0) / 1e9, memory_method=mem["method"],
-                  step_seconds=statistics.median(times), loss=losses[0], losses=losses,
-                  trainable_params=trainable, optimizer=opt_name, prepare_seconds=prepare_s)
+    result = dict(
+        peak_bytes=int(peak),
+        peak_gb=peak / 1e9,
+        static_gb=static / 1e9,
+        allocator_peak_gb=mem.get("allocator_peak_bytes", 0) / 1e9,
+        paged_states_gb=mem.get("paged_bytes", 0) / 1e9,
+        device_used_gb=mem.get("device_used_bytes", 0) / 1e9,
+        memory_method=mem["method"],
+        step_seconds=statistics.median(times),
+        loss=losses[0],
+        losses=losses,
+        trainable_params=trainable,
+        optimizer=opt_name,
+        prepare_seconds=prepare_s,
+    )
     model = opt = params = None  # free them before the next setup (step() still names them)
     free(device)
     return result
@@ -195,7 +240,9 @@ def run_one(name: str, args, shape: dict, device: torch.device, dtype: torch.dty
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="tiny Llama on the CPU, fp32: correctness only")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny Llama on the CPU, fp32: correctness only"
+    )
     p.add_argument("--model", default="7B", choices=sorted(MODEL_SHAPES) + sorted(REAL_SHAPES))
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--batch", type=int, default=1)
@@ -203,7 +250,9 @@ def parse(argv):
     p.add_argument("--alpha", type=float, default=16)
     p.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-compile", action="store_true", help="eager dequantization (no torch.compile)")
+    p.add_argument(
+        "--no-compile", action="store_true", help="eager dequantization (no torch.compile)"
+    )
     p.add_argument("--only", nargs="*", choices=sorted(SETUPS), help="run only these setups")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     return p.parse_args(argv)
@@ -217,7 +266,12 @@ def settings(args) -> tuple[torch.device, torch.dtype, dict, str]:
     and ``prepare_qlora`` would then refuse bfloat16 there.
     """
     if args.smoke:
-        return torch.device("cpu"), torch.float32, SMOKE_SHAPE, f"CPU ({platform.processor() or platform.machine()})"
+        return (
+            torch.device("cpu"),
+            torch.float32,
+            SMOKE_SHAPE,
+            f"CPU ({platform.processor() or platform.machine()})",
+        )
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --smoke for the CPU size")
     device = torch.device("cuda")
@@ -232,8 +286,10 @@ def main(argv=None) -> dict:
         args.seq, args.r, args.steps = min(args.seq, 32), min(args.r, 8), min(args.steps, 1)
     elif not args.no_compile:
         fast.compile_dequantize(True)
-    print(f"device: {device_name}; torch {torch.__version__}; shape {shape}; seq {args.seq}, batch {args.batch}, "
-          f"r {args.r}, dtype {dtype}, gradient checkpointing on")
+    print(
+        f"device: {device_name}; torch {torch.__version__}; shape {shape}; seq {args.seq}, batch {args.batch}, "
+        f"r {args.r}, dtype {dtype}, gradient checkpointing on"
+    )
     gen = torch.Generator().manual_seed(args.seed)
     tokens = torch.randint(0, shape["vocab_size"], (args.batch, args.seq), generator=gen).to(device)
 
@@ -246,27 +302,40 @@ def main(argv=None) -> dict:
         except Exception as e:  # noqa: BLE001 - out of memory is a result for this setup; anything else a bug
             if not is_out_of_memory(e):
                 raise
-            runs[name] = dict(skipped="out of memory on this device", error=str(e).splitlines()[0][:200])
+            runs[name] = dict(
+                skipped="out of memory on this device", error=str(e).splitlines()[0][:200]
+            )
         free(device)  # after the except block: its traceback (and the failed model) is gone
         r = runs[name]
         if r.get("skipped"):
             print(f"{name:>15}: skipped ({r['skipped']})")
         else:
-            paged = (f" = allocator {r['allocator_peak_gb']:.4g} + paged states {r['paged_states_gb']:.4g}"
-                     if device.type == "cuda" else "")
-            print(f"{name:>15}: peak {r['peak_gb']:.4g} GB{paged} (static {r['static_gb']:.4g} GB), "
-                  f"step {1000 * r['step_seconds']:.1f} ms, loss {r['loss']:.4f}, "
-                  f"trainable {r['trainable_params'] / 1e6:.2f} M, {r['optimizer']}")
+            paged = (
+                f" = allocator {r['allocator_peak_gb']:.4g} + paged states {r['paged_states_gb']:.4g}"
+                if device.type == "cuda"
+                else ""
+            )
+            print(
+                f"{name:>15}: peak {r['peak_gb']:.4g} GB{paged} (static {r['static_gb']:.4g} GB), "
+                f"step {1000 * r['step_seconds']:.1f} ms, loss {r['loss']:.4f}, "
+                f"trainable {r['trainable_params'] / 1e6:.2f} M, {r['optimizer']}"
+            )
     if not args.no_compile and device.type == "cuda":
         runs.setdefault("lorakit_qlora", {})["compiled_dequantize"] = fast.COMPILED is not None
 
     ratios = {}
     ok = lambda n: n in runs and not runs[n].get("skipped") and "peak_bytes" in runs[n]  # noqa: E731
     if ok("lorakit_qlora") and ok("peft_bnb_qlora"):
-        ratios["peak_vs_peft"] = runs["lorakit_qlora"]["peak_bytes"] / runs["peft_bnb_qlora"]["peak_bytes"]
-        ratios["time_vs_peft"] = runs["lorakit_qlora"]["step_seconds"] / runs["peft_bnb_qlora"]["step_seconds"]
+        ratios["peak_vs_peft"] = (
+            runs["lorakit_qlora"]["peak_bytes"] / runs["peft_bnb_qlora"]["peak_bytes"]
+        )
+        ratios["time_vs_peft"] = (
+            runs["lorakit_qlora"]["step_seconds"] / runs["peft_bnb_qlora"]["step_seconds"]
+        )
     if ok("lorakit_qlora") and ok("bf16_lora"):
-        ratios["qlora_peak_vs_bf16_lora"] = runs["lorakit_qlora"]["peak_bytes"] / runs["bf16_lora"]["peak_bytes"]
+        ratios["qlora_peak_vs_bf16_lora"] = (
+            runs["lorakit_qlora"]["peak_bytes"] / runs["bf16_lora"]["peak_bytes"]
+        )
     for key, value in ratios.items():
         if args.smoke:  # a CPU peak counts weights + grads + optimizer states only: not comparable
             print(f"{key:>24}: {value:.3f}  (CPU smoke size: not a goal check)")
@@ -274,9 +343,20 @@ def main(argv=None) -> dict:
             verdict = "meets" if value <= GOALS[key] else "MISSES"
             print(f"{key:>24}: {value:.3f}  goal <= {GOALS[key]}  {verdict}")
 
-    results = dict(device=device_name, smoke=args.smoke, torch=torch.__version__, shape=shape,
-                   seq=args.seq, batch=args.batch, r=args.r, alpha=args.alpha, dtype=str(dtype),
-                   runs=runs, ratios=ratios, goals=GOALS)
+    results = dict(
+        device=device_name,
+        smoke=args.smoke,
+        torch=torch.__version__,
+        shape=shape,
+        seq=args.seq,
+        batch=args.batch,
+        r=args.r,
+        alpha=args.alpha,
+        dtype=str(dtype),
+        runs=runs,
+        ratios=ratios,
+        goals=GOALS,
+    )
     if device.type == "cuda":
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

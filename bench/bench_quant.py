@@ -46,9 +46,13 @@ def readable(fn, *args):
 
 def _candidates(x: torch.Tensor) -> dict:
     """name -> (quantize, dequantize) closures on ``x``; reference libraries only if installed."""
-    out = {"lorakit": (lambda: quant.quantize_4bit(x, "nf4", 64), quant.dequantize_4bit),
-           "lorakit, readable": (lambda: readable(quant.quantize_4bit, x, "nf4", 64),
-                                 lambda q: readable(quant.dequantize_4bit, q))}
+    out = {
+        "lorakit": (lambda: quant.quantize_4bit(x, "nf4", 64), quant.dequantize_4bit),
+        "lorakit, readable": (
+            lambda: readable(quant.quantize_4bit, x, "nf4", 64),
+            lambda q: readable(quant.dequantize_4bit, q),
+        ),
+    }
     try:
         import bitsandbytes.functional as F
 
@@ -59,7 +63,9 @@ def _candidates(x: torch.Tensor) -> dict:
         packed, state = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
         q = quant.quantize_4bit(x)
         assert torch.equal(q.packed, packed.reshape(-1)) and torch.equal(q.absmax, state.absmax)
-        assert torch.equal(quant.dequantize_4bit(q).reshape(-1), F.dequantize_4bit(packed, state).reshape(-1))
+        assert torch.equal(
+            quant.dequantize_4bit(q).reshape(-1), F.dequantize_4bit(packed, state).reshape(-1)
+        )
     except ImportError:
         pass
     if x.numel() % (64 * 256) == 0:
@@ -79,8 +85,15 @@ def run(shape: tuple[int, int], dtype: torch.dtype, runs: int) -> list[dict]:
         state = quantize()
         t_q = _median_seconds(quantize, runs)
         t_dq = _median_seconds(lambda: dequantize(state), runs)
-        rows.append(dict(name=name, dtype=str(dtype).replace("torch.", ""), quantize=t_q, dequantize=t_dq,
-                         total=t_q + t_dq))
+        rows.append(
+            dict(
+                name=name,
+                dtype=str(dtype).replace("torch.", ""),
+                quantize=t_q,
+                dequantize=t_dq,
+                total=t_q + t_dq,
+            )
+        )
     base = next((r for r in rows if r["name"] == "bitsandbytes"), None)
     for r in rows:
         r["dequantize_ratio"] = r["dequantize"] / base["dequantize"] if base else float("nan")
@@ -95,16 +108,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     shape, runs = ((128, 128), 1) if args.smoke else ((4096, 4096), max(5, args.runs))
-    print(f"NF4 blocksize 64, {shape[0]}×{shape[1]}, median of {runs} run(s), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"NF4 blocksize 64, {shape[0]}×{shape[1]}, median of {runs} run(s), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
         rows += run(shape, dtype, runs)
-    print(f"{'library':<19}{'dtype':<10}{'quantize s':>12}{'dequant s':>12}{'dequant ÷ bnb':>15}"
-          f"{'total s':>10}{'total ÷ bnb':>13}")
+    print(
+        f"{'library':<19}{'dtype':<10}{'quantize s':>12}{'dequant s':>12}{'dequant ÷ bnb':>15}"
+        f"{'total s':>10}{'total ÷ bnb':>13}"
+    )
     for r in rows:
-        print(f"{r['name']:<19}{r['dtype']:<10}{r['quantize']:>12.4f}{r['dequantize']:>12.4f}"
-              f"{r['dequantize_ratio']:>15.2f}{r['total']:>10.4f}{r['ratio']:>13.2f}")
+        print(
+            f"{r['name']:<19}{r['dtype']:<10}{r['quantize']:>12.4f}{r['dequantize']:>12.4f}"
+            f"{r['dequantize_ratio']:>15.2f}{r['total']:>10.4f}{r['ratio']:>13.2f}"
+        )
     return rows
 
 

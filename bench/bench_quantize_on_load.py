@@ -29,9 +29,18 @@ import tempfile
 import time
 from pathlib import Path
 
-SMOLLM2_360M = dict(vocab_size=49152, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
-                    num_attention_heads=15, num_key_value_heads=5, max_position_embeddings=8192,
-                    rope_theta=100000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)
+SMOLLM2_360M = dict(
+    vocab_size=49152,
+    hidden_size=960,
+    intermediate_size=2560,
+    num_hidden_layers=32,
+    num_attention_heads=15,
+    num_key_value_heads=5,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+)
 
 CHILD = r"""
 import hashlib, resource, sys, time
@@ -78,8 +87,13 @@ def build(folder: Path, smoke: bool) -> None:
 
 
 def measure(folder: Path, path: str, env: dict | None = None) -> tuple[int, float, str]:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(folder), path], check=True, capture_output=True,
-                         text=True, env={**os.environ, **(env or {})}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), path],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
     line = next(l for l in out.splitlines() if l.startswith("RESULT "))
     _, _, peak, seconds, digest = line.split()
     return int(peak), float(seconds), digest
@@ -87,18 +101,27 @@ def measure(folder: Path, path: str, env: dict | None = None) -> tuple[int, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="the tiny Llama: check that the script works")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the tiny Llama: check that the script works"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         build(folder, args.smoke)
         shards = sorted(folder.glob("*.safetensors"))
         file_bytes = sum(s.stat().st_size for s in shards)
-        rows = {p: measure(folder, p) for p in ("imports", "load-then-quantize", "quantize-on-load")}
+        rows = {
+            p: measure(folder, p) for p in ("imports", "load-then-quantize", "quantize-on-load")
+        }
         # glibc keeps freed medium-sized blocks in its heap instead of returning them: with a low mmap
         # threshold every tensor buffer is returned on free, which shows what the loader itself holds
         low = {"MALLOC_MMAP_THRESHOLD_": "65536"}
-        rows.update({f"{p} (mmap>64K)": measure(folder, p, low) for p in ("load-then-quantize", "quantize-on-load")})
+        rows.update(
+            {
+                f"{p} (mmap>64K)": measure(folder, p, low)
+                for p in ("load-then-quantize", "quantize-on-load")
+            }
+        )
     digests = {row[2] for name, row in rows.items() if name != "imports"}
     assert len(digests) == 1, "every loaded path stores the same 4-bit bytes"
     gib = 2**30
@@ -109,13 +132,15 @@ def main() -> None:
         f"# machine: {platform.machine()} {os.cpu_count()} cores, torch CPU build; load average "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"# checkpoint: {len(shards)} safetensors shards, {file_bytes / gib:.3f} GiB (float32)",
-        f"# peak = ru_maxrss of a fresh process; 'above imports' subtracts the imports-only process",
+        "# peak = ru_maxrss of a fresh process; 'above imports' subtracts the imports-only process",
         "# (mmap>64K): the same with MALLOC_MMAP_THRESHOLD_=65536 (glibc returns every freed tensor buffer)",
         f"{'path':<34}{'peak RSS GiB':>14}{'above imports':>16}{'seconds':>10}",
     ]
     for path, (peak, seconds, _) in rows.items():
         lines.append(f"{path:<34}{peak / gib:>14.3f}{(peak - base) / gib:>16.3f}{seconds:>10.1f}")
-    lines.append("# the two loaded paths store identical 4-bit bytes (sha256 over packed codes + constants)")
+    lines.append(
+        "# the two loaded paths store identical 4-bit bytes (sha256 over packed codes + constants)"
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.smoke:

@@ -33,7 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lorakit.lora import inject_lora, remove_lora  # noqa: E402
 from lorakit.model import GPT, GPTConfig  # noqa: E402
 from lorakit.siblings import (  # noqa: E402
-    add_adapters, add_p_tuning, add_p_tuning_v2, add_prefix_tuning, add_prompt_tuning, compare_latency, forward_flops,
+    add_adapters,
+    add_p_tuning,
+    add_p_tuning_v2,
+    add_prefix_tuning,
+    add_prompt_tuning,
+    compare_latency,
+    forward_flops,
 )
 
 
@@ -64,8 +70,12 @@ def contenders(cfg: GPTConfig, r: int, b: int, P: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, times nothing useful")
-    ap.add_argument("--repeats", type=int, default=7, help="rounds per batch size (>= 5 for real numbers)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks the script, times nothing useful"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=7, help="rounds per batch size (>= 5 for real numbers)"
+    )
     ap.add_argument("--calls", type=int, default=10, help="forward passes per model per round")
     ap.add_argument("--out", type=Path, help="also write the printed table to this file")
     args = ap.parse_args(argv)
@@ -85,7 +95,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     if args.smoke:
-        cfg, r, b, P, repeats, calls = GPTConfig(context=16, n_layer=2, n_head=2, d_model=32), 2, 2, 4, 2, 1
+        cfg, r, b, P, repeats, calls = (
+            GPTConfig(context=16, n_layer=2, n_head=2, d_model=32),
+            2,
+            2,
+            4,
+            2,
+            1,
+        )
     else:
         cfg, r, b, P, repeats, calls = GPTConfig(), 16, 16, 32, args.repeats, args.calls
     T = cfg.context - P
@@ -97,18 +114,28 @@ def run(args) -> int:
     fl = {name: forward_flops(m, T) for name, m in models.items()}
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"# bench_siblings  {datetime.date.today()}  {platform.machine()}  torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
-          f"on {os.cpu_count()} CPUs")
-    print(f"# GPT {cfg.n_layer} layers, d={cfg.d_model}, ctx {cfg.context}; T = {T} real tokens; LoRA r={r} on "
-          f"q_proj,v_proj; adapters b={b}; P={P} virtual tokens; median of {repeats} rounds x {calls} calls")
+    print(
+        f"# bench_siblings  {datetime.date.today()}  {platform.machine()}  torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"# GPT {cfg.n_layer} layers, d={cfg.d_model}, ctx {cfg.context}; T = {T} real tokens; LoRA r={r} on "
+        f"q_proj,v_proj; adapters b={b}; P={P} virtual tokens; median of {repeats} rounds x {calls} calls"
+    )
     t = {bs: compare_latency(models, bs, T, repeats=repeats, calls=calls) for bs in (1, 32)}
-    print(f"{'method':>14} {'FLOPs/base':>10} {'b1/base':>8} {'b32/base':>8} {'b1 ms':>8} {'b32 ms':>8}")
+    print(
+        f"{'method':>14} {'FLOPs/base':>10} {'b1/base':>8} {'b32/base':>8} {'b1 ms':>8} {'b32 ms':>8}"
+    )
     for name in models:
-        print(f"{name:>14} {fl[name] / fl['base']:>10.3f} {t[1][name] / t[1]['base']:>8.3f} "
-              f"{t[32][name] / t[32]['base']:>8.3f} {1e3 * t[1][name]:>8.2f} {1e3 * t[32][name]:>8.1f}")
-    print(f"# max |merged - unmerged LoRA| logit = {err:.1e}; ratios are same-run, machine shared (see load); "
-          "timed under torch.inference_mode()")
+        print(
+            f"{name:>14} {fl[name] / fl['base']:>10.3f} {t[1][name] / t[1]['base']:>8.3f} "
+            f"{t[32][name] / t[32]['base']:>8.3f} {1e3 * t[1][name]:>8.2f} {1e3 * t[32][name]:>8.1f}"
+        )
+    print(
+        f"# max |merged - unmerged LoRA| logit = {err:.1e}; ratios are same-run, machine shared (see load); "
+        "timed under torch.inference_mode()"
+    )
     return 0
 
 

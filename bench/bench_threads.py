@@ -42,7 +42,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-THREAD_VARS = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
+THREAD_VARS = (
+    "OMP_WAIT_POLICY",
+    "KMP_BLOCKTIME",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "GOMP_SPINCOUNT",
+)
 SETTINGS = ["spin (torch default)", "PASSIVE", "1 thread", "PASSIVE, free cores"]
 
 
@@ -54,9 +60,11 @@ def free_cores(seconds: float = 0.3) -> int:
     """Cores idle right now, from /proc/stat (Linux); every core elsewhere."""
     cores = os.cpu_count() or 1
     try:
+
         def sample():
             fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
             return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
         idle0, total0 = sample()
         time.sleep(seconds)
         idle1, total1 = sample()
@@ -91,7 +99,12 @@ def child(work: str, smoke: bool, runs: int) -> dict:
         torch.manual_seed(0)
         model = GPT(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        x, y = torch.randint(0, cfg.vocab_size, (2, 8 if smoke else 32, cfg.context), generator=torch.Generator().manual_seed(1))
+        x, y = torch.randint(
+            0,
+            cfg.vocab_size,
+            (2, 8 if smoke else 32, cfg.context),
+            generator=torch.Generator().manual_seed(1),
+        )
 
         def step():
             _, loss = model(x, y)
@@ -101,23 +114,38 @@ def child(work: str, smoke: bool, runs: int) -> dict:
     else:
         from lorakit import quant
 
-        w = torch.randn(256 if smoke else 4096, 256 if smoke else 4096, generator=torch.Generator().manual_seed(0))
+        w = torch.randn(
+            256 if smoke else 4096,
+            256 if smoke else 4096,
+            generator=torch.Generator().manual_seed(0),
+        )
 
         def step():
             quant.dequantize_4bit(quant.quantize_4bit(w, "nf4", 64))
+
     step()  # warm-up
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "runs": runs, "threads": torch.get_num_threads(),
-            "load": load()}
+    return {
+        "median_s": statistics.median(times),
+        "runs": runs,
+        "threads": torch.get_num_threads(),
+        "load": load(),
+    }
 
 
 def run_child(setting: str, work: str, smoke: bool, runs: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", work, "--runs", str(runs)] + (["--smoke"] if smoke else []),
-                         env=setting_env(setting), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", work, "--runs", str(runs)]
+        + (["--smoke"] if smoke else []),
+        env=setting_env(setting),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if out.returncode:
         raise RuntimeError(f"{setting} / {work} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -134,7 +162,9 @@ def main(argv=None) -> int:
     parser.add_argument("--child", choices=["gpt", "nf4"])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--runs", type=int, default=None)
-    parser.add_argument("--busy", default=None, help="neighbour counts, e.g. 0,1,2 (default 0,1,<cores>)")
+    parser.add_argument(
+        "--busy", default=None, help="neighbour counts, e.g. 0,1,2 (default 0,1,<cores>)"
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (2 if args.smoke else 5)
     if args.child:
@@ -144,30 +174,40 @@ def main(argv=None) -> int:
 
     cores = os.cpu_count() or 1
     busy = [int(b) for b in (args.busy or ("0" if args.smoke else f"0,1,{cores}")).split(",")]
-    print(f"bench_threads {datetime.date.today()}: {platform.machine()} {cores} cores, {platform.system()}, "
-          f"torch {torch.__version__}, Python {platform.python_version()}")
-    print(f"this process ran with OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} "
-          f"KMP_BLOCKTIME={os.environ.get('KMP_BLOCKTIME', '(unset)')} "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}; each setting below runs in "
-          "its own process with exactly the variables it names")
-    print(f"work: gpt = one training step, course GPT {'(smoke size)' if args.smoke else '4 layers d=128 ctx 128 batch 32'}, "
-          f"full fine-tuning, AdamW; nf4 = lorakit NF4 quantize+dequantize {'256²' if args.smoke else '4096² float32'}; "
-          f"median of {runs} runs after a warm-up; load = 1-min load average when the run ended")
+    print(
+        f"bench_threads {datetime.date.today()}: {platform.machine()} {cores} cores, {platform.system()}, "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
+    print(
+        f"this process ran with OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} "
+        f"KMP_BLOCKTIME={os.environ.get('KMP_BLOCKTIME', '(unset)')} "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}; each setting below runs in "
+        "its own process with exactly the variables it names"
+    )
+    print(
+        f"work: gpt = one training step, course GPT {'(smoke size)' if args.smoke else '4 layers d=128 ctx 128 batch 32'}, "
+        f"full fine-tuning, AdamW; nf4 = lorakit NF4 quantize+dequantize {'256²' if args.smoke else '4096² float32'}; "
+        f"median of {runs} runs after a warm-up; load = 1-min load average when the run ended"
+    )
     rows = []
     for n in busy:
         procs = neighbours(n)
         try:
             time.sleep(1.0 if n else 0)
-            print(f"\n== {n} CPU-bound neighbour process(es){' (the machine as it is: shared, not idle)' if n == 0 else ''}")
+            print(
+                f"\n== {n} CPU-bound neighbour process(es){' (the machine as it is: shared, not idle)' if n == 0 else ''}"
+            )
             for work in ("gpt", "nf4"):
                 base = None
                 for setting in SETTINGS:
                     r = run_child(setting, work, args.smoke, runs)
                     base = base or r["median_s"]
                     rows.append({"neighbours": n, "work": work, "setting": setting, **r})
-                    print(f"  {work:<4} {setting:<22} {1e3 * r['median_s']:9.1f} ms   "
-                          f"x{r['median_s'] / base:5.2f} vs spin   threads {r['threads']}   load {r['load']:.2f}",
-                          flush=True)
+                    print(
+                        f"  {work:<4} {setting:<22} {1e3 * r['median_s']:9.1f} ms   "
+                        f"x{r['median_s'] / base:5.2f} vs spin   threads {r['threads']}   load {r['load']:.2f}",
+                        flush=True,
+                    )
         finally:
             for p in procs:  # ended by PID, never by name
                 p.kill()
@@ -177,8 +217,13 @@ def main(argv=None) -> int:
         for n in busy:
             cells = {r["setting"]: r for r in rows if r["work"] == work and r["neighbours"] == n}
             spin = cells[SETTINGS[0]]["median_s"]
-            print(f"  {work:<4} {n} neighbour(s): " + "; ".join(
-                f"{s} {1e3 * c['median_s']:.0f} ({c['median_s'] / spin:.2f})" for s, c in cells.items()))
+            print(
+                f"  {work:<4} {n} neighbour(s): "
+                + "; ".join(
+                    f"{s} {1e3 * c['median_s']:.0f} ({c['median_s'] / spin:.2f})"
+                    for s, c in cells.items()
+                )
+            )
     return 0
 
 

@@ -37,8 +37,12 @@ def run_notebook(path: Path, fast: bool, timeout: int = 1200) -> float:
         os.environ.pop("LORAKIT_FAST", None)
     try:
         start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
         return time.perf_counter() - start
     finally:
         os.environ.clear()
@@ -53,8 +57,11 @@ def warm_cache(fast: bool) -> None:
         env["LORAKIT_FAST"] = "1"
     import subprocess
 
-    subprocess.run([sys.executable, "-c", "from lorakit.train import base_model; base_model()"],
-                   env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from lorakit.train import base_model; base_model()"],
+        env=env,
+        check=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,14 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             try:
                 times[size] = run_notebook(path, fast=(size == "test"))
-            except CellExecutionError as e:  # report and go on: one failure should not hide the rest
+            except (
+                CellExecutionError
+            ) as e:  # report and go on: one failure should not hide the rest
                 times[size] = float("nan")
                 failures.append(f"{path.stem} ({size}): {str(e).strip().splitlines()[-1][:300]}")
             print(f"{path.stem:28} {size:8} {times[size]:7.1f} s", file=sys.stderr, flush=True)
         rows.append((path.stem, times))
     cores = os.cpu_count()
-    print(f"\nCourse runtime on {platform.machine()} with {cores} cores, {platform.python_version()}, "
-          f"{date.today()} (base model cached; fresh kernel per notebook)\n")
+    print(
+        f"\nCourse runtime on {platform.machine()} with {cores} cores, {platform.python_version()}, "
+        f"{date.today()} (base model cached; fresh kernel per notebook)\n"
+    )
     print("| notebook | " + " | ".join(f"{s} size (s)" for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for name, times in rows:

@@ -21,6 +21,7 @@ Prints each stage as it ends and writes the table to bench/results/workshop-cloc
 machine's load average, which on a shared machine inflates every number). The goal is 5 minutes
 on 2 cores. Server, kernels and browser are stopped by PID; the temporary folder is removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ from browser_helpers import CHROMIUM, Chromium, JupyterLab  # noqa: E402
 
 RESULT = REPO / "bench" / "results" / "workshop-clock.txt"
 GOAL_S = 300
-SLIDER_CODE = "rank_slider("   # the code cell of notebook 03 that shows the rank slider
+SLIDER_CODE = "rank_slider("  # the code cell of notebook 03 that shows the rank slider
 
 
 def loadavg() -> str:
@@ -64,14 +65,21 @@ def cpu_seconds() -> float:
         try:
             t = p.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:   # ended between listing and reading: its time moves to its parent
+        except psutil.Error:  # ended between listing and reading: its time moves to its parent
             pass
     return total
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The participant's shell: no PYTHONPATH/virtualenv of ours, no test-mode variables."""
-    drop = {"PYTHONPATH", "VIRTUAL_ENV", "LORAKIT_FAST", "LORAKIT_CACHE", "MPLBACKEND", "PYTHONHASHSEED"}
+    drop = {
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "LORAKIT_FAST",
+        "LORAKIT_CACHE",
+        "MPLBACKEND",
+        "PYTHONHASHSEED",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
@@ -80,8 +88,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 def open_in_workspace(page, server: JupyterLab, rel_path: str, workspace: str) -> None:
     """Open a notebook in its own named JupyterLab workspace (a clean layout: only this notebook),
     then wait for its kernel; accept the kernel dialog if one asks."""
-    page.goto(f"{server.base}/lab/workspaces/{workspace}/tree/{rel_path}?token={server.token}",
-              timeout=120_000)
+    page.goto(
+        f"{server.base}/lab/workspaces/{workspace}/tree/{rel_path}?token={server.token}",
+        timeout=120_000,
+    )
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
 
     def kernel_ready():
@@ -90,6 +100,7 @@ def open_in_workspace(page, server: JupyterLab, rel_path: str, workspace: str) -
             accept.first.click()
         states = server.kernel_states()
         return bool(states) and all(s == "idle" for s in states)
+
     tb.wait_until(kernel_ready, 120, f"the kernel of {rel_path} to start and be idle")
 
 
@@ -97,8 +108,9 @@ PROMPTS_JS = """() => [...document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"""
 
 
-def run_from_cell(page, rel_path: str, text: str, command: str, watch: int | None = None,
-                  offset: int = 0) -> int:
+def run_from_cell(
+    page, rel_path: str, text: str, command: str, watch: int | None = None, offset: int = 0
+) -> int:
     """Make the code cell of `rel_path` whose source contains `text` the active cell, then start
     the JupyterLab command `command` (e.g. notebook:run-all-above) on it, without waiting for the
     cells to finish (with `offset` = 1: on the cell after it). Returns that cell's index among
@@ -130,8 +142,12 @@ def run_from_cell(page, rel_path: str, text: str, command: str, watch: int | Non
         assert index >= 0, f"no code cell of {rel_path} contains {text!r}"
         target = watch if watch is not None else (0 if command.endswith("above") else index)
         try:
-            tb.wait_until(lambda: page.evaluate(PROMPTS_JS)[target] != "[ ]:", 20,
-                          f"{command} to queue code cell {target}", interval=0.25)
+            tb.wait_until(
+                lambda: page.evaluate(PROMPTS_JS)[target] != "[ ]:",
+                20,
+                f"{command} to queue code cell {target}",
+                interval=0.25,
+            )
             return index
         except TimeoutError:
             print(f"  ({command} queued nothing after 20 s: issuing it again)", flush=True)
@@ -145,12 +161,16 @@ def wait_for_cells(page, server: JupyterLab, first: int, count: int, timeout: fl
         .map(e => e.innerText).filter(t => /Error|Traceback/.test(t)).join('\\n---\\n')"""
 
     def done():
-        prompts = page.evaluate(PROMPTS_JS)[first:first + count]
+        prompts = page.evaluate(PROMPTS_JS)[first : first + count]
         errors = page.evaluate(errors_js)
         assert not errors, f"a cell raised:\n{errors[-3000:]}"
         states = server.kernel_states()
-        return (all(re.fullmatch(r"\[\d+\]:", p) for p in prompts) and states
-                and all(s == "idle" for s in states))
+        return (
+            all(re.fullmatch(r"\[\d+\]:", p) for p in prompts)
+            and states
+            and all(s == "idle" for s in states)
+        )
+
     tb.wait_until(done, timeout, f"code cells {first}..{first + count - 1} to run", interval=0.5)
 
 
@@ -158,44 +178,84 @@ def slider_answers(page) -> dict:
     """Drag notebook 03's rank slider; return when the error readout and the figure have changed."""
     tb.assert_widgets_rendered(page)
     slider = tb.find_slider(page)
-    cell = slider.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]")
+    cell = slider.locator(
+        "xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]"
+    )
     value_before = slider.locator(".widget-readout").inner_text()
     before = tb.snapshot(cell)
-    assert before["error_values"] and before["imgs"], "the rank slider's cell shows no readout or no figure"
+    assert before["error_values"] and before["imgs"], (
+        "the rank slider's cell shows no readout or no figure"
+    )
     t_drag = time.monotonic()
     tb.drag_slider(page, slider)
-    value_after = tb.wait_until(lambda: (v := slider.locator(".widget-readout").inner_text()) != value_before and v,
-                                10, "the slider value to change after dragging")
+    value_after = tb.wait_until(
+        lambda: (v := slider.locator(".widget-readout").inner_text()) != value_before and v,
+        10,
+        "the slider value to change after dragging",
+    )
 
     def changed():
         now = tb.snapshot(cell)
-        return now if (now["error_values"] and now["error_values"] != before["error_values"]
-                       and now["imgs"] and now["imgs"] != before["imgs"]) else None
-    after = tb.wait_until(changed, tb.WIDGET_TIMEOUT, "the error readout and the figure to change", interval=0.1)
-    return {"rank": f"{value_before} -> {value_after}", "error": f"{before['error_values']} -> {after['error_values']}",
-            "answer_s": round(time.monotonic() - t_drag, 2)}
+        return (
+            now
+            if (
+                now["error_values"]
+                and now["error_values"] != before["error_values"]
+                and now["imgs"]
+                and now["imgs"] != before["imgs"]
+            )
+            else None
+        )
+
+    after = tb.wait_until(
+        changed, tb.WIDGET_TIMEOUT, "the error readout and the figure to change", interval=0.1
+    )
+    return {
+        "rank": f"{value_before} -> {value_after}",
+        "error": f"{before['error_values']} -> {after['error_values']}",
+        "answer_s": round(time.monotonic() - t_drag, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", default=str(REPO), help="what to clone (path or URL; default: this checkout)")
+    parser.add_argument(
+        "--repo", default=str(REPO), help="what to clone (path or URL; default: this checkout)"
+    )
     parser.add_argument("--branch", help="branch to clone (default: the repository's HEAD)")
-    parser.add_argument("--wheelhouse", type=Path, help="install from this folder with no index (make wheelhouse)")
-    parser.add_argument("--python", default="python3", help="the Python that creates the venv (default python3)")
-    parser.add_argument("--fast", action="store_true", help="test-mode sizes (LORAKIT_FAST=1): checks the script, not the clock")
-    parser.add_argument("--model-cache", type=Path,
-                        help="LORAKIT_CACHE for the notebooks (default: a fresh, empty folder, as on a "
-                             "participant's laptop: notebook 00 trains the base model)")
-    parser.add_argument("--reuse-venv", type=Path, help="skip the install: link this venv into the clone "
-                        "(a smoke run of the script; its lorakit must be an install of the same code)")
-    parser.add_argument("--out", type=Path, default=RESULT, help=f"result file (default {RESULT.relative_to(REPO)})")
+    parser.add_argument(
+        "--wheelhouse", type=Path, help="install from this folder with no index (make wheelhouse)"
+    )
+    parser.add_argument(
+        "--python", default="python3", help="the Python that creates the venv (default python3)"
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="test-mode sizes (LORAKIT_FAST=1): checks the script, not the clock",
+    )
+    parser.add_argument(
+        "--model-cache",
+        type=Path,
+        help="LORAKIT_CACHE for the notebooks (default: a fresh, empty folder, as on a "
+        "participant's laptop: notebook 00 trains the base model)",
+    )
+    parser.add_argument(
+        "--reuse-venv",
+        type=Path,
+        help="skip the install: link this venv into the clone "
+        "(a smoke run of the script; its lorakit must be an install of the same code)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULT, help=f"result file (default {RESULT.relative_to(REPO)})"
+    )
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
         parser.error(f"{CHROMIUM} is missing: run scripts/install_browser.sh")
     from playwright.sync_api import sync_playwright
 
-    tb.RUN_ALL_TIMEOUT = 3600    # generous: notebook 00 retrains if the shipped weights do not match
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop server and browser on kill
+    tb.RUN_ALL_TIMEOUT = 3600  # generous: notebook 00 retrains if the shipped weights do not match
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop server and browser on kill
     stages: list[tuple[str, float, float, str]] = []
     t0 = last = time.monotonic()
     cpu_last = cpu_seconds()
@@ -205,19 +265,33 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal last, cpu_last
         now, cpu = time.monotonic(), cpu_seconds()
         stages.append((name, now - last, cpu - cpu_last, note))
-        print(f"[{now - t0:7.1f} s] {name:<10} {now - last:7.1f} s wall, {cpu - cpu_last:7.1f} s CPU  {note}"
-              f"  (load {loadavg()})", flush=True)
+        print(
+            f"[{now - t0:7.1f} s] {name:<10} {now - last:7.1f} s wall, {cpu - cpu_last:7.1f} s CPU  {note}"
+            f"  (load {loadavg()})",
+            flush=True,
+        )
         last, cpu_last = now, cpu
 
     with tempfile.TemporaryDirectory(prefix="lorakit-clock-", ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         clone = tmp / "lorakit"
         branch = ["--branch", args.branch] if args.branch else []
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1", *branch,
-                        Path(args.repo).resolve().as_uri() if Path(args.repo).exists() else args.repo,
-                        str(clone)], check=True)
-        commit = subprocess.run(["git", "-C", str(clone), "log", "-1", "--format=%h %s"],
-                                capture_output=True, text=True).stdout.strip()
+        subprocess.run(
+            [
+                "git",
+                "clone",
+                "--quiet",
+                "--depth",
+                "1",
+                *branch,
+                Path(args.repo).resolve().as_uri() if Path(args.repo).exists() else args.repo,
+                str(clone),
+            ],
+            check=True,
+        )
+        commit = subprocess.run(
+            ["git", "-C", str(clone), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+        ).stdout.strip()
         stage("clone", commit[:60])
 
         if args.reuse_venv:
@@ -227,20 +301,35 @@ def main(argv: list[str] | None = None) -> int:
             make = ["make", ".venv/.installed", f"PYTHON={args.python}"]
             if args.wheelhouse:
                 make.append(f"WHEELHOUSE={args.wheelhouse.resolve()}")
-            run = subprocess.run(make, cwd=clone, env=clean_env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)   # pip's build warnings: only on failure
+            run = subprocess.run(
+                make,
+                cwd=clone,
+                env=clean_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # pip's build warnings: only on failure
             if run.returncode != 0:
-                raise SystemExit(f"{' '.join(make)} failed ({run.returncode}):\n{run.stderr[-4000:]}")
-            size = subprocess.run(["du", "-sh", str(clone / ".venv")], capture_output=True, text=True).stdout.split()[0]
-            stage("install", f"{'wheelhouse, no index' if args.wheelhouse else 'warm pip cache'}; venv {size}")
+                raise SystemExit(
+                    f"{' '.join(make)} failed ({run.returncode}):\n{run.stderr[-4000:]}"
+                )
+            size = subprocess.run(
+                ["du", "-sh", str(clone / ".venv")], capture_output=True, text=True
+            ).stdout.split()[0]
+            stage(
+                "install",
+                f"{'wheelhouse, no index' if args.wheelhouse else 'warm pip cache'}; venv {size}",
+            )
 
         cache = args.model_cache.resolve() if args.model_cache else tmp / "model-cache"
-        env = clean_env(LORAKIT_CACHE=str(cache), PATH=f"{clone / '.venv' / 'bin'}:{os.environ['PATH']}")
+        env = clean_env(
+            LORAKIT_CACHE=str(cache), PATH=f"{clone / '.venv' / 'bin'}:{os.environ['PATH']}"
+        )
         if args.fast:
             env["LORAKIT_FAST"] = "1"
         server = JupyterLab(clone, tmp, env)
-        server.cmd[0] = str(clone / ".venv" / "bin" / "jupyter")   # the clone's own JupyterLab
-        server.cmd.append("--LabApp.expose_app_in_browser=True")    # to run commands by id
+        server.cmd[0] = str(clone / ".venv" / "bin" / "jupyter")  # the clone's own JupyterLab
+        server.cmd.append("--LabApp.expose_app_in_browser=True")  # to run commands by id
         browser_proc = Chromium(tmp)
         facts: dict = {}
         try:
@@ -255,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                     open_in_workspace(page, server, "notebooks/00_start_here.ipynb", "clock00")
                     stage("lab open", "JupyterLab + Chromium, notebook 00 open, kernel idle")
                     tb.run_all_cells(page, server, tb.code_cells_to_run(nb00))
-                    trained = (f"model cache {args.model_cache}" if args.model_cache
-                               else "fresh model cache: loads the shipped base model")
+                    trained = (
+                        f"model cache {args.model_cache}"
+                        if args.model_cache
+                        else "fresh model cache: loads the shipped base model"
+                    )
                     stage("00 run", trained)
                     server.record_children()
 
@@ -271,14 +363,22 @@ def main(argv: list[str] | None = None) -> int:
                     wait_for_cells(page, server, k, 1, tb.RUN_ALL_TIMEOUT)
                     server.record_children()
                     facts = slider_answers(page)
-                    stage("03 slider", f"cells 1-{k + 1} (Run All Above + the slider cell), slider answered in "
-                                       f"{facts['answer_s']} s (rank {facts['rank']}, error {facts['error']})")
-                    run_from_cell(page, rel03, SLIDER_CODE, "notebook:run-all-below", watch=k + 1, offset=1)
+                    stage(
+                        "03 slider",
+                        f"cells 1-{k + 1} (Run All Above + the slider cell), slider answered in "
+                        f"{facts['answer_s']} s (rank {facts['rank']}, error {facts['error']})",
+                    )
+                    run_from_cell(
+                        page, rel03, SLIDER_CODE, "notebook:run-all-below", watch=k + 1, offset=1
+                    )
                     wait_for_cells(page, server, 0, tb.code_cells_to_run(nb03), tb.RUN_ALL_TIMEOUT)
                     server.record_children()
                     rest, rest_cpu = time.monotonic() - last, cpu_seconds() - cpu_last
-                    print(f"[{time.monotonic() - t0:7.1f} s] 03 rest   {rest:7.1f} s wall, {rest_cpu:7.1f} s CPU  "
-                          "(not in the total: the rest of 03)", flush=True)
+                    print(
+                        f"[{time.monotonic() - t0:7.1f} s] 03 rest   {rest:7.1f} s wall, {rest_cpu:7.1f} s CPU  "
+                        "(not in the total: the rest of 03)",
+                        flush=True,
+                    )
                 finally:
                     browser.close()
         finally:
@@ -291,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     total_cpu = sum(cpu for _, _, cpu, _ in stages)
     size_note = "test mode (LORAKIT_FAST=1)" if args.fast else "learner size"
     lines = [
-        f"workshop clock: fresh clone -> install -> JupyterLab -> notebook 03's rank slider answering",
+        "workshop clock: fresh clone -> install -> JupyterLab -> notebook 03's rank slider answering",
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()} {os.cpu_count()} cores; "
         f"Python {platform.python_version()}; {size_note}; "
         f"{'wheelhouse ' + str(args.wheelhouse) if args.wheelhouse else 'warm pip cache'}",

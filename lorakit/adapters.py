@@ -63,11 +63,16 @@ def check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple], where:
     """Raise naming every missing, unexpected or wrongly shaped tensor of a saved method."""
     want = set(shapes)
     missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(shapes[k])}"
-             for k in sorted(want & set(state)) if tuple(state[k].shape) != tuple(shapes[k])]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(shapes[k])}"
+        for k in sorted(want & set(state))
+        if tuple(state[k].shape) != tuple(shapes[k])
+    ]
     if missing or unexpected or wrong:
-        raise ValueError(f"{where} does not fit this model: missing keys {missing[:6]}, "
-                         f"unexpected keys {unexpected[:6]}, wrong shapes {wrong[:6]}")
+        raise ValueError(
+            f"{where} does not fit this model: missing keys {missing[:6]}, "
+            f"unexpected keys {unexpected[:6]}, wrong shapes {wrong[:6]}"
+        )
 
 
 def _fitting_layers(model: nn.Module, where: str, config: LoRAConfig) -> dict[str, nn.Module]:
@@ -76,28 +81,42 @@ def _fitting_layers(model: nn.Module, where: str, config: LoRAConfig) -> dict[st
     layers = lora_layers(model)
     if layers:
         mine = shared_config(layers)
-        mism = [f"{k}={getattr(mine, k)!r} in the model vs {getattr(config, k)!r} in the file"
-                for k in ("r", "alpha", "rslora") if getattr(mine, k) != getattr(config, k)]
+        mism = [
+            f"{k}={getattr(mine, k)!r} in the model vs {getattr(config, k)!r} in the file"
+            for k in ("r", "alpha", "rslora")
+            if getattr(mine, k) != getattr(config, k)
+        ]
         if mism:
-            raise ValueError(f"adapter {where} does not fit this model's LoRA layers: {'; '.join(mism)}")
+            raise ValueError(
+                f"adapter {where} does not fit this model's LoRA layers: {'; '.join(mism)}"
+            )
         merged = [n for n, layer in layers.items() if layer.merged]
         if merged:
-            raise ValueError(f"LoRA layers {merged[:4]} are merged: unmerge_lora(model) before loading another adapter")
+            raise ValueError(
+                f"LoRA layers {merged[:4]} are merged: unmerge_lora(model) before loading another adapter"
+            )
         return layers
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     absent = [t for t in config.targets if t not in linears]
     if absent:
-        raise ValueError(f"adapter {where} targets layers this model lacks: {absent[:6]}; "
-                         f"its linear layers are {list(linears)[:12]}")
+        raise ValueError(
+            f"adapter {where} targets layers this model lacks: {absent[:6]}; "
+            f"its linear layers are {list(linears)[:12]}"
+        )
     return {t: linears[t] for t in config.targets}
 
 
 @torch.no_grad()
-def _copy_in(model: nn.Module, state: dict[str, torch.Tensor], where: str, config: LoRAConfig) -> list[str]:
+def _copy_in(
+    model: nn.Module, state: dict[str, torch.Tensor], where: str, config: LoRAConfig
+) -> list[str]:
     """Check ``state`` ({"<path>.A": in×r, "<path>.B": r×out}) against the model, inject if needed, copy."""
     fit = _fitting_layers(model, where, config)
-    shapes = {f"{n}.{k}": shape for n, m in fit.items()
-              for k, shape in (("A", (m.in_features, config.r)), ("B", (config.r, m.out_features)))}
+    shapes = {
+        f"{n}.{k}": shape
+        for n, m in fit.items()
+        for k, shape in (("A", (m.in_features, config.r)), ("B", (config.r, m.out_features)))
+    }
     check_state(state, shapes, f"adapter {where}")
     if not lora_layers(model):
         inject_lora(model, config=config)
@@ -116,13 +135,17 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # not
     """
     state, meta = read_safetensors(path)
     if meta.get("format") != ADAPTER_FORMAT:
-        raise ValueError(f"{path} is not a lorakit adapter (metadata format={meta.get('format')!r}, "
-                         f"expected {ADAPTER_FORMAT!r}); for PEFT folders use load_peft_adapter")
+        raise ValueError(
+            f"{path} is not a lorakit adapter (metadata format={meta.get('format')!r}, "
+            f"expected {ADAPTER_FORMAT!r}); for PEFT folders use load_peft_adapter"
+        )
     try:
         config = LoRAConfig(**json.loads(meta["lora_config"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: adapter metadata 'lora_config' is missing or malformed ({e}); "
-                         "it needs r, alpha, dropout, rslora and targets") from e
+        raise ValueError(
+            f"{path}: adapter metadata 'lora_config' is missing or malformed ({e}); "
+            "it needs r, alpha, dropout, rslora and targets"
+        ) from e
     return _copy_in(model, state, str(path), config)
 
 
@@ -131,21 +154,42 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> list[str]:  # not
 
 def to_peft_state(model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 02 §7
     """The adapter with PEFT's names and orientation: ``lora_A.weight = Aᵀ``, ``lora_B.weight = Bᵀ``."""
-    return {f"{PEFT_PREFIX}{key[:-2]}.lora_{key[-1]}.weight": tensor.t().contiguous()   # "<path>.A" -> "...lora_A.weight"
-            for key, tensor in adapter_state(model).items()}
+    return {
+        f"{PEFT_PREFIX}{key[:-2]}.lora_{key[-1]}.weight": tensor.t().contiguous()  # "<path>.A" -> "...lora_A.weight"
+        for key, tensor in adapter_state(model).items()
+    }
 
 
-def save_peft_adapter(model: nn.Module, folder: str | os.PathLike,  # notebook 02 §7
-                      base_model_name_or_path: str | None = None, task_type: str | None = None) -> Path:
+def save_peft_adapter(
+    model: nn.Module,
+    folder: str | os.PathLike,  # notebook 02 §7
+    base_model_name_or_path: str | None = None,
+    task_type: str | None = None,
+) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` as PEFT does, so that
     ``peft.PeftModel.from_pretrained(base, folder)`` rebuilds the same adapter. ``task_type``
     (e.g. ``"CAUSAL_LM"`` for a Hugging Face LM) picks the ``PeftModel`` subclass PEFT builds."""
     config = _saved_config(model)
-    peft_config = dict(  # PEFT's LoraConfig; target_modules as exact paths, which PEFT matches as full names
-        peft_type="LORA", task_type=task_type, base_model_name_or_path=base_model_name_or_path,
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, use_rslora=config.rslora,
-        target_modules=list(config.targets), bias="none", fan_in_fan_out=False, init_lora_weights=True,
-        inference_mode=True, modules_to_save=None, rank_pattern={}, alpha_pattern={}, use_dora=False)
+    peft_config = (
+        dict(  # PEFT's LoraConfig; target_modules as exact paths, which PEFT matches as full names
+            peft_type="LORA",
+            task_type=task_type,
+            base_model_name_or_path=base_model_name_or_path,
+            r=config.r,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            use_rslora=config.rslora,
+            target_modules=list(config.targets),
+            bias="none",
+            fan_in_fan_out=False,
+            init_lora_weights=True,
+            inference_mode=True,
+            modules_to_save=None,
+            rank_pattern={},
+            alpha_pattern={},
+            use_dora=False,
+        )
+    )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / PEFT_CONFIG).write_text(json.dumps(peft_config, indent=2))
@@ -189,8 +233,14 @@ def load_peft_adapter(model: nn.Module, folder: str | os.PathLike) -> list[str]:
         else:
             odd.append(key)
     if odd:
-        raise ValueError(f"{folder / PEFT_WEIGHTS} holds tensors that are not LoRA A/B weights: {odd[:6]}")
-    config = LoRAConfig(r=int(cfg["r"]), alpha=cfg["lora_alpha"], dropout=float(cfg.get("lora_dropout") or 0.0),
-                        rslora=bool(cfg.get("use_rslora", False)),
-                        targets=sorted({k.rpartition(".")[0] for k in state}))
+        raise ValueError(
+            f"{folder / PEFT_WEIGHTS} holds tensors that are not LoRA A/B weights: {odd[:6]}"
+        )
+    config = LoRAConfig(
+        r=int(cfg["r"]),
+        alpha=cfg["lora_alpha"],
+        dropout=float(cfg.get("lora_dropout") or 0.0),
+        rslora=bool(cfg.get("use_rslora", False)),
+        targets=sorted({k.rpartition(".")[0] for k in state}),
+    )
     return _copy_in(model, state, str(folder), config)

@@ -61,11 +61,13 @@ def file_digest(path: Path) -> str:
 
 def stamp_text(source: Path, torch_build: str = "default") -> str:
     """What ``.venv/.installed`` holds after a finished install (``make`` writes it)."""
-    return (f"python={platform.python_version()}\n"
-            f"base={Path(sys.base_prefix).resolve()}\n"
-            f"source={source.name}\n"
-            f"sha256={file_digest(source)}\n"
-            f"torch={torch_build}\n")
+    return (
+        f"python={platform.python_version()}\n"
+        f"base={Path(sys.base_prefix).resolve()}\n"
+        f"source={source.name}\n"
+        f"sha256={file_digest(source)}\n"
+        f"torch={torch_build}\n"
+    )
 
 
 def read_stamp(path: Path) -> dict[str, str]:
@@ -108,37 +110,63 @@ def python_findings(root: Path = ROOT, version=None) -> tuple[list[str], str | N
         lines.append(f"  [FAIL] python {shown} is too old: the course needs Python {span}")
         if not is_checkout(root):
             return lines, f"a new venv made by Python {span} (e.g. `{GOOD_PYTHON} -m venv`)", True
-        return lines, f"`make {'clean lab' if in_venv else 'lab'} PYTHON={GOOD_PYTHON}` (or any Python {span})", True
+        return (
+            lines,
+            f"`make {'clean lab' if in_venv else 'lab'} PYTHON={GOOD_PYTHON}` (or any Python {span})",
+            True,
+        )
     if not is_checkout(root):  # pip or Colab: there is no .venv to judge
         return lines, None, False
     if not in_venv:
         if not venv.exists():
-            lines.append(f"  [WARN] venv   no {venv} yet: this Python is not the course's "
-                         "(fine if every package below is [OK], e.g. in conda)")
-            return lines, ("`make lab` (it creates .venv and installs everything; "
-                           f"add PYTHON={GOOD_PYTHON} if `python3` is older than 3.10)"), "aside"
+            lines.append(
+                f"  [WARN] venv   no {venv} yet: this Python is not the course's "
+                "(fine if every package below is [OK], e.g. in conda)"
+            )
+            return (
+                lines,
+                (
+                    "`make lab` (it creates .venv and installs everything; "
+                    f"add PYTHON={GOOD_PYTHON} if `python3` is older than 3.10)"
+                ),
+                "aside",
+            )
         interpreter = venv_python(venv)
         if not interpreter.exists():  # e.g. the Python that made it was upgraded away
             lines.append(f"  [WARN] venv   {venv} is broken: {interpreter} is missing")
             return lines, "`make clean lab` (deletes .venv and builds it again)", "aside"
         lines.append(f"  [WARN] venv   this is not the course's Python; that is {interpreter}")
-        return lines, ("`make check` (runs this check with the course's Python), and start JupyterLab "
-                       "with `make lab`, never a system `jupyter`"), "aside"
+        return (
+            lines,
+            (
+                "`make check` (runs this check with the course's Python), and start JupyterLab "
+                "with `make lab`, never a system `jupyter`"
+            ),
+            "aside",
+        )
     stamp = read_stamp(venv / ".installed")
     lock = root / stamp.get("source", LOCK)
     if not stamp.get("python"):
-        lines.append("  [WARN] venv   the install into .venv never finished (no record in .venv/.installed)")
+        lines.append(
+            "  [WARN] venv   the install into .venv never finished (no record in .venv/.installed)"
+        )
         return lines, "`make reinstall`", False
     if stamp.get("python") != platform.python_version():
-        lines.append(f"  [WARN] venv   .venv was installed by Python {stamp.get('python')}, "
-                     f"it now runs {platform.python_version()}")
+        lines.append(
+            f"  [WARN] venv   .venv was installed by Python {stamp.get('python')}, "
+            f"it now runs {platform.python_version()}"
+        )
         return lines, "`make clean lab`", False
     if lock.is_file() and stamp.get("sha256") != file_digest(lock):
-        lines.append(f"  [WARN] venv   stale: {lock.name} changed since .venv was installed from it")
+        lines.append(
+            f"  [WARN] venv   stale: {lock.name} changed since .venv was installed from it"
+        )
         return lines, "`make reinstall`", False
     note = f" (untested: the course is tested on {span})" if too_new else ""
     build = {"cpu": "torch's CPU index (TORCH=cpu)"}.get(stamp.get("torch"), "the package index")
-    lines.append(f"  [OK] venv     {venv}, installed from {stamp.get('source')}, torch from {build}{note}")
+    lines.append(
+        f"  [OK] venv     {venv}, installed from {stamp.get('source')}, torch from {build}{note}"
+    )
     return lines, None, False
 
 
@@ -166,8 +194,10 @@ def hidden_noise_line(names) -> str | None:
     if not noisy:
         return None
     which = ", ".join(f"{n} ({k} line{'s' * (k != 1)})" for n, k in noisy)
-    return (f"hidden     import messages from {which}: known-harmless notices about optional "
-            "kernels; the text is in lorakit.quiet.HIDDEN")
+    return (
+        f"hidden     import messages from {which}: known-harmless notices about optional "
+        "kernels; the text is in lorakit.quiet.HIDDEN"
+    )
 
 
 def package_fix(missing: list[str], root: Path = ROOT) -> str:
@@ -207,7 +237,8 @@ def iter_report(root: Path = ROOT):
     noise = hidden_noise_line([name for name, _ in REQUIRED + REFERENCE])
     if noise:
         yield noise
-    from . import __file__ as package_file, __version__
+    from . import __file__ as package_file
+    from . import __version__
 
     yield f"lorakit    {__version__} at {package_file}"
     if "torch" not in missing:
@@ -235,7 +266,9 @@ def report(root: Path = ROOT) -> tuple[str, bool]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--write-stamp"]:  # make: `python -m lorakit.check --write-stamp STAMP SOURCE [TORCH]`
+    if argv[:1] == [
+        "--write-stamp"
+    ]:  # make: `python -m lorakit.check --write-stamp STAMP SOURCE [TORCH]`
         stamp, source, *build = argv[1:]
         Path(stamp).write_text(stamp_text(Path(source), *build))
         return 0

@@ -10,7 +10,9 @@ never the subject: a title does not state an effect that noise on a shared machi
 from __future__ import annotations
 
 
-def forgetting_verdict(lora_per_gain: float, full_per_gain: float, margin: float = 0.1) -> str:  # notebook 04 §5
+def forgetting_verdict(
+    lora_per_gain: float, full_per_gain: float, margin: float = 0.1
+) -> str:  # notebook 04 §5
     """Biderman et al.'s "forgets less per unit of gain", judged on forget/gain of the best runs.
 
     Three outcomes: LoRA below full fine-tuning by more than ``margin`` (agrees), within it (the
@@ -23,7 +25,9 @@ def forgetting_verdict(lora_per_gain: float, full_per_gain: float, margin: float
     return f"no, the same line ({lora_per_gain:.2f} vs {full_per_gain:.2f})"
 
 
-def forgetting_title(lora_per_gain: float, full_per_gain: float, margin: float = 0.1) -> str:  # notebook 04 §5
+def forgetting_title(
+    lora_per_gain: float, full_per_gain: float, margin: float = 0.1
+) -> str:  # notebook 04 §5
     """Title of the gain-vs-forgetting scatter, from the same comparison as ``forgetting_verdict``."""
     verdict = forgetting_verdict(lora_per_gain, full_per_gain, margin)
     numbers = f"(forget/gain: LoRA {lora_per_gain:.2f}, full {full_per_gain:.2f})"
@@ -52,7 +56,10 @@ def targets_title(fraction: dict, budget: int) -> str:  # notebook 04 §4
     best = max(fraction, key=fraction.get)
     head = f"At an equal budget (~{budget:,} params), "
     if best == "all linear":
-        return head + f"spreading LoRA over all linear layers wins ({fraction[best]:.0%} of full FT's gain)"
+        return (
+            head
+            + f"spreading LoRA over all linear layers wins ({fraction[best]:.0%} of full FT's gain)"
+        )
     rest = f"; all linear {fraction['all linear']:.0%}" if "all linear" in fraction else ""
     return head + f"{best} reaches the most of full FT's gain ({fraction[best]:.0%}{rest})"
 

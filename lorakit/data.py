@@ -99,7 +99,9 @@ def load_corpus(name: str, max_bytes: int | None = None) -> bytes:  # notebook 0
     return text[:max_bytes] if max_bytes is not None else text
 
 
-def train_val_split(data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 4096):  # notebook 00 §3
+def train_val_split(
+    data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 4096
+):  # notebook 00 §3
     """Split into (train, val) by chunks: every k-th chunk of ``chunk`` bytes goes to validation.
 
     Taking chunks from all over the corpus (rather than its tail) keeps validation text from the
@@ -113,11 +115,15 @@ def train_val_split(data: torch.Tensor, val_fraction: float = 0.1, chunk: int = 
     val = [p for i, p in enumerate(pieces) if i % every == every - 1]
     train = [p for i, p in enumerate(pieces) if i % every != every - 1]
     if not val or not train:
-        raise ValueError(f"corpus of {len(data)} bytes is too small to split into chunks of {chunk}")
+        raise ValueError(
+            f"corpus of {len(data)} bytes is too small to split into chunks of {chunk}"
+        )
     return torch.cat(train), torch.cat(val)
 
 
-def load_splits(name: str, max_bytes: int | None = None, val_fraction: float = 0.1):  # notebook 00 §3
+def load_splits(
+    name: str, max_bytes: int | None = None, val_fraction: float = 0.1
+):  # notebook 00 §3
     """Tokens of a corpus as ``(train, val)`` uint8 tensors (see ``train_val_split``)."""
     data = torch.frombuffer(bytearray(load_corpus(name, max_bytes)), dtype=torch.uint8)
     return train_val_split(data, val_fraction)
@@ -128,7 +134,9 @@ def fingerprint(data: torch.Tensor) -> str:  # notebook 00 §4
     return hashlib.sha256(data.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def get_batch(data: torch.Tensor, batch_size: int, context: int, generator: torch.Generator):  # notebook 00 §3
+def get_batch(
+    data: torch.Tensor, batch_size: int, context: int, generator: torch.Generator
+):  # notebook 00 §3
     """``batch_size`` random windows of ``context`` tokens: inputs x and next-token targets y.
 
     The generator makes batches reproducible: same seed, same batches, same loss.

@@ -56,8 +56,11 @@ class DataReport:
         return not any(f.level == "error" for f in self.findings)
 
     def __str__(self) -> str:
-        head = (f"a generation batch of {self.examples} prompts" if self.generation else
-                f"{self.examples} examples; labelled tokens: {100 * self.labelled_share:.1f} %")
+        head = (
+            f"a generation batch of {self.examples} prompts"
+            if self.generation
+            else f"{self.examples} examples; labelled tokens: {100 * self.labelled_share:.1f} %"
+        )
         if not self.problems:
             head += " — no data problems found"
         return "\n".join([head] + [f"  {f}" for f in self.findings])
@@ -68,7 +71,9 @@ def _as_list(x) -> list[int]:
 
 
 def _ids_of(encoded) -> list[int]:
-    return list(encoded if isinstance(encoded, list) else encoded["input_ids"])  # transformers 5: an encoding
+    return list(
+        encoded if isinstance(encoded, list) else encoded["input_ids"]
+    )  # transformers 5: an encoding
 
 
 def assistant_marker(tokenizer) -> list[int]:  # notebook 09 §9
@@ -78,17 +83,23 @@ def assistant_marker(tokenizer) -> list[int]:  # notebook 09 §9
     for ChatML that is ``<|im_start|>assistant\\n``. Empty for a template without one.
     """
     if tokenizer is None:
-        return encode(TEMPLATE[TEMPLATE.index("{code}") + len("{code}"):]).tolist()
+        return encode(TEMPLATE[TEMPLATE.index("{code}") + len("{code}") :]).tolist()
     messages = [{"role": "user", "content": "x"}]
-    with_marker = _ids_of(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-    without = _ids_of(tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=True))
+    with_marker = _ids_of(
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    )
+    without = _ids_of(
+        tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=True)
+    )
     common = 0
     while common < min(len(with_marker), len(without)) and with_marker[common] == without[common]:
         common += 1
     return with_marker[common:]
 
 
-def _rows(data, pad_id: int | None, eos_id: int) -> tuple[list[tuple[list[int], list[int] | None]], bool]:
+def _rows(
+    data, pad_id: int | None, eos_id: int
+) -> tuple[list[tuple[list[int], list[int] | None]], bool]:
     """``([(ids, labels or None), ...] of the real tokens only, is a generation batch right-padded)``."""
     if isinstance(data, dict):
         ids = _as_list(data["input_ids"])
@@ -107,12 +118,19 @@ def _rows(data, pad_id: int | None, eos_id: int) -> tuple[list[tuple[list[int], 
                     end += 1
                 keep = list(range(end))
                 right_padded.append(end < len(row))
-            rows.append(([row[t] for t in keep], None if labels[i] is None else [labels[i][t] for t in keep]))
+            rows.append(
+                (
+                    [row[t] for t in keep],
+                    None if labels[i] is None else [labels[i][t] for t in keep],
+                )
+            )
         return rows, "labels" not in data and any(right_padded)
     rows = []
     for ex in data:
         if isinstance(ex, dict):
-            rows.append((_as_list(ex["input_ids"]), _as_list(ex["labels"]) if "labels" in ex else None))
+            rows.append(
+                (_as_list(ex["input_ids"]), _as_list(ex["labels"]) if "labels" in ex else None)
+            )
         else:
             rows.append((_as_list(ex[0]), _as_list(ex[1])))
     return rows, False
@@ -133,8 +151,14 @@ def _decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def diagnose(data, tokenizer=None, *, records=None, max_len: int | None = None,  # notebook 09 §9
-          pad_id: int | None = None) -> DataReport:
+def diagnose(
+    data,
+    tokenizer=None,
+    *,
+    records=None,
+    max_len: int | None = None,  # notebook 09 §9
+    pad_id: int | None = None,
+) -> DataReport:
     """Look for the data faults that waste a fine-tune; each finding says how to fix it.
 
     ``data``: a collated batch (dict) or a list of examples. ``tokenizer``: the model's (``None``
@@ -145,10 +169,14 @@ def diagnose(data, tokenizer=None, *, records=None, max_len: int | None = None, 
     eos_id = ord(EOS) if tokenizer is None else tokenizer.eos_token_id
     pad_id = (0 if tokenizer is None else tokenizer.pad_token_id) if pad_id is None else pad_id
     if eos_id is None:
-        raise ValueError("the tokenizer has no eos_token_id: a model cannot learn to stop without one")
+        raise ValueError(
+            "the tokenizer has no eos_token_id: a model cannot learn to stop without one"
+        )
     rows, right_padded = _rows(data, pad_id, eos_id)
     if records is not None and len(records) != len(rows):
-        raise ValueError(f"records must match the examples one to one: {len(records)} records, {len(rows)} examples")
+        raise ValueError(
+            f"records must match the examples one to one: {len(records)} records, {len(rows)} examples"
+        )
     report = DataReport(examples=len(rows))
 
     def add(level, code, message, value=None):
@@ -156,29 +184,47 @@ def diagnose(data, tokenizer=None, *, records=None, max_len: int | None = None, 
 
     generation = [r for r in rows if r[1] is None]
     if generation and right_padded:
-        add("error", "right_padding_generation",
+        add(
+            "error",
+            "right_padding_generation",
             "this generation batch is padded on the right: a decoder-only model then generates after "
             "its pad tokens. Fix: tokenizer.padding_side = 'left' before tokenizing prompts for "
-            "model.generate (lorakit.sft.answer_records pads on the left)")
+            "model.generate (lorakit.sft.answer_records pads on the left)",
+        )
     training = [(i, ids, labels) for i, (ids, labels) in enumerate(rows) if labels is not None]
     if not training:
         report.generation = True
         return report
     n = len(training)
     marker = assistant_marker(tokenizer)
-    count = dict(pad_eos_masked=0, eos_unlabelled=0, no_eos=0, no_eos_full=0, truncated=0, template_mismatch=0,
-                 mask_covers_prompt=0, mask_misses_response=0, no_labels=0)
+    count = dict(
+        pad_eos_masked=0,
+        eos_unlabelled=0,
+        no_eos=0,
+        no_eos_full=0,
+        truncated=0,
+        template_mismatch=0,
+        mask_covers_prompt=0,
+        mask_misses_response=0,
+        no_labels=0,
+    )
     labelled = total = 0
     for i, ids, labels in training:
         L = len(ids)
         learned = [t for t in range(L) if labels[t] != IGNORE]
         labelled, total = labelled + len(learned), total + L
-        hit_max = max_len is not None and L >= max_len  # without records: full length and no EOS = cut
-        if records is not None:  # with them: cut = the labelled answer is a strict head of the record's
+        hit_max = (
+            max_len is not None and L >= max_len
+        )  # without records: full length and no EOS = cut
+        if (
+            records is not None
+        ):  # with them: cut = the labelled answer is a strict head of the record's
             want = _record_parts(records[i], f"record {i}")[2].strip()
             got = _decode(tokenizer, [ids[t] for t in learned if ids[t] != eos_id]).strip()
             hit_max = got != want and want.startswith(got)
-            count["truncated"] += hit_max  # counted once: as a truncation, not also as a missing EOS
+            count["truncated"] += (
+                hit_max  # counted once: as a truncation, not also as a missing EOS
+            )
         if not learned:
             count["no_labels"] += 1
             count["truncated"] += hit_max and records is None
@@ -199,56 +245,95 @@ def diagnose(data, tokenizer=None, *, records=None, max_len: int | None = None, 
             continue
         if learned[0] < start:
             count["mask_covers_prompt"] += 1
-        if any(labels[t] == IGNORE for t in range(start, L - 1)):  # the EOS (position L-1) is judged above
+        if any(
+            labels[t] == IGNORE for t in range(start, L - 1)
+        ):  # the EOS (position L-1) is judged above
             count["mask_misses_response"] += 1
 
     report.labelled_share = labelled / max(total, 1)
     of = f"of {n}"
     eos_text = repr(EOS) if tokenizer is None else repr(tokenizer.eos_token)
     if count["pad_eos_masked"]:
-        add("error", "pad_eos_masked",
+        add(
+            "error",
+            "pad_eos_masked",
             f"the pad token is the EOS token {eos_text} and the EOS label is masked in {count['pad_eos_masked']} "
             f"{of} examples: a collator that masks every pad masks the EOS too, and the model never learns to stop. "
             "Fix: a pad token that is not EOS (tokenizer.pad_token = '<|endoftext|>' or add one), or mask "
-            "padding by position, not by id (lorakit.sft.collate)")
+            "padding by position, not by id (lorakit.sft.collate)",
+        )
     if count["eos_unlabelled"]:
-        add("error", "eos_unlabelled",
+        add(
+            "error",
+            "eos_unlabelled",
             f"the EOS ending {count['eos_unlabelled']} {of} responses has label -100: the model never learns "
-            "to stop. Fix: label the whole answer, EOS included")
+            "to stop. Fix: label the whole answer, EOS included",
+        )
     if count["no_eos"]:
-        full = (f" ({count['no_eos_full']} of them fill max_len: if their EOS was cut, shorten the prompt "
-                "instead)") if count["no_eos_full"] else ""
-        add("error", "no_eos",
+        full = (
+            (
+                f" ({count['no_eos_full']} of them fill max_len: if their EOS was cut, shorten the prompt "
+                "instead)"
+            )
+            if count["no_eos_full"]
+            else ""
+        )
+        add(
+            "error",
+            "no_eos",
             f"{count['no_eos']} {of} responses do not end with EOS {eos_text}: the model never learns to stop. "
-            f"Fix: append the EOS token to every response (lorakit.sft.record_example(eos=True)){full}")
+            f"Fix: append the EOS token to every response (lorakit.sft.record_example(eos=True)){full}",
+        )
     if count["truncated"]:
-        add("error", "response_truncated",
+        add(
+            "error",
+            "response_truncated",
             f"{count['truncated']} {of} answers were cut by truncation{f' at max_len={max_len}' if max_len else ''} "
             "(part of the answer or its EOS lost). Fix: shorten the prompt's content, never the answer "
-            "(lorakit.sft.record_example), or raise max_len")
+            "(lorakit.sft.record_example), or raise max_len",
+        )
     if count["template_mismatch"]:
-        shown = repr(_decode(tokenizer, marker)) if tokenizer is None else repr(tokenizer.decode(marker))
-        add("error", "template_mismatch",
+        shown = (
+            repr(_decode(tokenizer, marker))
+            if tokenizer is None
+            else repr(tokenizer.decode(marker))
+        )
+        add(
+            "error",
+            "template_mismatch",
             f"{count['template_mismatch']} {of} examples lack the template's assistant marker {shown} before the "
             "answer, while generation prompts (apply_chat_template(add_generation_prompt=True)) end with it: "
             "training and generation see different formats. Fix: build prompts with the model's chat template "
-            "and add_generation_prompt=True, and never cut the prompt's end (lorakit.sft.record_example)")
+            "and add_generation_prompt=True, and never cut the prompt's end (lorakit.sft.record_example)",
+        )
     if count["no_labels"]:
-        add("error", "no_labels",
+        add(
+            "error",
+            "no_labels",
             f"{count['no_labels']} {of} examples have no labelled token: they teach nothing (and a batch of "
-            "them has a NaN loss). Fix: label the answer (a response-only mask that found no marker does this)")
+            "them has a NaN loss). Fix: label the answer (a response-only mask that found no marker does this)",
+        )
     if count["mask_misses_response"]:
-        add("error", "mask_misses_response",
+        add(
+            "error",
+            "mask_misses_response",
             f"the labels miss part of the assistant's answer in {count['mask_misses_response']} {of} examples: "
-            "those tokens are never learned. Fix: label every token after the assistant marker")
+            "those tokens are never learned. Fix: label every token after the assistant marker",
+        )
     if count["mask_covers_prompt"]:
-        add("warning", "mask_covers_prompt",
+        add(
+            "warning",
+            "mask_covers_prompt",
             f"the labels cover prompt tokens in {count['mask_covers_prompt']} {of} examples: the model is also "
             "trained to write prompts, and the loss no longer measures the answer. Fix: label -100 up to and "
-            "including the assistant marker (lorakit.sft.record_example(mask=True)); ignore this if intended")
-    add("info", "labelled_share",
+            "including the assistant marker (lorakit.sft.record_example(mask=True)); ignore this if intended",
+        )
+    add(
+        "info",
+        "labelled_share",
         f"{100 * report.labelled_share:.1f} % of tokens carry a label (the answers and their EOS)",
-        report.labelled_share)
+        report.labelled_share,
+    )
     return report
 
 

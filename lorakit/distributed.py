@@ -42,7 +42,14 @@ import torch.nn as nn
 from .adapters import save_adapter
 from .data import get_batch, load_splits
 from .launcher import DistributedRunError, exit_now, run_ranks, say_finished  # noqa: F401 (the error is part of launch's API)
-from .memory import GB, PAPER_DTYPES, estimate_memory, parameter_counts, quantized_bits_per_parameter, shape_of
+from .memory import (
+    GB,
+    PAPER_DTYPES,
+    estimate_memory,
+    parameter_counts,
+    quantized_bits_per_parameter,
+    shape_of,
+)
 from .model import GPT
 from .qlora import Linear4bit, prepare_qlora
 from .train import LN2, fast_mode, load_gpt, set_seed
@@ -62,7 +69,9 @@ def quant_storage_as_parameters(model: nn.Module) -> dict[str, list[str]]:  # no
     """
     layers = {n: m for n, m in model.named_modules() if isinstance(m, Linear4bit)}
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no Linear4bit layers: call prepare_qlora first")
+        raise ValueError(
+            f"{type(model).__name__} has no Linear4bit layers: call prepare_qlora first"
+        )
     sharded, replicated = [], []
     for path, layer in layers.items():
         for name in ("packed", "absmax", "absmax_codes", "absmax2", "offset"):  # the stored weight
@@ -113,7 +122,9 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
-def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:  # notebook 10 §5
+def rank_bytes(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, int]:  # notebook 10 §5
     """Bytes this process holds, by kind: what FSDP shards, and what every rank keeps whole.
 
     - ``parameters``: every parameter (frozen 4-bit codes and constants, frozen embeddings and
@@ -125,8 +136,12 @@ def rank_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None)
     Counted by storage, so this is what is allocated, not ``numel × element size`` of a view.
     """
     params = list(model.parameters())
-    state = [v for s in (optimizer.state.values() if optimizer else []) for v in s.values()
-             if isinstance(v, torch.Tensor)]
+    state = [
+        v
+        for s in (optimizer.state.values() if optimizer else [])
+        for v in s.values()
+        if isinstance(v, torch.Tensor)
+    ]
     return dict(
         parameters=_storage_bytes(params),
         gradients=_storage_bytes(p.grad for p in params if p.grad is not None),
@@ -140,8 +155,12 @@ def shard_shapes(module: nn.Module) -> dict[str, dict]:  # notebook 10 §5
     out = {}
     for name, p in module.named_parameters():
         placement = str(tuple(p.placements)) if hasattr(p, "placements") else "whole"
-        out[name] = dict(shape=list(p.shape), local=list(_local(p).shape), placement=placement,
-                         dtype=str(p.dtype).replace("torch.", ""))
+        out[name] = dict(
+            shape=list(p.shape),
+            local=list(_local(p).shape),
+            placement=placement,
+            dtype=str(p.dtype).replace("torch.", ""),
+        )
     return out
 
 
@@ -182,7 +201,7 @@ class CommCounter:  # notebook 10 §6
         self.bytes = {"all_gather": 0, "reduce_scatter": 0}
         self.calls = {"all_gather": 0, "reduce_scatter": 0}
 
-    def __enter__(self) -> "CommCounter":
+    def __enter__(self) -> CommCounter:
         dist = torch.distributed
         self._saved = dist.all_gather_single, dist.reduce_scatter_single
         gather, scatter = self._saved
@@ -197,7 +216,10 @@ class CommCounter:  # notebook 10 §6
             self.calls["reduce_scatter"] += 1
             return scatter(output, input, *args, **kwargs)
 
-        dist.all_gather_single, dist.reduce_scatter_single = all_gather_single, reduce_scatter_single
+        dist.all_gather_single, dist.reduce_scatter_single = (
+            all_gather_single,
+            reduce_scatter_single,
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -232,8 +254,10 @@ class RunSettings:
         """The global batch must split evenly, or the N-rank run would not be the same run."""
         positive_int(world_size, "world_size (the number of ranks)")
         if self.global_batch % world_size:
-            raise ValueError(f"global_batch {self.global_batch} does not split into {world_size} equal "
-                             f"per-rank batches; choose a multiple of {world_size}")
+            raise ValueError(
+                f"global_batch {self.global_batch} does not split into {world_size} equal "
+                f"per-rank batches; choose a multiple of {world_size}"
+            )
 
     def to_args(self) -> list[str]:
         args = []
@@ -258,18 +282,27 @@ def run_settings() -> RunSettings:  # notebook 10 §3
 
 
 # notebook 10 §3
-def build_qlora(base_path: str | os.PathLike, settings: RunSettings, device: torch.device | str = "cpu") -> GPT:
+def build_qlora(
+    base_path: str | os.PathLike, settings: RunSettings, device: torch.device | str = "cpu"
+) -> GPT:
     """The course base loaded from its file, made QLoRA (NF4 + DQ, LoRA on all linear layers),
     its 4-bit tensors turned into frozen parameters. Seeded: every rank builds the same model."""
     model = load_gpt(base_path)
     set_seed(settings.seed)  # LoRA's A is random: the same seed gives every rank the same A
-    prepare_qlora(model, "all-linear", r=settings.r, alpha=settings.alpha, quant_type="nf4", double_quant=True)
+    prepare_qlora(
+        model, "all-linear", r=settings.r, alpha=settings.alpha, quant_type="nf4", double_quant=True
+    )
     quant_storage_as_parameters(model)
     return model.to(device)
 
 
-def train_qlora(model: GPT, settings: RunSettings, rank: int = 0, world_size: int = 1,  # notebook 10 §4
-                on_step=None) -> tuple[torch.optim.Optimizer, list[float]]:
+def train_qlora(
+    model: GPT,
+    settings: RunSettings,
+    rank: int = 0,
+    world_size: int = 1,  # notebook 10 §4
+    on_step=None,
+) -> tuple[torch.optim.Optimizer, list[float]]:
     """AdamW on A and B for ``settings.steps`` steps; returns the optimizer and the loss per step
     (bits per byte, the global batch's mean on every rank).
 
@@ -289,7 +322,7 @@ def train_qlora(model: GPT, settings: RunSettings, rank: int = 0, world_size: in
     model.train()
     for step in range(settings.steps):
         x, y = get_batch(train_data, settings.global_batch, model.cfg.context, gen)
-        x, y = x[rank * b:(rank + 1) * b].to(device), y[rank * b:(rank + 1) * b].to(device)
+        x, y = x[rank * b : (rank + 1) * b].to(device), y[rank * b : (rank + 1) * b].to(device)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -314,16 +347,24 @@ def _device_and_backend(local_rank: int) -> tuple[torch.device, str]:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lorakit.distributed",
-                                description="QLoRA on the course GPT, sharded with FSDP2 over the ranks "
-                                            "torchrun starts (gloo on CPUs, NCCL on GPUs).")
+    p = argparse.ArgumentParser(
+        prog="python -m lorakit.distributed",
+        description="QLoRA on the course GPT, sharded with FSDP2 over the ranks "
+        "torchrun starts (gloo on CPUs, NCCL on GPUs).",
+    )
     defaults = run_settings()
     for f in dataclasses.fields(RunSettings):
         kind = float if "float" in str(f.type) else int
         p.add_argument(_flag(f.name), dest=f.name, type=kind, default=getattr(defaults, f.name))
-    p.add_argument("--base", default=None, help="base model safetensors (default: lorakit's cached base)")
-    p.add_argument("--out", required=True, help="folder for result.json and adapter.safetensors (rank 0)")
-    p.add_argument("--fail-rank", type=int, default=None, help="(failure drill) this rank exits at --fail-step")
+    p.add_argument(
+        "--base", default=None, help="base model safetensors (default: lorakit's cached base)"
+    )
+    p.add_argument(
+        "--out", required=True, help="folder for result.json and adapter.safetensors (rank 0)"
+    )
+    p.add_argument(
+        "--fail-rank", type=int, default=None, help="(failure drill) this rank exits at --fail-step"
+    )
     p.add_argument("--fail-step", type=int, default=1)
     return p.parse_args(argv)
 
@@ -331,13 +372,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:  # notebook 10 §3
     """One rank of the sharded run; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_*."""
     args = _parse(argv)
-    settings = RunSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)})
+    settings = RunSettings(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)}
+    )
     dist = torch.distributed
-    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    missing = [
+        k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
     if missing:
-        raise SystemExit(f"python -m lorakit.distributed is one rank of a run: start it with torchrun "
-                         f"(torchrun --standalone --nproc-per-node 2 -m lorakit.distributed --out DIR) or "
-                         f"lorakit.distributed.launch(2, DIR); {missing} are not set")
+        raise SystemExit(
+            f"python -m lorakit.distributed is one rank of a run: start it with torchrun "
+            f"(torchrun --standalone --nproc-per-node 2 -m lorakit.distributed --out DIR) or "
+            f"lorakit.distributed.launch(2, DIR); {missing} are not set"
+        )
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     settings.check_world(world)
     device, backend = _device_and_backend(int(os.environ.get("LOCAL_RANK", 0)))
@@ -362,11 +409,17 @@ def main(argv: list[str] | None = None) -> int:  # notebook 10 §3
 
         def on_step(step, bpb, opt):
             if args.fail_rank == rank and step + 1 == args.fail_step:
-                print(f"[rank {rank}] failure drill: exiting with code 3 at step {step + 1}", flush=True)
+                print(
+                    f"[rank {rank}] failure drill: exiting with code 3 at step {step + 1}",
+                    flush=True,
+                )
                 os._exit(3)
             if rank == 0:
-                print(f"step {step + 1}/{settings.steps}  loss {bpb:.4f} bits/byte  "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
+                print(
+                    f"step {step + 1}/{settings.steps}  loss {bpb:.4f} bits/byte  "
+                    f"{time.perf_counter() - start:.1f} s",
+                    flush=True,
+                )
 
         with CommCounter() as comm:
             opt, losses = train_qlora(model, settings, rank, world, on_step)
@@ -385,13 +438,25 @@ def main(argv: list[str] | None = None) -> int:  # notebook 10 §3
             if hasattr(unit, "unshard") and hasattr(unit, "reshard"):
                 unit.reshard()
         if rank == 0:
-            result = dict(world_size=world, backend=backend, device=str(device), settings=dataclasses.asdict(settings),
-                          train_bpb=losses, seconds=seconds, rank_bytes=everyone, q_proj_shards=shards,
-                          comm_measured={k: v // settings.steps for k, v in comm.bytes.items()},
-                          comm_calls={k: v // settings.steps for k, v in comm.calls.items()},
-                          comm_predicted=predicted, torch=torch.__version__)
+            result = dict(
+                world_size=world,
+                backend=backend,
+                device=str(device),
+                settings=dataclasses.asdict(settings),
+                train_bpb=losses,
+                seconds=seconds,
+                rank_bytes=everyone,
+                q_proj_shards=shards,
+                comm_measured={k: v // settings.steps for k, v in comm.bytes.items()},
+                comm_calls={k: v // settings.steps for k, v in comm.calls.items()},
+                comm_predicted=predicted,
+                torch=torch.__version__,
+            )
             (out / "result.json").write_text(json.dumps(result, indent=1))
-            print(f"done: {settings.steps} steps on {world} ranks ({backend}) in {seconds:.1f} s", flush=True)
+            print(
+                f"done: {settings.steps} steps on {world} ranks ({backend}) in {seconds:.1f} s",
+                flush=True,
+            )
         dist.barrier()
         say_finished()  # every rank's work is done and written (lorakit.launcher: teardown)
     finally:
@@ -407,8 +472,12 @@ def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:  
     model = build_qlora(base_path, settings)
     start = time.perf_counter()
     opt, losses = train_qlora(model, settings)
-    return dict(model=model, train_bpb=losses, seconds=time.perf_counter() - start,
-                rank_bytes=rank_bytes(model, opt))
+    return dict(
+        model=model,
+        train_bpb=losses,
+        seconds=time.perf_counter() - start,
+        rank_bytes=rank_bytes(model, opt),
+    )
 
 
 # ---------------------------------------------------------------- launching
@@ -416,12 +485,27 @@ def train_single(base_path: str | os.PathLike, settings: RunSettings) -> dict:  
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:  # notebook 10 §3
     """What to type on a multi-GPU machine: ``torchrun`` starting this script on ``nproc`` ranks."""
-    return ["torchrun", "--standalone", "--nproc-per-node", str(nproc), "-m", "lorakit.distributed", *args]
+    return [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "lorakit.distributed",
+        *args,
+    ]
 
 
-def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = None, *,  # notebook 10 §3
-           base: str | os.PathLike | None = None, timeout: float = 300.0, echo: bool = True,
-           extra_args: list[str] | None = None) -> dict:
+def launch(
+    nproc: int,
+    out: str | os.PathLike,
+    settings: RunSettings | None = None,
+    *,  # notebook 10 §3
+    base: str | os.PathLike | None = None,
+    timeout: float = 300.0,
+    echo: bool = True,
+    extra_args: list[str] | None = None,
+) -> dict:
     """Start ``python -m lorakit.distributed`` on ``nproc`` ranks, as torchrun would; return result.json.
 
     The ranks run on 127.0.0.1 only (``lorakit.launcher``: the store, the processes, the watching).
@@ -440,10 +524,17 @@ def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").unlink(missing_ok=True)
-    args = settings.to_args() + ["--out", str(out)] + (["--base", str(base)] if base else []) + list(extra_args or [])
+    args = (
+        settings.to_args()
+        + ["--out", str(out)]
+        + (["--base", str(base)] if base else [])
+        + list(extra_args or [])
+    )
 
     def progress(rank: int, line: str) -> bool:
-        return echo and ((rank == 0 and line.startswith(("step ", "done:"))) or line.startswith("[rank "))
+        return echo and (
+            (rank == 0 and line.startswith(("step ", "done:"))) or line.startswith("[rank ")
+        )
 
     run_ranks("lorakit.distributed", args, nproc, timeout, progress)
     return json.loads((out / "result.json").read_text())
@@ -455,14 +546,29 @@ def launch(nproc: int, out: str | os.PathLike, settings: RunSettings | None = No
 # Answer.AI, "Benchmarking QLoRA+FSDP" (2024, benchmarks_03_2024.md in AnswerDotAI/fsdp_qlora):
 # Llama-2 70B, QLoRA, context 2048, gradient checkpointing. (GPUs, GB per GPU, CPU offload, batch
 # per GPU) of the setups they trained, and the peak they measured on 2 × RTX 3090 with offload.
-ANSWER_AI_70B_RUNS = [(2, 24, True, 2), (4, 24, False, 1), (8, 24, False, 1), (2, 48, False, 2),
-                      (4, 48, False, 3), (2, 40, False, 1), (4, 40, False, 4), (8, 40, False, 4),
-                      (4, 80, False, 8)]
+ANSWER_AI_70B_RUNS = [
+    (2, 24, True, 2),
+    (4, 24, False, 1),
+    (8, 24, False, 1),
+    (2, 48, False, 2),
+    (4, 48, False, 3),
+    (2, 40, False, 1),
+    (4, 40, False, 4),
+    (8, 40, False, 4),
+    (4, 80, False, 8),
+]
 ANSWER_AI_70B_PEAK_GIB = 14.92  # 2 × 24 GB, CPU offload, batch 2: "Peak Memory (GiB)"
 
 
-def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int = 64,  # notebook 10 §7
-                      batch_size: int = 1, seq_len: int = 2048, gradient_checkpointing: bool = True) -> dict:
+def fsdp_qlora_memory(
+    model: str,
+    n_gpus: int,
+    cpu_offload: bool = False,
+    r: int = 64,  # notebook 10 §7
+    batch_size: int = 1,
+    seq_len: int = 2048,
+    gradient_checkpointing: bool = True,
+) -> dict:
     """GB per GPU for FSDP-QLoRA of a LLaMA-shaped ``model`` on ``n_gpus`` (an estimate).
 
     Built from ``lorakit.memory.estimate_memory(model, "qlora", ...)`` (one GPU, the whole
@@ -477,14 +583,25 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
     Allocator overhead and temporaries (a dequantized weight, the float32 logits) are ignored.
     """
     positive_int(n_gpus, "n_gpus")
-    one = estimate_memory(model, "qlora", r=r, batch_size=batch_size, seq_len=seq_len,
-                          gradient_checkpointing=gradient_checkpointing, **PAPER_DTYPES)
+    one = estimate_memory(
+        model,
+        "qlora",
+        r=r,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        gradient_checkpointing=gradient_checkpointing,
+        **PAPER_DTYPES,
+    )
     counts = parameter_counts(model)
     layers = shape_of(model)["num_hidden_layers"]
-    layer = counts["linear"] / layers * quantized_bits_per_parameter() / 8 / GB  # one decoder layer, 4-bit
+    layer = (
+        counts["linear"] / layers * quantized_bits_per_parameter() / 8 / GB
+    )  # one decoder layer, 4-bit
     lora_layer = one["lora"] / layers
     gathered = 2 * (layer + lora_layer) if n_gpus > 1 or cpu_offload else 0.0
-    root = 2 * counts["other"] / GB  # 16-bit embeddings, norms and head: whole from forward to backward
+    root = (
+        2 * counts["other"] / GB
+    )  # 16-bit embeddings, norms and head: whole from forward to backward
     sharded = {k: one[k] / n_gpus for k in ("weights", "lora", "gradients", "optimizer")}
     on_gpu = {k: (0.0 if cpu_offload else v) for k, v in sharded.items()}
     if n_gpus > 1 or cpu_offload:  # the root's own shard is part of the gathered whole
@@ -493,7 +610,9 @@ def fsdp_qlora_memory(model: str, n_gpus: int, cpu_offload: bool = False, r: int
         root = 0.0  # one GPU: the root is in "weights" already
     out = dict(on_gpu, gathered=gathered, root=root, activations=one["activations"])
     out["total"] = sum(out.values())
-    out["cpu"] = sum(sharded.values()) * n_gpus if cpu_offload else 0.0  # the host holds every rank's shard
+    out["cpu"] = (
+        sum(sharded.values()) * n_gpus if cpu_offload else 0.0
+    )  # the host holds every rank's shard
     return out
 
 

@@ -35,16 +35,16 @@ from .lora import LoRALinear
 from .targets import check_targets, matches
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
-USUAL_SCALING = (1 / 8, 8.0)   # α/r from α = r/8 ... 8r; outside it α and α/r were likely confused
-TINY_UPDATE = 1e-4             # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
+USUAL_SCALING = (1 / 8, 8.0)  # α/r from α = r/8 ... 8r; outside it α and α/r were likely confused
+TINY_UPDATE = 1e-4  # ‖s A B‖ / ‖W0‖ below this after training: the adapter did nothing
 
 
 @dataclass  # notebook 04 §8
 class Finding:
-    level: str      # "error", "warning" or "info"
-    code: str       # stable name, e.g. "B_zero"
+    level: str  # "error", "warning" or "info"
+    code: str  # stable name, e.g. "B_zero"
     message: str
-    value: float | None = None   # the measured number behind it, where there is one
+    value: float | None = None  # the measured number behind it, where there is one
 
     def __str__(self) -> str:
         mark = {"error": "✗", "warning": "!", "info": "·"}[self.level]
@@ -76,15 +76,21 @@ class Report:
         return not any(f.level == "error" for f in self.findings)
 
     def __str__(self) -> str:
-        lines = [f"adapted layers: {len(self.layers)}; untargeted linear layers: {len(self.untargeted)}; "
-                 f"trainable {self.trainable:,} of {self.total:,} ({100 * self.share:.2f} %)"]
+        lines = [
+            f"adapted layers: {len(self.layers)}; untargeted linear layers: {len(self.untargeted)}; "
+            f"trainable {self.trainable:,} of {self.total:,} ({100 * self.share:.2f} %)"
+        ]
         if self.layers:
-            lines.append(f"  {'layer':<32} {'r':>3} {'scaling':>9} {'dtype':>9} {'merged':>6} "
-                         f"{'‖B‖':>9} {'‖sAB‖/‖W0‖':>11} {'grad A,B':>10}")
+            lines.append(
+                f"  {'layer':<32} {'r':>3} {'scaling':>9} {'dtype':>9} {'merged':>6} "
+                f"{'‖B‖':>9} {'‖sAB‖/‖W0‖':>11} {'grad A,B':>10}"
+            )
             for row in self.layers:
-                lines.append(f"  {row['layer'][-32:]:<32} {row['r']:>3} {row['scaling']:>9.4g} "
-                             f"{str(row['dtype']).replace('torch.', ''):>9} {str(row['merged']):>6} "
-                             f"{row['B_norm']:>9.3g} {row['update_ratio']:>11.3g} {row['grad']:>10}")
+                lines.append(
+                    f"  {row['layer'][-32:]:<32} {row['r']:>3} {row['scaling']:>9.4g} "
+                    f"{str(row['dtype']).replace('torch.', ''):>9} {str(row['merged']):>6} "
+                    f"{row['B_norm']:>9.3g} {row['update_ratio']:>11.3g} {row['grad']:>10}"
+                )
         lines += [str(f) for f in self.findings] or ["✓ no problems found"]
         return "\n".join(lines)
 
@@ -94,35 +100,37 @@ class Report:
 
 @dataclass
 class _Adapter:
-    name: str                  # module path in the unwrapped model (PEFT's prefix removed)
-    A: torch.Tensor            # in×r (a view of the parameter)
-    B: torch.Tensor            # r×out
-    params: dict               # parameter name -> Parameter (A, B, magnitude ...)
+    name: str  # module path in the unwrapped model (PEFT's prefix removed)
+    A: torch.Tensor  # in×r (a view of the parameter)
+    B: torch.Tensor  # r×out
+    params: dict  # parameter name -> Parameter (A, B, magnitude ...)
     r: int
     alpha: float
     scaling: float
-    weight: torch.Tensor       # W0 as the base layer computes with it (out×in; 4-bit: dequantized)
+    weight: torch.Tensor  # W0 as the base layer computes with it (out×in; 4-bit: dequantized)
     merged: bool
-    delta: torch.Tensor        # the update this adapter makes to W0, in×out (DoRA: W' − W0)
+    delta: torch.Tensor  # the update this adapter makes to W0, in×out (DoRA: W' − W0)
 
 
 def _base_weight(layer: nn.Module) -> torch.Tensor:
     """W0 as the base layer computes with it (out×in). A 4-bit layer stores codes, not W0:
     lorakit's ``Linear4bit`` has no ``weight`` at all, and bitsandbytes' ``Params4bit`` holds packed
     uint8 codes, whose norm says nothing about W0. Both are dequantized (float32) here."""
-    if hasattr(layer, "dequantized_weight"):                   # lorakit.qlora.Linear4bit
+    if hasattr(layer, "dequantized_weight"):  # lorakit.qlora.Linear4bit
         return layer.dequantized_weight(torch.float32)
     weight = layer.weight
     quant_state = getattr(weight, "quant_state", None)
-    if quant_state is not None:                                # bitsandbytes Linear4bit (Params4bit)
+    if quant_state is not None:  # bitsandbytes Linear4bit (Params4bit)
         from bitsandbytes.functional import dequantize_4bit
+
         return dequantize_4bit(weight.data, quant_state).float()
     return weight
 
 
 def _is_peft_lora(module: nn.Module) -> bool:
-    return all(hasattr(module, a) for a in ("lora_A", "lora_B", "scaling", "base_layer")) and \
-        isinstance(module.lora_A, nn.ModuleDict)
+    return all(
+        hasattr(module, a) for a in ("lora_A", "lora_B", "scaling", "base_layer")
+    ) and isinstance(module.lora_A, nn.ModuleDict)
 
 
 def _adapters(model: nn.Module) -> list[_Adapter]:
@@ -132,21 +140,48 @@ def _adapters(model: nn.Module) -> list[_Adapter]:
             with torch.no_grad():
                 delta = m.delta().detach()
             params = {k: p for k, p in m.named_parameters() if not k.startswith("base.")}
-            found.append(_Adapter(path, m.A, m.B, params, m.config.r, m.config.alpha, m.scaling,
-                                  _base_weight(m.base), m.merged, delta))
+            found.append(
+                _Adapter(
+                    path,
+                    m.A,
+                    m.B,
+                    params,
+                    m.config.r,
+                    m.config.alpha,
+                    m.scaling,
+                    _base_weight(m.base),
+                    m.merged,
+                    delta,
+                )
+            )
         elif _is_peft_lora(m):
             for key in m.lora_A:
                 A, B = m.lora_A[key].weight.t(), m.lora_B[key].weight.t()
                 s = float(m.scaling[key])
-                params = {f"lora_A.{key}": m.lora_A[key].weight, f"lora_B.{key}": m.lora_B[key].weight}
+                params = {
+                    f"lora_A.{key}": m.lora_A[key].weight,
+                    f"lora_B.{key}": m.lora_B[key].weight,
+                }
                 magnitude = getattr(m, "lora_magnitude_vector", {})
-                if key in magnitude:                                  # PEFT's DoRA
+                if key in magnitude:  # PEFT's DoRA
                     params[f"magnitude.{key}"] = magnitude[key].weight
                 with torch.no_grad():
                     delta = (A.float() @ B.float()) * s
                 name = path.removeprefix(PEFT_PREFIX)
-                found.append(_Adapter(name, A, B, params, int(m.r[key]), float(m.lora_alpha[key]), s,
-                                      _base_weight(m.base_layer), key in getattr(m, "merged_adapters", []), delta))
+                found.append(
+                    _Adapter(
+                        name,
+                        A,
+                        B,
+                        params,
+                        int(m.r[key]),
+                        float(m.lora_alpha[key]),
+                        s,
+                        _base_weight(m.base_layer),
+                        key in getattr(m, "merged_adapters", []),
+                        delta,
+                    )
+                )
     return found
 
 
@@ -197,9 +232,13 @@ def diagnose(
     if not isinstance(after_training, bool):
         raise TypeError(f"after_training must be True or False, got {after_training!r}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
     if reference is not None and not isinstance(reference, (nn.Module, dict)):
-        raise TypeError(f"reference must be an nn.Module or a state_dict, got {type(reference).__name__}")
+        raise TypeError(
+            f"reference must be an nn.Module or a state_dict, got {type(reference).__name__}"
+        )
     targets = None if targets is None else check_targets(targets)
 
     report = Report()
@@ -207,20 +246,32 @@ def diagnose(
     report.untargeted = _linear_paths(model, [a.name for a in adapters])
     report.total = sum(p.numel() for p in model.parameters())
     report.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
+    add = lambda level, code, msg, value=None: report.findings.append(
+        Finding(level, code, msg, value)
+    )  # noqa: E731
 
     _check_targets(adapters, report, targets, add)
     if not adapters:
         return report
     adapter_ids = {id(p) for a in adapters for p in a.params.values()}
-    extra = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids)
+    extra = sum(
+        p.numel() for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids
+    )
     if extra:
-        add("warning", "extra_trainable", f"{extra:,} trainable parameters sit outside the adapters "
-            "(the base is not frozen): this is partly full fine-tuning. Freeze them unless you meant it.")
+        add(
+            "warning",
+            "extra_trainable",
+            f"{extra:,} trainable parameters sit outside the adapters "
+            "(the base is not frozen): this is partly full fine-tuning. Freeze them unless you meant it.",
+        )
     frozen = [a.name for a in adapters if not all(p.requires_grad for p in a.params.values())]
     if frozen:
-        add("error", "frozen_adapter", f"adapter parameters of {_few(frozen)} have requires_grad=False: "
-            "they can never train. Call requires_grad_(True) on A and B (inject_lora does).")
+        add(
+            "error",
+            "frozen_adapter",
+            f"adapter parameters of {_few(frozen)} have requires_grad=False: "
+            "they can never train. Call requires_grad_(True) on A and B (inject_lora does).",
+        )
     _check_loaded_frozen(model, add)
     _check_checkpointing(model, adapters, add)
 
@@ -234,8 +285,12 @@ def diagnose(
         _check_optimizer(adapters, optimizer, add)
     merged = [a.name for a in adapters if a.merged]
     if merged:
-        add("info", "merged", f"{len(merged)} of {len(adapters)} adapters are merged into their base weight "
-            "(do not train or merge again; unmerge to switch adapters).")
+        add(
+            "info",
+            "merged",
+            f"{len(merged)} of {len(adapters)} adapters are merged into their base weight "
+            "(do not train or merge again; unmerge to switch adapters).",
+        )
     if reference is not None:
         _check_against_reference(adapters, reference, add)
     return report
@@ -252,10 +307,17 @@ def _row(a: _Adapter) -> dict:
         p = next((p for k, p in a.params.items() if k == key or k.startswith(f"lora_{key}.")), None)
         g = None if p is None else p.grad
         grads.append("None" if g is None else ("0" if not g.abs().max() > 0 else "ok"))
-    return dict(layer=a.name, r=a.r, alpha=a.alpha, scaling=a.scaling, dtype=a.A.dtype, merged=a.merged,
-                B_norm=torch.linalg.matrix_norm(a.B.float()).item(),
-                update_ratio=torch.linalg.matrix_norm(a.delta.float()).item() / max(W0, 1e-30),
-                grad=",".join(grads))
+    return dict(
+        layer=a.name,
+        r=a.r,
+        alpha=a.alpha,
+        scaling=a.scaling,
+        dtype=a.A.dtype,
+        merged=a.merged,
+        B_norm=torch.linalg.matrix_norm(a.B.float()).item(),
+        update_ratio=torch.linalg.matrix_norm(a.delta.float()).item() / max(W0, 1e-30),
+        grad=",".join(grads),
+    )
 
 
 def _check_targets(adapters, report, targets, add) -> None:
@@ -263,19 +325,35 @@ def _check_targets(adapters, report, targets, add) -> None:
         names = [a.name for a in adapters] + report.untargeted
         unmatched = [t for t in targets if not any(matches(n, t) for n in names)]
         if unmatched:
-            add("error", "unmatched_targets", f"target(s) {unmatched} match no linear layer. "
-                f"This model's linear layers are named like: {_few(sorted({n.split('.')[-1] for n in names}), 8)}.")
+            add(
+                "error",
+                "unmatched_targets",
+                f"target(s) {unmatched} match no linear layer. "
+                f"This model's linear layers are named like: {_few(sorted({n.split('.')[-1] for n in names}), 8)}.",
+            )
         missed = [n for n in report.untargeted if any(matches(n, t) for t in targets)]
         if missed:
-            add("error", "targets_not_adapted", f"{_few(missed)} match your targets but carry no adapter "
-                "(was the adapter injected into another copy of the model?).")
+            add(
+                "error",
+                "targets_not_adapted",
+                f"{_few(missed)} match your targets but carry no adapter "
+                "(was the adapter injected into another copy of the model?).",
+            )
     if not adapters:
-        add("error", "no_adapters", "no LoRA layer found: nothing will train as LoRA. Inject one "
+        add(
+            "error",
+            "no_adapters",
+            "no LoRA layer found: nothing will train as LoRA. Inject one "
             "(lorakit.lora.inject_lora or peft.get_peft_model) with targets from the linear layers: "
-            f"{_few(sorted({n.split('.')[-1] for n in report.untargeted}), 8)}.")
+            f"{_few(sorted({n.split('.')[-1] for n in report.untargeted}), 8)}.",
+        )
     elif report.untargeted:
         kinds = sorted({n.split(".")[-1] for n in report.untargeted})
-        add("info", "untargeted", f"{len(report.untargeted)} linear layers carry no adapter ({', '.join(kinds)}).")
+        add(
+            "info",
+            "untargeted",
+            f"{len(report.untargeted)} linear layers carry no adapter ({', '.join(kinds)}).",
+        )
 
 
 def _check_scaling(adapters, add) -> None:
@@ -285,14 +363,22 @@ def _check_scaling(adapters, add) -> None:
         kinds.add("α/√r (rsLoRA)" if rs and a.r > 1 else "α/r")
     scalings = sorted({round(a.scaling, 6) for a in adapters})
     a0 = adapters[0]
-    add("info", "scaling", f"scaling in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
-        f"(e.g. r = {a0.r}, α = {a0.alpha:g}).")
+    add(
+        "info",
+        "scaling",
+        f"scaling in use: {' and '.join(sorted(kinds))} = {_few([f'{s:g}' for s in scalings])} "
+        f"(e.g. r = {a0.r}, α = {a0.alpha:g}).",
+    )
     odd = [a for a in adapters if not USUAL_SCALING[0] <= a.scaling <= USUAL_SCALING[1]]
     if odd:
         a = odd[0]
-        add("warning", "unusual_scaling", f"scaling {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
+        add(
+            "warning",
+            "unusual_scaling",
+            f"scaling {a.scaling:.4g} (r = {a.r}, α = {a.alpha:g}) is outside the usual "
             f"{USUAL_SCALING[0]:g}…{USUAL_SCALING[1]:g}. α is not the scaling: the scaling is α/r. For a scaling of 2 "
-            f"at r = {a.r}, pass α = {2 * a.r:g}. A scaling this far off acts like a learning rate {a.scaling:.3g}× too large/small.")
+            f"at r = {a.r}, pass α = {2 * a.r:g}. A scaling this far off acts like a learning rate {a.scaling:.3g}× too large/small.",
+        )
 
 
 def _check_B_and_updates(adapters, report, after_training, add) -> None:
@@ -300,46 +386,82 @@ def _check_B_and_updates(adapters, report, after_training, add) -> None:
     zero_A = [a.name for a in adapters if not a.A.abs().max() > 0]
     both = sorted(set(zero_A) & set(zero_B))
     if both:
-        add("error", "both_zero", f"A and B are both zero in {_few(both)}: ∂L/∂A = s·xᵀ(g Bᵀ) and ∂L/∂B = "
-            "s·(xA)ᵀ g are then both zero, so no step can ever move them. Start A random (B zero).")
+        add(
+            "error",
+            "both_zero",
+            f"A and B are both zero in {_few(both)}: ∂L/∂A = s·xᵀ(g Bᵀ) and ∂L/∂B = "
+            "s·(xA)ᵀ g are then both zero, so no step can ever move them. Start A random (B zero).",
+        )
     only_B = [n for n in zero_B if n not in both]
     if only_B and after_training:
-        add("error", "B_zero", f"B is still exactly zero in {len(only_B)} of {len(adapters)} adapters "
-            f"({_few(only_B)}): they never trained. Is B frozen, the lr 0, or B missing from the optimizer?")
+        add(
+            "error",
+            "B_zero",
+            f"B is still exactly zero in {len(only_B)} of {len(adapters)} adapters "
+            f"({_few(only_B)}): they never trained. Is B frozen, the lr 0, or B missing from the optimizer?",
+        )
     elif only_B:
-        add("info", "B_zero", f"B is zero in {len(only_B)} of {len(adapters)} adapters: the model equals its "
-            "base (expected before training; run check(model, after_training=True) afterwards).")
+        add(
+            "info",
+            "B_zero",
+            f"B is zero in {len(only_B)} of {len(adapters)} adapters: the model equals its "
+            "base (expected before training; run check(model, after_training=True) afterwards).",
+        )
     if after_training:
         tiny = [row["layer"] for row in report.layers if 0 < row["update_ratio"] < TINY_UPDATE]
         if tiny:
-            add("warning", "tiny_update", f"the update ‖sAB‖/‖W0‖ is below {TINY_UPDATE:g} in {_few(tiny)}: "
-                "the adapter barely changed the model (scaling or lr too small, or too few steps).")
+            add(
+                "warning",
+                "tiny_update",
+                f"the update ‖sAB‖/‖W0‖ is below {TINY_UPDATE:g} in {_few(tiny)}: "
+                "the adapter barely changed the model (scaling or lr too small, or too few steps).",
+            )
         moved = [row for row in report.layers if row["B_norm"] > 0]
         if moved:
             ratios = [row["update_ratio"] for row in moved]
-            add("info", "update_size", f"B moved from zero in {len(moved)} of {len(adapters)} adapters; "
-                f"‖sAB‖/‖W0‖ from {min(ratios):.2g} to {max(ratios):.2g}.")
+            add(
+                "info",
+                "update_size",
+                f"B moved from zero in {len(moved)} of {len(adapters)} adapters; "
+                f"‖sAB‖/‖W0‖ from {min(ratios):.2g} to {max(ratios):.2g}.",
+            )
 
 
 def _check_grads(adapters, add) -> None:
     params = [(a.name, k, p) for a in adapters for k, p in a.params.items() if p.requires_grad]
     with_grad = [(n, k, p) for n, k, p in params if p.grad is not None]
     if not with_grad:
-        add("info", "no_grads", "no gradients yet (run check after loss.backward() to inspect them).")
+        add(
+            "info",
+            "no_grads",
+            "no gradients yet (run check after loss.backward() to inspect them).",
+        )
         return
     none = sorted({n for n, k, p in params if p.grad is None})
     if none:
-        add("warning", "grad_none", f"{len(none)} adapters got no gradient (grad is None) while others did: "
-            f"{_few(none)}. Are they on the forward path (right module, adapter enabled)?")
-    zero = sorted({n for n, k, p in with_grad if not p.grad.abs().max() > 0}
-                  - {n for n, k, p in with_grad if p.grad.abs().max() > 0})
+        add(
+            "warning",
+            "grad_none",
+            f"{len(none)} adapters got no gradient (grad is None) while others did: "
+            f"{_few(none)}. Are they on the forward path (right module, adapter enabled)?",
+        )
+    zero = sorted(
+        {n for n, k, p in with_grad if not p.grad.abs().max() > 0}
+        - {n for n, k, p in with_grad if p.grad.abs().max() > 0}
+    )
     if zero:
-        add("error", "grad_zero", f"every gradient of {_few(zero)} is exactly zero: those adapters cannot learn "
-            "(A and B both zero? a detached or disabled path?).")
+        add(
+            "error",
+            "grad_zero",
+            f"every gradient of {_few(zero)} is exactly zero: those adapters cannot learn "
+            "(A and B both zero? a detached or disabled path?).",
+        )
 
 
 def _check_dtype(adapters, optimizer, add) -> None:
-    dtypes = sorted({str(p.dtype).replace("torch.", "") for a in adapters for p in a.params.values()})
+    dtypes = sorted(
+        {str(p.dtype).replace("torch.", "") for a in adapters for p in a.params.values()}
+    )
     low = [a for a in adapters if any(p.dtype in LOW_PRECISION for p in a.params.values())]
     if not low:
         add("info", "dtype", f"adapter dtype: {', '.join(dtypes)}.")
@@ -357,18 +479,36 @@ def _check_dtype(adapters, optimizer, add) -> None:
     detail, share = "", None
     if counted:
         share = stuck / counted
-        detail = (f" With this optimizer's lr, one step cannot change {stuck:,} of the {counted:,} non-zero "
-                  f"adapter entries ({100 * share:.1f} %): the update rounds away.")
-    add("warning", "low_precision", f"adapters are stored in {', '.join(dtypes)}: a step smaller than about "
-        f"|value|·2^-8 (bfloat16) rounds to nothing.{detail} Keep A and B in float32 (compute in 16 bits).", share)
+        detail = (
+            f" With this optimizer's lr, one step cannot change {stuck:,} of the {counted:,} non-zero "
+            f"adapter entries ({100 * share:.1f} %): the update rounds away."
+        )
+    add(
+        "warning",
+        "low_precision",
+        f"adapters are stored in {', '.join(dtypes)}: a step smaller than about "
+        f"|value|·2^-8 (bfloat16) rounds to nothing.{detail} Keep A and B in float32 (compute in 16 bits).",
+        share,
+    )
 
 
 def _check_optimizer(adapters, optimizer, add) -> None:
     lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    missing = sorted({a.name for a in adapters for p in a.params.values() if p.requires_grad and id(p) not in lrs})
+    missing = sorted(
+        {
+            a.name
+            for a in adapters
+            for p in a.params.values()
+            if p.requires_grad and id(p) not in lrs
+        }
+    )
     if missing:
-        add("error", "not_in_optimizer", f"the optimizer does not hold the adapters of {_few(missing)} "
-            f"({len(missing)} layers): they will never step. Build the optimizer after injecting LoRA.")
+        add(
+            "error",
+            "not_in_optimizer",
+            f"the optimizer does not hold the adapters of {_few(missing)} "
+            f"({len(missing)} layers): they will never step. Build the optimizer after injecting LoRA.",
+        )
     zero = sorted({a.name for a in adapters for p in a.params.values() if lrs.get(id(p)) == 0})
     if zero:
         add("error", "zero_lr", f"learning rate 0 for the adapters of {_few(zero)}.")
@@ -379,14 +519,16 @@ def _check_against_reference(adapters, reference, add) -> None:
     twice, stacked, residual, unknown = [], [], [], []
     for a in adapters:
         ref = _reference_weight(reference, a.name)
-        delta = a.delta.float().t()                      # out×in, like the stored weight
+        delta = a.delta.float().t()  # out×in, like the stored weight
         if ref is None or ref.shape != a.weight.shape:
             unknown.append(a.name)
             continue
         dd = (delta * delta).sum().item()
         if dd == 0:
             continue
-        k = ((a.weight.float() - ref.float()) * delta).sum().item() / dd   # least squares: W − W_ref ≈ k δ
+        k = (
+            (a.weight.float() - ref.float()) * delta
+        ).sum().item() / dd  # least squares: W − W_ref ≈ k δ
         if a.merged and abs(k - 1) > 0.1:
             twice.append(f"{a.name} (k = {k:.2f})")
         elif not a.merged and abs(k - 1) < 0.1:
@@ -394,15 +536,27 @@ def _check_against_reference(adapters, reference, add) -> None:
         elif not a.merged and abs(k + 1) < 0.1:
             residual.append(a.name)
     if twice:
-        add("error", "merged_twice", f"the weight holds the update k times instead of once: {_few(twice)}. "
-            "It was merged more than once; reload the base and merge once.")
+        add(
+            "error",
+            "merged_twice",
+            f"the weight holds the update k times instead of once: {_few(twice)}. "
+            "It was merged more than once; reload the base and merge once.",
+        )
     if stacked:
-        add("error", "double_applied", f"the base weight already contains this update and the adapter is "
+        add(
+            "error",
+            "double_applied",
+            f"the base weight already contains this update and the adapter is "
             f"active on top of it in {_few(stacked)}: the update counts twice. Load the adapter into the "
-            "original base, or use the merged model without the adapter.")
+            "original base, or use the merged model without the adapter.",
+        )
     if residual:
-        add("info", "pissa_residual", f"the base weight is the reference minus the update in {_few(residual)}: "
-            "a PiSSA residual (expected for PiSSA; unmerged it is the original model).")
+        add(
+            "info",
+            "pissa_residual",
+            f"the base weight is the reference minus the update in {_few(residual)}: "
+            "a PiSSA residual (expected for PiSSA; unmerged it is the original model).",
+        )
     if unknown:
         add("warning", "no_reference", f"no matching reference weight for {_few(unknown)}.")
 
@@ -416,10 +570,14 @@ def _check_loaded_frozen(model, add) -> None:  # notebook 04 §8
         return
     frozen = [name for name, cfg in configs.items() if getattr(cfg, "inference_mode", False)]
     if frozen and not any(p.requires_grad for p in model.parameters()):
-        add("error", "loaded_frozen", f"adapter {_few(frozen)} was loaded for inference: PeftModel.from_pretrained "
+        add(
+            "error",
+            "loaded_frozen",
+            f"adapter {_few(frozen)} was loaded for inference: PeftModel.from_pretrained "
             "defaults to is_trainable=False, so A and B have requires_grad=False and cannot train. To continue "
             "training, load it with PeftModel.from_pretrained(base, path, is_trainable=True) "
-            "(for inference only, this is expected).")
+            "(for inference only, this is expected).",
+        )
 
 
 def _reentrant(func) -> bool:
@@ -439,9 +597,13 @@ def _input_grads_on(model: nn.Module) -> bool | None:
             continue
         if emb is None:
             continue
-        hooks = [getattr(h, "__name__", getattr(getattr(h, "func", None), "__name__", ""))
-                 for h in emb._forward_hooks.values()]
-        return any(p.requires_grad for p in emb.parameters()) or any("require_grad" in h for h in hooks)
+        hooks = [
+            getattr(h, "__name__", getattr(getattr(h, "func", None), "__name__", ""))
+            for h in emb._forward_hooks.values()
+        ]
+        return any(p.requires_grad for p in emb.parameters()) or any(
+            "require_grad" in h for h in hooks
+        )
     return None
 
 
@@ -451,18 +613,28 @@ def _check_checkpointing(model, adapters, add) -> None:  # notebook 04 §8
     embeddings frozen, the hidden states entering the first block do not, so no adapter inside a
     checkpointed layer gets a gradient: B stays 0, and the loss may have no grad_fn at all.
     ``model.enable_input_require_grads()`` makes the embeddings' output require grad."""
-    checkpointed = [path.removeprefix(PEFT_PREFIX) for path, m in model.named_modules()
-                    if getattr(m, "gradient_checkpointing", False) is True
-                    and _reentrant(getattr(m, "_gradient_checkpointing_func", None))]
+    checkpointed = [
+        path.removeprefix(PEFT_PREFIX)
+        for path, m in model.named_modules()
+        if getattr(m, "gradient_checkpointing", False) is True
+        and _reentrant(getattr(m, "_gradient_checkpointing_func", None))
+    ]
     if not checkpointed or _input_grads_on(model) is not False:
         return
-    inside = [a.name for a in adapters if any(c == "" or a.name.startswith(c + ".") for c in checkpointed)]
+    inside = [
+        a.name for a in adapters if any(c == "" or a.name.startswith(c + ".") for c in checkpointed)
+    ]
     if inside:
-        add("error", "checkpointing_no_input_grads", f"gradient checkpointing is on with use_reentrant=True and the "
+        add(
+            "error",
+            "checkpointing_no_input_grads",
+            f"gradient checkpointing is on with use_reentrant=True and the "
             f"input embeddings' output does not require grad: {len(inside)} of {len(adapters)} adapters sit in "
             "checkpointed layers and get no gradient, so B stays 0 (or loss.backward() finds no grad_fn). Call "
             "model.enable_input_require_grads() after gradient_checkpointing_enable() (prepare_model_for_kbit_training "
-            "does), or pass gradient_checkpointing_kwargs={'use_reentrant': False}.", len(inside))
+            "does), or pass gradient_checkpointing_kwargs={'use_reentrant': False}.",
+            len(inside),
+        )
 
 
 # ---------------------------------------------------------------- tokens added to the vocabulary
@@ -482,12 +654,16 @@ def _rows_trained_by_adapter(model: nn.Module, token_ids: list[int]) -> bool:
         if isinstance(indices, dict) and any(set(token_ids) <= set(v) for v in indices.values()):
             return any(p.requires_grad for p in m.parameters())
         if type(m).__name__ == "ModulesToSaveWrapper":
-            return any(p.requires_grad for p in getattr(m, "modules_to_save", nn.ModuleDict()).parameters())
+            return any(
+                p.requires_grad for p in getattr(m, "modules_to_save", nn.ModuleDict()).parameters()
+            )
     return False
 
 
 @torch.no_grad()  # notebook 04 §9
-def check_added_tokens(model: nn.Module, token_ids: list[int], *, trained: nn.Module | None = None) -> Report:
+def check_added_tokens(
+    model: nn.Module, token_ids: list[int], *, trained: nn.Module | None = None
+) -> Report:
     """Tokens added to the vocabulary (``tokenizer.add_special_tokens`` + ``resize_token_embeddings``):
     will their embedding rows train, and are they saved with the adapter?
 
@@ -498,57 +674,89 @@ def check_added_tokens(model: nn.Module, token_ids: list[int], *, trained: nn.Mo
     the rows are then compared.
     """
     if not isinstance(model, nn.Module) or not hasattr(model, "get_input_embeddings"):
-        raise TypeError(f"model must be a Hugging Face or PEFT model with input embeddings, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a Hugging Face or PEFT model with input embeddings, got {type(model).__name__}"
+        )
     if trained is not None and not isinstance(trained, nn.Module):
         raise TypeError(f"trained must be an nn.Module or None, got {type(trained).__name__}")
     vocab = _vocab_size(model)
     token_ids = [int(token_ids)] if isinstance(token_ids, int) else [int(t) for t in token_ids]
     bad = [t for t in token_ids if not 0 <= t < vocab]
     if not token_ids or bad:
-        raise ValueError(f"token_ids must be a non-empty list of ids in 0..{vocab - 1} (the resized vocabulary), "
-                         f"got {token_ids}")
+        raise ValueError(
+            f"token_ids must be a non-empty list of ids in 0..{vocab - 1} (the resized vocabulary), "
+            f"got {token_ids}"
+        )
     report = Report()
     report.total = sum(p.numel() for p in model.parameters())
     report.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
-    fix = (f"LoraConfig(..., trainable_token_indices={{'embed_tokens': {token_ids}}}), which trains just these rows "
-           "and saves them in the adapter (or modules_to_save=['embed_tokens', 'lm_head'], which saves whole copies)")
+    add = lambda level, code, msg, value=None: report.findings.append(
+        Finding(level, code, msg, value)
+    )  # noqa: E731
+    fix = (
+        f"LoraConfig(..., trainable_token_indices={{'embed_tokens': {token_ids}}}), which trains just these rows "
+        "and saves them in the adapter (or modules_to_save=['embed_tokens', 'lm_head'], which saves whole copies)"
+    )
     if trained is not None:
         lost = (_token_rows(model, token_ids) - _token_rows(trained, token_ids)).abs().max().item()
         if lost > 1e-6:
-            add("error", "added_tokens_lost", f"the reloaded rows of tokens {token_ids} differ from the trained ones "
+            add(
+                "error",
+                "added_tokens_lost",
+                f"the reloaded rows of tokens {token_ids} differ from the trained ones "
                 f"(max |Δ| = {lost:.3g}): they were not saved, and the reloaded model uses resize_token_embeddings' "
-                f"fresh random rows. Train them with {fix}.", lost)
+                f"fresh random rows. Train them with {fix}.",
+                lost,
+            )
         else:
-            add("info", "added_tokens_saved", f"the reloaded rows of tokens {token_ids} equal the trained ones.", lost)
+            add(
+                "info",
+                "added_tokens_saved",
+                f"the reloaded rows of tokens {token_ids} equal the trained ones.",
+                lost,
+            )
         return report
     if _rows_trained_by_adapter(model, token_ids):
-        add("info", "added_tokens_trained", f"the rows of tokens {token_ids} train with the adapter and are saved with it.")
+        add(
+            "info",
+            "added_tokens_trained",
+            f"the rows of tokens {token_ids} train with the adapter and are saved with it.",
+        )
     elif any(p.requires_grad for p in model.get_input_embeddings().parameters()):
-        add("error", "added_tokens_not_saved", f"the embedding of tokens {token_ids} trains outside the adapter's config "
+        add(
+            "error",
+            "added_tokens_not_saved",
+            f"the embedding of tokens {token_ids} trains outside the adapter's config "
             "(unfrozen by hand): an adapter file stores only what its config names, so after reloading these rows "
-            f"are random again. Use {fix}.")
+            f"are random again. Use {fix}.",
+        )
     else:
-        add("error", "added_tokens_untrained", f"the rows of tokens {token_ids} are frozen: they keep "
-                f"resize_token_embeddings' random initial values and the model cannot learn what they mean "
-                f"(LoRA on the linear layers does not reach the embedding). Use {fix}.")
+        add(
+            "error",
+            "added_tokens_untrained",
+            f"the rows of tokens {token_ids} are frozen: they keep "
+            f"resize_token_embeddings' random initial values and the model cannot learn what they mean "
+            f"(LoRA on the linear layers does not reach the embedding). Use {fix}.",
+        )
     return report
 
 
 def _vocab_size(model: nn.Module) -> int:
     emb = model.get_input_embeddings()
     weight = getattr(emb, "weight", None)
-    if weight is None:                                   # PEFT wrapper: the base layer holds the matrix
+    if weight is None:  # PEFT wrapper: the base layer holds the matrix
         weight = next(m.weight for m in emb.modules() if isinstance(m, nn.Embedding))
     return weight.shape[0]
 
 
 # ---------------------------------------------------------------- after SFT: an RL run (notebook 11 §6)
 
-FLAT_REWARD = 0.02     # last third's mean reward minus the first third's, below this: it never rose
-ZERO_GROUPS = 0.5      # share of groups whose rewards were all equal, above this: most steps teach nothing
-KL_LIMIT = 3.0         # KL to the reference (nats per answer token) above this: the policy ran away
-LR_TOO_SMALL = 1e-3    # a LoRA update ‖sAB‖/‖W0‖ below this after a run: the lr is too small for LoRA
+FLAT_REWARD = 0.02  # last third's mean reward minus the first third's, below this: it never rose
+ZERO_GROUPS = (
+    0.5  # share of groups whose rewards were all equal, above this: most steps teach nothing
+)
+KL_LIMIT = 3.0  # KL to the reference (nats per answer token) above this: the policy ran away
+LR_TOO_SMALL = 1e-3  # a LoRA update ‖sAB‖/‖W0‖ below this after a run: the lr is too small for LoRA
 
 
 def _thirds(values: list[float]) -> tuple[float, float]:
@@ -572,14 +780,26 @@ def check_rl(model: nn.Module, history: dict | None = None, *, lr: float | None 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     adapters = diagnose(model, after_training=history is not None)
-    report = Report(layers=adapters.layers, untargeted=adapters.untargeted, trainable=adapters.trainable,
-                    total=adapters.total)
-    add = lambda level, code, msg, value=None: report.findings.append(Finding(level, code, msg, value))  # noqa: E731
-    report.findings += [f for f in adapters.findings if f.code in ("frozen_adapter", "loaded_frozen")]
+    report = Report(
+        layers=adapters.layers,
+        untargeted=adapters.untargeted,
+        trainable=adapters.trainable,
+        total=adapters.total,
+    )
+    add = lambda level, code, msg, value=None: report.findings.append(
+        Finding(level, code, msg, value)
+    )  # noqa: E731
+    report.findings += [
+        f for f in adapters.findings if f.code in ("frozen_adapter", "loaded_frozen")
+    ]
     if report.trainable == 0 and not report.findings:
-        add("error", "no_trainable", "no parameter has requires_grad=True: the optimizer would get nothing to train "
+        add(
+            "error",
+            "no_trainable",
+            "no parameter has requires_grad=True: the optimizer would get nothing to train "
             "and the reward could never rise. Inject an adapter (inject_lora), or load it trainable "
-            "(PeftModel.from_pretrained(base, path, is_trainable=True)).")
+            "(PeftModel.from_pretrained(base, path, is_trainable=True)).",
+        )
     if not history:
         return report
 
@@ -588,27 +808,46 @@ def check_rl(model: nn.Module, history: dict | None = None, *, lr: float | None 
     kl = list(history.get("kl", []))
     if zero and sum(zero) / len(zero) > ZERO_GROUPS:
         share = sum(zero) / len(zero)
-        add("error", "zero_advantage", f"{100 * share:.0f} % of the groups gave every answer the same reward: "
+        add(
+            "error",
+            "zero_advantage",
+            f"{100 * share:.0f} % of the groups gave every answer the same reward: "
             "their advantages (r − mean)/std are all 0, so they teach nothing (the loss is ≈ 0). Give partial "
             "credit (a graded reward), sample more answers per group or at a higher temperature, or use prompts "
-            "the model sometimes, not always or never, gets right.", share)
+            "the model sometimes, not always or never, gets right.",
+            share,
+        )
     if kl and max(kl) > KL_LIMIT:
-        add("error", "kl_exploding", f"the KL to the reference reached {max(kl):.3g} nats per token (limit "
+        add(
+            "error",
+            "kl_exploding",
+            f"the KL to the reference reached {max(kl):.3g} nats per token (limit "
             f"{KL_LIMIT:g}; it started at {kl[0]:.2g}): the policy runs away from the model it started from and "
             "the reward stops meaning what it should. Lower the learning rate, raise kl_coef, keep the clip "
-            "(ε = 0.2), or take fewer updates per batch.", max(kl))
+            "(ε = 0.2), or take fewer updates per batch.",
+            max(kl),
+        )
     ratios = [row["update_ratio"] for row in report.layers]
     first, last = _thirds(rewards) if rewards else (0.0, 0.0)
     if ratios and 0 < max(ratios) < LR_TOO_SMALL:
         fix = f"try {10 * lr:.2g}" if lr else "try 10× the rate"
-        add("error", "lr_too_small", f"the adapter barely moved (‖sAB‖/‖W0‖ ≤ {max(ratios):.2g} after "
+        add(
+            "error",
+            "lr_too_small",
+            f"the adapter barely moved (‖sAB‖/‖W0‖ ≤ {max(ratios):.2g} after "
             f"{len(rewards)} steps; reward {first:.3f} → {last:.3f}): a full-fine-tuning learning rate on LoRA. "
             f"LoRA's best rate is about 10× full fine-tuning's (notebook 04; LoRA Without Regret): {fix}.",
-            max(ratios))
+            max(ratios),
+        )
     elif len(rewards) >= 3 and last - first < FLAT_REWARD and "zero_advantage" not in report.codes:
-        add("warning", "reward_flat", f"the reward did not rise ({first:.3f} → {last:.3f} over {len(rewards)} "
+        add(
+            "warning",
+            "reward_flat",
+            f"the reward did not rise ({first:.3f} → {last:.3f} over {len(rewards)} "
             "steps): tune the learning rate (a small grid), check the verifier on hand-made answers, or "
-            "train longer.", last - first)
+            "train longer.",
+            last - first,
+        )
     return report
 
 

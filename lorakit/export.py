@@ -39,12 +39,16 @@ def _blocks(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
     if x.ndim == 0 or x.shape[-1] % QK:
-        raise ValueError(f"the last dimension must be a multiple of {QK} (llama.cpp's block), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"the last dimension must be a multiple of {QK} (llama.cpp's block), got shape {tuple(x.shape)}"
+        )
     return x.detach().float().cpu().reshape(-1, QK)
 
 
 def _fp16_bytes(d: torch.Tensor) -> torch.Tensor:
-    return d.to(torch.float16).contiguous().view(torch.uint8)  # (n, 1) fp16 -> (n, 2) bytes, little-endian
+    return (
+        d.to(torch.float16).contiguous().view(torch.uint8)
+    )  # (n, 1) fp16 -> (n, 2) bytes, little-endian
 
 
 def _round_away(v: torch.Tensor) -> torch.Tensor:
@@ -76,7 +80,9 @@ def quantize_q4_0(x: torch.Tensor) -> torch.Tensor:  # notebook 12 §3
     d = m / -8
     inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
     q = torch.trunc(b * inv + 8.5).clamp(0, 15).to(torch.uint8)
-    packed = q[:, : QK // 2] | (q[:, QK // 2 :] << 4)  # weight j low nibble, weight j+16 high nibble
+    packed = q[:, : QK // 2] | (
+        q[:, QK // 2 :] << 4
+    )  # weight j low nibble, weight j+16 high nibble
     return torch.cat([_fp16_bytes(d), packed], dim=1).reshape(*x.shape[:-1], -1)
 
 
@@ -100,7 +106,9 @@ def roundtrip(W: torch.Tensor, fmt: str) -> torch.Tensor:  # notebook 12 §3
         return dequantize_q8_0(quantize_q8_0(W))
     if fmt == "Q4_0":
         return dequantize_q4_0(quantize_q4_0(W))
-    return dequantize_4bit(quantize_4bit(W, "nf4", 64)).reshape(W.shape)  # NF4, bitsandbytes' blocks of 64
+    return dequantize_4bit(quantize_4bit(W, "nf4", 64)).reshape(
+        W.shape
+    )  # NF4, bitsandbytes' blocks of 64
 
 
 def bits_per_weight(fmt: str) -> float:  # notebook 12 §3
@@ -116,8 +124,9 @@ def _linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 @torch.no_grad()
-def quantized_copy(model: nn.Module, fmt: str, keep: dict[str, str] | None = None,
-                   into: nn.Module | None = None) -> nn.Module:  # notebook 12 §3
+def quantized_copy(
+    model: nn.Module, fmt: str, keep: dict[str, str] | None = None, into: nn.Module | None = None
+) -> nn.Module:  # notebook 12 §3
     """A copy of ``model`` whose linear layers (not the output head) hold ``roundtrip(W, fmt)``.
 
     ``keep`` maps module paths to another format (e.g. ``{"...q_proj": "Q8_0"}``): llama.cpp's
@@ -135,7 +144,9 @@ def quantized_copy(model: nn.Module, fmt: str, keep: dict[str, str] | None = Non
             raise ValueError(f"format for {path!r} must be one of {FORMATS}, got {f!r}")
     bases = _linears(into) if into is not None else {}
     if into is not None and set(bases) != set(linears):
-        raise ValueError("into must have the same linear layers as model (the base it was fine-tuned from)")
+        raise ValueError(
+            "into must have the same linear layers as model (the base it was fine-tuned from)"
+        )
     out = copy.deepcopy(model)
     for path, layer in _linears(out).items():
         f = keep.get(path, fmt)
@@ -148,8 +159,14 @@ def quantized_copy(model: nn.Module, fmt: str, keep: dict[str, str] | None = Non
 
 
 @torch.no_grad()
-def update_survival(base: nn.Module, merged: nn.Module, fmt: str, keep: dict[str, str] | None = None,
-                    paths: list[str] | None = None, into_quantized: bool = False) -> dict:  # notebook 12 §3 (08 §6)
+def update_survival(
+    base: nn.Module,
+    merged: nn.Module,
+    fmt: str,
+    keep: dict[str, str] | None = None,
+    paths: list[str] | None = None,
+    into_quantized: bool = False,
+) -> dict:  # notebook 12 §3 (08 §6)
     """How much of the merged update ``Δ = W_merged − W_base`` survives storing it in ``fmt``.
 
     ``Δ_real = Q(W_merged) − Q(W_base)``: the change a user of the exported files gets, when the
@@ -186,21 +203,27 @@ def _gguf():
     try:
         import gguf
     except ImportError as error:  # pragma: no cover - gguf is in requirements.txt
-        raise ImportError("the gguf package is needed here: pip install gguf (see requirements.txt)") from error
+        raise ImportError(
+            "the gguf package is needed here: pip install gguf (see requirements.txt)"
+        ) from error
     return gguf
 
 
 def gguf_name(hf_name: str, n_layers: int) -> str:  # notebook 12 §3
     """The GGUF tensor name llama.cpp uses for a Hugging Face Llama parameter (``blk.0.attn_q.weight``)."""
     gguf = _gguf()
-    name = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    name = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers).get_name(
+        hf_name, try_suffixes=(".weight", ".bias")
+    )
     if name is None:
         raise ValueError(f"no GGUF name for {hf_name!r} in gguf's Llama table")
     return name
 
 
 @torch.no_grad()
-def write_gguf(model: nn.Module, path: str | os.PathLike, fmt: str = "Q8_0") -> Path:  # notebook 12 §3
+def write_gguf(
+    model: nn.Module, path: str | os.PathLike, fmt: str = "Q8_0"
+) -> Path:  # notebook 12 §3
     """Write a Hugging Face Llama's weights and architecture keys to a GGUF file with ``gguf.GGUFWriter``.
 
     Linear weights (not the tied embedding) in ``fmt`` (``"Q8_0"``, ``"Q4_0"`` or ``"F32"``), by
@@ -228,7 +251,11 @@ def write_gguf(model: nn.Module, path: str | os.PathLike, fmt: str = "Q8_0") -> 
         t = tensor.detach().float().cpu()
         if name in linears and fmt != "F32":
             data = (quantize_q8_0 if fmt == "Q8_0" else quantize_q4_0)(t).numpy()
-            writer.add_tensor(gguf_name(name, cfg.num_hidden_layers), data, raw_dtype=gguf.GGMLQuantizationType[fmt])
+            writer.add_tensor(
+                gguf_name(name, cfg.num_hidden_layers),
+                data,
+                raw_dtype=gguf.GGMLQuantizationType[fmt],
+            )
         else:
             writer.add_tensor(gguf_name(name, cfg.num_hidden_layers), t.numpy())
     writer.write_header_to_file()
@@ -238,7 +265,9 @@ def write_gguf(model: nn.Module, path: str | os.PathLike, fmt: str = "Q8_0") -> 
     return Path(path)
 
 
-def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:  # notebook 12 §3
+def read_gguf(
+    path: str | os.PathLike,
+) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:  # notebook 12 §3
     """Read a GGUF file with ``gguf.GGUFReader``: (architecture keys, float32 tensors in PyTorch's
     shape, each tensor's type name). Quantized tensors are dequantized by ``gguf`` itself."""
     gguf = _gguf()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -57,25 +57,33 @@ def _key(table: torch.Tensor) -> bytes:
 # ------------------------------------------------------------------------------- 1. nearest code
 
 
-@lru_cache(maxsize=None)
-def _bucket_tables(key: bytes, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+@cache
+def _bucket_tables(
+    key: bytes, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(code_low, threshold: 65,536 each; order: sorted position → code, None if the table is sorted)."""
     table = torch.frombuffer(bytearray(key), dtype=torch.float32)
     order = torch.argsort(table)
     ordered = table[order]
     mids = (ordered[:-1] + ordered[1:]) / 2  # the readable rule's midpoints (quant._midpoints)
     top = torch.arange(65536, dtype=torch.int64)  # every top half, as the uint16 it is in memory
-    bits = ((top - 65536 * (top >= 32768)) * 65536).to(torch.int32)  # its float32 bits, bottom half 0 …
+    bits = ((top - 65536 * (top >= 32768)) * 65536).to(
+        torch.int32
+    )  # its float32 bits, bottom half 0 …
     low, high = bits.view(torch.float32), (bits | 0xFFFF).view(torch.float32)  # … and all ones
     start, end = torch.minimum(low, high), torch.maximum(low, high)
     finite = torch.isfinite(start) & torch.isfinite(end)  # NaN/Inf buckets: inputs never land here
     start, end = torch.where(finite, start, 0.0), torch.where(finite, end, 0.0)
     code_start, code_end = torch.bucketize(start, mids), torch.bucketize(end, mids)
     if int((code_end - code_start).max()) > 1:
-        raise ValueError("this table has two midpoints inside one 16-bit bucket: use quant.nearest_codes")
+        raise ValueError(
+            "this table has two midpoints inside one 16-bit bucket: use quant.nearest_codes"
+        )
     inside = mids[code_start.clamp(max=len(mids) - 1)]
     threshold = torch.where(code_end > code_start, inside, torch.tensor(float("inf")))
-    order = None if torch.equal(order, torch.arange(len(table))) else order.to(torch.uint8).to(device)  # FP4
+    order = (
+        None if torch.equal(order, torch.arange(len(table))) else order.to(torch.uint8).to(device)
+    )  # FP4
     return code_start.to(torch.uint8).to(device), threshold.to(device), order
 
 
@@ -100,7 +108,7 @@ def _chunks(n: int, step: int, whole: bool):
 # ------------------------------------------------------------------------------- 2. dequantize
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pair_table(key: bytes, device: str) -> torch.Tensor:
     """256×2 float32, row ``b`` = the values of byte ``b``'s codes (high nibble ``b >> 4`` first, low
     ``b & 15``), viewed as 256 int64: one 8-byte gather fetches both values."""
@@ -109,26 +117,45 @@ def _pair_table(key: bytes, device: str) -> torch.Tensor:
     return pairs.contiguous().view(torch.int64).reshape(256).to(device)
 
 
-def _gather_and_scale(packed: torch.Tensor, absmax: torch.Tensor, pairs: torch.Tensor, blocksize: int,
-                      out: torch.Tensor, index: torch.Tensor | None = None, values: torch.Tensor | None = None):
+def _gather_and_scale(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    pairs: torch.Tensor,
+    blocksize: int,
+    out: torch.Tensor,
+    index: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+):
     """Whole blocks only: ``out`` (2·len(packed) values) = ``table[code]·absmax``, computed in float32
     and rounded once to ``out.dtype``. ``index`` (int32), ``values`` (int64): len(packed) each,
     optional scratch space that the CPU's chunks reuse (fresh memory costs page faults)."""
     index = packed.int() if index is None else index.copy_(packed)
     values = torch.index_select(pairs, 0, index, out=values)  # both values of each byte
-    torch.mul(values.view(torch.float32).view(-1, blocksize), absmax.unsqueeze(1), out=out.view(-1, blocksize))
+    torch.mul(
+        values.view(torch.float32).view(-1, blocksize),
+        absmax.unsqueeze(1),
+        out=out.view(-1, blocksize),
+    )
 
 
 # notebook 06 §5
-def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, numel: int,
-               blocksize: int, dtype: torch.dtype) -> torch.Tensor:
+def dequantize(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    table: torch.Tensor,
+    numel: int,
+    blocksize: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """``quant.dequantize_4bit``'s arithmetic (notebook 06 §5) on its parts: the flat weight, ``numel``
     values. ``packed``: ceil(numel/2) uint8; ``absmax``: ceil(numel/blocksize) float32."""
     unit = max(blocksize, 2)  # whole blocks of whole bytes
     padded = -numel % unit
     if padded:  # a partial block or an odd count: pad the bytes and constants, cut the result
         packed = torch.cat([packed, packed.new_zeros((numel + padded) // 2 - packed.numel())])
-        absmax = torch.cat([absmax, absmax.new_zeros((numel + padded) // blocksize - absmax.numel())])
+        absmax = torch.cat(
+            [absmax, absmax.new_zeros((numel + padded) // blocksize - absmax.numel())]
+        )
     pairs = _pair_table(_key(table), str(packed.device))
     out = torch.empty(numel + padded, dtype=dtype, device=packed.device)
     if COMPILED is not None:
@@ -136,19 +163,33 @@ def dequantize(packed: torch.Tensor, absmax: torch.Tensor, table: torch.Tensor, 
             COMPILED(packed, absmax, pairs, blocksize, out)
             return out[:numel]
         except COMPILE_ERRORS as e:
-            warnings.warn(f"torch.compile of the dequantizer failed ({type(e).__name__}: {e}); "
-                          "using the eager version", stacklevel=2)
+            warnings.warn(
+                f"torch.compile of the dequantizer failed ({type(e).__name__}: {e}); "
+                "using the eager version",
+                stacklevel=2,
+            )
             compile_dequantize(False)
-    chunks = _chunks(numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda)  # whole blocks each
+    chunks = _chunks(
+        numel + padded, max(CHUNK // unit, 1) * unit, packed.is_cuda
+    )  # whole blocks each
     if len(chunks) == 1:
         _gather_and_scale(packed, absmax, pairs, blocksize, out)
         return out[:numel]
-    index = torch.empty(chunks[0][1] // 2, dtype=torch.int32, device=packed.device)  # scratch for every chunk
+    index = torch.empty(
+        chunks[0][1] // 2, dtype=torch.int32, device=packed.device
+    )  # scratch for every chunk
     values = torch.empty(chunks[0][1] // 2, dtype=torch.int64, device=packed.device)
     for start, end in chunks:
         k = (end - start) // 2
-        _gather_and_scale(packed[start // 2:end // 2], absmax[start // blocksize:end // blocksize], pairs,
-                          blocksize, out[start:end], index[:k], values[:k])
+        _gather_and_scale(
+            packed[start // 2 : end // 2],
+            absmax[start // blocksize : end // blocksize],
+            pairs,
+            blocksize,
+            out[start:end],
+            index[:k],
+            values[:k],
+        )
     return out[:numel]
 
 

@@ -58,16 +58,27 @@ from .versions import require
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-360M-Instruct"
 METHODS = ("lorakit-qlora", "bnb-peft-qlora", "lora", "full")
 #: the keyword options of ``sft.train_sft`` that ``fine_tune(train_options=...)`` passes on (notebook 09 §10)
-TRAIN_OPTIONS = ("accumulation_steps", "max_grad_norm", "schedule", "min_lr_ratio", "optimizer", "group_by_length")
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TRAIN_OPTIONS = (
+    "accumulation_steps",
+    "max_grad_norm",
+    "schedule",
+    "min_lr_ratio",
+    "optimizer",
+    "group_by_length",
+)
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 #: SmolLM2's special tokens: padding / end of document, start of a turn, end of a turn (= EOS)
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def _transformers():
     """transformers, imported quietly, with its own progress bars and info messages off."""
-    quiet_import("torchao")  # transformers imports it, if installed, when it loads a model: take its noise now
+    quiet_import(
+        "torchao"
+    )  # transformers imports it, if installed, when it loads a model: take its noise now
     # torchao's lazily imported submodules register pytree constants, and torch logs a deprecation
     # line for each (not ours to fix, harmless): keep that one logger to errors
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
@@ -82,15 +93,41 @@ def _transformers():
 # Published config.json shapes (REFERENCE.md) as LlamaConfig arguments: a model with random weights
 # and exactly these shapes runs 09's path at real size with no download (``build_tiny_llama(shape=...)``).
 REAL_SHAPES: dict[str, dict] = {
-    "SmolLM2-135M": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, rope_theta=100000.0, max_position_embeddings=8192,
-                         rms_norm_eps=1e-5, tie_word_embeddings=True),
-    "SmolLM2-360M": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
-                         num_key_value_heads=5, vocab_size=49152, rope_theta=100000.0, max_position_embeddings=8192,
-                         rms_norm_eps=1e-5, tie_word_embeddings=True),
+    "SmolLM2-135M": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+    ),
+    "SmolLM2-360M": dict(
+        hidden_size=960,
+        intermediate_size=2560,
+        num_hidden_layers=32,
+        num_attention_heads=15,
+        num_key_value_heads=5,
+        vocab_size=49152,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+    ),
 }
-TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024, tie_word_embeddings=True)
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=1024,
+    tie_word_embeddings=True,
+)
 
 
 def train_chat_tokenizer(text: str, vocab_size: int):  # notebook 09 §6
@@ -103,16 +140,25 @@ def train_chat_tokenizer(text: str, vocab_size: int):  # notebook 09 §6
     tokenizers = quiet_import("tokenizers")
     transformers = _transformers()
     if tokenizers is None or transformers is None:
-        raise ImportError("a chat tokenizer needs transformers and tokenizers: pip install transformers")
+        raise ImportError(
+            "a chat tokenizer needs transformers and tokenizers: pip install transformers"
+        )
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                             show_progress=False,
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([text[i : i + 4096] for i in range(0, len(text), 4096)], trainer)
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                                pad_token="<|endoftext|>", chat_template=CHATML)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML,
+    )
 
 
 def train_tokenizer(vocab_size: int = 512):  # notebook 09 §6
@@ -131,8 +177,12 @@ def train_tokenizer(vocab_size: int = 512):  # notebook 09 §6
     return fast
 
 
-def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int = 512,  # notebook 09 §6
-                     shape: str | None = None) -> Path:
+def build_tiny_llama(
+    folder: str | os.PathLike,
+    seed: int = 0,
+    vocab_size: int = 512,  # notebook 09 §6
+    shape: str | None = None,
+) -> Path:
     """Save a tiny ``LlamaForCausalLM`` and a tokenizer to ``folder``, offline, in about a second.
 
     It shares the architecture flags of SmolLM2 (grouped-query attention, gate/up/down MLP, tied
@@ -152,8 +202,12 @@ def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int =
     sizes = dict(REAL_SHAPES[shape]) if shape else dict(TINY_SHAPE, vocab_size=vocab_size)
     fast = train_tokenizer(sizes["vocab_size"])
     set_seed(seed)
-    config = transformers.LlamaConfig(**dict(sizes, vocab_size=len(fast)), eos_token_id=fast.eos_token_id,
-                                      pad_token_id=fast.pad_token_id, bos_token_id=None)
+    config = transformers.LlamaConfig(
+        **dict(sizes, vocab_size=len(fast)),
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
     model = transformers.LlamaForCausalLM(config)
     if shape:
         model = model.to(torch.bfloat16)
@@ -165,23 +219,34 @@ def build_tiny_llama(folder: str | os.PathLike, seed: int = 0, vocab_size: int =
 
 def load_tokenizer(model_id: str | os.PathLike, local_only: bool = False):  # notebook 09 §6
     """``AutoTokenizer`` with a pad token (the EOS token when the model has none)."""
-    tokenizer = _transformers().AutoTokenizer.from_pretrained(str(model_id), local_files_only=local_only)
+    tokenizer = _transformers().AutoTokenizer.from_pretrained(
+        str(model_id), local_files_only=local_only
+    )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(model_id: str | os.PathLike, dtype: torch.dtype = torch.float32,  # notebook 09 §6
-               device: torch.device | str = "cpu", local_only: bool = False) -> nn.Module:
+def load_model(
+    model_id: str | os.PathLike,
+    dtype: torch.dtype = torch.float32,  # notebook 09 §6
+    device: torch.device | str = "cpu",
+    local_only: bool = False,
+) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` in ``dtype`` on ``device``, in eval mode."""
-    model = _transformers().AutoModelForCausalLM.from_pretrained(str(model_id), dtype=dtype,
-                                                                 local_files_only=local_only)
+    model = _transformers().AutoModelForCausalLM.from_pretrained(
+        str(model_id), dtype=dtype, local_files_only=local_only
+    )
     return model.to(device).eval()
 
 
 # notebook 09 §6
-def pick_model(model_id: str, fallback: str | os.PathLike | None = None, local_only: bool = False,
-               device: torch.device | str | None = None) -> tuple[str, str]:
+def pick_model(
+    model_id: str,
+    fallback: str | os.PathLike | None = None,
+    local_only: bool = False,
+    device: torch.device | str | None = None,
+) -> tuple[str, str]:
     """``(model_id or the stand-in's folder, why)``: the Hub model if it can be had and run, else a small one.
 
     On a device that is not a CUDA GPU (a 360 M model would take hours there), or offline (no
@@ -192,7 +257,9 @@ def pick_model(model_id: str, fallback: str | os.PathLike | None = None, local_o
     from .standin import standin_folder
 
     if device is not None and torch.device(device).type != "cuda":
-        why = f"no CUDA GPU (device {torch.device(device).type}): a 360 M model would take hours here"
+        why = (
+            f"no CUDA GPU (device {torch.device(device).type}): a 360 M model would take hours here"
+        )
         return str(fallback or standin_folder()), why
     try:
         load_tokenizer(model_id, local_only=local_only)
@@ -202,23 +269,45 @@ def pick_model(model_id: str, fallback: str | os.PathLike | None = None, local_o
         return str(fallback or standin_folder()), why
 
 
-def load_bnb_4bit(model_id: str | os.PathLike, compute_dtype: torch.dtype, device,  # notebook 09 §6
-                  local_only: bool = False) -> nn.Module:
+def load_bnb_4bit(
+    model_id: str | os.PathLike,
+    compute_dtype: torch.dtype,
+    device,  # notebook 09 §6
+    local_only: bool = False,
+) -> nn.Module:
     """``model_id`` loaded by bitsandbytes in 4 bits: NF4 with double quantization, the storage
     lorakit's ``Linear4bit`` computes bit for bit; quantized as it loads (no full-size copy)."""
     transformers = _transformers()
     if quiet_import("peft") is None or quiet_import("bitsandbytes") is None:
         raise ImportError("the bitsandbytes + PEFT stack needs: pip install bitsandbytes peft")
-    config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype)
+    config = transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
     device = torch.device(device)
     return transformers.AutoModelForCausalLM.from_pretrained(
-        str(model_id), quantization_config=config, dtype=compute_dtype, local_files_only=local_only,
-        device_map={"": device.index if device.type == "cuda" and device.index is not None else device.type})
+        str(model_id),
+        quantization_config=config,
+        dtype=compute_dtype,
+        local_files_only=local_only,
+        device_map={
+            "": device.index if device.type == "cuda" and device.index is not None else device.type
+        },
+    )
 
 
-def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, alpha: float,
-                    dropout: float, gradient_checkpointing: bool, local_only: bool) -> nn.Module:
+def _bnb_peft_model(
+    model_id: str,
+    compute_dtype: torch.dtype,
+    device,
+    r: int,
+    alpha: float,
+    dropout: float,
+    gradient_checkpointing: bool,
+    local_only: bool,
+) -> nn.Module:
     """bitsandbytes NF4 + double quantization, frozen, optionally checkpointed, PEFT LoRA.
 
     Like for like with ``prepare_qlora``: PEFT's ``prepare_model_for_kbit_training`` would also
@@ -233,10 +322,19 @@ def _bnb_peft_model(model_id: str, compute_dtype: torch.dtype, device, r: int, a
     model.requires_grad_(False)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    lora = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
-                           task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question: not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    lora = peft.LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    with (
+        warnings.catch_warnings()
+    ):  # peft 0.21 asks transformers 5 a deprecated question: not ours to fix
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
         return peft.get_peft_model(model, lora)
 
 
@@ -262,8 +360,17 @@ def autocast_forward(model: nn.Module, dtype: torch.dtype) -> nn.Module:  # note
 
 
 # notebook 09 §6
-def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: int = 16, alpha: float = 32,
-            dropout: float = 0.0, gradient_checkpointing: bool = False, local_only: bool = False) -> nn.Module:
+def prepare(
+    method: str,
+    model_id: str,
+    compute_dtype: torch.dtype,
+    device,
+    r: int = 16,
+    alpha: float = 32,
+    dropout: float = 0.0,
+    gradient_checkpointing: bool = False,
+    local_only: bool = False,
+) -> nn.Module:
     """A fresh model from ``model_id``, ready to fine-tune with ``method`` (one of ``METHODS``).
 
     Non-quantized, non-adapter weights are in ``compute_dtype`` for the three adapter methods;
@@ -273,12 +380,21 @@ def prepare(method: str, model_id: str, compute_dtype: torch.dtype, device, r: i
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "bnb-peft-qlora":
-        return _bnb_peft_model(model_id, compute_dtype, device, r, alpha, dropout, gradient_checkpointing, local_only)
+        return _bnb_peft_model(
+            model_id, compute_dtype, device, r, alpha, dropout, gradient_checkpointing, local_only
+        )
     master = method == "full" and compute_dtype != torch.float32
     model = load_model(model_id, torch.float32 if master else compute_dtype, device, local_only)
     if method == "lorakit-qlora":
-        return prepare_qlora(model, "all-linear", r=r, alpha=alpha, compute_dtype=compute_dtype, dropout=dropout,
-                             gradient_checkpointing=gradient_checkpointing)
+        return prepare_qlora(
+            model,
+            "all-linear",
+            r=r,
+            alpha=alpha,
+            compute_dtype=compute_dtype,
+            dropout=dropout,
+            gradient_checkpointing=gradient_checkpointing,
+        )
     if method == "lora":
         inject_lora(model, "all-linear", r, alpha, dropout=dropout, dtype=torch.float32)
     else:  # full fine-tuning: every weight trains
@@ -298,7 +414,9 @@ def weight_dtypes(model: nn.Module) -> str:  # notebook 09 §6
             four_bit = True
             continue
         adapter = "lora_" in name or name.endswith((".A", ".B"))
-        (trained if p.requires_grad and adapter else frozen).add(str(p.dtype).removeprefix("torch."))
+        (trained if p.requires_grad and adapter else frozen).add(
+            str(p.dtype).removeprefix("torch.")
+        )
     four_bit = four_bit or any(type(m).__name__ == "Linear4bit" for m in model.modules())
     text = ("4-bit + " if four_bit else "") + "/".join(sorted(frozen))
     if trained:
@@ -321,11 +439,29 @@ def _free(device) -> None:
         torch.cuda.empty_cache()
 
 
-def fine_tune(method: str, model_id: str, train_examples: list, val_examples: list, *, steps: int,  # notebook 09 §6
-              batch_size: int, lr: float, compute_dtype: torch.dtype, device, pad_id: int, r: int = 16,
-              alpha: float = 32, warmup_steps: int = 2, seed: int = 0, gradient_checkpointing: bool = False,
-              local_only: bool = False, progress: bool = True, keep_model: bool = False,
-              probe_activations: bool = False, train_options: dict | None = None) -> dict:
+def fine_tune(
+    method: str,
+    model_id: str,
+    train_examples: list,
+    val_examples: list,
+    *,
+    steps: int,  # notebook 09 §6
+    batch_size: int,
+    lr: float,
+    compute_dtype: torch.dtype,
+    device,
+    pad_id: int,
+    r: int = 16,
+    alpha: float = 32,
+    warmup_steps: int = 2,
+    seed: int = 0,
+    gradient_checkpointing: bool = False,
+    local_only: bool = False,
+    progress: bool = True,
+    keep_model: bool = False,
+    probe_activations: bool = False,
+    train_options: dict | None = None,
+) -> dict:
     """Prepare ``method``, train ``steps`` steps, measure; an out-of-memory error becomes the result.
 
     Returns a dict: ``method``, ``status`` ("ok" or "out of memory on this device"), ``losses``,
@@ -343,25 +479,57 @@ def fine_tune(method: str, model_id: str, train_examples: list, val_examples: li
     train_options = dict(train_options or {})
     unknown = set(train_options) - set(TRAIN_OPTIONS)
     if unknown:
-        raise ValueError(f"train_options {sorted(unknown)} are not options of train_sft; allowed: {TRAIN_OPTIONS}")
+        raise ValueError(
+            f"train_options {sorted(unknown)} are not options of train_sft; allowed: {TRAIN_OPTIONS}"
+        )
     result = dict(method=method, status="ok")
     model = None
     try:
         set_seed(seed)
-        model = prepare(method, model_id, compute_dtype, device, r, alpha, 0.0, gradient_checkpointing, local_only)
+        model = prepare(
+            method,
+            model_id,
+            compute_dtype,
+            device,
+            r,
+            alpha,
+            0.0,
+            gradient_checkpointing,
+            local_only,
+        )
         if probe_activations:
             batch = collate(train_examples[:batch_size], pad_id)
-            result["saved_bytes_per_token"] = saved_activation_bytes(model, batch) / batch["input_ids"].numel()
+            result["saved_bytes_per_token"] = (
+                saved_activation_bytes(model, batch) / batch["input_ids"].numel()
+            )
         times: list[float] = []
         training: dict = {}
         with track_peak(device=device, model=model) as peak:  # the model's own bytes count too
-            losses = train_sft(model, train_examples, steps, batch_size, lr, pad_id, seed=seed,
-                               warmup=warmup_steps + 1, progress=progress, desc=method, step_times=times,
-                               record=training, **train_options)
-        result.update(losses=losses, trainable=count_parameters(model, trainable_only=True), weights=weight_dtypes(model),
-                      ms_per_step=1e3 * statistics.median(times[warmup_steps:] or times),
-                      peak_bytes=peak["peak_bytes"], memory_method=peak["method"],
-                      val_bits=evaluate_sft(model, val_examples, pad_id, batch_size), training=training)
+            losses = train_sft(
+                model,
+                train_examples,
+                steps,
+                batch_size,
+                lr,
+                pad_id,
+                seed=seed,
+                warmup=warmup_steps + 1,
+                progress=progress,
+                desc=method,
+                step_times=times,
+                record=training,
+                **train_options,
+            )
+        result.update(
+            losses=losses,
+            trainable=count_parameters(model, trainable_only=True),
+            weights=weight_dtypes(model),
+            ms_per_step=1e3 * statistics.median(times[warmup_steps:] or times),
+            peak_bytes=peak["peak_bytes"],
+            memory_method=peak["method"],
+            val_bits=evaluate_sft(model, val_examples, pad_id, batch_size),
+            training=training,
+        )
         if keep_model:
             result["model"] = model
     except Exception as e:  # noqa: BLE001 - only out-of-memory is a result; anything else is a bug
@@ -383,7 +551,9 @@ def saved_activation_bytes(model: nn.Module, batch: dict) -> int:  # notebook 09
     out. What a layer keeps on ``ctx`` outside ``save_for_backward`` is not seen (lorakit's
     ``Linear4bit`` keeps only its 4-bit weight there). Runs on any device, the CPU included.
     """
-    owned = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    owned = {
+        t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())
+    }
     saved: dict[int, int] = {}
 
     def pack(t):
@@ -403,8 +573,16 @@ def saved_activation_bytes(model: nn.Module, batch: dict) -> int:  # notebook 09
 
 
 # notebook 09 §6
-def compare_methods(methods, model_id: str, train_examples: list, val_examples: list, *, lr, keep: str | None = None,
-                    **kwargs) -> dict:
+def compare_methods(
+    methods,
+    model_id: str,
+    train_examples: list,
+    val_examples: list,
+    *,
+    lr,
+    keep: str | None = None,
+    **kwargs,
+) -> dict:
     """``fine_tune`` each of ``methods`` on a fresh model; ``{method: result}`` in the order given.
 
     Each peak is that method's alone: CUDA's allocator counts every live tensor, so a trained model
@@ -421,14 +599,19 @@ def compare_methods(methods, model_id: str, train_examples: list, val_examples: 
         raise ValueError(f"keep must be None or one of the methods {methods}, got {keep!r}")
     rates = lr if isinstance(lr, dict) else {m: lr for m in methods}
     order = [m for m in methods if m != keep] + ([keep] if keep else [])
-    runs = {m: fine_tune(m, model_id, train_examples, val_examples, lr=rates[m], keep_model=m == keep, **kwargs)
-            for m in order}
+    runs = {
+        m: fine_tune(
+            m, model_id, train_examples, val_examples, lr=rates[m], keep_model=m == keep, **kwargs
+        )
+        for m in order
+    }
     return {m: runs[m] for m in methods}
 
 
 @torch.no_grad()  # notebook 09 §7
-def save_merged(model: nn.Module, folder: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                tokenizer=None) -> Path:
+def save_merged(
+    model: nn.Module, folder: str | os.PathLike, dtype: torch.dtype = torch.float32, tokenizer=None
+) -> Path:
     """``save_pretrained`` a merged model with **every** tensor in ``dtype`` and a config that says so.
 
     After ``merge_into_dequantized(model, torch.float32)`` on a model loaded in bfloat16, the
@@ -437,11 +620,16 @@ def save_merged(model: nn.Module, folder: str | os.PathLike, dtype: torch.dtype 
     load everything as bfloat16, silently rounding the exact merge. Cast first, save once.
     """
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+        raise ValueError(
+            f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}"
+        )
     folder = Path(folder)
     model.to(dtype)
     name = str(dtype).removeprefix("torch.")
-    for key in ("dtype", "torch_dtype"):  # transformers >= 4.56 writes "dtype"; older readers "torch_dtype"
+    for key in (
+        "dtype",
+        "torch_dtype",
+    ):  # transformers >= 4.56 writes "dtype"; older readers "torch_dtype"
         with contextlib.suppress(AttributeError, TypeError):
             setattr(model.config, key, dtype)
     model.save_pretrained(folder)
@@ -466,8 +654,9 @@ def checkpoint_dtypes(folder: str | os.PathLike) -> set[str]:  # notebook 09 §7
 
 
 @torch.no_grad()  # notebook 09 §7
-def merge_agreement(trained: nn.Module, reloaded: nn.Module, examples: list, pad_id: int,
-                    batch_size: int = 8) -> dict:
+def merge_agreement(
+    trained: nn.Module, reloaded: nn.Module, examples: list, pad_id: int, batch_size: int = 8
+) -> dict:
     """Teacher-forced comparison of two models on the response tokens of ``examples``.
 
     Returns ``agreement`` (share of response positions where both models' most likely next token
@@ -486,18 +675,24 @@ def merge_agreement(trained: nn.Module, reloaded: nn.Module, examples: list, pad
         agree += int((a.argmax(-1) == b.argmax(-1))[mask].sum())
         count += int(mask.sum())
         gap = max(gap, (a - b).abs()[mask].max().item() if mask.any() else 0.0)
-    return dict(agreement=agree / max(count, 1), max_logit_gap=gap, positions=count,
-                bits_trained=evaluate_sft(trained, examples, pad_id, batch_size),
-                bits_reloaded=evaluate_sft(reloaded, examples, pad_id, batch_size))
+    return dict(
+        agreement=agree / max(count, 1),
+        max_logit_gap=gap,
+        positions=count,
+        bits_trained=evaluate_sft(trained, examples, pad_id, batch_size),
+        bits_reloaded=evaluate_sft(reloaded, examples, pad_id, batch_size),
+    )
 
 
 #: what a bfloat16-trained model and its float32 reload must share (``merge_problems``)
-BF16_MIN_AGREEMENT = 0.9    # teacher-forced argmax agreement on held-out response tokens
-BF16_MAX_BITS_GAP = 0.05    # |held-out loss difference|, bits per token
-FP32_MAX_LOGIT_GAP = 1e-3   # float32: the merge is the trained model up to float rounding
+BF16_MIN_AGREEMENT = 0.9  # teacher-forced argmax agreement on held-out response tokens
+BF16_MAX_BITS_GAP = 0.05  # |held-out loss difference|, bits per token
+FP32_MAX_LOGIT_GAP = 1e-3  # float32: the merge is the trained model up to float rounding
 
 
-def merge_problems(stats: dict, compute_dtype: torch.dtype, same_greedy_ids: bool | None = None) -> list[str]:  # notebook 09 §7
+def merge_problems(
+    stats: dict, compute_dtype: torch.dtype, same_greedy_ids: bool | None = None
+) -> list[str]:  # notebook 09 §7
     """What is wrong with a merged, saved and reloaded model, given ``merge_agreement``'s ``stats``.
 
     Float32 compute: exact — every argmax agrees, logits within ``FP32_MAX_LOGIT_GAP``, and the
@@ -512,14 +707,20 @@ def merge_problems(stats: dict, compute_dtype: torch.dtype, same_greedy_ids: boo
         if stats["agreement"] < 1.0:
             problems.append(f"argmax agreement {stats['agreement']:.4f} < 1 in float32")
         if stats["max_logit_gap"] > FP32_MAX_LOGIT_GAP:
-            problems.append(f"max |Δlogit| {stats['max_logit_gap']:.2e} > {FP32_MAX_LOGIT_GAP:g} in float32")
+            problems.append(
+                f"max |Δlogit| {stats['max_logit_gap']:.2e} > {FP32_MAX_LOGIT_GAP:g} in float32"
+            )
         if same_greedy_ids is False:
             problems.append("the greedy answers differ in their token ids")
     else:
         if stats["agreement"] < BF16_MIN_AGREEMENT:
-            problems.append(f"argmax agreement {stats['agreement']:.4f} < {BF16_MIN_AGREEMENT} under {compute_dtype}")
+            problems.append(
+                f"argmax agreement {stats['agreement']:.4f} < {BF16_MIN_AGREEMENT} under {compute_dtype}"
+            )
         if bits_gap > BF16_MAX_BITS_GAP:
-            problems.append(f"held-out loss differs by {bits_gap:.4f} > {BF16_MAX_BITS_GAP} bits/token")
+            problems.append(
+                f"held-out loss differs by {bits_gap:.4f} > {BF16_MAX_BITS_GAP} bits/token"
+            )
     return problems
 
 
@@ -546,16 +747,22 @@ def generate_ids(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32) -
     answers = []
     for pair in pairs:
         ids = chat_prompt_ids(tokenizer, pair).to(device)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-        answers.append(out[0, ids.shape[1]:].tolist())
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        answers.append(out[0, ids.shape[1] :].tolist())
     return answers
 
 
 @torch.no_grad()  # notebook 09 §6
-def generate_answers(model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32,
-                     stopped: list | None = None) -> list[str]:
+def generate_answers(
+    model: nn.Module, tokenizer, pairs, max_new_tokens: int = 32, stopped: list | None = None
+) -> list[str]:
     """Greedy answers of a chat model to each pair's prompt, up to its EOS token.
 
     ``stopped``, if given, gets one bool per answer appended: did the model end it with EOS

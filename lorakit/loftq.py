@@ -21,16 +21,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from . import validate
 from .lora import lora_layers
 from .qlora import prepare_qlora
 from .quant import Quantized4bit, dequantize_4bit, quantize_4bit
 from .targets import resolve_targets
-from . import validate
 
 __all__ = ["svd_factors", "loftq", "prepare_qlora_loftq", "init_error"]
 
 
-def svd_factors(residual: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 08 §7
+def svd_factors(
+    residual: torch.Tensor, r: int
+) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 08 §7
     """(L out×r, R r×in) with L R the best rank-r approximation of ``residual`` (Eckart–Young,
     notebook 01), √S split between the two factors; PEFT's ``_low_rank_decomposition``, op for op."""
     U, S, Vh = torch.linalg.svd(residual, full_matrices=False)
@@ -42,33 +44,50 @@ def svd_factors(residual: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Ten
 def _loftq(W, r, num_iter, scaling, quant_type, blocksize, double_quant):
     """LoftQ's loop; also returns the matrix quantized last (so a model can be given the same codes)."""
     W = W.detach().float()
-    residual = W                                               # what the 4-bit code must hold
+    residual = W  # what the 4-bit code must hold
     for _ in range(num_iter):
-        q, quantized = quantize_4bit(residual, quant_type, blocksize, double_quant), residual   # 1. quantize
-        L, R = svd_factors(W - dequantize_4bit(q), r)          # 2. the best rank-r fit of the error
+        q, quantized = (
+            quantize_4bit(residual, quant_type, blocksize, double_quant),
+            residual,
+        )  # 1. quantize
+        L, R = svd_factors(W - dequantize_4bit(q), r)  # 2. the best rank-r fit of the error
         residual = W - torch.mm(L, R)
     root = scaling**0.5
     return q, (R.t() / root).contiguous(), (L.t() / root).contiguous(), quantized
 
 
 @torch.no_grad()
-def loftq(W: torch.Tensor, r: int, num_iter: int = 1, scaling: float = 1.0, quant_type: str = "nf4",  # notebook 08 §7
-          blocksize: int = 64, double_quant: bool = False) -> tuple[Quantized4bit, torch.Tensor, torch.Tensor]:
+def loftq(
+    W: torch.Tensor,
+    r: int,
+    num_iter: int = 1,
+    scaling: float = 1.0,
+    quant_type: str = "nf4",  # notebook 08 §7
+    blocksize: int = 64,
+    double_quant: bool = False,
+) -> tuple[Quantized4bit, torch.Tensor, torch.Tensor]:
     """LoftQ for one weight ``W`` (out×in): ``(q, A in×r, B r×out)`` with ``deq(q) + scaling·(AB)ᵀ ≈ W``.
 
     ``num_iter`` alternations of "quantize what AB misses" and "SVD of what Q misses"; with
     ``num_iter = 1`` it is one quantization (of W itself, as QLoRA's) plus the SVD of its error.
     ``scaling`` (α/r) only rescales A and B; PEFT's factors are ``lora_A = Aᵀ``, ``lora_B = Bᵀ`` at 1."""
     if not isinstance(W, torch.Tensor) or W.dim() != 2:
-        raise ValueError(f"W must be a 2-D weight (out×in), got {getattr(W, 'shape', type(W).__name__)}")
+        raise ValueError(
+            f"W must be a 2-D weight (out×in), got {getattr(W, 'shape', type(W).__name__)}"
+        )
     validate.integer(r, "r", 1, min(W.shape))
     validate.integer(num_iter, "num_iter", 1, 100)
     validate.number(scaling, "scaling", 0.0, low_open=True)
     return _loftq(W, r, num_iter, scaling, quant_type, blocksize, double_quant)[:3]
 
 
-def init_error(W: torch.Tensor, q: Quantized4bit, A: torch.Tensor | None = None, B: torch.Tensor | None = None,  # notebook 08 §7
-               scaling: float = 1.0) -> float:
+def init_error(
+    W: torch.Tensor,
+    q: Quantized4bit,
+    A: torch.Tensor | None = None,
+    B: torch.Tensor | None = None,  # notebook 08 §7
+    scaling: float = 1.0,
+) -> float:
     """Relative Frobenius error of the model at step 0: ``‖W − deq(q) − scaling·(AB)ᵀ‖ / ‖W‖``
     (without A, B: QLoRA's standard init, B = 0)."""
     approx = dequantize_4bit(q, torch.float32)
@@ -78,9 +97,17 @@ def init_error(W: torch.Tensor, q: Quantized4bit, A: torch.Tensor | None = None,
 
 
 @torch.no_grad()
-def prepare_qlora_loftq(model: nn.Module, targets="all-linear", r: int = 8, alpha: float = 16, num_iter: int = 1,  # notebook 08 §7
-                        quant_type: str = "nf4", double_quant: bool = True, blocksize: int = 64,
-                        **qlora_kwargs) -> nn.Module:
+def prepare_qlora_loftq(
+    model: nn.Module,
+    targets="all-linear",
+    r: int = 8,
+    alpha: float = 16,
+    num_iter: int = 1,  # notebook 08 §7
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+    blocksize: int = 64,
+    **qlora_kwargs,
+) -> nn.Module:
     """``prepare_qlora`` with LoftQ's start: each target's 4-bit base is ``quant(W − scaling·(AB)ᵀ)`` and its
     A, B the SVD fit of the rest, so the model at step 0 is closer to the 16-bit one. In place.
 
@@ -93,11 +120,21 @@ def prepare_qlora_loftq(model: nn.Module, targets="all-linear", r: int = 8, alph
     factors = {}
     for name in names:
         layer = model.get_submodule(name)
-        q, A, B, quantized = _loftq(layer.weight, r, num_iter, scaling, quant_type, blocksize, double_quant)
+        q, A, B, quantized = _loftq(
+            layer.weight, r, num_iter, scaling, quant_type, blocksize, double_quant
+        )
         factors[name] = (A, B)
-        layer.weight.copy_(quantized)          # prepare_qlora quantizes this: the same codes as q
-    prepare_qlora(model, names, r=r, alpha=alpha, quant_type=quant_type, double_quant=double_quant,
-                  blocksize=blocksize, **qlora_kwargs)
+        layer.weight.copy_(quantized)  # prepare_qlora quantizes this: the same codes as q
+    prepare_qlora(
+        model,
+        names,
+        r=r,
+        alpha=alpha,
+        quant_type=quant_type,
+        double_quant=double_quant,
+        blocksize=blocksize,
+        **qlora_kwargs,
+    )
     for name, layer in lora_layers(model).items():
         A, B = factors[name]
         layer.A.copy_(A.to(layer.A.dtype))

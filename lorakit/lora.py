@@ -46,8 +46,12 @@ class LoRAConfig:
         number(self.alpha, "alpha", low=0, low_open=True)
         number(self.dropout, "dropout", low=0, high=1, high_open=True)
         if not isinstance(self.rslora, bool):
-            raise TypeError(f"rslora must be True or False, got {type(self.rslora).__name__} {self.rslora!r}")
-        object.__setattr__(self, "targets", check_targets(self.targets))  # frozen: a list becomes a tuple
+            raise TypeError(
+                f"rslora must be True or False, got {type(self.rslora).__name__} {self.rslora!r}"
+            )
+        object.__setattr__(
+            self, "targets", check_targets(self.targets)
+        )  # frozen: a list becomes a tuple
 
     @property  # notebook 02 §1 (α/r) and 03 §4 (α/√r)
     def scaling(self) -> float:
@@ -74,8 +78,10 @@ class LoRALinear(nn.Module):  # notebook 02 §1
         base.requires_grad_(False)
         m, n = self.in_features, self.out_features = base.in_features, base.out_features
         dtype, device = _base_dtype_device(base, dtype)
-        A_t = torch.empty(config.r, m, dtype=dtype, device=device)  # PEFT initialises the r×m matrix ...
-        nn.init.kaiming_uniform_(A_t, a=5 ** 0.5)  # ... uniform in ±1/sqrt(m)
+        A_t = torch.empty(
+            config.r, m, dtype=dtype, device=device
+        )  # PEFT initialises the r×m matrix ...
+        nn.init.kaiming_uniform_(A_t, a=5**0.5)  # ... uniform in ±1/sqrt(m)
         self.A = nn.Parameter(A_t.t().contiguous())  # m×r
         self.B = nn.Parameter(torch.zeros(config.r, n, dtype=dtype, device=device))  # r×n, zero
         self.scaling = config.scaling
@@ -94,8 +100,10 @@ class LoRALinear(nn.Module):  # notebook 02 §1
 
     def extra_repr(self) -> str:
         c = self.config
-        return (f"in={self.in_features}, out={self.out_features}, r={c.r}, alpha={c.alpha}, "
-                f"scaling={self.scaling:.4g}, dropout={c.dropout}, rslora={c.rslora}, merged={self.merged}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, r={c.r}, alpha={c.alpha}, "
+            f"scaling={self.scaling:.4g}, dropout={c.dropout}, rslora={c.rslora}, merged={self.merged}"
+        )
 
 
 # ---------------------------------------------------------------- its helpers (not taught)
@@ -107,21 +115,29 @@ def _config(config: LoRAConfig | None, **given) -> LoRAConfig:
     if config is None:
         return LoRAConfig(**given)
     if not isinstance(config, LoRAConfig) or given:
-        raise TypeError(f"pass either one LoRAConfig as config or the keywords {sorted(given)}, not both; "
-                        f"got config={config!r}")
+        raise TypeError(
+            f"pass either one LoRAConfig as config or the keywords {sorted(given)}, not both; "
+            f"got config={config!r}"
+        )
     return config
 
 
-def shared_config(layers: dict[str, LoRALinear]) -> LoRAConfig:  # notebook 02 §5 (one adapter file, one setting)
+def shared_config(
+    layers: dict[str, LoRALinear],
+) -> LoRAConfig:  # notebook 02 §5 (one adapter file, one setting)
     """The one ``LoRAConfig`` the LoRA layers of a model share (one adapter holds one setting)."""
     configs = {layer.config for layer in layers.values()}
     if len(configs) != 1:
-        raise ValueError(f"LoRA layers disagree on their settings ({sorted(map(repr, configs))}); "
-                         "one adapter holds one setting")
+        raise ValueError(
+            f"LoRA layers disagree on their settings ({sorted(map(repr, configs))}); "
+            "one adapter holds one setting"
+        )
     return configs.pop()
 
 
-def _base_dtype_device(base: nn.Module, dtype: torch.dtype | None) -> tuple[torch.dtype, torch.device]:
+def _base_dtype_device(
+    base: nn.Module, dtype: torch.dtype | None
+) -> tuple[torch.dtype, torch.device]:
     """A and B live where the base's weights live, in their dtype when that is floating point.
 
     A packed 4-bit base stores uint8, which cannot hold A and B: then ``dtype`` (or torch's
@@ -146,10 +162,18 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:  # notebook 02 §2
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int | None = None,  # notebook 02 §2
-                alpha: float | None = None, *, config: LoRAConfig | None = None,
-                layer_types: tuple[type, ...] = (nn.Linear,), layer: type = LoRALinear,
-                dtype: torch.dtype | None = None, **hyper) -> list[str]:
+def inject_lora(
+    model: nn.Module,
+    targets: str | list[str] | None = None,
+    r: int | None = None,  # notebook 02 §2
+    alpha: float | None = None,
+    *,
+    config: LoRAConfig | None = None,
+    layer_types: tuple[type, ...] = (nn.Linear,),
+    layer: type = LoRALinear,
+    dtype: torch.dtype | None = None,
+    **hyper,
+) -> list[str]:
     """Wrap the targeted linear layers of ``model`` in ``LoRALinear`` and freeze everything else.
 
     ``targets``: a list of module names (full dotted paths or their last components, so
@@ -164,8 +188,10 @@ def inject_lora(model: nn.Module, targets: str | list[str] | None = None, r: int
     config = _config(config, targets=targets, r=r, alpha=alpha, **hyper)
     existing = lora_layers(model)
     if existing:
-        raise ValueError(f"the model already has LoRA layers ({list(existing)[:4]}...): injecting twice is not "
-                         "supported; call remove_lora(model) first or load_adapter to switch adapters")
+        raise ValueError(
+            f"the model already has LoRA layers ({list(existing)[:4]}...): injecting twice is not "
+            "supported; call remove_lora(model) first or load_adapter to switch adapters"
+        )
     names = resolve_targets(model, config.targets, layer_types)
     for name in names:
         lora_base(name, model.get_submodule(name), config.r)
@@ -209,8 +235,10 @@ def _layers_for_merge(model: nn.Module) -> dict[str, LoRALinear]:
     bad = [n for n, layer in layers.items() if not isinstance(layer.base, nn.Linear)]
     if bad:
         kind = type(layers[bad[0]].base).__name__
-        raise TypeError(f"merging needs a floating-point nn.Linear base; {bad[:4]} wrap a {kind}. "
-                        "Merge into the 16-bit weights instead (dequantize first).")
+        raise TypeError(
+            f"merging needs a floating-point nn.Linear base; {bad[:4]} wrap a {kind}. "
+            "Merge into the 16-bit weights instead (dequantize first)."
+        )
     return layers
 
 
@@ -221,7 +249,9 @@ def merge_lora(model: nn.Module, _only_unmerged: bool = False) -> list[str]:
     layers = _layers_for_merge(model)
     done = [n for n, layer in layers.items() if layer.merged]
     if done and not _only_unmerged:
-        raise ValueError(f"LoRA layers {done[:4]} are already merged: merging twice would add dW twice")
+        raise ValueError(
+            f"LoRA layers {done[:4]} are already merged: merging twice would add dW twice"
+        )
     for layer in layers.values():
         if not layer.merged:
             W = layer.base.weight
@@ -243,4 +273,3 @@ def unmerge_lora(model: nn.Module, _only_merged: bool = False) -> list[str]:
             W.sub_(layer.delta().t().to(W.dtype))
             layer.merged = False
     return list(layers)
-

@@ -37,7 +37,9 @@ def truncate(W: torch.Tensor, r: int) -> torch.Tensor:  # notebook 01 §4
     return W_r.to(W.dtype if W.is_floating_point() else torch.float64)
 
 
-def low_rank_factors(W: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 01 §4
+def low_rank_factors(
+    W: torch.Tensor, r: int
+) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 01 §4
     """``A`` (m×r) and ``B`` (r×n) with ``A @ B = truncate(W, r)``: the rank-r matrix written
     in LoRA's form, r(m+n) numbers instead of m·n. The singular values are split evenly
     (``A = U√σ``, ``B = √σ Vᵀ``) so neither factor carries all the scale."""
@@ -178,7 +180,9 @@ def gpt3_lora_savings(r: int = 4) -> dict:  # notebook 01 §5
 # ---------------------------------------------------------------- measuring a fine-tuning update
 
 
-def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 01 §6
+def delta_weights(
+    base_model: nn.Module, finetuned_model: nn.Module
+) -> dict[str, torch.Tensor]:  # notebook 01 §6
     """``{name: dW}`` for every ``nn.Linear`` of ``base_model``, with ``dW = W_ft − W0`` (in×out).
 
     Both models must have the same Linear layers (names and shapes): a full fine-tuning of
@@ -193,8 +197,13 @@ def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str
     tuned = dict(finetuned_model.named_modules())
     missing = [k for k in base if k not in tuned]
     not_linear = [k for k in base if k in tuned and not isinstance(tuned[k], nn.Linear)]
-    wrong = [k for k in base if k in tuned and isinstance(tuned[k], nn.Linear)
-             and tuned[k].weight.shape != base[k].weight.shape]
+    wrong = [
+        k
+        for k in base
+        if k in tuned
+        and isinstance(tuned[k], nn.Linear)
+        and tuned[k].weight.shape != base[k].weight.shape
+    ]
     if missing or not_linear or wrong:
         raise ValueError(
             f"finetuned_model does not match base_model: missing {missing[:5]}, "
@@ -202,7 +211,9 @@ def delta_weights(base_model: nn.Module, finetuned_model: nn.Module) -> dict[str
             f"wrong shapes {wrong[:5]}"
         )
     return {
-        k: (tuned[k].weight.detach().float().cpu() - base[k].weight.detach().float().cpu()).T.contiguous()
+        k: (
+            tuned[k].weight.detach().float().cpu() - base[k].weight.detach().float().cpu()
+        ).T.contiguous()
         for k in base
     }
 
@@ -226,7 +237,9 @@ def _check_pair(A1: torch.Tensor, A2: torch.Tensor) -> tuple[torch.Tensor, torch
     return U1, U2
 
 
-def subspace_similarity(A1: torch.Tensor, A2: torch.Tensor, i: int, j: int) -> float:  # notebook 03 §5
+def subspace_similarity(
+    A1: torch.Tensor, A2: torch.Tensor, i: int, j: int
+) -> float:  # notebook 03 §5
     """φ(A1, A2, i, j) = ‖U1[:, :i]ᵀ U2[:, :j]‖²_F / min(i, j), in [0, 1].
 
     U1, U2 are the left-singular vectors of the in×r matrices A1, A2. φ = 1 when the top-i
@@ -271,8 +284,20 @@ def random_subspace_similarity(d: int, i: int, j: int) -> float:  # notebook 03 
 
 
 __all__ = [
-    "singular_values", "truncate", "low_rank_factors", "tail_error", "truncation_error",
-    "relative_errors", "energy", "random_like", "full_params", "lora_params", "lora_savings",
-    "gpt3_lora_savings", "delta_weights", "subspace_similarity",
-    "subspace_similarity_grid", "random_subspace_similarity",
+    "singular_values",
+    "truncate",
+    "low_rank_factors",
+    "tail_error",
+    "truncation_error",
+    "relative_errors",
+    "energy",
+    "random_like",
+    "full_params",
+    "lora_params",
+    "lora_savings",
+    "gpt3_lora_savings",
+    "delta_weights",
+    "subspace_similarity",
+    "subspace_similarity_grid",
+    "random_subspace_similarity",
 ]

@@ -48,16 +48,46 @@ GB = 1e9
 # (``LlamaConfig``). LLaMA (1) shapes; "70B" is Llama 2 70B (grouped-query attention: 8 key/value
 # heads). Notebook 01 counts LLaMA-7B from it, notebooks 07, 08 and 10 estimate memory with it.
 MODEL_SHAPES: dict[str, dict[str, int]] = {
-    "7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, vocab_size=32000),
-    "13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
-                num_key_value_heads=40, vocab_size=32000),
-    "33B": dict(hidden_size=6656, intermediate_size=17920, num_hidden_layers=60, num_attention_heads=52,
-                num_key_value_heads=52, vocab_size=32000),
-    "65B": dict(hidden_size=8192, intermediate_size=22016, num_hidden_layers=80, num_attention_heads=64,
-                num_key_value_heads=64, vocab_size=32000),
-    "70B": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                num_key_value_heads=8, vocab_size=32000),
+    "7B": dict(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
+    "13B": dict(
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=40,
+        vocab_size=32000,
+    ),
+    "33B": dict(
+        hidden_size=6656,
+        intermediate_size=17920,
+        num_hidden_layers=60,
+        num_attention_heads=52,
+        num_key_value_heads=52,
+        vocab_size=32000,
+    ),
+    "65B": dict(
+        hidden_size=8192,
+        intermediate_size=22016,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=64,
+        vocab_size=32000,
+    ),
+    "70B": dict(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=32000,
+    ),
 }
 
 METHODS = ("full", "lora", "qlora")
@@ -72,23 +102,36 @@ def shape_of(model: str | Mapping[str, int]) -> dict[str, int]:  # notebook 07 �
     (a Hugging Face config's ``to_dict()`` works: extra keys are ignored)."""
     if isinstance(model, str):
         if model not in MODEL_SHAPES:
-            raise ValueError(f"model must be one of {sorted(MODEL_SHAPES)} or a shape dict, got {model!r}")
+            raise ValueError(
+                f"model must be one of {sorted(MODEL_SHAPES)} or a shape dict, got {model!r}"
+            )
         return dict(MODEL_SHAPES[model])
     if isinstance(model, Mapping):
         missing = sorted(set(MODEL_SHAPES["7B"]) - set(model))
         if missing:
-            raise ValueError(f"a shape dict needs the keys {sorted(MODEL_SHAPES['7B'])}; missing {missing}")
+            raise ValueError(
+                f"a shape dict needs the keys {sorted(MODEL_SHAPES['7B'])}; missing {missing}"
+            )
         return {k: int(model[k]) for k in MODEL_SHAPES["7B"]}
     raise TypeError(f"model must be a name like '65B' or a shape dict, got {type(model).__name__}")
 
 
-def linear_shapes(model: str | Mapping[str, int]) -> dict[str, tuple[int, int]]:  # notebook 01 §5, 07 §7
+def linear_shapes(
+    model: str | Mapping[str, int],
+) -> dict[str, tuple[int, int]]:  # notebook 01 §5, 07 §7
     """(in, out) of each linear layer in one LLaMA decoder layer (the LoRA targets)."""
     s = shape_of(model)
     h, i = s["hidden_size"], s["intermediate_size"]
     kv = h // s["num_attention_heads"] * s["num_key_value_heads"]
-    return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    return {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
 
 
 def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:  # notebook 01 §5, 07 §7
@@ -105,17 +148,23 @@ def parameter_counts(model: str | Mapping[str, int]) -> dict[str, int]:  # noteb
     return {"linear": linear, "other": other, "total": linear + other}
 
 
-def lora_parameter_count(model: str | Mapping[str, int], r: int, targets="all-linear") -> int:  # notebook 07 §7
+def lora_parameter_count(
+    model: str | Mapping[str, int], r: int, targets="all-linear"
+) -> int:  # notebook 07 §7
     """``lowrank.lora_params`` = r·(in + out) summed over the adapted layers of every decoder layer."""
     shapes = linear_shapes(model)
     names = list(shapes) if targets == "all-linear" else list(targets)
     unknown = sorted(set(names) - set(shapes))
     if unknown:
-        raise ValueError(f"targets must be 'all-linear' or names from {list(shapes)}, got unknown {unknown}")
+        raise ValueError(
+            f"targets must be 'all-linear' or names from {list(shapes)}, got unknown {unknown}"
+        )
     return shape_of(model)["num_hidden_layers"] * sum(lora_params(*shapes[n], r) for n in names)
 
 
-def quantized_bits_per_parameter(blocksize: int = 64, double_quant: bool = True) -> float:  # notebook 07 §6
+def quantized_bits_per_parameter(
+    blocksize: int = 64, double_quant: bool = True
+) -> float:  # notebook 07 §6
     """Stored bits per weight for blockwise 4-bit quantization: 4.127 for NF4 + double quant.
 
     4 bits of code plus the constants' bits, ``lorakit.quant.constants_bits`` (notebook 07 §6).
@@ -154,7 +203,9 @@ def activation_bytes(  # notebook 07 §7
 
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-PAPER_DTYPES = dict(adapter_dtype=torch.bfloat16, compute_dtype=torch.bfloat16)  # QLoRA paper, Answer.AI
+PAPER_DTYPES = dict(
+    adapter_dtype=torch.bfloat16, compute_dtype=torch.bfloat16
+)  # QLoRA paper, Answer.AI
 
 
 def estimate_memory(  # notebook 07 §7
@@ -217,8 +268,9 @@ def estimate_memory(  # notebook 07 §7
         "lora": adapter_bytes * n_lora,
         "gradients": (2 if method == "full" else adapter_bytes) * trainable,
         "optimizer": 8 * trainable,
-        "activations": activation_bytes(model, batch_size, seq_len, gradient_checkpointing,
-                                        compute_dtype.itemsize),
+        "activations": activation_bytes(
+            model, batch_size, seq_len, gradient_checkpointing, compute_dtype.itemsize
+        ),
     }
     out = {k: v / GB for k, v in parts.items()}
     out["total"] = sum(out.values())
@@ -245,8 +297,13 @@ def _tensor_bytes(tensors) -> int:
 
 def _state_tensors(optimizers) -> list[torch.Tensor]:
     """Every tensor in the states of ``optimizers`` (AdamW: ``exp_avg``, ``exp_avg_sq``, ``step``)."""
-    return [v for opt in optimizers for state in opt.state.values()
-            for v in state.values() if isinstance(v, torch.Tensor)]
+    return [
+        v
+        for opt in optimizers
+        for state in opt.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor)
+    ]
 
 
 def paged_state_bytes(optimizers) -> int:  # notebook 07 §8
@@ -285,7 +342,9 @@ def _device(device, model) -> torch.device:
 
 
 @contextlib.contextmanager  # notebook 08 §4
-def track_peak(device: torch.device | str | None = None, model: nn.Module | None = None) -> Iterator[dict]:
+def track_peak(
+    device: torch.device | str | None = None, model: nn.Module | None = None
+) -> Iterator[dict]:
     """Measure the peak memory of the code inside the ``with`` block.
 
     Yields a dict that is filled in on exit with ``peak_bytes``, ``peak_gb``, ``method``,
@@ -334,10 +393,15 @@ def track_peak(device: torch.device | str | None = None, model: nn.Module | None
         allocator = torch.cuda.max_memory_allocated(dev)
         paged_bytes = max(most["paged"], paged_state_bytes(optimizers))
         peak = allocator + paged_bytes
-        result.update(allocator_peak_bytes=int(allocator), paged_bytes=int(paged_bytes),
-                      device_used_bytes=int(most["device_used"]))
-        result["method"] = ("cuda: allocator peak (torch.cuda.max_memory_allocated, activations included) "
-                            "+ paged optimizer states (unified memory, invisible to the allocator)")
+        result.update(
+            allocator_peak_bytes=int(allocator),
+            paged_bytes=int(paged_bytes),
+            device_used_bytes=int(most["device_used"]),
+        )
+        result["method"] = (
+            "cuda: allocator peak (torch.cuda.max_memory_allocated, activations included) "
+            "+ paged optimizer states (unified memory, invisible to the allocator)"
+        )
     else:
         peak = max(most["static"], _static_bytes(model, optimizers))
         result["method"] = (
@@ -349,8 +413,13 @@ def track_peak(device: torch.device | str | None = None, model: nn.Module | None
     result["seconds"] = time.perf_counter() - start
 
 
-def peak_memory(fn: Callable, *args, device: torch.device | str | None = None,  # notebook 08 §4
-                model: nn.Module | None = None, **kwargs) -> dict:
+def peak_memory(
+    fn: Callable,
+    *args,
+    device: torch.device | str | None = None,  # notebook 08 §4
+    model: nn.Module | None = None,
+    **kwargs,
+) -> dict:
     """Run ``fn(*args, **kwargs)`` under ``track_peak``; the dict also holds its ``result``."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")

@@ -33,35 +33,54 @@ COMBINATIONS = ("linear", "cat", "ties", "dare_linear", "dare_ties")
 SIGN_METHODS = ("total", "frequency")
 
 
-def check_mergeable(adapters: list[Factors], weights, combination: str, density: float | None = None,
-                    majority_sign_method: str = "total") -> None:  # notebook 12 §2
+def check_mergeable(
+    adapters: list[Factors],
+    weights,
+    combination: str,
+    density: float | None = None,
+    majority_sign_method: str = "total",
+) -> None:  # notebook 12 §2
     """Raise ValueError naming what is wrong, before any merging happens."""
     if combination not in COMBINATIONS:
         raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
     if majority_sign_method not in SIGN_METHODS:
-        raise ValueError(f"majority_sign_method must be one of {SIGN_METHODS}, got {majority_sign_method!r}")
+        raise ValueError(
+            f"majority_sign_method must be one of {SIGN_METHODS}, got {majority_sign_method!r}"
+        )
     if not isinstance(adapters, (list, tuple)) or len(adapters) < 2:
-        raise ValueError(f"adapters must be a list of at least 2 adapters' factors, got {type(adapters).__name__}")
+        raise ValueError(
+            f"adapters must be a list of at least 2 adapters' factors, got {type(adapters).__name__}"
+        )
     if len(weights) != len(adapters):
-        raise ValueError(f"one weight per adapter: {len(adapters)} adapters, {len(weights)} weights")
+        raise ValueError(
+            f"one weight per adapter: {len(adapters)} adapters, {len(weights)} weights"
+        )
     if combination != "linear" and combination != "cat" and density is None:
-        raise ValueError(f"combination {combination!r} needs density (the share of entries kept, 0 < density <= 1)")
+        raise ValueError(
+            f"combination {combination!r} needs density (the share of entries kept, 0 < density <= 1)"
+        )
     if density is not None and not (0 < float(density) <= 1):
         raise ValueError(f"density must be in (0, 1], got {density}")
     paths = list(adapters[0])
     for i, f in enumerate(adapters[1:], start=1):
         if set(f) != set(paths):
-            raise ValueError(f"adapter 0 and adapter {i} target different layers: only in 0 "
-                             f"{sorted(set(paths) - set(f))}, only in {i} {sorted(set(f) - set(paths))}")
+            raise ValueError(
+                f"adapter 0 and adapter {i} target different layers: only in 0 "
+                f"{sorted(set(paths) - set(f))}, only in {i} {sorted(set(f) - set(paths))}"
+            )
     for path in paths:
         shapes = [(f[path][0].shape[0], f[path][1].shape[1]) for f in adapters]
         if len(set(shapes)) != 1:
-            raise ValueError(f"layer {path!r}: the adapters are for different layer shapes {shapes} "
-                             "(in×out): they were trained on different bases")
+            raise ValueError(
+                f"layer {path!r}: the adapters are for different layer shapes {shapes} "
+                "(in×out): they were trained on different bases"
+            )
         ranks = [f[path][0].shape[1] for f in adapters]
         if combination != "cat" and len(set(ranks)) != 1:
-            raise ValueError(f"layer {path!r}: ranks {ranks} differ; {combination!r} averages A and B entry by "
-                             "entry and needs one rank (use 'cat', which stacks them)")
+            raise ValueError(
+                f"layer {path!r}: ranks {ranks} differ; {combination!r} averages A and B entry by "
+                "entry and needs one rank (use 'cat', which stacks them)"
+            )
 
 
 def _magnitude_prune(t: torch.Tensor, density: float) -> torch.Tensor:
@@ -81,8 +100,14 @@ def _random_prune(t_peft: torch.Tensor, density: float, generator: torch.Generat
     return t_peft * mask / density
 
 
-def _combine(tensors: list[torch.Tensor], w: torch.Tensor, combination: str, density, method: str,
-             generator: torch.Generator) -> torch.Tensor:
+def _combine(
+    tensors: list[torch.Tensor],
+    w: torch.Tensor,
+    combination: str,
+    density,
+    method: str,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Merge one factor (A or B) of every adapter, in PEFT's layout."""
     if combination in ("ties", "dare_ties", "dare_linear"):
         if combination == "ties":
@@ -99,8 +124,14 @@ def _combine(tensors: list[torch.Tensor], w: torch.Tensor, combination: str, den
     return (weighted * agree).sum(0) / agree.sum(0).clamp(min=1)
 
 
-def merge_adapters(adapters: list[Factors], weights, combination: str = "cat", density: float | None = None,
-                   majority_sign_method: str = "total", seed: int | None = None) -> Factors:  # notebook 12 §2
+def merge_adapters(
+    adapters: list[Factors],
+    weights,
+    combination: str = "cat",
+    density: float | None = None,
+    majority_sign_method: str = "total",
+    seed: int | None = None,
+) -> Factors:  # notebook 12 §2
     """One adapter from several, PEFT's ``add_weighted_adapter`` semantics; ``scaling`` of the result is 1.
 
     ``seed`` seeds DARE's masks (a ``torch.Generator``; the global RNG is left alone). PEFT uses
@@ -120,8 +151,12 @@ def merge_adapters(adapters: list[Factors], weights, combination: str = "cat", d
         wA = torch.tensor([math.copysign(math.sqrt(abs(w)), w) for w in ws], dtype=As[0].dtype)
         wB = torch.tensor([math.sqrt(abs(w)) for w in ws], dtype=As[0].dtype)
         # PEFT's layout (lora_A = Aᵀ r×in, lora_B = Bᵀ out×r), so that DARE draws the same masks
-        A_t = _combine([A.t() for A in As], wA, combination, density, majority_sign_method, generator)
-        B_t = _combine([B.t() for B in Bs], wB, combination, density, majority_sign_method, generator)
+        A_t = _combine(
+            [A.t() for A in As], wA, combination, density, majority_sign_method, generator
+        )
+        B_t = _combine(
+            [B.t() for B in Bs], wB, combination, density, majority_sign_method, generator
+        )
         merged[path] = (A_t.t().contiguous(), B_t.t().contiguous(), 1.0)
     return merged
 
@@ -129,8 +164,12 @@ def merge_adapters(adapters: list[Factors], weights, combination: str = "cat", d
 def weighted_delta(adapters: list[Factors], weights) -> dict[str, torch.Tensor]:  # notebook 12 §2
     """``Σ w_i · scaling_i · A_i B_i`` per layer (in×out): the update a merge means to make."""
     check_mergeable(adapters, weights, "cat")
-    return {path: sum(float(w) * f[path][2] * (f[path][0] @ f[path][1]) for w, f in zip(weights, adapters))
-            for path in adapters[0]}
+    return {
+        path: sum(
+            float(w) * f[path][2] * (f[path][0] @ f[path][1]) for w, f in zip(weights, adapters)
+        )
+        for path in adapters[0]
+    }
 
 
 def delta_of(factors: Factors) -> dict[str, torch.Tensor]:  # notebook 12 §2

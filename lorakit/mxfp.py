@@ -34,14 +34,29 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-__all__ = ["E2M1", "E2M1_MAX", "E4M3_MAX", "FORMATS", "MXQuantized", "e2m1_codes", "pack_low_first",
-           "unpack_low_first", "quantize_mxfp4", "quantize_nvfp4", "dequantize_mx", "bits_per_parameter",
-           "roundtrip", "quantize_model_linears"]
+__all__ = [
+    "E2M1",
+    "E2M1_MAX",
+    "E4M3_MAX",
+    "FORMATS",
+    "MXQuantized",
+    "e2m1_codes",
+    "pack_low_first",
+    "unpack_low_first",
+    "quantize_mxfp4",
+    "quantize_nvfp4",
+    "dequantize_mx",
+    "bits_per_parameter",
+    "roundtrip",
+    "quantize_model_linears",
+]
 
 #: E2M1, index = bit pattern (bit 3 = sign, bits 2-1 = exponent, bit 0 = mantissa). Sorted
 #: within each sign: code 1 is the subnormal 0.5, codes 2-7 are 2^(e−1)·(1 + m/2).
-E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
-                     -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=torch.float32)
+E2M1 = torch.tensor(
+    [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
+    dtype=torch.float32,
+)
 E2M1_MAX = 6.0
 #: the largest finite FP8 E4M3 (``float8_e4m3fn``) value: NVFP4's block scales live in [2^-9, 448]
 E4M3_MAX = 448.0
@@ -53,11 +68,11 @@ def e2m1_codes(scaled: torch.Tensor) -> torch.Tensor:  # notebook 06 §9
     """The E2M1 code (uint8, 0-15) of each scaled value: nearest magnitude, ties to the even code,
     values beyond ±6 saturated to ±6, the sign bit copied from the input (so −0.1 → code 8, −0)."""
     magnitudes = E2M1[:8].to(scaled.device)
-    mids = (magnitudes[:-1] + magnitudes[1:]) / 2               # 0.25, 0.75, …, 5
+    mids = (magnitudes[:-1] + magnitudes[1:]) / 2  # 0.25, 0.75, …, 5
     mag = scaled.float().abs().clamp(max=E2M1_MAX)
-    code = torch.bucketize(mag, mids)                           # a value on a midpoint: the lower code …
+    code = torch.bucketize(mag, mids)  # a value on a midpoint: the lower code …
     tie = (code < 7) & (mag == mids[code.clamp(max=6)])
-    code = code + (tie & (code % 2 == 1)).long()                # … unless that one is odd: ties to even
+    code = code + (tie & (code % 2 == 1)).long()  # … unless that one is odd: ties to even
     return (code + 8 * torch.signbit(scaled).long()).to(torch.uint8)
 
 
@@ -114,10 +129,14 @@ def _blocks(x: torch.Tensor, fmt: str) -> torch.Tensor:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
     blocksize = FORMATS[fmt][0]
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-        raise TypeError(f"x must be a floating torch.Tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+        raise TypeError(
+            f"x must be a floating torch.Tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}"
+        )
     if x.dim() == 0 or x.shape[-1] % blocksize:
-        raise ValueError(f"{fmt} cuts the last dimension into blocks of {blocksize}: its size must be a "
-                         f"multiple of {blocksize}, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{fmt} cuts the last dimension into blocks of {blocksize}: its size must be a "
+            f"multiple of {blocksize}, got shape {tuple(x.shape)}"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"x must be finite to quantize to {fmt}")
     return x.detach().float().reshape(-1, blocksize)
@@ -130,14 +149,19 @@ def quantize_mxfp4(x: torch.Tensor) -> MXQuantized:  # notebook 06 §9
     biased by 127 (255 means NaN and is never produced here)."""
     blocks = _blocks(x, "mxfp4")
     absmax = blocks.abs().amax(dim=1)
-    mantissa, exponent = torch.frexp(absmax)                    # absmax = m·2^e, m in [0.5, 1)
+    mantissa, exponent = torch.frexp(absmax)  # absmax = m·2^e, m in [0.5, 1)
     floor_log2 = torch.where(absmax > 0, exponent - 1, torch.full_like(exponent, -127))
-    scale_exp = (floor_log2 - 2).clamp(-127, 127)               # 2 = floor(log2 6), E2M1's top exponent
+    scale_exp = (floor_log2 - 2).clamp(-127, 127)  # 2 = floor(log2 6), E2M1's top exponent
     # an all-zero (or subnormal) block: torchao divides by the smallest normal float32, 2^-126
     scale = torch.exp2(scale_exp.float()).clamp(min=2.0**-126)
     codes = e2m1_codes(blocks / scale.unsqueeze(1))
-    return MXQuantized(packed=pack_low_first(codes), scales=(scale_exp + 127).to(torch.uint8),
-                       shape=x.shape, dtype=x.dtype, fmt="mxfp4")
+    return MXQuantized(
+        packed=pack_low_first(codes),
+        scales=(scale_exp + 127).to(torch.uint8),
+        shape=x.shape,
+        dtype=x.dtype,
+        fmt="mxfp4",
+    )
 
 
 def quantize_nvfp4(x: torch.Tensor) -> MXQuantized:  # notebook 06 §9
@@ -149,15 +173,23 @@ def quantize_nvfp4(x: torch.Tensor) -> MXQuantized:  # notebook 06 §9
     blocks = _blocks(x, "nvfp4")
     tensor_absmax = blocks.abs().max()
     if tensor_absmax == 0:
-        raise ValueError("NVFP4's per-tensor scale is absmax / (448·6): an all-zero tensor has none")
+        raise ValueError(
+            "NVFP4's per-tensor scale is absmax / (448·6): an all-zero tensor has none"
+        )
     tensor_scale = tensor_absmax / (E4M3_MAX * E2M1_MAX)
     block_scale = blocks.abs().amax(dim=1) / E2M1_MAX / tensor_scale
     tiny = torch.finfo(torch.float8_e4m3fn).tiny
     block_e4m3 = block_scale.clamp(min=tiny, max=E4M3_MAX).to(torch.float8_e4m3fn)
     reciprocal = (1.0 / tensor_scale) / block_e4m3.float()
     codes = e2m1_codes((blocks * reciprocal.unsqueeze(1)).clamp(-E2M1_MAX, E2M1_MAX))
-    return MXQuantized(packed=pack_low_first(codes), scales=block_e4m3.view(torch.uint8), shape=x.shape,
-                       dtype=x.dtype, fmt="nvfp4", tensor_scale=tensor_scale.reshape(1))
+    return MXQuantized(
+        packed=pack_low_first(codes),
+        scales=block_e4m3.view(torch.uint8),
+        shape=x.shape,
+        dtype=x.dtype,
+        fmt="nvfp4",
+        tensor_scale=tensor_scale.reshape(1),
+    )
 
 
 def block_scales(q: MXQuantized) -> torch.Tensor:  # notebook 06 §9
@@ -167,10 +199,14 @@ def block_scales(q: MXQuantized) -> torch.Tensor:  # notebook 06 §9
     return q.scales.view(torch.float8_e4m3fn).float() * q.tensor_scale
 
 
-def dequantize_mx(q: MXQuantized, dtype: torch.dtype | None = None) -> torch.Tensor:  # notebook 06 §9
+def dequantize_mx(
+    q: MXQuantized, dtype: torch.dtype | None = None
+) -> torch.Tensor:  # notebook 06 §9
     """``E2M1[code] · block scale`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``."""
     if not isinstance(q, MXQuantized):
-        raise TypeError(f"q must be an MXQuantized (from quantize_mxfp4/quantize_nvfp4), got {type(q).__name__}")
+        raise TypeError(
+            f"q must be an MXQuantized (from quantize_mxfp4/quantize_nvfp4), got {type(q).__name__}"
+        )
     values = E2M1.to(q.packed.device)[unpack_low_first(q.packed).long()].view(-1, q.blocksize)
     out = values * block_scales(q).unsqueeze(1)
     return out.to(q.dtype if dtype is None else dtype).view(q.shape)
@@ -185,7 +221,9 @@ def roundtrip(x: torch.Tensor, fmt: str) -> torch.Tensor:  # notebook 06 §9
 
 
 @torch.no_grad()
-def quantize_model_linears(model: nn.Module, fmt: str, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:  # notebook 06 §9
+def quantize_model_linears(
+    model: nn.Module, fmt: str, skip: tuple[str, ...] = ("lm_head",)
+) -> nn.Module:  # notebook 06 §9
     """A deep copy of ``model`` whose ``nn.Linear`` weights went through ``fmt`` and back (as
     ``lorakit.quant.quantize_model_linears`` does for NF4/FP4/INT4): its loss is the format's damage."""
     if fmt not in FORMATS:

@@ -27,14 +27,27 @@ from tqdm.auto import tqdm
 
 from .data import encode
 from .lora import lora_layers
-from .sft import EOS, IGNORE, TEMPLATE, Pair, _example, collate, cut_code, logits_of, pair_record, prompt_ids
-from .sft import response_ids
+from .sft import (
+    EOS,
+    IGNORE,
+    TEMPLATE,
+    Pair,
+    _example,
+    collate,
+    cut_code,
+    logits_of,
+    pair_record,
+    prompt_ids,
+    response_ids,
+)
 from .targets import replace_module
 from .train import set_seed
 from .validate import number, positive_int
 
 
-def token_logps(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 11 §2
+def token_logps(
+    model: nn.Module, batch: dict
+) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 11 §2
     """``(logps, mask)``, both (batch, T−1): log p of each next token, and 1 where it is a labelled one.
 
     Position t predicts token t+1 (as in ``sft.response_loss``); ``IGNORE`` labels (prompt, padding)
@@ -43,10 +56,14 @@ def token_logps(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tens
     device = next(model.parameters()).device
     ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
     attention = batch.get("attention_mask")
-    logits = logits_of(model, ids, None if attention is None else attention.to(device))[:, :-1].float()
+    logits = logits_of(model, ids, None if attention is None else attention.to(device))[
+        :, :-1
+    ].float()
     target = labels[:, 1:]
     mask = target != IGNORE
-    logps = torch.gather(F.log_softmax(logits, -1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    logps = torch.gather(F.log_softmax(logits, -1), 2, target.clamp(min=0).unsqueeze(-1)).squeeze(
+        -1
+    )
     return logps * mask, mask.float()
 
 
@@ -71,12 +88,16 @@ def adapter_disabled(model: nn.Module):
         return
     layers = lora_layers(model)
     if not layers:
-        raise ValueError("the model has no LoRA layers to disable: a full fine-tune needs its reference as a "
-                         "separate frozen copy (copy.deepcopy(model) before training)")
+        raise ValueError(
+            "the model has no LoRA layers to disable: a full fine-tune needs its reference as a "
+            "separate frozen copy (copy.deepcopy(model) before training)"
+        )
     merged = [name for name, layer in layers.items() if layer.merged]
     if merged:
-        raise ValueError(f"LoRA layers {merged[:3]} are merged into their base: switching them off would not "
-                         "remove the update; call lora.unmerge_lora(model) first")
+        raise ValueError(
+            f"LoRA layers {merged[:3]} are merged into their base: switching them off would not "
+            "remove the update; call lora.unmerge_lora(model) first"
+        )
     for name, layer in layers.items():
         replace_module(model, name, layer.base)
     try:
@@ -87,8 +108,13 @@ def adapter_disabled(model: nn.Module):
 
 
 # notebook 11 §2
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> torch.Tensor:
     """The DPO loss of each pair (TRL's argument order): ``−log σ(β (Δ_chosen − Δ_rejected))``.
 
     ``Δ = log π − log π_ref`` is how much more likely the policy makes an answer than the
@@ -106,7 +132,9 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 def rejected_summaries(pairs, seed: int = 0) -> list[str]:  # notebook 11 §2
     """For each pair, another function's summary (a seeded derangement): a fluent but wrong answer."""
     if len(pairs) < 2:
-        raise ValueError(f"need at least 2 pairs to draw a rejected answer from another function, got {len(pairs)}")
+        raise ValueError(
+            f"need at least 2 pairs to draw a rejected answer from another function, got {len(pairs)}"
+        )
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     # shifting a random order by one: every pair gets a different pair's summary
@@ -116,7 +144,9 @@ def rejected_summaries(pairs, seed: int = 0) -> list[str]:  # notebook 11 §2
     return out
 
 
-def preference_example(pair: Pair, rejected: str, tokenizer=None, max_len: int = 128) -> tuple:  # notebook 11 §2
+def preference_example(
+    pair: Pair, rejected: str, tokenizer=None, max_len: int = 128
+) -> tuple:  # notebook 11 §2
     """``((chosen_ids, chosen_labels), (rejected_ids, rejected_labels))``, one prompt for both.
 
     ``tokenizer=None``: the course GPT's byte template; else the model's chat template. The
@@ -129,7 +159,9 @@ def preference_example(pair: Pair, rejected: str, tokenizer=None, max_len: int =
         answers = [encode(s + EOS).tolist() for s in (pair.summary, rejected)]
         budget = max_len - len(encode(TEMPLATE.format(code=""))) - max(map(len, answers))
         if budget < 8:
-            raise ValueError(f"max_len {max_len} leaves {budget} bytes for the code of {pair.name!r}")
+            raise ValueError(
+                f"max_len {max_len} leaves {budget} bytes for the code of {pair.name!r}"
+            )
         code = cut_code(pair.code, budget)
         while len(encode(TEMPLATE.format(code=code))) + max(map(len, answers)) > max_len:
             code = code[:-4]  # non-ASCII: characters are several bytes
@@ -138,7 +170,9 @@ def preference_example(pair: Pair, rejected: str, tokenizer=None, max_len: int =
         answers = [response_ids(s, tokenizer, True, end) for s in (pair.summary, rejected)]
         prompt = prompt_ids(pair_record(pair), tokenizer, max_len - max(map(len, answers)))
         if prompt is None:
-            raise ValueError(f"max_len {max_len} cannot hold the template and both answers of {pair.name!r}")
+            raise ValueError(
+                f"max_len {max_len} cannot hold the template and both answers of {pair.name!r}"
+            )
     return _example(prompt, answers[0], True), _example(prompt, answers[1], True)
 
 
@@ -147,14 +181,26 @@ def preference_batch(examples: list, pad_id: int) -> dict:  # notebook 11 §2
     return collate([c for c, _ in examples] + [r for _, r in examples], pad_id)
 
 
-def dpo_logps(model: nn.Module, examples: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 11 §2
+def dpo_logps(
+    model: nn.Module, examples: list, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:  # notebook 11 §2
     """``(chosen, rejected)`` log π of each pair's answers under ``model`` (with gradients)."""
     logps = sequence_logps(model, preference_batch(examples, pad_id))
-    return logps[: len(examples)], logps[len(examples):]
+    return logps[: len(examples)], logps[len(examples) :]
 
 
-def train_dpo(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, beta: float,  # notebook 11 §2
-              pad_id: int, seed: int = 0, progress: bool = True, desc: str = "DPO") -> dict:
+def train_dpo(
+    model: nn.Module,
+    examples: list,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    beta: float,  # notebook 11 §2
+    pad_id: int,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "DPO",
+) -> dict:
     """DPO on a LoRA model: the reference is the same model with the adapter off, each step.
 
     Returns per-step lists: ``loss``, ``accuracy`` (share of pairs whose implicit reward prefers
@@ -164,7 +210,9 @@ def train_dpo(model: nn.Module, examples: list, steps: int, batch_size: int, lr:
     positive_int(batch_size, "batch_size")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters: inject_lora first (or the adapter was loaded frozen)")
+        raise ValueError(
+            "the model has no trainable parameters: inject_lora first (or the adapter was loaded frozen)"
+        )
     set_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()

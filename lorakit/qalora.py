@@ -29,35 +29,51 @@ import math
 import torch
 import torch.nn as nn
 
+from . import validate
 from .lora import LoRAConfig
 from .targets import replace_module, resolve_targets
-from . import validate
 
-__all__ = ["quantize_groupwise", "dequantize_groupwise", "GroupLinear4bit", "QALoRALinear", "prepare_qalora",
-           "qalora_layers", "merge_qalora", "pool"]
+__all__ = [
+    "quantize_groupwise",
+    "dequantize_groupwise",
+    "GroupLinear4bit",
+    "QALoRALinear",
+    "prepare_qalora",
+    "qalora_layers",
+    "merge_qalora",
+    "pool",
+]
 
 
 def _check_group(W: torch.Tensor, group_size: int) -> None:
     validate.integer(group_size, "group_size", 1)
     if W.dim() != 2 or W.shape[1] % group_size:
-        raise ValueError(f"group_size must divide in_features: W is {tuple(W.shape)} (out×in), "
-                         f"group_size {group_size}")
+        raise ValueError(
+            f"group_size must divide in_features: W is {tuple(W.shape)} (out×in), "
+            f"group_size {group_size}"
+        )
 
 
 @torch.no_grad()
-def quantize_groupwise(W: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # notebook 08 §8
+def quantize_groupwise(
+    W: torch.Tensor, group_size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # notebook 08 §8
     """Asymmetric INT4 per group of ``group_size`` inputs of each row: ``(codes uint8 out×in,
     scale float32 out×G, zero float32 out×G)`` with ``Ŵ = scale·code + zero``, code in 0..15."""
     _check_group(W, group_size)
     out_features, in_features = W.shape
     groups = W.detach().float().view(out_features, in_features // group_size, group_size)
     lo, hi = groups.amin(dim=2), groups.amax(dim=2)
-    scale = ((hi - lo) / 15).clamp(min=1e-12)                       # 16 levels from the min to the max
-    codes = torch.round((groups - lo.unsqueeze(2)) / scale.unsqueeze(2)).clamp(0, 15).to(torch.uint8)
+    scale = ((hi - lo) / 15).clamp(min=1e-12)  # 16 levels from the min to the max
+    codes = (
+        torch.round((groups - lo.unsqueeze(2)) / scale.unsqueeze(2)).clamp(0, 15).to(torch.uint8)
+    )
     return codes.view(out_features, in_features), scale, lo
 
 
-def dequantize_groupwise(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:  # notebook 08 §8
+def dequantize_groupwise(
+    codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
+) -> torch.Tensor:  # notebook 08 §8
     """``scale·code + zero`` per group (out×in float32)."""
     out_features, n_groups = scale.shape
     groups = codes.view(out_features, n_groups, -1).float()
@@ -82,18 +98,28 @@ class GroupLinear4bit(nn.Module):  # notebook 08 §8
 
     Build it with ``GroupLinear4bit.from_linear(linear, group_size)``."""
 
-    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor,
+        bias: torch.Tensor | None,
+    ):
         super().__init__()
         self.out_features, self.in_features = codes.shape
         self.group_size = self.in_features // scale.shape[1]
         flat = codes.reshape(-1)
-        self.register_buffer("packed", (flat[0::2] << 4) | flat[1::2])   # as lorakit.quant.pack_nibbles
+        self.register_buffer(
+            "packed", (flat[0::2] << 4) | flat[1::2]
+        )  # as lorakit.quant.pack_nibbles
         self.register_buffer("scale", scale)
         self.register_buffer("zero", zero)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.bias = (
+            None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        )
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 32) -> "GroupLinear4bit":
+    def from_linear(cls, linear: nn.Linear, group_size: int = 32) -> GroupLinear4bit:
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
         if linear.in_features * linear.out_features % 2:
@@ -101,7 +127,9 @@ class GroupLinear4bit(nn.Module):  # notebook 08 §8
         return cls(*quantize_groupwise(linear.weight, group_size), linear.bias)
 
     def codes(self) -> torch.Tensor:
-        return torch.stack([self.packed >> 4, self.packed & 0xF], dim=-1).view(self.out_features, self.in_features)
+        return torch.stack([self.packed >> 4, self.packed & 0xF], dim=-1).view(
+            self.out_features, self.in_features
+        )
 
     def dequantized_weight(self) -> torch.Tensor:
         return dequantize_groupwise(self.codes(), self.scale, self.zero)
@@ -137,12 +165,14 @@ class QALoRALinear(nn.Module):  # notebook 08 §8
         self.group_size = base.group_size
         n_groups = base.in_features // base.group_size
         if config.r > min(n_groups, base.out_features):
-            raise ValueError(f"r must be between 1 and min(in/group_size, out) = {min(n_groups, base.out_features)}, "
-                             f"got {config.r}")
+            raise ValueError(
+                f"r must be between 1 and min(in/group_size, out) = {min(n_groups, base.out_features)}, "
+                f"got {config.r}"
+            )
         base.requires_grad_(False)
         A_t = torch.empty(config.r, n_groups)
-        nn.init.kaiming_uniform_(A_t, a=math.sqrt(5))            # PEFT's init on its (pooled) lora_A
-        self.A = nn.Parameter(A_t.t().contiguous())              # G×r
+        nn.init.kaiming_uniform_(A_t, a=math.sqrt(5))  # PEFT's init on its (pooled) lora_A
+        self.A = nn.Parameter(A_t.t().contiguous())  # G×r
         self.B = nn.Parameter(torch.zeros(config.r, base.out_features))  # r×out
 
     @property
@@ -150,25 +180,34 @@ class QALoRALinear(nn.Module):  # notebook 08 §8
         return self.config.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (pool(x.float(), self.group_size) @ self.A @ self.B * self.scaling).to(x.dtype)
+        return self.base(x) + (
+            pool(x.float(), self.group_size) @ self.A @ self.B * self.scaling
+        ).to(x.dtype)
 
     def delta(self) -> torch.Tensor:
         """The update as a full in×out matrix: each group's row of ``scaling·AB`` spread over its L inputs, / L."""
-        return (self.A @ self.B * self.scaling).repeat_interleave(self.group_size, dim=0) / self.group_size
+        return (self.A @ self.B * self.scaling).repeat_interleave(
+            self.group_size, dim=0
+        ) / self.group_size
 
 
 def qalora_layers(model: nn.Module) -> dict[str, QALoRALinear]:  # notebook 08 §8
     return {n: m for n, m in model.named_modules() if isinstance(m, QALoRALinear)}
 
 
-def prepare_qalora(model: nn.Module, targets="all-linear", r: int = 8, alpha: float = 16,  # notebook 08 §8
-                   group_size: int = 32) -> nn.Module:
+def prepare_qalora(
+    model: nn.Module,
+    targets="all-linear",
+    r: int = 8,
+    alpha: float = 16,  # notebook 08 §8
+    group_size: int = 32,
+) -> nn.Module:
     """Every linear layer but the head becomes a ``GroupLinear4bit``; the targets get QA-LoRA; only A, B train.
     In place (like ``qlora.prepare_qlora``)."""
     linear = resolve_targets(model, "all-linear")
     names = set(resolve_targets(model, targets, head_allowed=False))
     config = LoRAConfig(r=r, alpha=alpha, targets=tuple(sorted(names)))
-    for path in linear:                                         # check every shape before changing anything
+    for path in linear:  # check every shape before changing anything
         _check_group(model.get_submodule(path).weight, group_size)
     model.requires_grad_(False)
     for path in linear:

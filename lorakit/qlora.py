@@ -32,10 +32,16 @@ import torch.nn as nn
 
 from .lora import LoRAConfig, LoRALinear, inject_lora, lora_layers
 from .model import Block
-from .quant import (FLOAT_DTYPES, TABLES, Quantized4bit, bits_per_parameter, dequantize_4bit, dequantize_absmax,
-                    quantize_4bit)
+from .quant import (
+    FLOAT_DTYPES,
+    TABLES,
+    Quantized4bit,
+    bits_per_parameter,
+    dequantize_4bit,
+    dequantize_absmax,
+    quantize_4bit,
+)
 from .targets import replace_module, resolve_targets
-
 
 # ---------------------------------------------------------------- the 4-bit layer and its backward
 
@@ -50,14 +56,14 @@ class Linear4bitFunction(torch.autograd.Function):  # notebook 08 §2
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, q: Quantized4bit) -> torch.Tensor:
-        ctx.q = q                                   # the 4-bit weight: it exists anyway
-        W_hat = dequantize_4bit(q, x.dtype)         # out×in, freed when forward returns
+        ctx.q = q  # the 4-bit weight: it exists anyway
+        W_hat = dequantize_4bit(q, x.dtype)  # out×in, freed when forward returns
         return x @ W_hat.t()
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         W_hat = dequantize_4bit(ctx.q, grad_y.dtype)  # dequantize again instead of storing it
-        return grad_y @ W_hat, None                 # grad for x; none for the 4-bit weight
+        return grad_y @ W_hat, None  # grad for x; none for the 4-bit weight
 
 
 class Linear4bit(nn.Module):  # notebook 08 §2
@@ -79,28 +85,50 @@ class Linear4bit(nn.Module):  # notebook 08 §2
         # … and the rest are plain attributes
         self.weight_shape, self.weight_dtype = q.shape, q.dtype
         self.quant_type, self.blocksize, self.blocksize2 = q.quant_type, q.blocksize, q.blocksize2
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.bias = (
+            None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        )
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Module, quant_type: str = "nf4", blocksize: int = 64,
-                    double_quant: bool = True, compute_dtype: torch.dtype | None = None) -> "Linear4bit":
+    def from_linear(
+        cls,
+        linear: nn.Module,
+        quant_type: str = "nf4",
+        blocksize: int = 64,
+        double_quant: bool = True,
+        compute_dtype: torch.dtype | None = None,
+    ) -> Linear4bit:
         """Quantize ``linear.weight`` (out×in, blocks over the flattened weight, as bitsandbytes)."""
         if isinstance(linear, (Linear4bit, LoRALinear)):
-            raise TypeError(f"this layer is already a {type(linear).__name__}: quantizing twice would "
-                            "add a second rounding error; start from the original nn.Linear")
+            raise TypeError(
+                f"this layer is already a {type(linear).__name__}: quantizing twice would "
+                "add a second rounding error; start from the original nn.Linear"
+            )
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
         W = linear.weight
         compute_dtype = check_compute_dtype(compute_dtype or W.dtype, W.device)
-        q = quantize_4bit(W.detach(), quant_type=quant_type, blocksize=blocksize, double_quant=double_quant)
+        q = quantize_4bit(
+            W.detach(), quant_type=quant_type, blocksize=blocksize, double_quant=double_quant
+        )
         return cls(q, linear.bias, compute_dtype)
 
     @property
     def quantized(self) -> Quantized4bit:
         """The stored weight as a ``Quantized4bit`` (its tensors are this module's buffers)."""
-        return Quantized4bit(self.packed, self.weight_shape, self.weight_dtype, self.blocksize, self.quant_type,
-                             self.absmax, self.absmax_codes, self.absmax2, self.offset, self.blocksize2)
+        return Quantized4bit(
+            self.packed,
+            self.weight_shape,
+            self.weight_dtype,
+            self.blocksize,
+            self.quant_type,
+            self.absmax,
+            self.absmax_codes,
+            self.absmax2,
+            self.offset,
+            self.blocksize2,
+        )
 
     @property
     def double_quant(self) -> bool:
@@ -129,9 +157,11 @@ class Linear4bit(nn.Module):  # notebook 08 §2
         return float(bits_per_parameter(self.quantized))
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, quant_type={self.quant_type}, "
-                f"blocksize={self.blocksize}, double_quant={self.double_quant}, "
-                f"compute_dtype={self.compute_dtype}, bias={self.bias is not None}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, quant_type={self.quant_type}, "
+            f"blocksize={self.blocksize}, double_quant={self.double_quant}, "
+            f"compute_dtype={self.compute_dtype}, bias={self.bias is not None}"
+        )
 
 
 def native_bf16() -> bool:  # notebook 09 §5
@@ -157,7 +187,9 @@ def choose_compute_dtype(device: torch.device | str) -> torch.dtype:  # notebook
     return torch.float32
 
 
-def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:  # notebook 09 §5
+def check_compute_dtype(
+    dtype: torch.dtype, device: torch.device | str
+) -> torch.dtype:  # notebook 09 §5
     """Raise a clear ValueError if ``dtype`` cannot be used for matmuls on ``device``.
 
     bfloat16 needs Ampere or newer on CUDA (a T4 has no native bf16: use float32, or float16
@@ -169,8 +201,10 @@ def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch
     if device.type == "cuda" and dtype == torch.bfloat16:
         if not native_bf16():
             name = torch.cuda.get_device_name(device)
-            raise ValueError(f"compute_dtype torch.bfloat16 is not supported natively on {name}; "
-                             "use torch.float32 (safe) or torch.float16 (fast, less stable)")
+            raise ValueError(
+                f"compute_dtype torch.bfloat16 is not supported natively on {name}; "
+                "use torch.float32 (safe) or torch.float16 (fast, less stable)"
+            )
     try:
         a = torch.ones(2, 2, dtype=dtype, device=device)
         (a @ a).sum().item()
@@ -184,7 +218,10 @@ def check_compute_dtype(dtype: torch.dtype, device: torch.device | str) -> torch
 
 def _checkpointable(model: nn.Module) -> bool:
     """Whether ``enable_gradient_checkpointing`` knows this model: Hugging Face, or the course GPT."""
-    hf = any(hasattr(model, f"{s}_enable") for s in ("activation_checkpointing", "gradient_checkpointing"))
+    hf = any(
+        hasattr(model, f"{s}_enable")
+        for s in ("activation_checkpointing", "gradient_checkpointing")
+    )
     blocks = getattr(model, "blocks", None)
     return hf or (blocks is not None and all(isinstance(b, Block) for b in blocks))
 
@@ -197,13 +234,17 @@ def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:  # notebook 09
     the course GPT sets each ``Block.checkpoint`` flag.
     """
     if not _checkpointable(model):
-        raise ValueError("gradient checkpointing needs a course GPT (model.blocks of lorakit Blocks) "
-                         f"or a Hugging Face model; got {type(model).__name__}")
+        raise ValueError(
+            "gradient checkpointing needs a course GPT (model.blocks of lorakit Blocks) "
+            f"or a Hugging Face model; got {type(model).__name__}"
+        )
     for switch in ("activation_checkpointing", "gradient_checkpointing"):  # transformers >= 5, < 5
         if hasattr(model, f"{switch}_enable"):
             getattr(model, f"{switch}_enable")(**{f"{switch}_kwargs": {"use_reentrant": False}})
             if getattr(getattr(model, "config", None), "use_cache", None):
-                model.config.use_cache = False  # a KV cache is useless (and refused) while checkpointing
+                model.config.use_cache = (
+                    False  # a KV cache is useless (and refused) while checkpointing
+                )
             return model
     for block in model.blocks:
         block.checkpoint = True
@@ -241,9 +282,13 @@ def prepare_qlora(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     already = [n for n, m in model.named_modules() if isinstance(m, (Linear4bit, LoRALinear))]
     if already:
-        raise ValueError(f"the model already has 4-bit or LoRA layers ({already[:3]}): quantizing twice "
-                         "would add a second rounding error; start again from the 16-bit model")
-    linear = resolve_targets(model, "all-linear")  # what QLoRA quantizes: every linear layer but the head
+        raise ValueError(
+            f"the model already has 4-bit or LoRA layers ({already[:3]}): quantizing twice "
+            "would add a second rounding error; start again from the 16-bit model"
+        )
+    linear = resolve_targets(
+        model, "all-linear"
+    )  # what QLoRA quantizes: every linear layer but the head
     names = resolve_targets(model, targets, head_allowed=False)
     config = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=tuple(names))
     if quant_type not in TABLES:
@@ -254,12 +299,19 @@ def prepare_qlora(
     compute_dtype = check_compute_dtype(compute_dtype or first.dtype, first.device)
     del first  # hold no 16-bit weight: each one is freed as soon as its layer is replaced below
     if gradient_checkpointing and not _checkpointable(model):
-        raise ValueError(f"gradient checkpointing is supported for the course GPT and Hugging Face models, "
-                         f"not {type(model).__name__}")
+        raise ValueError(
+            f"gradient checkpointing is supported for the course GPT and Hugging Face models, "
+            f"not {type(model).__name__}"
+        )
 
     for path in linear:  # paths, not modules: the replaced 16-bit layer is freed at once
-        replace_module(model, path, Linear4bit.from_linear(model.get_submodule(path), quant_type, blocksize,
-                                                 double_quant, compute_dtype))
+        replace_module(
+            model,
+            path,
+            Linear4bit.from_linear(
+                model.get_submodule(path), quant_type, blocksize, double_quant, compute_dtype
+            ),
+        )
     inject_lora(model, config=config, layer_types=(Linear4bit,), dtype=adapter_dtype)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -272,7 +324,9 @@ def storage_report(model: nn.Module) -> dict:  # notebook 08 §3
     layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
     n = sum(m.in_features * m.out_features for m in layers)
     nbytes = sum(m.nbytes for m in layers)
-    return dict(layers=len(layers), parameters=n, bytes=nbytes, bits_per_parameter=8 * nbytes / max(n, 1))
+    return dict(
+        layers=len(layers), parameters=n, bytes=nbytes, bits_per_parameter=8 * nbytes / max(n, 1)
+    )
 
 
 # ---------------------------------------------------------------- merging
@@ -289,7 +343,13 @@ def _merged_linear(layer: LoRALinear, dtype: torch.dtype) -> nn.Linear:
     """A frozen ``nn.Linear`` in ``dtype`` holding ``Ŵ + scaling·(AB)ᵀ`` (out×in) and the base's bias."""
     base: Linear4bit = layer.base
     W = base.dequantized_weight(torch.float32) + layer.delta().t().float()  # out×in
-    merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device=W.device, dtype=dtype)
+    merged = nn.Linear(
+        base.in_features,
+        base.out_features,
+        bias=base.bias is not None,
+        device=W.device,
+        dtype=dtype,
+    )
     merged.weight.copy_(W)
     if base.bias is not None:
         merged.bias.copy_(base.bias)
@@ -310,8 +370,17 @@ def merge_into_4bit(model: nn.Module) -> list[str]:
     layers = _qlora_layers(model)
     for name, layer in layers.items():
         base: Linear4bit = layer.base
-        replace_module(model, name, Linear4bit.from_linear(_merged_linear(layer, base.weight_dtype), base.quant_type,
-                                                          base.blocksize, base.double_quant, base.compute_dtype))
+        replace_module(
+            model,
+            name,
+            Linear4bit.from_linear(
+                _merged_linear(layer, base.weight_dtype),
+                base.quant_type,
+                base.blocksize,
+                base.double_quant,
+                base.compute_dtype,
+            ),
+        )
     return list(layers)
 
 
@@ -356,9 +425,14 @@ def merge_into_16bit(model: nn.Module, base_model: nn.Module) -> nn.Module:
             target = merged.get_submodule(name)
         except AttributeError:
             target = None
-        if not isinstance(target, nn.Linear) or target.weight.shape != (layer.out_features, layer.in_features):
-            raise ValueError(f"base_model has no nn.Linear {name} of shape ({layer.out_features}, "
-                             f"{layer.in_features}): it is not the model the adapter was trained on")
+        if not isinstance(target, nn.Linear) or target.weight.shape != (
+            layer.out_features,
+            layer.in_features,
+        ):
+            raise ValueError(
+                f"base_model has no nn.Linear {name} of shape ({layer.out_features}, "
+                f"{layer.in_features}): it is not the model the adapter was trained on"
+            )
         targets[name] = target
     for name, layer in layers.items():
         W = targets[name].weight

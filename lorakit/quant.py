@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn as nn
@@ -32,11 +32,29 @@ import torch.nn as nn
 from . import fast, validate
 
 __all__ = [
-    "FLOAT_DTYPES", "NF4", "FP4", "INT4", "TABLES", "nf4_from_quantiles", "dynamic_map", "Quantized4bit",
-    "quantize_4bit", "dequantize_4bit", "dequantize_absmax", "bits_per_parameter",
-    "nearest_codes", "pack_nibbles", "unpack_nibbles", "quantize_blockwise_8bit",
-    "absmax_int_roundtrip", "code_usage", "error_metrics", "constants_bits",
-    "blocksize_tradeoff", "quantize_model_linears", "max_half_gap",
+    "FLOAT_DTYPES",
+    "NF4",
+    "FP4",
+    "INT4",
+    "TABLES",
+    "nf4_from_quantiles",
+    "dynamic_map",
+    "Quantized4bit",
+    "quantize_4bit",
+    "dequantize_4bit",
+    "dequantize_absmax",
+    "bits_per_parameter",
+    "nearest_codes",
+    "pack_nibbles",
+    "unpack_nibbles",
+    "quantize_blockwise_8bit",
+    "absmax_int_roundtrip",
+    "code_usage",
+    "error_metrics",
+    "constants_bits",
+    "blocksize_tradeoff",
+    "quantize_model_linears",
+    "max_half_gap",
 ]
 
 # ------------------------------------------------------------------------------- code books
@@ -45,19 +63,53 @@ __all__ = [
 #: exact zero and one more positive level than negative ones. Derived in notebook 06 §4 by
 #: ``nf4_from_quantiles()``, which reproduces these float32 values bit for bit.
 NF4 = torch.tensor(
-    [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0],
+    [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ],
     dtype=torch.float32,
 )
 
 #: bitsandbytes' FP4 (E2M1 without infinities): index = bit pattern, bit 3 is the sign, so the
 #: table is NOT sorted. Values are the E2M1 numbers divided by their maximum, 12 (notebook 06 §3).
-FP4 = torch.tensor(
-    [0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0, -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0],
-    dtype=torch.float32,
-) / 12.0
+FP4 = (
+    torch.tensor(
+        [
+            0.0,
+            0.0625,
+            8.0,
+            12.0,
+            4.0,
+            6.0,
+            2.0,
+            3.0,
+            -0.0,
+            -0.0625,
+            -8.0,
+            -12.0,
+            -4.0,
+            -6.0,
+            -2.0,
+            -3.0,
+        ],
+        dtype=torch.float32,
+    )
+    / 12.0
+)
 
 #: Symmetric absmax INT4 written as a table: code k means (k - 8) / 7, i.e. round(7 x / absmax).
 #: Code 0 (-8/7) lies outside [-1, 1] and is never chosen: INT4 really has 15 levels (06 §3).
@@ -99,7 +151,7 @@ def dynamic_map(signed: bool = True) -> torch.Tensor:  # notebook 07 §3
     return torch.tensor(sorted(data), dtype=torch.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dynamic_map_on(device: str) -> torch.Tensor:
     return dynamic_map(signed=True).to(device)
 
@@ -204,7 +256,9 @@ def bits_per_parameter(q: Quantized4bit) -> float:  # notebook 07 §6
     return 8.0 * q.nbytes / q.numel
 
 
-def constants_bits(blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256) -> float:  # notebook 07 §2
+def constants_bits(
+    blocksize: int = 64, double_quant: bool = False, blocksize2: int = 256
+) -> float:  # notebook 07 §2
     """Bits per parameter spent on the scaling constants, from the formula (notebook 07 §2, §6).
 
     Without double quantization a float32 per block: ``32 / blocksize``. With it: one byte per
@@ -234,7 +288,9 @@ def _check_input(x: torch.Tensor, quant_type: str, blocksize: int) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"x must be float32, bfloat16 or float16 (as in bitsandbytes), got {x.dtype}")
+        raise TypeError(
+            f"x must be float32, bfloat16 or float16 (as in bitsandbytes), got {x.dtype}"
+        )
     if quant_type not in TABLES:
         raise ValueError(f"quant_type must be one of {sorted(TABLES)}, got {quant_type!r}")
     _check_blocksize(blocksize)
@@ -246,8 +302,10 @@ def _raise_if_not_finite(x: torch.Tensor) -> None:
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise ValueError(f"x must be finite, but it holds {x[where].item()} at index {where} "
-                         f"({int(bad.sum())} non-finite value(s) in total)")
+        raise ValueError(
+            f"x must be finite, but it holds {x[where].item()} at index {where} "
+            f"({int(bad.sum())} non-finite value(s) in total)"
+        )
 
 
 # ------------------------------------------------------------------------------- quantize
@@ -274,15 +332,20 @@ def _scale(flat: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Te
     full = n - n % blocksize
     scaled = torch.empty(n, dtype=torch.float32, device=flat.device)
     reciprocal = 1.0 / absmax[: full // blocksize].clamp(min=1e-38)
-    torch.mul(flat[:full].view(-1, blocksize), reciprocal.unsqueeze(1), out=scaled[:full].view(-1, blocksize))
+    torch.mul(
+        flat[:full].view(-1, blocksize),
+        reciprocal.unsqueeze(1),
+        out=scaled[:full].view(-1, blocksize),
+    )
     if full < n:
         torch.div(flat[full:].float(), absmax[-1], out=scaled[full:])
     return scaled
 
 
 # notebook 07 §4
-def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
-                            code: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_blockwise_8bit(
+    values: torch.Tensor, blocksize: int = 256, code: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """8-bit blockwise quantization with a 256-entry code (default: the signed dynamic map).
 
     Notebook 07 §4. Returns ``(codes uint8, absmax float32 per block)``: the exact nearest codes.
@@ -300,8 +363,9 @@ def quantize_blockwise_8bit(values: torch.Tensor, blocksize: int = 256,
 
 
 # notebook 06 §5
-def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
-                  double_quant: bool = False) -> Quantized4bit:
+def quantize_4bit(
+    x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64, double_quant: bool = False
+) -> Quantized4bit:
     """Blockwise 4-bit quantization of ``x``, in bitsandbytes' exact format (notebook 06 §5).
 
     ``x`` (float32/bfloat16/float16, any shape, finite) is flattened row-major, cut into blocks
@@ -309,20 +373,26 @@ def quantize_4bit(x: torch.Tensor, quant_type: str = "nf4", blocksize: int = 64,
     ``quant_type`` table ("nf4", "fp4" or "int4"). With ``double_quant`` the float32 absmax are
     quantized again to 8 bits (notebook 07 §4); the 4-bit codes do not change.
     """
-    _check_input(x, quant_type, blocksize)                     # refuse bad input first
-    flat = x.detach().reshape(-1)                              # step 1: flatten, blocks of blocksize
-    absmax = _block_absmax(flat, blocksize)                    # step 2: one float32 absmax per block
-    if not bool(torch.isfinite(absmax).all()):                 # (cheap test; locate only on failure)
+    _check_input(x, quant_type, blocksize)  # refuse bad input first
+    flat = x.detach().reshape(-1)  # step 1: flatten, blocks of blocksize
+    absmax = _block_absmax(flat, blocksize)  # step 2: one float32 absmax per block
+    if not bool(torch.isfinite(absmax).all()):  # (cheap test; locate only on failure)
         _raise_if_not_finite(x.detach())
-    scaled = _scale(flat, absmax, blocksize)                   # step 2: scaled into [-1, 1]
-    if scaled.numel() % 2:                                     # (pad with the value 0.0, as bitsandbytes)
+    scaled = _scale(flat, absmax, blocksize)  # step 2: scaled into [-1, 1]
+    if scaled.numel() % 2:  # (pad with the value 0.0, as bitsandbytes)
         scaled = torch.cat([scaled, scaled.new_zeros(1)])
-    table = TABLES[quant_type]                                 # step 3: nearest code (same codes either way)
+    table = TABLES[quant_type]  # step 3: nearest code (same codes either way)
     codes = fast.nearest_codes(scaled, table) if fast.ENABLED else nearest_codes(scaled, table)
-    packed = pack_nibbles(codes)                               # step 4: two codes per byte
-    q = Quantized4bit(packed=packed, shape=x.shape, dtype=x.dtype, blocksize=blocksize,
-                      quant_type=quant_type, absmax=absmax)
-    if double_quant:                                           # notebook 07 §4
+    packed = pack_nibbles(codes)  # step 4: two codes per byte
+    q = Quantized4bit(
+        packed=packed,
+        shape=x.shape,
+        dtype=x.dtype,
+        blocksize=blocksize,
+        quant_type=quant_type,
+        absmax=absmax,
+    )
+    if double_quant:  # notebook 07 §4
         offset = absmax.mean()
         q.absmax_codes, q.absmax2 = quantize_blockwise_8bit(absmax - offset, q.blocksize2)
         q.offset, q.absmax = offset, None
@@ -343,7 +413,9 @@ def dequantize_absmax(q: Quantized4bit) -> torch.Tensor:  # notebook 07 §4
     return values * scale + q.offset
 
 
-def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch.Tensor:  # notebook 06 §5
+def dequantize_4bit(
+    q: Quantized4bit, dtype: torch.dtype | None = None
+) -> torch.Tensor:  # notebook 06 §5
     """``table[code] · absmax`` in float32, cast to ``q.dtype`` (or ``dtype``), in ``q.shape``.
 
     Notebook 06 §5, step 5. Equal to bitsandbytes' ``dequantize_4bit`` to the bit; the package's
@@ -355,19 +427,25 @@ def dequantize_4bit(q: Quantized4bit, dtype: torch.dtype | None = None) -> torch
     dtype = q.dtype if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    absmax = dequantize_absmax(q)                              # float32, one per block
-    if fast.ENABLED:                                           # the same bits, faster: lorakit/fast.py
-        return fast.dequantize(q.packed, absmax, TABLES[q.quant_type], q.numel, q.blocksize, dtype).view(q.shape)
-    codes = unpack_nibbles(q.packed, q.numel)                  # step 5: unpack (step 4 undone) ...
-    values = TABLES[q.quant_type].to(q.packed.device)[codes.long()]  # ... look each code up (float32) ...
-    scale = absmax.repeat_interleave(q.blocksize)[: q.numel]   # ... × its block's absmax ...
-    return (values * scale).to(dtype).view(q.shape)            # ... rounded once, to dtype
+    absmax = dequantize_absmax(q)  # float32, one per block
+    if fast.ENABLED:  # the same bits, faster: lorakit/fast.py
+        return fast.dequantize(
+            q.packed, absmax, TABLES[q.quant_type], q.numel, q.blocksize, dtype
+        ).view(q.shape)
+    codes = unpack_nibbles(q.packed, q.numel)  # step 5: unpack (step 4 undone) ...
+    values = TABLES[q.quant_type].to(q.packed.device)[
+        codes.long()
+    ]  # ... look each code up (float32) ...
+    scale = absmax.repeat_interleave(q.blocksize)[: q.numel]  # ... × its block's absmax ...
+    return (values * scale).to(dtype).view(q.shape)  # ... rounded once, to dtype
 
 
 # ------------------------------------------------------------------------------- helpers for 06/07
 
 
-def absmax_int_roundtrip(x: torch.Tensor, bits: int = 8, blocksize: int | None = None) -> torch.Tensor:  # notebook 06 §2
+def absmax_int_roundtrip(
+    x: torch.Tensor, bits: int = 8, blocksize: int | None = None
+) -> torch.Tensor:  # notebook 06 §2
     """Symmetric absmax integer quantization and back: ``round(x·L/absmax)·absmax/L``, L = 2^(bits-1)−1.
 
     One absmax for the whole tensor (``blocksize=None``) or one per block of the flattened
@@ -393,15 +471,22 @@ def error_metrics(x: torch.Tensor, x_hat: torch.Tensor) -> dict:  # notebook 06 
     """Mean absolute, mean relative (|x−x̂| / (|x| + 1e-8), as bitsandbytes' tests), RMS and max
     error (notebook 06 §7)."""
     if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+        raise ValueError(
+            f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}"
+        )
     err = (x.float() - x_hat.float()).abs()
-    return {"mae": err.mean().item(), "mean_rel": (err / (x.float().abs() + 1e-8)).mean().item(),
-            "rmse": err.pow(2).mean().sqrt().item(), "max": err.max().item()}
+    return {
+        "mae": err.mean().item(),
+        "mean_rel": (err / (x.float().abs() + 1e-8)).mean().item(),
+        "rmse": err.pow(2).mean().sqrt().item(),
+        "max": err.max().item(),
+    }
 
 
 # notebook 06 §8
-def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
-                       double_quant: bool = False) -> tuple[float, float]:
+def blocksize_tradeoff(
+    x: torch.Tensor, blocksize: int, quant_type: str = "nf4", double_quant: bool = False
+) -> tuple[float, float]:
     """(mean absolute error, overhead bits per parameter) of quantizing ``x`` at ``blocksize``.
 
     Smaller blocks track local scale better (less error) but store more constants (more bits):
@@ -412,8 +497,13 @@ def blocksize_tradeoff(x: torch.Tensor, blocksize: int, quant_type: str = "nf4",
 
 
 @torch.no_grad()  # notebook 06 §7
-def quantize_model_linears(model: nn.Module, quant_type: str = "nf4", blocksize: int = 64,
-                           double_quant: bool = False, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+def quantize_model_linears(
+    model: nn.Module,
+    quant_type: str = "nf4",
+    blocksize: int = 64,
+    double_quant: bool = False,
+    skip: tuple[str, ...] = ("lm_head",),
+) -> nn.Module:
     """A deep copy of ``model`` whose ``nn.Linear`` weights went through quantize → dequantize
     (notebook 06 §7, notebook 08 §3).
 
@@ -421,12 +511,16 @@ def quantize_model_linears(model: nn.Module, quant_type: str = "nf4", blocksize:
     measures the damage quantization does. Modules whose name ends with an entry of ``skip`` stay
     untouched (QLoRA keeps ``lm_head`` in 16 bits); ``quant_type="none"`` copies, for a baseline."""
     if quant_type != "none" and quant_type not in TABLES:
-        raise ValueError(f"quant_type must be 'none' or one of {sorted(TABLES)}, got {quant_type!r}")
+        raise ValueError(
+            f"quant_type must be 'none' or one of {sorted(TABLES)}, got {quant_type!r}"
+        )
     _check_blocksize(blocksize)
     copied = copy.deepcopy(model)
     if quant_type == "none":
         return copied
     for name, module in copied.named_modules():
         if isinstance(module, nn.Linear) and not name.endswith(tuple(skip)):
-            module.weight.copy_(dequantize_4bit(quantize_4bit(module.weight, quant_type, blocksize, double_quant)))
+            module.weight.copy_(
+                dequantize_4bit(quantize_4bit(module.weight, quant_type, blocksize, double_quant))
+            )
     return copied

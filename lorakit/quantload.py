@@ -30,8 +30,8 @@ import contextlib
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -43,8 +43,15 @@ from .targets import check_targets, replace_module, resolve_targets
 
 #: safetensors' dtype names → torch dtypes (the ones model weights use)
 SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 INDEX = "model.safetensors.index.json"
@@ -64,7 +71,9 @@ def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:  # notebook
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
-            raise ValueError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+            raise ValueError(
+                f"{path} is not a safetensors file (shorter than its 8-byte header length)"
+            )
         (n,) = struct.unpack("<Q", head)
         if n > min(os.path.getsize(path) - 8, 100_000_000):
             raise ValueError(f"{path} is not a safetensors file (header length {n} is impossible)")
@@ -75,7 +84,9 @@ def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:  # notebook
     return header, 8 + n
 
 
-def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, torch.Tensor]]:  # notebook 09 §8
+def iter_safetensors(
+    path: str | os.PathLike,
+) -> Iterator[tuple[str, torch.Tensor]]:  # notebook 09 §8
     """Yield ``(name, tensor)`` for every tensor of a safetensors file, reading one at a time.
 
     Each tensor's bytes are read into a fresh CPU tensor with one ``readinto`` (no memory map: the
@@ -83,20 +94,30 @@ def iter_safetensors(path: str | os.PathLike) -> Iterator[tuple[str, torch.Tenso
     ``save_pretrained`` wrote them.
     """
     header, start = safetensors_header(path)
-    entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0])
+    entries = sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"),
+        key=lambda kv: kv[1]["data_offsets"][0],
+    )
     with open(path, "rb") as f:
         for name, info in entries:
             if info["dtype"] not in SAFETENSORS_DTYPES:
-                raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}; "
-                                 f"supported: {sorted(SAFETENSORS_DTYPES)}")
+                raise ValueError(
+                    f"{path}: tensor {name!r} has dtype {info['dtype']}; "
+                    f"supported: {sorted(SAFETENSORS_DTYPES)}"
+                )
             dtype = SAFETENSORS_DTYPES[info["dtype"]]
             begin, end = info["data_offsets"]
             tensor = torch.empty(info["shape"], dtype=dtype)
             if tensor.numel() * tensor.element_size() != end - begin:
-                raise ValueError(f"{path}: tensor {name!r} has {end - begin} bytes, its shape and dtype need "
-                                 f"{tensor.numel() * tensor.element_size()}")
+                raise ValueError(
+                    f"{path}: tensor {name!r} has {end - begin} bytes, its shape and dtype need "
+                    f"{tensor.numel() * tensor.element_size()}"
+                )
             f.seek(start + begin)
-            if end > begin and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - begin:
+            if (
+                end > begin
+                and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - begin
+            ):
                 raise ValueError(f"{path} is truncated: tensor {name!r} is incomplete")
             yield name, tensor
 
@@ -111,7 +132,9 @@ def shard_files(folder: str | os.PathLike) -> list[Path]:  # notebook 09 §8
         return [folder / n for n in sorted(names)]
     if (folder / SINGLE).is_file():
         return [folder / SINGLE]
-    raise FileNotFoundError(f"{folder} has neither {INDEX} nor {SINGLE}: no safetensors weights to load")
+    raise FileNotFoundError(
+        f"{folder} has neither {INDEX} nor {SINGLE}: no safetensors weights to load"
+    )
 
 
 def model_folder(model_id: str | os.PathLike, local_only: bool = False) -> Path:  # notebook 09 §8
@@ -124,8 +147,12 @@ def model_folder(model_id: str | os.PathLike, local_only: bool = False) -> Path:
     if folder.is_dir():
         return folder
     from huggingface_hub import snapshot_download
-    return Path(snapshot_download(str(model_id), allow_patterns=["*.json", "*.safetensors"],
-                                  local_files_only=local_only))
+
+    return Path(
+        snapshot_download(
+            str(model_id), allow_patterns=["*.json", "*.safetensors"], local_files_only=local_only
+        )
+    )
 
 
 # ---------------------------------------------------------------- an empty model
@@ -146,7 +173,9 @@ def parameters_on_meta() -> Iterator[None]:
     def register(module: nn.Module, name: str, param):
         original(module, name, param)
         if param is not None and param.device.type != "meta":
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+            module._parameters[name] = nn.Parameter(
+                param.to("meta"), requires_grad=param.requires_grad
+            )
 
     nn.Module.register_parameter = register
     try:
@@ -158,6 +187,7 @@ def parameters_on_meta() -> Iterator[None]:
 def empty_model(folder: str | os.PathLike, dtype: torch.dtype) -> nn.Module:  # notebook 09 §8
     """The causal LM of ``folder/config.json`` in ``dtype``, parameters on ``meta``, buffers real."""
     from .hf import _transformers
+
     transformers = _transformers()
     if transformers is None:
         raise ImportError("quantize-on-load needs transformers: pip install transformers")
@@ -191,9 +221,15 @@ def _check(quant_type: str, blocksize: int, compute_dtype: torch.dtype, device) 
 
 
 @torch.no_grad()
-def load_quantized(model_id: str | os.PathLike, compute_dtype: torch.dtype = torch.float32,  # notebook 09 §10
-                   device: torch.device | str = "cpu", quant_type: str = "nf4", blocksize: int = 64,
-                   double_quant: bool = True, local_only: bool = False) -> nn.Module:
+def load_quantized(
+    model_id: str | os.PathLike,
+    compute_dtype: torch.dtype = torch.float32,  # notebook 09 §10
+    device: torch.device | str = "cpu",
+    quant_type: str = "nf4",
+    blocksize: int = 64,
+    double_quant: bool = True,
+    local_only: bool = False,
+) -> nn.Module:
     """A Hugging Face causal LM with every linear layer but the head stored as a ``Linear4bit``,
     built shard by shard: no full-precision copy of the model ever exists.
 
@@ -206,14 +242,20 @@ def load_quantized(model_id: str | os.PathLike, compute_dtype: torch.dtype = tor
     folder = model_folder(model_id, local_only)
     shards = shard_files(folder)
     model = empty_model(folder, compute_dtype)
-    linear = set(resolve_targets(model, "all-linear"))  # what QLoRA quantizes: every linear layer but the head
+    linear = set(
+        resolve_targets(model, "all-linear")
+    )  # what QLoRA quantizes: every linear layer but the head
     biases: dict[str, torch.Tensor] = {}
     for shard in shards:
         for name, tensor in iter_safetensors(shard):
             path, _, leaf = name.rpartition(".")
-            tensor = tensor.to(device=device, dtype=compute_dtype if tensor.is_floating_point() else tensor.dtype)
+            tensor = tensor.to(
+                device=device, dtype=compute_dtype if tensor.is_floating_point() else tensor.dtype
+            )
             if path in linear and leaf == "weight":
-                q = quantize_4bit(tensor, quant_type=quant_type, blocksize=blocksize, double_quant=double_quant)
+                q = quantize_4bit(
+                    tensor, quant_type=quant_type, blocksize=blocksize, double_quant=double_quant
+                )
                 replace_module(model, path, Linear4bit(q, None, compute_dtype))
             elif path in linear and leaf == "bias":
                 biases[path] = tensor  # attached below: the weight may come before or after it
@@ -227,30 +269,50 @@ def load_quantized(model_id: str | os.PathLike, compute_dtype: torch.dtype = tor
         layer.bias = nn.Parameter(bias, requires_grad=False)
     if getattr(model.config, "tie_word_embeddings", False):
         model.tie_weights()  # the head shares the embedding's (now loaded) weight
-    missing = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.device.type == "meta"]
+    missing = [
+        n
+        for n, t in list(model.named_parameters()) + list(model.named_buffers())
+        if t.device.type == "meta"
+    ]
     missing += [p for p in linear if not isinstance(model.get_submodule(p), Linear4bit)]
     if missing:
-        raise ValueError(f"{folder}: the checkpoint lacks {len(missing)} tensors of this model: {missing[:5]}")
+        raise ValueError(
+            f"{folder}: the checkpoint lacks {len(missing)} tensors of this model: {missing[:5]}"
+        )
     model.requires_grad_(False)
     return model.to(device).eval()
 
 
-def load_qlora(model_id: str | os.PathLike, targets="all-linear", r: int = 64, alpha: float = 16,  # notebook 09 §10
-               quant_type: str = "nf4", double_quant: bool = True, compute_dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu", gradient_checkpointing: bool = False, dropout: float = 0.0,
-               blocksize: int = 64, adapter_dtype: torch.dtype = torch.float32,
-               local_only: bool = False) -> nn.Module:
+def load_qlora(
+    model_id: str | os.PathLike,
+    targets="all-linear",
+    r: int = 64,
+    alpha: float = 16,  # notebook 09 §10
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+    compute_dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    gradient_checkpointing: bool = False,
+    dropout: float = 0.0,
+    blocksize: int = 64,
+    adapter_dtype: torch.dtype = torch.float32,
+    local_only: bool = False,
+) -> nn.Module:
     """``prepare_qlora(hf.load_model(model_id, compute_dtype, device), ...)`` without ever holding
     the full-precision model: ``load_quantized``, then LoRA on ``targets`` as ``prepare_qlora``
     puts it (``A``, ``B`` in ``adapter_dtype``, only they train). Same arguments, same result.
     Every argument is checked before anything is read.
     """
     check_targets(targets)
-    LoRAConfig(r=r, alpha=alpha, dropout=dropout)  # checks r, alpha, dropout now, before the long load
+    LoRAConfig(
+        r=r, alpha=alpha, dropout=dropout
+    )  # checks r, alpha, dropout now, before the long load
     if adapter_dtype not in FLOAT_DTYPES:
         raise ValueError(f"adapter_dtype must be one of {FLOAT_DTYPES}, got {adapter_dtype}")
     _check(quant_type, blocksize, compute_dtype, torch.device(device))
-    model = load_quantized(model_id, compute_dtype, device, quant_type, blocksize, double_quant, local_only)
+    model = load_quantized(
+        model_id, compute_dtype, device, quant_type, blocksize, double_quant, local_only
+    )
     names = resolve_targets(model, targets, layer_types=(Linear4bit,), head_allowed=False)
     config = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=tuple(names))
     inject_lora(model, config=config, layer_types=(Linear4bit,), dtype=adapter_dtype)

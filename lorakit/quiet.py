@@ -30,8 +30,11 @@ def quiet():
     buffer = io.StringIO()
     sys.stderr.flush()
     saved_fd = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings(), \
-            contextlib.redirect_stderr(buffer):
+    with (
+        tempfile.TemporaryFile(mode="w+b") as sink,
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(buffer),
+    ):
         warnings.simplefilter("ignore")
         previous = logging.root.manager.disable
         logging.disable(logging.CRITICAL)

@@ -36,7 +36,11 @@ SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 #: bytes of optimizer state per trainable parameter: AdamW keeps two float32 moments; bitsandbytes'
 #: 8-bit AdamW keeps two uint8 moments plus one float32 absmax per 256-value block of each
-STATE_BYTES_PER_PARAM = {"adamw": 8.0, "adamw_8bit": 2 * (1 + 4 / 256), "paged_adamw_8bit": 2 * (1 + 4 / 256)}
+STATE_BYTES_PER_PARAM = {
+    "adamw": 8.0,
+    "adamw_8bit": 2 * (1 + 4 / 256),
+    "paged_adamw_8bit": 2 * (1 + 4 / 256),
+}
 #: bitsandbytes keeps 32-bit states for tensors smaller than this (its ``min_8bit_size``)
 MIN_8BIT_SIZE = 4096
 
@@ -44,8 +48,14 @@ MIN_8BIT_SIZE = 4096
 # ---------------------------------------------------------------- the learning-rate schedule
 
 
-def learning_rate(step: int, steps: int, lr: float, warmup: int = 0, schedule: str = "constant",  # notebook 09 §10
-                  min_ratio: float = 0.0) -> float:
+def learning_rate(
+    step: int,
+    steps: int,
+    lr: float,
+    warmup: int = 0,
+    schedule: str = "constant",  # notebook 09 §10
+    min_ratio: float = 0.0,
+) -> float:
     """The learning rate of ``step`` (0-based) of ``steps``.
 
     Warm-up: ``lr · (step + 1) / warmup`` for the first ``warmup`` steps (the first step already
@@ -72,8 +82,9 @@ def learning_rate(step: int, steps: int, lr: float, warmup: int = 0, schedule: s
 
 
 # notebook 09 §10
-def choose_optimizer(name: str, device: torch.device | str, bitsandbytes_available: bool | None = None
-                     ) -> tuple[str, str]:  # notebook 09 §10
+def choose_optimizer(
+    name: str, device: torch.device | str, bitsandbytes_available: bool | None = None
+) -> tuple[str, str]:  # notebook 09 §10
     """``(optimizer that will run, why)`` for the requested ``name`` on ``device``.
 
     bitsandbytes' 8-bit optimizers update their states with CUDA kernels (0.50 on the CPU fails at
@@ -87,18 +98,24 @@ def choose_optimizer(name: str, device: torch.device | str, bitsandbytes_availab
     if name == "adamw":
         return name, ""
     if device.type != "cuda":
-        return "adamw", (f"{name} needs CUDA (bitsandbytes' 8-bit optimizer kernels); on {device.type} "
-                         "torch's AdamW (float32 states) runs instead")
+        return "adamw", (
+            f"{name} needs CUDA (bitsandbytes' 8-bit optimizer kernels); on {device.type} "
+            "torch's AdamW (float32 states) runs instead"
+        )
     if bitsandbytes_available is None:
         bitsandbytes_available = quiet_import("bitsandbytes") is not None
     if not bitsandbytes_available:
-        return "adamw", f"{name} needs bitsandbytes (pip install bitsandbytes); torch's AdamW runs instead"
+        return (
+            "adamw",
+            f"{name} needs bitsandbytes (pip install bitsandbytes); torch's AdamW runs instead",
+        )
     return name, ""
 
 
 # notebook 09 §10
-def make_optimizer(params, name: str, lr: float, device: torch.device | str, weight_decay: float = 0.0
-                   ) -> tuple[torch.optim.Optimizer, str, str]:  # notebook 09 §10
+def make_optimizer(
+    params, name: str, lr: float, device: torch.device | str, weight_decay: float = 0.0
+) -> tuple[torch.optim.Optimizer, str, str]:  # notebook 09 §10
     """``(optimizer, chosen name, why)``: ``choose_optimizer``, then build it over ``params``."""
     chosen, why = choose_optimizer(name, device)
     params = list(params)
@@ -131,7 +148,9 @@ def optimizer_state_bytes(params, name: str) -> int:  # notebook 09 §10
 # ---------------------------------------------------------------- less padding
 
 
-def length_grouped_order(lengths, batch_size: int, seed: int = 0, group: int = 50) -> list[int]:  # notebook 09 §10
+def length_grouped_order(
+    lengths, batch_size: int, seed: int = 0, group: int = 50
+) -> list[int]:  # notebook 09 §10
     """A random order of ``range(len(lengths))`` whose consecutive ``batch_size`` chunks hold
     examples of similar length (transformers' ``group_by_length``).
 
@@ -150,7 +169,9 @@ def length_grouped_order(lengths, batch_size: int, seed: int = 0, group: int = 5
         chunk = sorted(perm[start : start + mega], key=lambda i: -lengths[i])
         batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     shuffled = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-    longest = max(range(len(shuffled)), key=lambda b: max(lengths[i] for i in shuffled[b]), default=0)
+    longest = max(
+        range(len(shuffled)), key=lambda b: max(lengths[i] for i in shuffled[b]), default=0
+    )
     shuffled.insert(0, shuffled.pop(longest))
     return [i for batch in shuffled for i in batch]
 
@@ -187,25 +208,35 @@ def end_of_turn_id(tokenizer) -> int:  # notebook 09 §10
     """
     template = getattr(tokenizer, "chat_template", None)
     if not template:
-        raise ValueError("the tokenizer has no chat template: there is no end-of-turn token to find")
+        raise ValueError(
+            "the tokenizer has no chat template: there is no end-of-turn token to find"
+        )
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     if _PROBE not in text:
-        raise ValueError("the chat template did not write the assistant's message: cannot find its end")
-    after = text[text.index(_PROBE) + len(_PROBE):]
-    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        raise ValueError(
+            "the chat template did not write the assistant's message: cannot find its end"
+        )
+    after = text[text.index(_PROBE) + len(_PROBE) :]
+    special = set(tokenizer.all_special_ids) | set(
+        getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    )
     for token_id in _as_ids(tokenizer(after, add_special_tokens=False)):
         if token_id in special:
             return int(token_id)
     if tokenizer.eos_token_id is None:
-        raise ValueError("the template writes no special token after an answer and the tokenizer has no EOS")
+        raise ValueError(
+            "the template writes no special token after an answer and the tokenizer has no EOS"
+        )
     return int(tokenizer.eos_token_id)
 
 
 # ---------------------------------------------------------------- the adapter, for PEFT
 
 
-def save_adapter_for_peft(model: nn.Module, folder: str | os.PathLike, model_id: str | os.PathLike) -> Path:  # notebook 09 §10
+def save_adapter_for_peft(
+    model: nn.Module, folder: str | os.PathLike, model_id: str | os.PathLike
+) -> Path:  # notebook 09 §10
     """Save the LoRA adapter of a lorakit QLoRA/LoRA Hugging Face model in PEFT's format (notebook 09 §10).
 
     ``adapter_config.json`` (with ``task_type="CAUSAL_LM"`` and the base model's id) and
@@ -213,18 +244,29 @@ def save_adapter_for_peft(model: nn.Module, folder: str | os.PathLike, model_id:
     over a 16-bit base or a bitsandbytes 4-bit one (``load_peft_over_4bit``).
     """
     from .adapters import save_peft_adapter
-    return save_peft_adapter(model, folder, base_model_name_or_path=str(model_id), task_type="CAUSAL_LM")
+
+    return save_peft_adapter(
+        model, folder, base_model_name_or_path=str(model_id), task_type="CAUSAL_LM"
+    )
 
 
 # notebook 09 §10
-def load_peft_over_4bit(model_id: str | os.PathLike, folder: str | os.PathLike, compute_dtype: torch.dtype,
-                        device: torch.device | str = "cpu", local_only: bool = False) -> nn.Module:
+def load_peft_over_4bit(
+    model_id: str | os.PathLike,
+    folder: str | os.PathLike,
+    compute_dtype: torch.dtype,
+    device: torch.device | str = "cpu",
+    local_only: bool = False,
+) -> nn.Module:
     """``peft.PeftModel.from_pretrained`` of ``folder`` over ``model_id`` loaded in 4 bits by
     bitsandbytes (NF4, double quantization: the storage lorakit's ``Linear4bit`` computes bit for
     bit), in eval mode. bitsandbytes ≥ 0.47 loads and runs 4-bit layers on the CPU too."""
     from .hf import load_bnb_4bit
+
     base = load_bnb_4bit(model_id, compute_dtype, device, local_only)
     peft = quiet_import("peft")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PEFT's notes about the adapter's base id: not a problem here
+        warnings.simplefilter(
+            "ignore"
+        )  # PEFT's notes about the adapter's base id: not a problem here
         return peft.PeftModel.from_pretrained(base, str(folder)).eval()

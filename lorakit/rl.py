@@ -27,8 +27,8 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -37,14 +37,25 @@ from tqdm.auto import tqdm
 from .data import decode, encode
 from .lora import inject_lora, remove_lora
 from .preference import adapter_disabled, token_logps
-from .sft import EOS, TEMPLATE, _example, byte_examples, collate, docstring_pairs, pair_record, prompt_ids
-from .sft import train_sft
+from .sft import (
+    EOS,
+    TEMPLATE,
+    _example,
+    byte_examples,
+    collate,
+    docstring_pairs,
+    pair_record,
+    prompt_ids,
+    train_sft,
+)
 from .train import base_model, cache_dir, fast_mode, load_weights, save_model, set_seed
 from .validate import number, positive_int
 
 #: words too common to count as sharing content ("Return the ..." is in every other docstring)
-STOPWORDS = frozenset("""a an the of to in on at by for from with as is are be it its this that these
-those and or not if else when then than into given all any each one object value values return returns""".split())
+STOPWORDS = frozenset(
+    """a an the of to in on at by for from with as is are be it its this that these
+those and or not if else when then than into given all any each one object value values return returns""".split()
+)
 #: weights of the verifier's three parts; they sum to 1, so a reward lies in [0, 1]
 WEIGHTS = dict(stops=0.25, sentence=0.25, overlap=0.5)
 
@@ -100,16 +111,28 @@ def byte_task(pairs, code_bytes: int, context: int) -> Task:  # notebook 11 §1
 def chat_task(pairs, tokenizer, max_code_chars: int = 300) -> Task:  # notebook 11 §5
     """A Hugging Face chat model's task: notebook 09's chat prompt (instruction + code's head)."""
     prompts = [prompt_ids(pair_record(p, max_code_chars), tokenizer) for p in pairs]
-    return Task(prompts, [p.summary for p in pairs], tokenizer.eos_token_id, tokenizer.pad_token_id,
-                lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+    return Task(
+        prompts,
+        [p.summary for p in pairs],
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+    )
 
 
 # ---------------------------------------------------------------- sampling a group
 
 
 @torch.no_grad()  # notebook 11 §3
-def sample(model: nn.Module, task: Task, prompts: list[list[int]], n: int, max_new: int,
-           temperature: float = 1.0, seed: int = 0) -> list[list[tuple[list[int], bool]]]:
+def sample(
+    model: nn.Module,
+    task: Task,
+    prompts: list[list[int]],
+    n: int,
+    max_new: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[list[tuple[list[int], bool]]]:
     """``n`` answers to each prompt: per prompt, a list of ``(token ids without the end marker, stopped)``.
 
     ``temperature=0``: greedy. Sampling is from the model's full distribution (no top-k), so the
@@ -120,11 +143,17 @@ def sample(model: nn.Module, task: Task, prompts: list[list[int]], n: int, max_n
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    if hasattr(model, "cfg") and hasattr(model, "blocks"):  # the course GPT: byte by byte, all rows at once
+    if hasattr(model, "cfg") and hasattr(
+        model, "blocks"
+    ):  # the course GPT: byte by byte, all rows at once
         if len({len(p) for p in prompts}) != 1:
-            raise ValueError("the course GPT samples prompts of one length only (byte_task makes them so)")
+            raise ValueError(
+                "the course GPT samples prompts of one length only (byte_task makes them so)"
+            )
         if len(prompts[0]) + max_new > model.cfg.context:
-            raise ValueError(f"prompt ({len(prompts[0])}) + max_new ({max_new}) exceeds the context {model.cfg.context}")
+            raise ValueError(
+                f"prompt ({len(prompts[0])}) + max_new ({max_new}) exceeds the context {model.cfg.context}"
+            )
         ids = torch.tensor([p for p in prompts for _ in range(n)], device=device)
         out = torch.empty(len(ids), 0, dtype=torch.long)
         done = torch.zeros(len(ids), dtype=torch.bool)
@@ -133,7 +162,9 @@ def sample(model: nn.Module, task: Task, prompts: list[list[int]], n: int, max_n
             if temperature == 0:
                 nxt = logits.argmax(-1)
             else:
-                nxt = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen).squeeze(-1)
+                nxt = torch.multinomial(
+                    torch.softmax(logits / temperature, -1), 1, generator=gen
+                ).squeeze(-1)
             out = torch.cat([out, nxt.unsqueeze(1)], 1)
             done |= nxt == task.end_id
             if done.all():
@@ -143,12 +174,25 @@ def sample(model: nn.Module, task: Task, prompts: list[list[int]], n: int, max_n
     else:  # a Hugging Face model: its own generate, prompts padded on the left
         torch.manual_seed(seed)
         T = max(len(p) for p in prompts)
-        ids = torch.tensor([[task.pad_id] * (T - len(p)) + p for p in prompts for _ in range(n)], device=device)
-        attention = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts for _ in range(n)], device=device)
-        kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(
-            do_sample=False)
-        rows = model.generate(input_ids=ids, attention_mask=attention, max_new_tokens=max_new,
-                              eos_token_id=task.end_id, pad_token_id=task.pad_id, **kwargs)[:, T:].tolist()
+        ids = torch.tensor(
+            [[task.pad_id] * (T - len(p)) + p for p in prompts for _ in range(n)], device=device
+        )
+        attention = torch.tensor(
+            [[0] * (T - len(p)) + [1] * len(p) for p in prompts for _ in range(n)], device=device
+        )
+        kwargs = (
+            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            if temperature
+            else dict(do_sample=False)
+        )
+        rows = model.generate(
+            input_ids=ids,
+            attention_mask=attention,
+            max_new_tokens=max_new,
+            eos_token_id=task.end_id,
+            pad_token_id=task.pad_id,
+            **kwargs,
+        )[:, T:].tolist()
     model.train(was_training)
     answers = []
     for row in rows:
@@ -165,12 +209,21 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor: 
     """
     rewards = torch.as_tensor(rewards, dtype=torch.float32)
     if rewards.dim() != 2 or rewards.shape[1] < 2:
-        raise ValueError(f"rewards must be (groups, G) with G >= 2, got shape {tuple(rewards.shape)}")
+        raise ValueError(
+            f"rewards must be (groups, G) with G >= 2, got shape {tuple(rewards.shape)}"
+        )
     return (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + eps)
 
 
-def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,  # notebook 11 §3
-              advantages: torch.Tensor, clip: float = 0.2, kl_coef: float = 0.04) -> tuple[torch.Tensor, dict]:
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    mask: torch.Tensor,  # notebook 11 §3
+    advantages: torch.Tensor,
+    clip: float = 0.2,
+    kl_coef: float = 0.04,
+) -> tuple[torch.Tensor, dict]:
     """GRPO's loss (DeepSeekMath eq. 3) and its statistics; all token tensors (answers, T).
 
     Per token: ``min(ρ Â, clip(ρ, 1 − ε, 1 + ε) Â) − β KL``, with ``ρ = π / π_old`` and the KL
@@ -186,14 +239,18 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     lengths = mask.sum(1).clamp(min=1)
     loss = ((per_token * mask).sum(1) / lengths).mean()
     tokens = mask.sum().clamp(min=1)
-    stats = dict(kl=((kl * mask).sum() / tokens).item(),
-                 clipped=((((ratio - 1).abs() > clip).float() * mask).sum() / tokens).item())
+    stats = dict(
+        kl=((kl * mask).sum() / tokens).item(),
+        clipped=((((ratio - 1).abs() > clip).float() * mask).sum() / tokens).item(),
+    )
     return loss, stats
 
 
 def _answer_batch(task: Task, prompt: list[int], answers) -> dict:
     """Prompt + answer (+ end marker where it stopped) per row; only answer tokens are labelled."""
-    rows = [_example(prompt, ids + ([task.end_id] if stopped else []), True) for ids, stopped in answers]
+    rows = [
+        _example(prompt, ids + ([task.end_id] if stopped else []), True) for ids, stopped in answers
+    ]
     return collate(rows, task.pad_id)
 
 
@@ -205,11 +262,25 @@ def _reference_logps(model: nn.Module, reference: nn.Module | None, batch: dict)
         return token_logps(reference, batch)[0]
 
 
-def train_grpo(model: nn.Module, task: Task, steps: int, *, lr: float, group_size: int = 8,  # notebook 11 §3
-               prompts_per_step: int = 4, max_new: int = 48, temperature: float = 1.0, clip: float = 0.2,
-               kl_coef: float = 0.04, updates_per_batch: int = 1, reference: nn.Module | None = None,
-               reward_fn: Callable[[str, bool, str], float] | None = None, seed: int = 0, progress: bool = True,
-               desc: str = "GRPO") -> dict:
+def train_grpo(
+    model: nn.Module,
+    task: Task,
+    steps: int,
+    *,
+    lr: float,
+    group_size: int = 8,  # notebook 11 §3
+    prompts_per_step: int = 4,
+    max_new: int = 48,
+    temperature: float = 1.0,
+    clip: float = 0.2,
+    kl_coef: float = 0.04,
+    updates_per_batch: int = 1,
+    reference: nn.Module | None = None,
+    reward_fn: Callable[[str, bool, str], float] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "GRPO",
+) -> dict:
     """GRPO on ``model``'s trainable parameters; the history of the run, one entry per step.
 
     Each step: ``prompts_per_step`` prompts (seeded order), ``group_size`` sampled answers each,
@@ -225,20 +296,35 @@ def train_grpo(model: nn.Module, task: Task, steps: int, *, lr: float, group_siz
     positive_int(prompts_per_step, "prompts_per_step")
     number(lr, "lr", low=0, low_open=True)
     if group_size < 2:
-        raise ValueError(f"group_size must be at least 2 (the group is the baseline), got {group_size}")
+        raise ValueError(
+            f"group_size must be at least 2 (the group is the baseline), got {group_size}"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     history = dict(reward=[], zero_groups=[], kl=[], clipped=[], loss=[])
     if not params:
-        raise ValueError("the model has no trainable parameters: the adapter was loaded frozen "
-                         "(PeftModel.from_pretrained(..., is_trainable=True)) or never injected (inject_lora)")
+        raise ValueError(
+            "the model has no trainable parameters: the adapter was loaded frozen "
+            "(PeftModel.from_pretrained(..., is_trainable=True)) or never injected (inject_lora)"
+        )
     score = reward if reward_fn is None else reward_fn
     set_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    order = torch.randperm(len(task.prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = torch.randperm(
+        len(task.prompts), generator=torch.Generator().manual_seed(seed)
+    ).tolist()
     for step in tqdm(range(steps), desc=desc, disable=not progress):
-        picked = [order[(step * prompts_per_step + j) % len(order)] for j in range(prompts_per_step)]
-        answers = sample(model, task, [task.prompts[i] for i in picked], group_size, max_new, temperature,
-                         seed=seed * 100_003 + step)
+        picked = [
+            order[(step * prompts_per_step + j) % len(order)] for j in range(prompts_per_step)
+        ]
+        answers = sample(
+            model,
+            task,
+            [task.prompts[i] for i in picked],
+            group_size,
+            max_new,
+            temperature,
+            seed=seed * 100_003 + step,
+        )
         groups = []
         for i, group in zip(picked, answers):
             scores = [score(task.decode(ids), stopped, task.summaries[i]) for ids, stopped in group]
@@ -270,11 +356,15 @@ def train_grpo(model: nn.Module, task: Task, steps: int, *, lr: float, group_siz
 
 
 @torch.no_grad()  # notebook 11 §3
-def greedy_answers(model: nn.Module, task: Task, max_new: int, batch_size: int = 64) -> list[tuple[str, bool]]:
+def greedy_answers(
+    model: nn.Module, task: Task, max_new: int, batch_size: int = 64
+) -> list[tuple[str, bool]]:
     """``model``'s greedy answer to every prompt of ``task``: ``(text, stopped)``."""
     out = []
     for i in range(0, len(task.prompts), batch_size):
-        for (ids, stopped), in sample(model, task, task.prompts[i : i + batch_size], 1, max_new, temperature=0):
+        for ((ids, stopped),) in sample(
+            model, task, task.prompts[i : i + batch_size], 1, max_new, temperature=0
+        ):
             out.append((task.decode(ids), stopped))
     return out
 
@@ -282,7 +372,9 @@ def greedy_answers(model: nn.Module, task: Task, max_new: int, batch_size: int =
 def mean_reward(model: nn.Module, task: Task, max_new: int) -> float:  # notebook 11 §3
     """The verifier's mean reward of ``model``'s greedy answers to every prompt of ``task``."""
     answers = greedy_answers(model, task, max_new)
-    return sum(reward(a, stopped, s) for (a, stopped), s in zip(answers, task.summaries)) / max(len(answers), 1)
+    return sum(reward(a, stopped, s) for (a, stopped), s in zip(answers, task.summaries)) / max(
+        len(answers), 1
+    )
 
 
 # ---------------------------------------------------------------- the starting point: notebook 09's SFT
@@ -291,8 +383,16 @@ def mean_reward(model: nn.Module, task: Task, max_new: int) -> float:  # noteboo
 def sft_settings() -> dict:  # notebook 11 §3
     """Notebook 09 §3's LoRA fine-tune of the course GPT, at the current mode's sizes."""
     fast = fast_mode()
-    return dict(max_summary=28 if fast else 60, steps=40 if fast else 150, batch_size=16, lr=1e-2, r=8,
-                alpha=16, targets="all-linear", seed=0)
+    return dict(
+        max_summary=28 if fast else 60,
+        steps=40 if fast else 150,
+        batch_size=16,
+        lr=1e-2,
+        r=8,
+        alpha=16,
+        targets="all-linear",
+        seed=0,
+    )
 
 
 def sft_start(progress: bool = True) -> tuple[nn.Module, dict]:  # notebook 11 §3
@@ -303,8 +403,17 @@ def sft_start(progress: bool = True) -> tuple[nn.Module, dict]:  # notebook 11 �
     """
     base, info = base_model(progress=False)
     settings = sft_settings()
-    key = zlib.crc32(json.dumps(dict(settings, base=info.get("sha256") or info.get("key") or str(info.get("path")),
-                                     config=base.cfg.to_dict()), sort_keys=True, default=str).encode())
+    key = zlib.crc32(
+        json.dumps(
+            dict(
+                settings,
+                base=info.get("sha256") or info.get("key") or str(info.get("path")),
+                config=base.cfg.to_dict(),
+            ),
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     path = cache_dir() / f"sft-start-{key:08x}.safetensors"
     model = copy.deepcopy(base)
     if path.exists():
@@ -314,8 +423,17 @@ def sft_start(progress: bool = True) -> tuple[nn.Module, dict]:  # notebook 11 �
             pass  # unreadable: train it again
     examples = byte_examples(docstring_pairs("train", settings["max_summary"]), base.cfg.context)
     inject_lora(model, settings["targets"], r=settings["r"], alpha=settings["alpha"])
-    train_sft(model, examples, settings["steps"], settings["batch_size"], settings["lr"], pad_id=0,
-              seed=settings["seed"], progress=progress, desc="notebook 09's SFT")
+    train_sft(
+        model,
+        examples,
+        settings["steps"],
+        settings["batch_size"],
+        settings["lr"],
+        pad_id=0,
+        seed=settings["seed"],
+        progress=progress,
+        desc="notebook 09's SFT",
+    )
     remove_lora(model, merge=True)
     model.requires_grad_(True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +447,9 @@ def answer_examples(task: Task) -> list:  # notebook 11 §4
     """SFT on the same task: each prompt with its true summary and end marker (``IGNORE`` on the
     prompt); pairs whose prompt and answer do not fit the course GPT's context are left out."""
     if task.context is None:
-        raise ValueError("answer_examples builds the course GPT's examples; use sft.chat_example for a chat model")
+        raise ValueError(
+            "answer_examples builds the course GPT's examples; use sft.chat_example for a chat model"
+        )
     out = []
     for prompt, summary in zip(task.prompts, task.summaries):
         answer = encode(summary).tolist() + [task.end_id]

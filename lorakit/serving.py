@@ -42,7 +42,10 @@ def lorakit_factors(model: nn.Module) -> Factors:  # notebook 12 §1
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers: inject_lora (and train) first")
-    return {name: (l.A.detach().clone(), l.B.detach().clone(), float(l.scaling)) for name, l in layers.items()}
+    return {
+        name: (l.A.detach().clone(), l.B.detach().clone(), float(l.scaling))
+        for name, l in layers.items()
+    }
 
 
 def peft_factors(peft_model: nn.Module, adapter: str) -> Factors:  # notebook 12 §1
@@ -53,16 +56,23 @@ def peft_factors(peft_model: nn.Module, adapter: str) -> Factors:  # notebook 12
     for path, module in inner.named_modules():
         lora_A = getattr(module, "lora_A", None)
         if isinstance(lora_A, nn.ModuleDict) and adapter in lora_A:
-            factors[path] = (lora_A[adapter].weight.detach().t().clone(),
-                             module.lora_B[adapter].weight.detach().t().clone(), float(module.scaling[adapter]))
+            factors[path] = (
+                lora_A[adapter].weight.detach().t().clone(),
+                module.lora_B[adapter].weight.detach().t().clone(),
+                float(module.scaling[adapter]),
+            )
     if not factors:
-        raise ValueError(f"the PEFT model has no adapter named {adapter!r}; it has {sorted(peft_model.peft_config)}")
+        raise ValueError(
+            f"the PEFT model has no adapter named {adapter!r}; it has {sorted(peft_model.peft_config)}"
+        )
     return factors
 
 
 def factors_nbytes(factors: Factors) -> int:  # notebook 12 §1 (memory)
     """Bytes of an adapter's A and B."""
-    return sum(A.numel() * A.element_size() + B.numel() * B.element_size() for A, B, _ in factors.values())
+    return sum(
+        A.numel() * A.element_size() + B.numel() * B.element_size() for A, B, _ in factors.values()
+    )
 
 
 def padded_nbytes(adapters: dict[str, Factors]) -> int:  # notebook 12 §1 (why servers cap the rank)
@@ -99,28 +109,38 @@ def check_adapters(model: nn.Module, adapters: dict[str, Factors]) -> None:  # n
     names = list(adapters)
     for name in names:
         if not isinstance(name, str) or name == BASE:
-            raise ValueError(f"adapter names must be strings other than {BASE!r} (it means no adapter), got {name!r}")
+            raise ValueError(
+                f"adapter names must be strings other than {BASE!r} (it means no adapter), got {name!r}"
+            )
     first = set(adapters[names[0]])
     for name in names[1:]:
         other = set(adapters[name])
         if other != first:
-            raise ValueError(f"adapters target different layers: {names[0]!r} only has {sorted(first - other)}, "
-                             f"{name!r} only has {sorted(other - first)}; serve or merge adapters with the same "
-                             "targets")
+            raise ValueError(
+                f"adapters target different layers: {names[0]!r} only has {sorted(first - other)}, "
+                f"{name!r} only has {sorted(other - first)}; serve or merge adapters with the same "
+                "targets"
+            )
     modules = dict(model.named_modules())
     for name, factors in adapters.items():
-        for path, (A, B, scaling) in factors.items():
+        for path, (A, B, _scaling) in factors.items():
             layer = modules.get(path)
             if not isinstance(layer, nn.Linear):
-                raise ValueError(f"adapter {name!r}: layer {path!r} is not an nn.Linear of this model "
-                                 f"(found {type(layer).__name__}): the adapter was made for another base")
+                raise ValueError(
+                    f"adapter {name!r}: layer {path!r} is not an nn.Linear of this model "
+                    f"(found {type(layer).__name__}): the adapter was made for another base"
+                )
             if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
-                raise ValueError(f"adapter {name!r}, layer {path!r}: A must be in×r and B r×out, "
-                                 f"got A {tuple(A.shape)} and B {tuple(B.shape)}")
+                raise ValueError(
+                    f"adapter {name!r}, layer {path!r}: A must be in×r and B r×out, "
+                    f"got A {tuple(A.shape)} and B {tuple(B.shape)}"
+                )
             if (A.shape[0], B.shape[1]) != (layer.in_features, layer.out_features):
-                raise ValueError(f"adapter {name!r}, layer {path!r}: the adapter is {A.shape[0]}×{B.shape[1]}, "
-                                 f"the base layer is {layer.in_features}×{layer.out_features}: the adapter was "
-                                 "trained for another base")
+                raise ValueError(
+                    f"adapter {name!r}, layer {path!r}: the adapter is {A.shape[0]}×{B.shape[1]}, "
+                    f"the base layer is {layer.in_features}×{layer.out_features}: the adapter was "
+                    "trained for another base"
+                )
 
 
 # ---------------------------------------------------------------- the layer
@@ -133,7 +153,9 @@ class MultiLoRALinear(nn.Module):  # notebook 12 §1
     is folded into B once (``B·scaling``), as servers do when they load an adapter.
     """
 
-    def __init__(self, base: nn.Linear, factors: list[tuple[torch.Tensor, torch.Tensor, float]], mode: str):
+    def __init__(
+        self, base: nn.Linear, factors: list[tuple[torch.Tensor, torch.Tensor, float]], mode: str
+    ):
         super().__init__()
         self.base, self.mode, self.rows = base, mode, None
         self.A = [A.to(base.weight.dtype) for A, _, _ in factors]
@@ -170,7 +192,11 @@ class MultiLoRALinear(nn.Module):  # notebook 12 §1
             for j, n in enumerate(counts):
                 seg = xs[start : start + n]
                 out = y.shape[-1]
-                parts.append(seg @ self.A[j] @ self.B[j] if j < len(self.A) else seg.new_zeros(n, x3.shape[1], out))
+                parts.append(
+                    seg @ self.A[j] @ self.B[j]
+                    if j < len(self.A)
+                    else seg.new_zeros(n, x3.shape[1], out)
+                )
                 start += n
             delta = torch.empty(x3.shape[0], x3.shape[1], y.shape[-1], dtype=y.dtype)
             delta[order] = torch.cat(parts)
@@ -180,7 +206,9 @@ class MultiLoRALinear(nn.Module):  # notebook 12 §1
 # ---------------------------------------------------------------- on a model
 
 
-def attach_adapters(model: nn.Module, adapters: dict[str, Factors], mode: str = "gathered") -> list[str]:  # notebook 12 §1
+def attach_adapters(
+    model: nn.Module, adapters: dict[str, Factors], mode: str = "gathered"
+) -> list[str]:  # notebook 12 §1
     """Replace each targeted ``nn.Linear`` by a ``MultiLoRALinear`` holding every adapter; in place.
 
     Checks everything first (``check_adapters``): a refused call leaves the model unchanged.
@@ -193,7 +221,9 @@ def attach_adapters(model: nn.Module, adapters: dict[str, Factors], mode: str = 
     paths = list(adapters[names[0]])
     modules = dict(model.named_modules())
     for path in paths:
-        replace_module(model, path, MultiLoRALinear(modules[path], [adapters[n][path] for n in names], mode))
+        replace_module(
+            model, path, MultiLoRALinear(modules[path], [adapters[n][path] for n in names], mode)
+        )
     model._lorakit_adapters = names
     return paths
 
@@ -216,8 +246,12 @@ def use_rows(model: nn.Module, adapter_names: list):  # notebook 12 §1
         raise ValueError("the model has no adapters attached: call attach_adapters first")
     unknown = sorted({str(a) for a in adapter_names if a not in (None, BASE) and a not in names})
     if unknown:
-        raise ValueError(f"unknown adapter names {unknown}; attached: {names} (or None / {BASE!r} for the base)")
-    rows = torch.tensor([len(names) if a in (None, BASE) else names.index(a) for a in adapter_names])
+        raise ValueError(
+            f"unknown adapter names {unknown}; attached: {names} (or None / {BASE!r} for the base)"
+        )
+    rows = torch.tensor(
+        [len(names) if a in (None, BASE) else names.index(a) for a in adapter_names]
+    )
     layers = [m for m in model.modules() if isinstance(m, MultiLoRALinear)]
     for m in layers:
         m.rows = rows
@@ -229,7 +263,9 @@ def use_rows(model: nn.Module, adapter_names: list):  # notebook 12 §1
 
 
 @torch.no_grad()
-def merged_copy(model: nn.Module, factors: Factors) -> nn.Module:  # notebook 12 §1 (one model per tenant)
+def merged_copy(
+    model: nn.Module, factors: Factors
+) -> nn.Module:  # notebook 12 §1 (one model per tenant)
     """A copy of the plain base ``model`` with one adapter merged: ``W += scaling·(AB)ᵀ``."""
     check_adapters(model, {"adapter": factors})
     merged = copy.deepcopy(model)

@@ -86,10 +86,17 @@ def _pairs_in(source: str, module: str, max_summary_chars: int) -> list[Pair]:
             continue
         summary = doc.strip().splitlines()[0].strip()
         # one clean sentence: long enough to say something, short enough for a small context
-        if not (12 <= len(summary) <= max_summary_chars and summary.endswith(".")) or EOS in summary:
+        if (
+            not (12 <= len(summary) <= max_summary_chars and summary.endswith("."))
+            or EOS in summary
+        ):
             continue
         first_doc, last_doc = node.body[0].lineno, node.body[0].end_lineno
-        kept = [lines[i - 1] for i in range(node.lineno, node.end_lineno + 1) if not first_doc <= i <= last_doc]
+        kept = [
+            lines[i - 1]
+            for i in range(node.lineno, node.end_lineno + 1)
+            if not first_doc <= i <= last_doc
+        ]
         code = textwrap.dedent("\n".join(kept)).strip("\n")
         pairs.append(Pair(module, node.name, code, summary))
     return pairs
@@ -133,7 +140,9 @@ def docstring_pairs(split: str = "train", max_summary_chars: int = 72) -> tuple[
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     integer(max_summary_chars, "max_summary_chars", low=12)
-    return tuple(p for p in _all_pairs(max_summary_chars) if _is_validation(p.module) == (split == "val"))
+    return tuple(
+        p for p in _all_pairs(max_summary_chars) if _is_validation(p.module) == (split == "val")
+    )
 
 
 def cut_code(code: str, max_chars: int) -> str:  # notebook 09 §1
@@ -149,7 +158,9 @@ def prompt_of(pair: Pair, max_code_chars: int) -> str:  # notebook 09 §2
     return TEMPLATE.format(code=cut_code(pair.code, max_code_chars))
 
 
-def _example(prompt_ids: list[int], response_ids: list[int], mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _example(
+    prompt_ids: list[int], response_ids: list[int], mask: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.tensor(prompt_ids + response_ids, dtype=torch.long)
     labels = ids.clone()
     if mask:
@@ -158,7 +169,9 @@ def _example(prompt_ids: list[int], response_ids: list[int], mask: bool) -> tupl
 
 
 # notebook 09 §2
-def byte_example(pair: Pair, context: int, mask: bool = True, eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def byte_example(
+    pair: Pair, context: int, mask: bool = True, eos: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, labels)`` in bytes for the course GPT, at most ``context`` long.
 
     The response (and ``EOS``) is always kept whole; the code is cut to fit what is left.
@@ -166,19 +179,29 @@ def byte_example(pair: Pair, context: int, mask: bool = True, eos: bool = True) 
     response = pair.summary + (EOS if eos else "")
     budget = context - len(encode(TEMPLATE.format(code=""))) - len(encode(response))
     if budget < 8:
-        raise ValueError(f"context {context} leaves {budget} bytes for the code of {pair.name!r}; "
-                         "use a shorter max_summary_chars or a longer context")
+        raise ValueError(
+            f"context {context} leaves {budget} bytes for the code of {pair.name!r}; "
+            "use a shorter max_summary_chars or a longer context"
+        )
     prompt = prompt_of(pair, budget)
-    while len(encode(prompt)) > len(prompt) and len(encode(prompt)) + len(encode(response)) > context:
+    while (
+        len(encode(prompt)) > len(prompt) and len(encode(prompt)) + len(encode(response)) > context
+    ):
         budget -= 4  # non-ASCII code: characters are several bytes; shrink until it fits
         prompt = prompt_of(pair, budget)
     return _example(encode(prompt).tolist(), encode(response).tolist(), mask)
 
 
-def byte_examples(pairs, context: int, mask: bool = True, eos: bool = True) -> list:  # notebook 09 §3
+def byte_examples(
+    pairs, context: int, mask: bool = True, eos: bool = True
+) -> list:  # notebook 09 §3
     """``byte_example`` for every pair whose response fits ``context`` with some code; others skipped."""
     overhead = len(encode(TEMPLATE.format(code=""))) + 8 + (1 if eos else 0)
-    return [byte_example(p, context, mask, eos) for p in pairs if len(encode(p.summary)) + overhead <= context]
+    return [
+        byte_example(p, context, mask, eos)
+        for p in pairs
+        if len(encode(p.summary)) + overhead <= context
+    ]
 
 
 def _record_parts(record, where: str = "record") -> tuple[list[dict], int, str]:
@@ -191,21 +214,34 @@ def _record_parts(record, where: str = "record") -> tuple[list[dict], int, str]:
         raise TypeError(f"{where} must be a dict, got {type(record).__name__}")
     if "messages" in record:
         messages = record["messages"]
-        if not isinstance(messages, list) or len(messages) < 2 or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages):
-            raise ValueError(f"{where}: 'messages' must be a list of at least two "
-                             "{'role': str, 'content': str} dicts")
+        if (
+            not isinstance(messages, list)
+            or len(messages) < 2
+            or not all(
+                isinstance(m, dict)
+                and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)
+                for m in messages
+            )
+        ):
+            raise ValueError(
+                f"{where}: 'messages' must be a list of at least two "
+                "{'role': str, 'content': str} dicts"
+            )
         if messages[-1]["role"] != "assistant":
-            raise ValueError(f"{where}: the last message must be the assistant's answer, "
-                             f"got role {messages[-1]['role']!r}")
+            raise ValueError(
+                f"{where}: the last message must be the assistant's answer, "
+                f"got role {messages[-1]['role']!r}"
+            )
         users = [i for i, m in enumerate(messages[:-1]) if m["role"] == "user"]
         if not users:
             raise ValueError(f"{where}: no 'user' message before the answer")
         return [dict(m) for m in messages[:-1]], users[-1], messages[-1]["content"]
     if isinstance(record.get("prompt"), str) and isinstance(record.get("response"), str):
         return [{"role": "user", "content": record["prompt"]}], 0, record["response"]
-    raise ValueError(f"{where} needs 'prompt' and 'response' strings, or 'messages'; got keys {sorted(record)}")
+    raise ValueError(
+        f"{where} needs 'prompt' and 'response' strings, or 'messages'; got keys {sorted(record)}"
+    )
 
 
 def _template_ids(messages: list[dict], tokenizer) -> list[int]:
@@ -213,7 +249,9 @@ def _template_ids(messages: list[dict], tokenizer) -> list[int]:
     marker (``add_generation_prompt=True``); for the course GPT (``tokenizer=None``), ``TEMPLATE``."""
     if tokenizer is None:
         if len(messages) != 1:
-            raise ValueError("the course GPT's template has one prompt; use a chat model for multi-turn records")
+            raise ValueError(
+                "the course GPT's template has one prompt; use a chat model for multi-turn records"
+            )
         return encode(TEMPLATE.format(code=messages[0]["content"])).tolist()
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if not isinstance(ids, list):  # transformers 5 may return an encoding
@@ -234,8 +272,12 @@ def _drop_tokens(text: str, n: int, tokenizer) -> str:
         return text[: max(0, len(text) - math.ceil(n * per_token))]
 
 
-def response_ids(response: str, tokenizer, eos: bool = True,  # notebook 09 §8
-                 end_id: int | None = None) -> list[int]:
+def response_ids(
+    response: str,
+    tokenizer,
+    eos: bool = True,  # notebook 09 §8
+    end_id: int | None = None,
+) -> list[int]:
     """The answer's tokens and, with ``eos``, the end token: ``end_id`` if given (the template's
     end-of-turn token, notebook 09 §10), else the tokenizer's EOS (``EOS`` for the course GPT)."""
     if tokenizer is None:
@@ -243,7 +285,9 @@ def response_ids(response: str, tokenizer, eos: bool = True,  # notebook 09 §8
     ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
     end = tokenizer.eos_token_id if end_id is None else end_id
     if eos and end is None:
-        raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token to the model's end-of-turn token")
+        raise ValueError(
+            "the tokenizer has no eos_token: set tokenizer.eos_token to the model's end-of-turn token"
+        )
     return ids + [end] if eos else ids
 
 
@@ -268,8 +312,14 @@ def prompt_ids(record, tokenizer, max_len: int | None = None) -> list[int] | Non
         n = min(n - 1, len(_drop_tokens(content[:n], over, tokenizer)))  # always progresses
 
 
-def record_example(record, tokenizer, max_len: int, mask: bool = True,  # notebook 09 §8
-                   eos: bool = True, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def record_example(
+    record,
+    tokenizer,
+    max_len: int,
+    mask: bool = True,  # notebook 09 §8
+    eos: bool = True,
+    end_id: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(input_ids, labels)`` of one record, at most ``max_len`` tokens; ``None`` if it cannot fit.
 
     The prompt goes through the model's own chat template with the assistant marker, exactly as
@@ -286,8 +336,13 @@ def record_example(record, tokenizer, max_len: int, mask: bool = True,  # notebo
     return _example(prompt, answer, mask)
 
 
-def encode_records(records, tokenizer, max_len: int, mask: bool = True,  # notebook 09 §8
-                   eos: bool = True) -> tuple[list, int]:
+def encode_records(
+    records,
+    tokenizer,
+    max_len: int,
+    mask: bool = True,  # notebook 09 §8
+    eos: bool = True,
+) -> tuple[list, int]:
     """``(examples, dropped)``: ``record_example`` for every record; those that cannot fit are
     dropped, counted, and a warning says how many (raise ``max_len`` or shorten the answers)."""
     examples, dropped = [], 0
@@ -299,8 +354,11 @@ def encode_records(records, tokenizer, max_len: int, mask: bool = True,  # noteb
         else:
             examples.append(ex)
     if dropped:
-        warnings.warn(f"{dropped} of {len(records)} records cannot fit max_len={max_len} even with an empty "
-                      "prompt (template + response + EOS is longer): dropped", stacklevel=2)
+        warnings.warn(
+            f"{dropped} of {len(records)} records cannot fit max_len={max_len} even with an empty "
+            "prompt (template + response + EOS is longer): dropped",
+            stacklevel=2,
+        )
     return examples, dropped
 
 
@@ -325,18 +383,24 @@ def write_jsonl(records, path: str | os.PathLike) -> Path:  # notebook 09 §8
     for i, record in enumerate(records):
         _record_parts(record, f"record {i}")
     path = Path(path)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     return path
 
 
-def split_records(records, val_share: float = 0.1, seed: int = 0) -> tuple[list, list]:  # notebook 09 §8
+def split_records(
+    records, val_share: float = 0.1, seed: int = 0
+) -> tuple[list, list]:  # notebook 09 §8
     """``(train, held_out)``: a seeded shuffle, then the last ``val_share`` of it held out."""
     if not 0 < val_share < 1:
         raise ValueError(f"val_share must be between 0 and 1 (exclusive), got {val_share}")
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = max(1, round(val_share * len(records)))
     if n_val >= len(records):
-        raise ValueError(f"{len(records)} records are too few to hold out {val_share:.0%} and train on the rest")
+        raise ValueError(
+            f"{len(records)} records are too few to hold out {val_share:.0%} and train on the rest"
+        )
     return [records[i] for i in order[:-n_val]], [records[i] for i in order[-n_val:]]
 
 
@@ -346,8 +410,9 @@ def pair_record(pair: Pair, max_code_chars: int = 600) -> dict:  # notebook 09 �
 
 
 @torch.no_grad()  # notebook 09 §8
-def answer_records(model: nn.Module, tokenizer, records, max_new_tokens: int = 32,
-                   batch_size: int = 16) -> list[tuple[str, bool]]:
+def answer_records(
+    model: nn.Module, tokenizer, records, max_new_tokens: int = 32, batch_size: int = 16
+) -> list[tuple[str, bool]]:
     """Greedy answers to each record's prompt: ``(text, stopped)``, stopped = it ended with EOS.
 
     Batched with **left** padding: every prompt then ends where generation starts (right padding
@@ -357,15 +422,25 @@ def answer_records(model: nn.Module, tokenizer, records, max_new_tokens: int = 3
     model.eval()
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    pad = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id  # masked out: any id will do
+    pad = (
+        eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    )  # masked out: any id will do
     out = []
     for i in range(0, len(records), batch_size):
         prompts = [prompt_ids(r, tokenizer) for r in records[i : i + batch_size]]
         T = max(len(p) for p in prompts)
         ids = torch.tensor([[pad] * (T - len(p)) + p for p in prompts], device=device)
-        attention = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
-        gen = model.generate(input_ids=ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=eos, pad_token_id=pad)[:, T:].tolist()
+        attention = torch.tensor(
+            [[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device
+        )
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )[:, T:].tolist()
         for row in gen:
             stopped = eos in row
             row = row[: row.index(eos)] if stopped else row
@@ -379,8 +454,15 @@ def stop_rate(answers: list[tuple[str, bool]]) -> float:  # notebook 09 §8
     return sum(stopped for _, stopped in answers) / max(1, len(answers))
 
 
-def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bool = True,  # notebook 09 §6
-                 max_code_chars: int = 600, end_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def chat_example(
+    pair: Pair,
+    tokenizer,
+    max_len: int,
+    mask: bool = True,
+    eos: bool = True,  # notebook 09 §6
+    max_code_chars: int = 600,
+    end_id: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, labels)`` for a Hugging Face chat model: ``record_example`` of ``pair_record(pair)``.
 
     The prompt is the user turn (``INSTRUCTION`` + the code's head) plus the template's "assistant
@@ -389,15 +471,21 @@ def chat_example(pair: Pair, tokenizer, max_len: int, mask: bool = True, eos: bo
     (``recipe.end_of_turn_id``, notebook 09 §10), which differs from EOS in Gemma's template.
     Over ``max_len``, the code is shortened: marker, summary and end token stay.
     """
-    example = record_example(pair_record(pair, max_code_chars), tokenizer, max_len, mask, eos, end_id)
+    example = record_example(
+        pair_record(pair, max_code_chars), tokenizer, max_len, mask, eos, end_id
+    )
     if example is None:
-        raise ValueError(f"max_len {max_len} cannot hold the chat template and the summary of {pair.name!r} "
-                         "even without code; use a longer max_len")
+        raise ValueError(
+            f"max_len {max_len} cannot hold the chat template and the summary of {pair.name!r} "
+            "even without code; use a longer max_len"
+        )
     return example
 
 
 # notebook 09 §2
-def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(
+    examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int
+) -> dict[str, torch.Tensor]:
     """Right-pad a batch: ``input_ids`` with ``pad_id``, ``labels`` with ``IGNORE``, and the mask.
 
     With causal attention, padding on the right never changes what the real tokens see.
@@ -412,7 +500,9 @@ def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> d
 
 
 # notebook 09 §2
-def logits_of(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def logits_of(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Next-token logits (batch, T, vocab) from the course GPT or a Hugging Face causal LM."""
     if hasattr(model, "cfg") and hasattr(model, "blocks"):  # the course GPT
         return model(input_ids)[0]
@@ -420,7 +510,9 @@ def logits_of(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
 
 
 # notebook 09 §2
-def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+def response_loss(
+    model: nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy (nats) of each labelled token given the tokens before it; ``IGNORE`` skipped.
 
     Position t predicts token t+1, so logits drop their last position and labels their first.
@@ -429,8 +521,12 @@ def response_loss(model: nn.Module, batch: dict[str, torch.Tensor], reduction: s
     ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
     mask = batch.get("attention_mask")
     logits = logits_of(model, ids, None if mask is None else mask.to(device))
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE, reduction=reduction)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE,
+        reduction=reduction,
+    )
 
 
 @torch.no_grad()  # notebook 09 §3
@@ -448,11 +544,27 @@ def evaluate_sft(model: nn.Module, examples: list, pad_id: int, batch_size: int 
     return total / max(count, 1) / math.log(2)
 
 
-def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr: float, pad_id: int,  # notebook 09 §3
-              seed: int = 0, warmup: int = 10, progress: bool = True, desc: str = "fine-tuning",
-              step_times: list | None = None, *, accumulation_steps: int = 1, max_grad_norm: float | None = None,
-              schedule: str = "constant", min_lr_ratio: float = 0.0, optimizer: str = "adamw",
-              group_by_length: bool = False, record: dict | None = None) -> list[float]:
+def train_sft(
+    model: nn.Module,
+    examples: list,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    pad_id: int,  # notebook 09 §3
+    seed: int = 0,
+    warmup: int = 10,
+    progress: bool = True,
+    desc: str = "fine-tuning",
+    step_times: list | None = None,
+    *,
+    accumulation_steps: int = 1,
+    max_grad_norm: float | None = None,
+    schedule: str = "constant",
+    min_lr_ratio: float = 0.0,
+    optimizer: str = "adamw",
+    group_by_length: bool = False,
+    record: dict | None = None,
+) -> list[float]:
     """AdamW on the trainable parameters over shuffled batches of ``examples``; the losses (nats).
 
     Linear warm-up for ``warmup`` steps, then a constant rate (QLoRA's schedule). Deterministic
@@ -479,27 +591,39 @@ def train_sft(model: nn.Module, examples: list, steps: int, batch_size: int, lr:
     positive_int(steps, "steps")
     positive_int(batch_size, "batch_size")
     positive_int(accumulation_steps, "accumulation_steps")
-    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+    if max_grad_norm is not None and not (
+        isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0
+    ):
         raise ValueError(f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
     if not examples:
         raise ValueError("examples is empty: nothing to train on")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (did you freeze everything?)")
-    learning_rate(0, steps, lr, warmup, schedule, min_lr_ratio)  # checks schedule and min_lr_ratio now
+    learning_rate(
+        0, steps, lr, warmup, schedule, min_lr_ratio
+    )  # checks schedule and min_lr_ratio now
     set_seed(seed)
     opt, chosen, why = make_optimizer(params, optimizer, lr, params[0].device)
     if group_by_length:
         order = length_grouped_order([len(ids) for ids, _ in examples], batch_size, seed)
     else:
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
-    log = dict(optimizer=chosen, optimizer_why=why, lr=[], grad_norm=[], real_tokens=0, padded_tokens=0)
+        order = torch.randperm(
+            len(examples), generator=torch.Generator().manual_seed(seed)
+        ).tolist()
+    log = dict(
+        optimizer=chosen, optimizer_why=why, lr=[], grad_norm=[], real_tokens=0, padded_tokens=0
+    )
     losses, cursor = [], 0
     model.train()
     for step in tqdm(range(steps), desc=desc, disable=not progress):
         micro = []
         for _ in range(accumulation_steps):
-            micro.append(collate([examples[order[(cursor + j) % len(order)]] for j in range(batch_size)], pad_id))
+            micro.append(
+                collate(
+                    [examples[order[(cursor + j) % len(order)]] for j in range(batch_size)], pad_id
+                )
+            )
             cursor += batch_size
         log["real_tokens"] += sum(int(b["attention_mask"].sum()) for b in micro)
         log["padded_tokens"] += sum(b["attention_mask"].numel() for b in micro)
@@ -547,4 +671,3 @@ def generate_bytes(model: nn.Module, prompt: str, max_new_tokens: int = 80) -> s
         ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], dim=1)
     model.train(was_training)
     return decode(out)
-

@@ -52,11 +52,17 @@ from .validate import integer, positive_int
 SIBLING_FORMAT = "lorakit-sibling"
 METHODS = ("adapter", "prompt_tuning", "p_tuning", "prefix_tuning", "p_tuning_v2", "ia3")
 
+
 def _is_hf_decoder(model) -> bool:
     cfg = getattr(model, "config", None)
-    return (isinstance(model, nn.Module) and hasattr(model, "get_input_embeddings")
-            and all(isinstance(getattr(cfg, k, None), int)
-                    for k in ("num_hidden_layers", "num_attention_heads", "hidden_size")))
+    return (
+        isinstance(model, nn.Module)
+        and hasattr(model, "get_input_embeddings")
+        and all(
+            isinstance(getattr(cfg, k, None), int)
+            for k in ("num_hidden_layers", "num_attention_heads", "hidden_size")
+        )
+    )
 
 
 def model_shape(model) -> dict:  # notebook 05 §5 (the GPT and a Hugging Face decoder)
@@ -67,25 +73,38 @@ def model_shape(model) -> dict:  # notebook 05 §5 (the GPT and a Hugging Face d
         return dict(n_layer=c.n_layer, n_head=c.n_head, d_model=c.d_model, context=c.context)
     if _is_hf_decoder(model):
         c = model.config
-        return dict(n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, d_model=c.hidden_size,
-                    context=getattr(c, "max_position_embeddings", 2**31 - 1))
-    raise TypeError("model must be the course GPT (lorakit.model.GPT) or a Hugging Face causal LM such as "
-                    f"LlamaForCausalLM, got {type(model).__name__}")
+        return dict(
+            n_layer=c.num_hidden_layers,
+            n_head=c.num_attention_heads,
+            d_model=c.hidden_size,
+            context=getattr(c, "max_position_embeddings", 2**31 - 1),
+        )
+    raise TypeError(
+        "model must be the course GPT (lorakit.model.GPT) or a Hugging Face causal LM such as "
+        f"LlamaForCausalLM, got {type(model).__name__}"
+    )
 
 
 def _check_fresh(model) -> None:
     """One method per base: a model already carrying a sibling method is refused."""
     if isinstance(model, (PromptTuned, PrefixTuned)) or any(
-            isinstance(m, (SerialAdapter, PrefixAttention, IA3Linear)) for m in model.modules()):
-        raise ValueError("the model already carries a parameter-efficient method; start from a fresh base "
-                         "(copy.deepcopy(base)) for each method")
+        isinstance(m, (SerialAdapter, PrefixAttention, IA3Linear)) for m in model.modules()
+    ):
+        raise ValueError(
+            "the model already carries a parameter-efficient method; start from a fresh base "
+            "(copy.deepcopy(base)) for each method"
+        )
 
 
 def _check_virtual(model, n_virtual) -> dict:
     """Virtual tokens (prompt or prefix) occupy positions: at least one must be left for text."""
     shape = model_shape(model)
-    integer(n_virtual, f"n_virtual (virtual tokens in a context of {shape['context']} positions)",
-            low=1, high=shape["context"] - 1)
+    integer(
+        n_virtual,
+        f"n_virtual (virtual tokens in a context of {shape['context']} positions)",
+        low=1,
+        high=shape["context"] - 1,
+    )
     return shape
 
 
@@ -107,7 +126,9 @@ class SoftPrompt(nn.Module):  # notebook 05 §3
 
     def forward(self) -> torch.Tensor:
         # a lookup, not the weight itself: a module output that is a leaf confuses autograd hooks
-        return self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
+        return self.embedding(
+            torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device)
+        )
 
 
 class PromptEncoder(nn.Module):  # notebook 05 §3
@@ -124,14 +145,25 @@ class PromptEncoder(nn.Module):  # notebook 05 §3
         self.encoder = encoder
         self.embedding = nn.Embedding(n_virtual, d_model)
         if encoder == "lstm":
-            self.lstm_head = nn.LSTM(d_model, hidden, num_layers=2, bidirectional=True, batch_first=True)
-            self.mlp_head = nn.Sequential(nn.Linear(2 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, d_model))
+            self.lstm_head = nn.LSTM(
+                d_model, hidden, num_layers=2, bidirectional=True, batch_first=True
+            )
+            self.mlp_head = nn.Sequential(
+                nn.Linear(2 * hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, d_model)
+            )
         else:
-            self.mlp_head = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                          nn.ReLU(), nn.Linear(hidden, d_model))
+            self.mlp_head = nn.Sequential(
+                nn.Linear(d_model, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, d_model),
+            )
 
     def forward(self) -> torch.Tensor:
-        e = self.embedding(torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device))
+        e = self.embedding(
+            torch.arange(self.embedding.num_embeddings, device=self.embedding.weight.device)
+        )
         if self.encoder == "lstm":
             return self.mlp_head(self.lstm_head(e.unsqueeze(0))[0])[0]
         return self.mlp_head(e)  # (P, d)
@@ -151,10 +183,24 @@ class PrefixEncoder(nn.Module):  # notebook 05 §4
     key/value, key/value head, head_dim).
     """
 
-    def __init__(self, n_virtual: int, n_layer: int, n_head: int, d_model: int, hidden: int | None = None,
-                 init_std: float | None = None, n_kv_head: int | None = None, head_dim: int | None = None):
+    def __init__(
+        self,
+        n_virtual: int,
+        n_layer: int,
+        n_head: int,
+        d_model: int,
+        hidden: int | None = None,
+        init_std: float | None = None,
+        n_kv_head: int | None = None,
+        head_dim: int | None = None,
+    ):
         super().__init__()
-        self.n_virtual, self.n_layer, self.n_head, self.d_model = n_virtual, n_layer, n_head, d_model
+        self.n_virtual, self.n_layer, self.n_head, self.d_model = (
+            n_virtual,
+            n_layer,
+            n_head,
+            d_model,
+        )
         self.n_kv_head = n_head if n_kv_head is None else n_kv_head
         self.head_dim = d_model // n_head if head_dim is None else head_dim
         self.d_kv = self.n_kv_head * self.head_dim
@@ -163,8 +209,9 @@ class PrefixEncoder(nn.Module):  # notebook 05 §4
             self.embedding = nn.Embedding(n_virtual, n_layer * 2 * self.d_kv)
         else:
             self.embedding = nn.Embedding(n_virtual, self.d_kv)
-            self.transform = nn.Sequential(nn.Linear(self.d_kv, hidden), nn.Tanh(),
-                                           nn.Linear(hidden, n_layer * 2 * self.d_kv))
+            self.transform = nn.Sequential(
+                nn.Linear(self.d_kv, hidden), nn.Tanh(), nn.Linear(hidden, n_layer * 2 * self.d_kv)
+            )
         if init_std is not None:
             nn.init.normal_(self.embedding.weight, std=init_std)
 
@@ -205,21 +252,29 @@ class SerialAdapter(nn.Module):  # notebook 05 §2
         return y + self.up(F.gelu(self.down(y)))
 
 
-def add_adapters(model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")) -> GPT:  # notebook 05 §2
+def add_adapters(
+    model: GPT, bottleneck: int, where: tuple[str, ...] = ("attn", "mlp")
+) -> GPT:  # notebook 05 §2
     """Houlsby adapters after the attention and the MLP of every block (in place); only the
     adapters train. ``where=("mlp",)`` gives one adapter per block (Pfeiffer et al.'s placement)."""
     if not isinstance(model, GPT):
-        raise TypeError(f"add_adapters works on the course GPT (lorakit.model.GPT), got {type(model).__name__}")
+        raise TypeError(
+            f"add_adapters works on the course GPT (lorakit.model.GPT), got {type(model).__name__}"
+        )
     positive_int(bottleneck, "bottleneck")
     if isinstance(where, str) or not where or not set(where) <= {"attn", "mlp"}:
-        raise ValueError(f"where must be a non-empty tuple drawn from ('attn', 'mlp'), got {where!r}")
+        raise ValueError(
+            f"where must be a non-empty tuple drawn from ('attn', 'mlp'), got {where!r}"
+        )
     _check_fresh(model)
     model.requires_grad_(False)
     dtype = model.lm_head.weight.dtype
     device = model.lm_head.weight.device
     for block in model.blocks:
         for name in where:
-            wrapped = SerialAdapter(getattr(block, name), model.cfg.d_model, bottleneck).to(device, dtype)
+            wrapped = SerialAdapter(getattr(block, name), model.cfg.d_model, bottleneck).to(
+                device, dtype
+            )
             setattr(block, name, wrapped)
     model.sibling_config = dict(method="adapter", bottleneck=bottleneck, where=list(where))
     return model
@@ -245,13 +300,18 @@ class IA3Linear(nn.Module):  # notebook 05 §2 (the bonus sibling)
 
 
 # notebook 05 §2 (the bonus sibling)
-def add_ia3(model: nn.Module, targets: tuple[str, ...] = ("k_proj", "v_proj", "down_proj"),
-            feedforward: tuple[str, ...] = ("down_proj",)) -> nn.Module:
+def add_ia3(
+    model: nn.Module,
+    targets: tuple[str, ...] = ("k_proj", "v_proj", "down_proj"),
+    feedforward: tuple[str, ...] = ("down_proj",),
+) -> nn.Module:
     """(IA)³ in place on the GPT or a Hugging Face decoder: a learned scale on each target layer
     (PEFT's defaults for Llama: keys, values, and the input of ``down_proj``). Only the scales train."""
     model_shape(model)  # the type check
     if isinstance(targets, str) or isinstance(feedforward, str):
-        raise TypeError(f"targets and feedforward must be tuples of module names, got {targets!r}, {feedforward!r}")
+        raise TypeError(
+            f"targets and feedforward must be tuples of module names, got {targets!r}, {feedforward!r}"
+        )
     if not set(feedforward) <= set(targets):
         raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
     _check_fresh(model)
@@ -284,15 +344,19 @@ def merge_ia3(model: nn.Module) -> list[str]:
 # ---------------------------------------------------------------- virtual tokens at the input
 
 
-def gpt_logits_from_embeddings(gpt: GPT, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # notebook 05 §3
+def gpt_logits_from_embeddings(
+    gpt: GPT, x: torch.Tensor, start: int = 0
+) -> torch.Tensor:  # notebook 05 §3
     """The GPT's forward pass from token embeddings ``x`` (B, T, d) instead of token ids:
     position embeddings (positions ``start .. start+T-1``), blocks, final norm, head.
     ``GPT.forward(idx)`` equals this applied to ``gpt.tok_emb(idx)`` (tested bit for bit), so
     soft prompts and prefixes need no change to ``lorakit.model``."""
     T = x.shape[1]
     if start + T > gpt.cfg.context:
-        raise ValueError(f"sequence length {T} after {start} virtual positions exceeds the model's context "
-                         f"{gpt.cfg.context}")
+        raise ValueError(
+            f"sequence length {T} after {start} virtual positions exceeds the model's context "
+            f"{gpt.cfg.context}"
+        )
     x = x + gpt.pos_emb(torch.arange(start, start + T, device=x.device))
     for block in gpt.blocks:
         x = block(x)
@@ -313,19 +377,30 @@ class PromptTuned(nn.Module):  # notebook 05 §3
     one batch can carry a different task.
     """
 
-    def __init__(self, base: nn.Module, prompt: nn.Module, n_virtual: int, method: str, settings: dict):
+    def __init__(
+        self, base: nn.Module, prompt: nn.Module, n_virtual: int, method: str, settings: dict
+    ):
         super().__init__()
         self.base, self.prompt, self.n_virtual = base, prompt, n_virtual
         self.sibling_config = dict(method=method, n_virtual=n_virtual, **settings)
-        if isinstance(base, GPT):  # what train()/evaluate() read: the text gets context - P positions
+        if isinstance(
+            base, GPT
+        ):  # what train()/evaluate() read: the text gets context - P positions
             self.cfg = dataclasses.replace(base.cfg, context=base.cfg.context - n_virtual)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, prompts: torch.Tensor | None = None):
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        prompts: torch.Tensor | None = None,
+    ):
         B, P = idx.shape[0], self.n_virtual
         if prompts is None:
             prompts = self.prompt().unsqueeze(0).expand(B, -1, -1)
         if isinstance(self.base, GPT):
-            x = torch.cat([prompts.to(self.base.tok_emb.weight.dtype), self.base.tok_emb(idx)], dim=1)
+            x = torch.cat(
+                [prompts.to(self.base.tok_emb.weight.dtype), self.base.tok_emb(idx)], dim=1
+            )
             logits = gpt_logits_from_embeddings(self.base, x)[:, P:]
         else:  # Hugging Face: exactly what PEFT does, inputs_embeds = [prompt; tokens]
             emb = self.base.get_input_embeddings()(idx)
@@ -335,8 +410,12 @@ class PromptTuned(nn.Module):  # notebook 05 §3
         return logits, _loss(logits, targets)
 
 
-def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | None = None,  # notebook 05 §3
-                      seed: int = 0) -> PromptTuned:
+def add_prompt_tuning(
+    model: nn.Module,
+    n_virtual: int,
+    init: torch.Tensor | None = None,  # notebook 05 §3
+    seed: int = 0,
+) -> PromptTuned:
     """Lester et al.: ``n_virtual`` trainable embeddings at the input, nothing else.
 
     Initialised, as the paper recommends, from embeddings of random vocabulary entries (``seed``),
@@ -346,18 +425,24 @@ def add_prompt_tuning(model: nn.Module, n_virtual: int, init: torch.Tensor | Non
     _check_fresh(model)
     table = model.tok_emb.weight if isinstance(model, GPT) else model.get_input_embeddings().weight
     if init is None:
-        rows = torch.randint(table.shape[0], (n_virtual,), generator=torch.Generator().manual_seed(seed))
+        rows = torch.randint(
+            table.shape[0], (n_virtual,), generator=torch.Generator().manual_seed(seed)
+        )
         init = table.detach()[rows.to(table.device)]
     elif tuple(init.shape) != (n_virtual, shape["d_model"]):
-        raise ValueError(f"init must have shape (n_virtual, d_model) = {(n_virtual, shape['d_model'])}, "
-                         f"got {tuple(init.shape)}")
+        raise ValueError(
+            f"init must have shape (n_virtual, d_model) = {(n_virtual, shape['d_model'])}, "
+            f"got {tuple(init.shape)}"
+        )
     model.requires_grad_(False)
     prompt = SoftPrompt(n_virtual, shape["d_model"], init).to(table.device, table.dtype)
     return PromptTuned(model, prompt, n_virtual, "prompt_tuning", {})
 
 
 # notebook 05 §3
-def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "mlp", seed: int = 0) -> PromptTuned:
+def add_p_tuning(
+    model: nn.Module, n_virtual: int, hidden: int, encoder: str = "mlp", seed: int = 0
+) -> PromptTuned:
     """Liu et al. (P-tuning v1): virtual tokens at the input, produced by an MLP or LSTM prompt
     encoder of width ``hidden``. Trainable: the encoder and its input table."""
     shape = _check_virtual(model, n_virtual)
@@ -375,8 +460,13 @@ def add_p_tuning(model: nn.Module, n_virtual: int, hidden: int, encoder: str = "
 # ---------------------------------------------------------------- prefixes in every layer
 
 
-def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # notebook 05 §4
-                     pk: torch.Tensor, pv: torch.Tensor) -> torch.Tensor:
+def prefix_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # notebook 05 §4
+    pk: torch.Tensor,
+    pv: torch.Tensor,
+) -> torch.Tensor:
     """Causal attention in which every query also sees ``P`` prefix keys/values.
 
     ``q, k, v``: (B, H, T, d/H); ``pk, pv``: (B, H, P, d/H). Row ``t`` attends to all ``P``
@@ -385,7 +475,9 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # noteb
     T, P = q.shape[-2], pk.shape[-2]
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     mask = torch.cat([torch.ones(T, P, dtype=torch.bool, device=q.device), causal], dim=1)
-    return F.scaled_dot_product_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask)
+    return F.scaled_dot_product_attention(
+        q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask
+    )
 
 
 class PrefixAttention(nn.Module):  # notebook 05 §4
@@ -401,7 +493,9 @@ class PrefixAttention(nn.Module):  # notebook 05 §4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.prefix is None:
-            raise RuntimeError("PrefixAttention called without a prefix: call the PrefixTuned wrapper, not its base")
+            raise RuntimeError(
+                "PrefixAttention called without a prefix: call the PrefixTuned wrapper, not its base"
+            )
         a, (B, T, d) = self.base, x.shape
         heads = lambda t: t.view(B, T, a.n_head, d // a.n_head).transpose(1, 2)  # noqa: E731
         q, k, v = heads(a.q_proj(x)), heads(a.k_proj(x)), heads(a.v_proj(x))
@@ -429,15 +523,26 @@ class PrefixTuned(nn.Module):  # notebook 05 §4
             for block in base.blocks:
                 block.attn = PrefixAttention(block.attn)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, prefix: torch.Tensor | None = None):
-        kv = self.prefix_encoder() if prefix is None else prefix.transpose(0, 1)  # (L, [B], 2, H, P, hd)
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
+    ):
+        kv = (
+            self.prefix_encoder() if prefix is None else prefix.transpose(0, 1)
+        )  # (L, [B], 2, H, P, hd)
         if isinstance(self.base, GPT):
             attns = [block.attn for block in self.base.blocks]
             try:
                 for attn, layer in zip(attns, kv):
-                    attn.prefix = (layer[0], layer[1]) if prefix is None else (layer[:, 0], layer[:, 1])
+                    attn.prefix = (
+                        (layer[0], layer[1]) if prefix is None else (layer[:, 0], layer[:, 1])
+                    )
                 x = self.base.tok_emb(idx)
-                logits = gpt_logits_from_embeddings(self.base, x, start=self.prefix_encoder.n_virtual)
+                logits = gpt_logits_from_embeddings(
+                    self.base, x, start=self.prefix_encoder.n_virtual
+                )
             finally:
                 for attn in attns:
                     attn.prefix = None
@@ -451,12 +556,19 @@ class PrefixTuned(nn.Module):  # notebook 05 §4
         B, P = idx.shape[0], self.prefix_encoder.n_virtual
         cache = DynamicCache(config=self.base.config)
         for i, layer in enumerate(kv):
-            pk, pv = (layer[:, 0], layer[:, 1]) if per_row else (layer[0].expand(B, -1, -1, -1),
-                                                                 layer[1].expand(B, -1, -1, -1))
+            pk, pv = (
+                (layer[:, 0], layer[:, 1])
+                if per_row
+                else (layer[0].expand(B, -1, -1, -1), layer[1].expand(B, -1, -1, -1))
+            )
             cache.update(pk, pv, i)
         mask = torch.ones(B, P + idx.shape[1], dtype=torch.long, device=idx.device)
         # transformers 5.x renamed past_key_values to cache; pass whichever this version takes
-        name = "cache" if "cache" in inspect.signature(self.base.forward).parameters else "past_key_values"
+        name = (
+            "cache"
+            if "cache" in inspect.signature(self.base.forward).parameters
+            else "past_key_values"
+        )
         return self.base(input_ids=idx, attention_mask=mask, use_cache=True, **{name: cache}).logits
 
 
@@ -470,7 +582,9 @@ def prefix_from_tokens(gpt: GPT, tokens: torch.Tensor) -> torch.Tensor:
     layers = []
     for block in gpt.blocks:
         h = block.ln_1(x)
-        layers.append(torch.stack([block.attn.k_proj(h)[0], block.attn.v_proj(h)[0]], dim=1))  # (P, 2, d)
+        layers.append(
+            torch.stack([block.attn.k_proj(h)[0], block.attn.v_proj(h)[0]], dim=1)
+        )  # (P, 2, d)
         x = block(x)
     return torch.stack(layers, dim=1).reshape(P, -1)
 
@@ -488,9 +602,14 @@ def _init_prefix(encoder: PrefixEncoder, flat: torch.Tensor) -> None:
     last.weight.copy_(torch.linalg.lstsq(Z, flat).solution.T)
 
 
-def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = None,  # notebook 05 §4
-                      init_std: float | None = None, seed: int = 0,
-                      init_tokens: torch.Tensor | None = None) -> PrefixTuned:
+def add_prefix_tuning(
+    model: nn.Module,
+    n_virtual: int,
+    hidden: int | None = None,  # notebook 05 §4
+    init_std: float | None = None,
+    seed: int = 0,
+    init_tokens: torch.Tensor | None = None,
+) -> PrefixTuned:
     """Li & Liang: trainable keys/values for ``n_virtual`` positions in every layer.
 
     ``hidden`` = width of the reparameterisation MLP (their §4.3); ``hidden=None`` stores the
@@ -501,29 +620,51 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     shape = _check_virtual(model, n_virtual)
     if init_tokens is not None:
         if not isinstance(model, GPT):
-            raise TypeError("init_tokens works on the course GPT; for a Hugging Face model leave it None")
+            raise TypeError(
+                "init_tokens works on the course GPT; for a Hugging Face model leave it None"
+            )
         if not isinstance(init_tokens, torch.Tensor) or tuple(init_tokens.shape) != (n_virtual,):
-            got = tuple(init_tokens.shape) if isinstance(init_tokens, torch.Tensor) else type(init_tokens).__name__
-            raise ValueError(f"init_tokens must be a tensor of n_virtual = {n_virtual} token ids, got {got}")
+            got = (
+                tuple(init_tokens.shape)
+                if isinstance(init_tokens, torch.Tensor)
+                else type(init_tokens).__name__
+            )
+            raise ValueError(
+                f"init_tokens must be a tensor of n_virtual = {n_virtual} token ids, got {got}"
+            )
     if hidden is not None:
         positive_int(hidden, "hidden (the reparameterisation MLP's width)")
     kv_heads, head_dim = shape["n_head"], None
-    if not isinstance(model, GPT):  # grouped-query attention: fewer key/value heads than query heads
+    if not isinstance(
+        model, GPT
+    ):  # grouped-query attention: fewer key/value heads than query heads
         kv_heads = getattr(model.config, "num_key_value_heads", None) or shape["n_head"]
         head_dim = getattr(model.config, "head_dim", None) or shape["d_model"] // shape["n_head"]
         if shape["n_head"] % kv_heads:
-            raise ValueError(f"the query heads ({shape['n_head']}) must be a multiple of the key/value heads "
-                             f"({kv_heads}): each key/value head serves a group of query heads")
+            raise ValueError(
+                f"the query heads ({shape['n_head']}) must be a multiple of the key/value heads "
+                f"({kv_heads}): each key/value head serves a group of query heads"
+            )
     elif shape["d_model"] % shape["n_head"]:
-        raise ValueError(f"d_model {shape['d_model']} must be divisible by n_head {shape['n_head']}")
+        raise ValueError(
+            f"d_model {shape['d_model']} must be divisible by n_head {shape['n_head']}"
+        )
     _check_fresh(model)
     model.requires_grad_(False)
     ref = next(model.parameters())
     if init_std is None and hidden is None and isinstance(model, GPT):
         init_std = 0.02 * shape["d_model"] ** 0.5
     torch.manual_seed(seed)
-    encoder = PrefixEncoder(n_virtual, shape["n_layer"], shape["n_head"], shape["d_model"], hidden,
-                            init_std, n_kv_head=kv_heads, head_dim=head_dim).to(ref.device, ref.dtype)
+    encoder = PrefixEncoder(
+        n_virtual,
+        shape["n_layer"],
+        shape["n_head"],
+        shape["d_model"],
+        hidden,
+        init_std,
+        n_kv_head=kv_heads,
+        head_dim=head_dim,
+    ).to(ref.device, ref.dtype)
     if init_tokens is not None:
         _init_prefix(encoder, prefix_from_tokens(model, init_tokens.to(ref.device)))
     method = "prefix_tuning" if hidden is not None else "p_tuning_v2"
@@ -531,10 +672,17 @@ def add_prefix_tuning(model: nn.Module, n_virtual: int, hidden: int | None = Non
     return PrefixTuned(model, encoder, method, settings)
 
 
-def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = None, seed: int = 0,  # notebook 05 §4
-                    init_tokens: torch.Tensor | None = None) -> PrefixTuned:
+def add_p_tuning_v2(
+    model: nn.Module,
+    n_virtual: int,
+    init_std: float | None = None,
+    seed: int = 0,  # notebook 05 §4
+    init_tokens: torch.Tensor | None = None,
+) -> PrefixTuned:
     """P-tuning v2 (Liu et al. 2022): deep prompts in every layer = prefix tuning without the MLP."""
-    return add_prefix_tuning(model, n_virtual, hidden=None, init_std=init_std, seed=seed, init_tokens=init_tokens)
+    return add_prefix_tuning(
+        model, n_virtual, hidden=None, init_std=init_std, seed=seed, init_tokens=init_tokens
+    )
 
 
 # ---------------------------------------------------------------- counting, saving, loading
@@ -542,16 +690,26 @@ def add_p_tuning_v2(model: nn.Module, n_virtual: int, init_std: float | None = N
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:  # notebook 05 §2
     """The method's parameters alone (everything with ``requires_grad``), as CPU copies."""
-    return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: p.detach().cpu().clone().contiguous()
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 def save_sibling(model: nn.Module, path: str | os.PathLike) -> Path:  # notebook 05 §7
     """Write the method's parameters (safetensors) with its name and settings in the metadata."""
     config = getattr(model, "sibling_config", None)
     if not isinstance(config, dict):
-        raise ValueError("the model carries no sibling method (add_adapters, add_prompt_tuning, ... first)")
+        raise ValueError(
+            "the model carries no sibling method (add_adapters, add_prompt_tuning, ... first)"
+        )
     path = Path(path)
-    save_file(trainable_state(model), str(path), metadata=dict(format=SIBLING_FORMAT, config=json.dumps(config)))
+    save_file(
+        trainable_state(model),
+        str(path),
+        metadata=dict(format=SIBLING_FORMAT, config=json.dumps(config)),
+    )
     return path
 
 
@@ -575,8 +733,10 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     state, meta = read_safetensors(path)
     if meta.get("format") != SIBLING_FORMAT:
-        raise ValueError(f"{path} is not a lorakit sibling file (format={meta.get('format')!r}, "
-                         f"expected {SIBLING_FORMAT!r})")
+        raise ValueError(
+            f"{path} is not a lorakit sibling file (format={meta.get('format')!r}, "
+            f"expected {SIBLING_FORMAT!r})"
+        )
     try:
         config = json.loads(meta["config"])
         method = config["method"]
@@ -585,7 +745,9 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
     if method not in ADD:
         raise ValueError(f"{path}: unknown method {method!r}; known: {METHODS}")
     trial = ADD[method](copy.deepcopy(base), config)  # validates settings against this base
-    check_state(state, {n: p.shape for n, p in trial.named_parameters() if p.requires_grad}, f"{path}")
+    check_state(
+        state, {n: p.shape for n, p in trial.named_parameters() if p.requires_grad}, f"{path}"
+    )
     model = ADD[method](base, config)
     params = dict(model.named_parameters())
     for n, t in state.items():
@@ -596,8 +758,14 @@ def load_sibling(base: nn.Module, path: str | os.PathLike) -> nn.Module:
 # ---------------------------------------------------------------- latency (notebook §7, bench)
 
 
-def compare_latency(models: dict[str, nn.Module], batch_size: int, n_tokens: int, repeats: int = 7,  # notebook 05 §7
-                    calls: int = 10, seed: int = 0) -> dict[str, float]:
+def compare_latency(
+    models: dict[str, nn.Module],
+    batch_size: int,
+    n_tokens: int,
+    repeats: int = 7,  # notebook 05 §7
+    calls: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
     """Median seconds of one forward pass on ``batch_size × n_tokens`` real tokens, per model.
 
     Every call runs under ``torch.inference_mode()``: with autograd on, a model with trainable
@@ -639,7 +807,9 @@ def forward_flops(model: nn.Module, n_tokens: int, batch_size: int = 1) -> int: 
 
     positive_int(n_tokens, "n_tokens")
     positive_int(batch_size, "batch_size")
-    idx = torch.zeros(batch_size, n_tokens, dtype=torch.long, device=next(model.parameters()).device)
+    idx = torch.zeros(
+        batch_size, n_tokens, dtype=torch.long, device=next(model.parameters()).device
+    )
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(idx)
     return counter.get_total_flops()

@@ -56,14 +56,40 @@ def standin_settings(size: str = "learner") -> dict:  # notebook 09 §6
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     if size == "test":
-        return dict(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, context=128, steps=60, batch_size=8,
-                    lr=3e-3, weight_decay=0.1, code_bytes=1_000_000, tokenizer_bytes=300_000,
-                    dtype="float32", seed=0)
-    return dict(vocab_size=4096, hidden_size=192, intermediate_size=512, num_hidden_layers=4,
-                num_attention_heads=4, num_key_value_heads=2, context=256, steps=350, batch_size=16,
-                lr=3e-3, weight_decay=0.1, code_bytes=None, tokenizer_bytes=3_000_000,
-                dtype="bfloat16", seed=0)
+        return dict(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=160,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            context=128,
+            steps=60,
+            batch_size=8,
+            lr=3e-3,
+            weight_decay=0.1,
+            code_bytes=1_000_000,
+            tokenizer_bytes=300_000,
+            dtype="float32",
+            seed=0,
+        )
+    return dict(
+        vocab_size=4096,
+        hidden_size=192,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        context=256,
+        steps=350,
+        batch_size=16,
+        lr=3e-3,
+        weight_decay=0.1,
+        code_bytes=None,
+        tokenizer_bytes=3_000_000,
+        dtype="bfloat16",
+        seed=0,
+    )
 
 
 def _documents(code_bytes: int | None) -> list[str]:
@@ -105,29 +131,46 @@ class NextToken(nn.Module):  # notebook 09 §6
 
 
 def _versions() -> str:
-    from .hf import _transformers
     import tokenizers
 
-    return (f"Python {sys.version.split()[0]}, torch {torch.__version__}, transformers "
-            f"{_transformers().__version__}, tokenizers {tokenizers.__version__}, lorakit {__version__}, "
-            f"{platform.machine()}")
+    from .hf import _transformers
+
+    return (
+        f"Python {sys.version.split()[0]}, torch {torch.__version__}, transformers "
+        f"{_transformers().__version__}, tokenizers {tokenizers.__version__}, lorakit {__version__}, "
+        f"{platform.machine()}"
+    )
 
 
 @torch.no_grad()
 def _sample(lm: nn.Module, tokenizer, prompt: str, new_tokens: int = 40) -> str:
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
-    out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                      do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:])
+    out = lm.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return tokenizer.decode(out[0, ids.shape[1] :])
 
 
 #: prompts whose greedy continuations the card records: is it recognisably Python and English?
-SAMPLE_PROMPTS = ("def is_prime(n):\n", "class Stack:\n    def push(self, item):\n", "The for statement")
+SAMPLE_PROMPTS = (
+    "def is_prime(n):\n",
+    "class Stack:\n    def push(self, item):\n",
+    "The for statement",
+)
 
 
 # notebook 09 §6
-def train_standin(folder: str | os.PathLike | None = None, size: str = "learner", progress: bool = True,
-                  ship: bool = False) -> tuple[Path, dict]:  # notebook 09 §6
+def train_standin(
+    folder: str | os.PathLike | None = None,
+    size: str = "learner",
+    progress: bool = True,
+    ship: bool = False,
+) -> tuple[Path, dict]:  # notebook 09 §6
     """Train the stand-in from scratch and ``save_pretrained`` it with its training card.
 
     ``ship=True`` writes the learner-size model into the package (how the shipped one was made),
@@ -155,23 +198,48 @@ def train_standin(folder: str | os.PathLike | None = None, size: str = "learner"
 
     transformers = _transformers()
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=settings["hidden_size"],
-        intermediate_size=settings["intermediate_size"], num_hidden_layers=settings["num_hidden_layers"],
-        num_attention_heads=settings["num_attention_heads"], num_key_value_heads=settings["num_key_value_heads"],
-        max_position_embeddings=1024, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+        vocab_size=len(tokenizer),
+        hidden_size=settings["hidden_size"],
+        intermediate_size=settings["intermediate_size"],
+        num_hidden_layers=settings["num_hidden_layers"],
+        num_attention_heads=settings["num_attention_heads"],
+        num_key_value_heads=settings["num_key_value_heads"],
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     set_seed(settings["seed"])
     lm = transformers.LlamaForCausalLM(config)
     steps, context = settings["steps"], settings["context"]
-    hist = train_lm(NextToken(lm), train_ids, val_ids, steps=steps, batch_size=settings["batch_size"],
-                 lr=settings["lr"], seed=settings["seed"], eval_every=max(1, steps // 10),
-                 weight_decay=settings["weight_decay"], warmup=max(1, steps // 20), cosine=True,
-                 context=context, desc="pretraining the stand-in", progress=progress)
+    hist = train_lm(
+        NextToken(lm),
+        train_ids,
+        val_ids,
+        steps=steps,
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        seed=settings["seed"],
+        eval_every=max(1, steps // 10),
+        weight_decay=settings["weight_decay"],
+        warmup=max(1, steps // 20),
+        cosine=True,
+        context=context,
+        desc="pretraining the stand-in",
+        progress=progress,
+    )
     dtype = getattr(torch, settings["dtype"])
-    lm = lm.to(dtype).float().eval()  # the weights as shipped (rounded to dtype), computed in float32
-    val_bits = evaluate_lm(NextToken(lm), val_ids, settings["batch_size"], n_batches=20, context=context)
-    val_bytes = sum(len(tokenizer.decode(val_ids[i : i + 4096].tolist()).encode())
-                    for i in range(0, len(val_ids), 4096))
+    lm = (
+        lm.to(dtype).float().eval()
+    )  # the weights as shipped (rounded to dtype), computed in float32
+    val_bits = evaluate_lm(
+        NextToken(lm), val_ids, settings["batch_size"], n_batches=20, context=context
+    )
+    val_bytes = sum(
+        len(tokenizer.decode(val_ids[i : i + 4096].tolist()).encode())
+        for i in range(0, len(val_ids), 4096)
+    )
     samples = {p: _sample(lm, tokenizer, p) for p in SAMPLE_PROMPTS}
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -181,12 +249,20 @@ def train_standin(folder: str | os.PathLike | None = None, size: str = "learner"
     tokenizer.save_pretrained(folder)
     files = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.name != CARD}
     card = dict(
-        size=size, settings=settings, parameters=sum(p.numel() for p in lm.parameters()),
-        tokens=dict(train=len(train_ids), val=len(val_ids), seen=steps * settings["batch_size"] * context),
-        val_bits_per_token=val_bits, val_bits_per_byte=val_bits * len(val_ids) / max(1, val_bytes),
+        size=size,
+        settings=settings,
+        parameters=sum(p.numel() for p in lm.parameters()),
+        tokens=dict(
+            train=len(train_ids), val=len(val_ids), seen=steps * settings["batch_size"] * context
+        ),
+        val_bits_per_token=val_bits,
+        val_bits_per_byte=val_bits * len(val_ids) / max(1, val_bytes),
         history={k: v for k, v in hist.to_dict().items() if k != "seconds"},
         loss_unit="bits per token (train_bpb / val_bpb hold bits per *token* here)",
-        seconds=round(time.perf_counter() - start, 1), samples=samples, sha256=files, trained_with=_versions(),
+        seconds=round(time.perf_counter() - start, 1),
+        samples=samples,
+        sha256=files,
+        trained_with=_versions(),
         remake="lorakit.standin.train_standin(ship=True)",
     )
     (folder / CARD).write_text(json.dumps(card, indent=1))
@@ -201,7 +277,9 @@ def read_card(folder: str | os.PathLike = SHIPPED) -> dict:  # notebook 09 §6
     """The training card of a stand-in folder (settings, loss curve, sha256, versions)."""
     path = Path(folder) / CARD
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: {folder} is not a stand-in folder written by train_standin")
+        raise FileNotFoundError(
+            f"{path} is missing: {folder} is not a stand-in folder written by train_standin"
+        )
     return json.loads(path.read_text())
 
 
@@ -215,37 +293,54 @@ def verify(folder: str | os.PathLike = SHIPPED, size: str = "learner") -> dict: 
     card = read_card(folder)
     remake = "reinstall lorakit, or remake it with lorakit.standin.train_standin(ship=True)"
     if card.get("settings") != standin_settings(size):
-        raise ValueError(f"the stand-in in {folder} was trained with settings {card.get('settings')}, "
-                         f"not today's {standin_settings(size)}: {remake}")
+        raise ValueError(
+            f"the stand-in in {folder} was trained with settings {card.get('settings')}, "
+            f"not today's {standin_settings(size)}: {remake}"
+        )
     listed = card.get("sha256") or {}
     present = {f.name for f in folder.iterdir() if f.name != CARD}
     if set(listed) != present:
-        raise ValueError(f"the stand-in in {folder} has files {sorted(present)} but its card lists "
-                         f"{sorted(listed)}: {remake}")
+        raise ValueError(
+            f"the stand-in in {folder} has files {sorted(present)} but its card lists "
+            f"{sorted(listed)}: {remake}"
+        )
     for name, digest in listed.items():
         seen = _sha256(folder / name)
         if seen != digest:
-            raise ValueError(f"{folder / name}: sha256 {seen[:12]}… does not match its training card "
-                             f"({digest[:12]}…): the file was changed or damaged; {remake}")
+            raise ValueError(
+                f"{folder / name}: sha256 {seen[:12]}… does not match its training card "
+                f"({digest[:12]}…): the file was changed or damaged; {remake}"
+            )
     return card
 
 
 def standin_folder() -> Path:  # notebook 09 §6
     """The shipped stand-in's folder, checked (``verify``): pass it to ``from_pretrained``."""
     if not (SHIPPED / CARD).exists():
-        raise FileNotFoundError(f"the pretrained stand-in is missing from {SHIPPED}: reinstall lorakit, or "
-                                "make it with lorakit.standin.train_standin(ship=True)")
+        raise FileNotFoundError(
+            f"the pretrained stand-in is missing from {SHIPPED}: reinstall lorakit, or "
+            "make it with lorakit.standin.train_standin(ship=True)"
+        )
     verify(SHIPPED)
     return SHIPPED
 
 
-def bits_per_token(folder: str | os.PathLike, size: str = "learner", n_batches: int = 20) -> float:  # notebook 09 §6
+def bits_per_token(
+    folder: str | os.PathLike, size: str = "learner", n_batches: int = 20
+) -> float:  # notebook 09 §6
     """Held-out loss of a saved stand-in on today's validation stream (its own tokenizer)."""
     from .hf import load_model, load_tokenizer
 
     settings = standin_settings(size)
     tokenizer = load_tokenizer(folder, local_only=True)
-    _, val_ids = train_val_split(token_stream(tokenizer, _documents(settings["code_bytes"])), val_fraction=0.05)
+    _, val_ids = train_val_split(
+        token_stream(tokenizer, _documents(settings["code_bytes"])), val_fraction=0.05
+    )
     lm = load_model(folder, torch.float32, "cpu", local_only=True)
-    return evaluate_lm(NextToken(lm), val_ids, settings["batch_size"], n_batches=n_batches, context=settings["context"])
-
+    return evaluate_lm(
+        NextToken(lm),
+        val_ids,
+        settings["batch_size"],
+        n_batches=n_batches,
+        context=settings["context"],
+    )

@@ -19,7 +19,9 @@ def matches(path: str, target: str) -> bool:  # notebook 02 §2
     return path == target or path.endswith("." + target)
 
 
-def output_head(model: nn.Module) -> nn.Module | None:  # notebook 02 §2 ('all-linear' leaves the head alone)
+def output_head(
+    model: nn.Module,
+) -> nn.Module | None:  # notebook 02 §2 ('all-linear' leaves the head alone)
     """The layer that maps hidden states to the vocabulary (``lm_head``), if the model has one."""
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
@@ -32,15 +34,23 @@ def check_targets(targets) -> tuple[str, ...] | str:  # notebook 02 §2
         return targets
     targets = (targets,) if isinstance(targets, str) else targets
     if not isinstance(targets, (list, tuple, set)) or not all(isinstance(t, str) for t in targets):
-        raise TypeError(f"targets must be 'all-linear' or a list of module names (str), got {targets!r}")
+        raise TypeError(
+            f"targets must be 'all-linear' or a list of module names (str), got {targets!r}"
+        )
     if not targets:
-        raise ValueError("targets is empty: name at least one module, e.g. ['q_proj', 'v_proj'] or 'all-linear'")
+        raise ValueError(
+            "targets is empty: name at least one module, e.g. ['q_proj', 'v_proj'] or 'all-linear'"
+        )
     return tuple(targets)
 
 
 # notebook 02 §2 (LoRA); used again in 04 §7 (DoRA), 05 §2 ((IA)³), 08 §3 (QLoRA)
-def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (nn.Linear,),
-                    head_allowed: bool = True) -> list[str]:
+def resolve_targets(
+    model: nn.Module,
+    targets,
+    layer_types: tuple[type, ...] = (nn.Linear,),
+    head_allowed: bool = True,
+) -> list[str]:
     """The module paths ``targets`` names, in module order; checked before anything changes.
 
     Every target must match at least one layer of ``layer_types``: a typo raises instead of
@@ -50,18 +60,27 @@ def resolve_targets(model: nn.Module, targets, layer_types: tuple[type, ...] = (
     targets = check_targets(targets)
     head = output_head(model)
     skip_head = targets == "all-linear" or not head_allowed
-    candidates = [n for n, m in model.named_modules() if n and isinstance(m, layer_types)
-                  and not (skip_head and (m is head or n.split(".")[-1] == "lm_head"))]
+    candidates = [
+        n
+        for n, m in model.named_modules()
+        if n
+        and isinstance(m, layer_types)
+        and not (skip_head and (m is head or n.split(".")[-1] == "lm_head"))
+    ]
     if targets == "all-linear":
         if not candidates:
-            raise ValueError(f"{type(model).__name__} has no nn.Linear layers other than the output head: "
-                             "'all-linear' found nothing")
+            raise ValueError(
+                f"{type(model).__name__} has no nn.Linear layers other than the output head: "
+                "'all-linear' found nothing"
+            )
         return candidates
     unused = [t for t in targets if not any(matches(n, t) for n in candidates)]
     if unused:
         head_note = "" if head_allowed else " (the output head is never a target)"
-        raise ValueError(f"target(s) {unused} match no linear layer{head_note}; "
-                         f"the linear layers are: {candidates}")
+        raise ValueError(
+            f"target(s) {unused} match no linear layer{head_note}; "
+            f"the linear layers are: {candidates}"
+        )
     return [n for n in candidates if any(matches(n, t) for t in targets)]
 
 

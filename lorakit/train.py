@@ -108,7 +108,9 @@ class History:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("steps", "train_bpb", "eval_steps", "val_bpb", "seconds")}
+        return {
+            k: getattr(self, k) for k in ("steps", "train_bpb", "eval_steps", "val_bpb", "seconds")
+        }
 
 
 def train_lm(  # notebook 00 §4
@@ -147,7 +149,11 @@ def train_lm(  # notebook 00 §4
         raise ValueError("the model has no trainable parameters (every requires_grad is False)")
     device = params[0].device
     gen = torch.Generator().manual_seed(seed)
-    opt = optimizer if optimizer is not None else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = (
+        optimizer
+        if optimizer is not None
+        else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    )
     group_lrs = [group["lr"] for group in opt.param_groups]
 
     def lr_at(step: int) -> float:
@@ -176,7 +182,9 @@ def train_lm(  # notebook 00 §4
         last = step == steps - 1
         if val_data is not None and eval_every and (step % eval_every == 0 or last):
             hist.eval_steps.append(step)
-            hist.val_bpb.append(evaluate_lm(model, val_data, batch_size, eval_batches, context=context))
+            hist.val_bpb.append(
+                evaluate_lm(model, val_data, batch_size, eval_batches, context=context)
+            )
             model.train()
             bar.set_postfix(val_bpb=f"{hist.val_bpb[-1]:.3f}")
     hist.seconds = time.perf_counter() - start
@@ -205,7 +213,9 @@ def load_weights(model: GPT, path: str | os.PathLike) -> GPT:  # notebook 00 §4
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        detail = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5]]
+        detail = [
+            f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5]
+        ]
         raise ValueError(
             f"checkpoint {path} does not fit this model (config {model.cfg}): "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {detail}"
@@ -251,7 +261,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_cache(weights: Path, card: Path, key: str, cfg: GPTConfig) -> tuple[GPT | None, dict, str]:
+def _read_cache(
+    weights: Path, card: Path, key: str, cfg: GPTConfig
+) -> tuple[GPT | None, dict, str]:
     """(model, card, "") when the cache is good, else (None, {}, why it is not)."""
     if not weights.exists() and not card.exists():
         return None, {}, ""
@@ -297,15 +309,22 @@ def ship_base_model(model: GPT, info: dict, settings: dict | None = None) -> Pat
     SHIPPED.parent.mkdir(parents=True, exist_ok=True)
     save_gpt(model.cpu(), SHIPPED)
     card = {k: info[k] for k in ("key", "config", "settings", "val_bpb", "history")}
-    card.update(ship_key=_ship_key(settings), sha256=_sha256(SHIPPED),
-                trained_with=f"Python {sys.version.split()[0]}, torch {torch.__version__}, lorakit {__version__}")
+    card.update(
+        ship_key=_ship_key(settings),
+        sha256=_sha256(SHIPPED),
+        trained_with=f"Python {sys.version.split()[0]}, torch {torch.__version__}, lorakit {__version__}",
+    )
     SHIPPED.with_suffix(".json").write_text(json.dumps(card, indent=1))
     return SHIPPED
 
 
 # notebook 00 §4
-def base_model(progress: bool = True, device: torch.device | str | None = None, use_shipped: bool = True,
-               **overrides):
+def base_model(
+    progress: bool = True,
+    device: torch.device | str | None = None,
+    use_shipped: bool = True,
+    **overrides,
+):
     """The course's pretrained base GPT and a dict describing it; shipped or trained once, then cached.
 
     Returns ``(model, info)`` with ``info`` holding ``val_bpb``, the training ``history``,
@@ -317,7 +336,9 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
     settings = {**base_settings(), **overrides}
     unknown = set(overrides) - set(base_settings())
     if unknown:
-        raise ValueError(f"unknown base_model settings {sorted(unknown)}; allowed: {sorted(base_settings())}")
+        raise ValueError(
+            f"unknown base_model settings {sorted(unknown)}; allowed: {sorted(base_settings())}"
+        )
     cfg: GPTConfig = settings["config"]
     if use_shipped:  # before reading 12 MB of data: the shipped model needs none
         model, info = _read_shipped(settings)
@@ -342,9 +363,18 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
     set_seed(settings["seed"])
     model = GPT(cfg).to(device or pick_device())
     hist = train_lm(
-        model, train_data, val_data, steps=settings["steps"], batch_size=settings["batch_size"],
-        lr=settings["lr"], seed=settings["seed"], eval_every=max(1, settings["steps"] // 10),
-        warmup=max(1, settings["steps"] // 20), cosine=True, desc="pretraining base", progress=progress,
+        model,
+        train_data,
+        val_data,
+        steps=settings["steps"],
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        seed=settings["seed"],
+        eval_every=max(1, settings["steps"] // 10),
+        warmup=max(1, settings["steps"] // 20),
+        cosine=True,
+        desc="pretraining base",
+        progress=progress,
     )
     val_bpb = evaluate_lm(model, val_data, settings["batch_size"], n_batches=20)
     folder.mkdir(parents=True, exist_ok=True)
@@ -353,8 +383,14 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
     tmp_weights = weights.with_name(f"{weights.name}.tmp{os.getpid()}")
     tmp_card = card.with_name(f"{card.name}.tmp{os.getpid()}")
     save_gpt(model, tmp_weights)
-    info = dict(key=key, config=cfg.to_dict(), settings=described, val_bpb=val_bpb,
-                history=hist.to_dict(), sha256=_sha256(tmp_weights))
+    info = dict(
+        key=key,
+        config=cfg.to_dict(),
+        settings=described,
+        val_bpb=val_bpb,
+        history=hist.to_dict(),
+        sha256=_sha256(tmp_weights),
+    )
     tmp_card.write_text(json.dumps(info, indent=1))
     os.replace(tmp_weights, weights)
     os.replace(tmp_card, card)
@@ -366,9 +402,21 @@ def base_model(progress: bool = True, device: torch.device | str | None = None, 
 
 
 # notebook 03 §3 (the α slider) and §4 (the rank sweep)
-def short_lora_run(base: nn.Module, train_data: torch.Tensor, val_data: torch.Tensor, *, r: int, alpha: float,
-                   steps: int, rslora: bool = False, targets=("q_proj", "v_proj"), lr: float = 2e-3,
-                   batch_size: int = 16, seed: int = 0, eval_batches: int = 10) -> dict:
+def short_lora_run(
+    base: nn.Module,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    *,
+    r: int,
+    alpha: float,
+    steps: int,
+    rslora: bool = False,
+    targets=("q_proj", "v_proj"),
+    lr: float = 2e-3,
+    batch_size: int = 16,
+    seed: int = 0,
+    eval_batches: int = 10,
+) -> dict:
     """Train a LoRA adapter on a copy of ``base`` for ``steps`` steps; return what it measured.
 
     ``base`` is never modified (a deep copy is adapted). The result holds ``val_bpb`` (bits per
@@ -388,12 +436,26 @@ def short_lora_run(base: nn.Module, train_data: torch.Tensor, val_data: torch.Te
     model = copy.deepcopy(base).cpu()
     set_seed(seed)
     inject_lora(model, config=config)
-    hist = train_lm(model, train_data, None, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+    hist = train_lm(
+        model,
+        train_data,
+        None,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=False,
+    )
     layers = lora_layers(model)
     with torch.no_grad():
         norms = [float(torch.linalg.matrix_norm(layer.delta())) for layer in layers.values()]
     return dict(
-        r=r, alpha=alpha, rslora=rslora, steps=steps, seed=seed, scaling=config.scaling,
+        r=r,
+        alpha=alpha,
+        rslora=rslora,
+        steps=steps,
+        seed=seed,
+        scaling=config.scaling,
         val_bpb=evaluate_lm(model, val_data, batch_size, eval_batches),
         train_bpb=list(hist.train_bpb),
         dW_norm=sum(norms) / len(norms),

@@ -31,8 +31,14 @@ def positive_int(value, name: str) -> int:
     return integer(value, name, low=1)
 
 
-def number(value, name: str, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False) -> float:
+def number(
+    value,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real number (int or float, not a bool) inside the given bounds; else raise.
 
     ``low_open``/``high_open`` exclude the bound itself (``low=0, low_open=True`` means > 0).
@@ -76,7 +82,9 @@ def singular_value_list(s) -> torch.Tensor:
     if not isinstance(s, torch.Tensor):
         raise TypeError(f"singular values must be a torch.Tensor, got {type(s).__name__}")
     if s.dim() != 1 or s.numel() == 0:
-        raise ValueError(f"singular values must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
+        raise ValueError(
+            f"singular values must be a non-empty 1-D tensor, got shape {tuple(s.shape)}"
+        )
     s = s.detach().to(torch.float64)
     if (s < 0).any() or (s[1:] > s[:-1]).any():
         raise ValueError("singular values must be non-negative and sorted in decreasing order")
@@ -92,10 +100,18 @@ def lora_base(name: str, base, r: int) -> None:
     happen: ``inject_lora`` refuses a model that already has LoRA layers."""
     in_features = getattr(base, "in_features", None)
     out_features = getattr(base, "out_features", None)
-    if not isinstance(base, torch.nn.Module) or not isinstance(in_features, int) or not isinstance(out_features, int):
-        raise TypeError(f"{name}: base must be an nn.Module with integer in_features and out_features "
-                        f"(e.g. nn.Linear), got {type(base).__name__}")
+    if (
+        not isinstance(base, torch.nn.Module)
+        or not isinstance(in_features, int)
+        or not isinstance(out_features, int)
+    ):
+        raise TypeError(
+            f"{name}: base must be an nn.Module with integer in_features and out_features "
+            f"(e.g. nn.Linear), got {type(base).__name__}"
+        )
     most = min(in_features, out_features)
     if r > most:
-        raise ValueError(f"{name}: r must be between 1 and min(in, out) = {most} "
-                         f"(layer {in_features}×{out_features}), got {r}")
+        raise ValueError(
+            f"{name}: r must be between 1 and min(in, out) = {most} "
+            f"(layer {in_features}×{out_features}), got {r}"
+        )

@@ -40,14 +40,16 @@ class DoRALinear(LoRALinear):  # notebook 04 §7 (my_dora)
 
     def __init__(self, base: nn.Module, *args, **kw):
         if not isinstance(base, nn.Linear):
-            raise TypeError(f"DoRA needs an nn.Linear base (it reads W0's column norms), got {type(base).__name__}")
+            raise TypeError(
+                f"DoRA needs an nn.Linear base (it reads W0's column norms), got {type(base).__name__}"
+            )
         super().__init__(base, *args, **kw)
         with torch.no_grad():
-            self.magnitude = nn.Parameter(self._column_norm())   # out: ‖W0‖_col, as B = 0
+            self.magnitude = nn.Parameter(self._column_norm())  # out: ‖W0‖_col, as B = 0
         self._merged_delta: torch.Tensor | None = None
 
     def _W0(self) -> torch.Tensor:
-        return self.base.weight.t().to(self.A.dtype)              # in×out (nn.Linear stores out×in)
+        return self.base.weight.t().to(self.A.dtype)  # in×out (nn.Linear stores out×in)
 
     def _column_norm(self) -> torch.Tensor:
         """‖W0 + s A B‖ per output column (a norm over the inputs), out."""
@@ -60,7 +62,7 @@ class DoRALinear(LoRALinear):  # notebook 04 §7 (my_dora)
         bias = self.base.bias
         plain = y - bias if bias is not None else y
         lora = (self.dropout(x).to(self.A.dtype) @ self.A @ self.B) * self.scaling
-        factor = self.magnitude / self._column_norm().detach()   # the norm is a constant (DoRA §4.3)
+        factor = self.magnitude / self._column_norm().detach()  # the norm is a constant (DoRA §4.3)
         out = (plain.to(self.A.dtype) + lora) * factor
         out = out.to(y.dtype)
         return out + bias if bias is not None else out
@@ -77,7 +79,9 @@ class DoRALinear(LoRALinear):  # notebook 04 §7 (my_dora)
 
 
 # notebook 04 §7
-def inject_dora(model: nn.Module, targets=None, r: int | None = None, alpha: float | None = None, **kw) -> list[str]:
+def inject_dora(
+    model: nn.Module, targets=None, r: int | None = None, alpha: float | None = None, **kw
+) -> list[str]:
     """``inject_lora`` with ``DoRALinear`` layers: only A, B and the magnitudes train."""
     return inject_lora(model, targets, r, alpha, layer=DoRALinear, **kw)
 
@@ -97,22 +101,26 @@ def pissa_init(layer: LoRALinear) -> LoRALinear:
     if not isinstance(layer, LoRALinear) or isinstance(layer, DoRALinear):
         raise TypeError(f"pissa_init needs a plain LoRALinear, got {type(layer).__name__}")
     if not isinstance(layer.base, nn.Linear):
-        raise TypeError(f"PiSSA needs an nn.Linear base (it takes W0's SVD), got {type(layer.base).__name__}")
+        raise TypeError(
+            f"PiSSA needs an nn.Linear base (it takes W0's SVD), got {type(layer.base).__name__}"
+        )
     if layer.merged:
         raise ValueError("the layer is merged: unmerge_lora first (PiSSA rewrites W0)")
     weight = layer.base.weight
-    V, S, Uh = torch.linalg.svd(weight.float(), full_matrices=False)   # weight (out×in) = V S Uh
+    V, S, Uh = torch.linalg.svd(weight.float(), full_matrices=False)  # weight (out×in) = V S Uh
     r, s = layer.config.r, layer.scaling
     root = torch.sqrt(S[:r] / s)
-    A = Uh[:r].t() * root                 # in×r
-    B = root[:, None] * V[:, :r].t()      # r×out
+    A = Uh[:r].t() * root  # in×r
+    B = root[:, None] * V[:, :r].t()  # r×out
     layer.A.copy_(A.to(layer.A.dtype))
     layer.B.copy_(B.to(layer.B.dtype))
     weight.copy_((weight.float() - s * (A @ B).t()).to(weight.dtype))
     return layer
 
 
-def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw) -> list[str]:  # notebook 04 §7
+def inject_pissa(
+    model: nn.Module, targets: str | list[str], r: int, alpha: float, **kw
+) -> list[str]:  # notebook 04 §7
     """``inject_lora``, then ``pissa_init`` on every new layer (the residual replaces W0)."""
     names = inject_lora(model, targets, r, alpha, **kw)
     for layer in lora_layers(model).values():
@@ -123,7 +131,9 @@ def inject_pissa(model: nn.Module, targets: str | list[str], r: int, alpha: floa
 # ---------------------------------------------------------------- LoRA+
 
 
-def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> list[dict]:  # notebook 04 §7
+def loraplus_param_groups(
+    model: nn.Module, lr: float, ratio: float = 16.0
+) -> list[dict]:  # notebook 04 §7
     """Trainable parameters in two groups: ``B`` (and 1-D parameters such as DoRA's magnitude,
     as PEFT does) at ``lr · ratio``, everything else (``A``) at ``lr``. No weight decay, PEFT's
     default for LoRA+."""
@@ -136,10 +146,17 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0) -> l
         has_B |= name.endswith(".B")
         (group_B if name.endswith(".B") or p.ndim == 1 else group_A).append(p)
     if not has_B:
-        raise ValueError("no trainable LoRA B found: inject LoRA (inject_lora) before building the optimizer")
-    return [dict(params=group_A, lr=lr, weight_decay=0.0), dict(params=group_B, lr=lr * ratio, weight_decay=0.0)]
+        raise ValueError(
+            "no trainable LoRA B found: inject LoRA (inject_lora) before building the optimizer"
+        )
+    return [
+        dict(params=group_A, lr=lr, weight_decay=0.0),
+        dict(params=group_B, lr=lr * ratio, weight_decay=0.0),
+    ]
 
 
-def loraplus_optimizer(model: nn.Module, lr: float, ratio: float = 16.0) -> torch.optim.AdamW:  # notebook 04 §7
+def loraplus_optimizer(
+    model: nn.Module, lr: float, ratio: float = 16.0
+) -> torch.optim.AdamW:  # notebook 04 §7
     """AdamW with LoRA+'s two learning rates (B's is ``ratio`` × A's; the paper suggests 16)."""
     return torch.optim.AdamW(loraplus_param_groups(model, lr, ratio))

@@ -27,8 +27,11 @@ from importlib import metadata
 #: package -> (oldest version, the call that needs it)
 FLOORS: dict[str, tuple[str, str]] = {
     "transformers": ("4.56", "AutoModelForCausalLM.from_pretrained(..., dtype=...)"),
-    "peft": ("0.13", "LoraConfig(target_modules='all-linear', use_dora=...), create_loraplus_optimizer, "
-                     "init_lora_weights='pissa'/'olora'"),
+    "peft": (
+        "0.13",
+        "LoraConfig(target_modules='all-linear', use_dora=...), create_loraplus_optimizer, "
+        "init_lora_weights='pissa'/'olora'",
+    ),
     "bitsandbytes": ("0.47", "4-bit NF4/FP4 quantization on the CPU backend"),
 }
 
@@ -48,7 +51,11 @@ def version_key(version: str) -> tuple:
     release = [int(x) for x in match.group(1).split(".")]
     release += [0] * (3 - len(release))
     rest = match.group(2)
-    pre = bool(_PRE.match(rest)) if rest and not rest.startswith(("+", ".post", "post", "-post")) else False
+    pre = (
+        bool(_PRE.match(rest))
+        if rest and not rest.startswith(("+", ".post", "post", "-post"))
+        else False
+    )
     return (*release, 0 if pre else 1)
 
 
@@ -79,5 +86,7 @@ def require(package: str, installed: str | None = None) -> None:
     floor, why = FLOORS[package]
     installed = installed if installed is not None else installed_version(package)
     if installed is not None and not at_least(installed, floor):
-        raise ImportError(f"{package} {installed} is too old: lorakit needs {package}>={floor} for {why}. "
-                          f"Upgrade with: pip install -U '{package}>={floor}'")
+        raise ImportError(
+            f"{package} {installed} is too old: lorakit needs {package}>={floor} for {why}. "
+            f"Upgrade with: pip install -U '{package}>={floor}'"
+        )

@@ -14,7 +14,7 @@ slider uses ``continuous_update=False`` (it recomputes when the handle is releas
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -37,8 +37,12 @@ def rank_reconstruction(W: torch.Tensor, r: int) -> dict:  # notebook 03 §1
     norm = float(s.square().sum().sqrt())
     rel = lowrank.tail_error(s, r) / norm if norm > 0 else 0.0
     return dict(
-        r=r, W_r=W_r.float(), rel_error=rel, energy=1.0 - rel**2,
-        params_full=m * n, params_lowrank=r * (m + n),
+        r=r,
+        W_r=W_r.float(),
+        rel_error=rel,
+        energy=1.0 - rel**2,
+        params_full=m * n,
+        params_lowrank=r * (m + n),
     )
 
 
@@ -65,16 +69,28 @@ def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:  # note
     lim = float(Wf.abs().max()) or 1.0
     grey = Wf.min() >= 0  # an image (non-negative): grey scale; a weight: diverging colours
     cmap, vmin = ("gray", 0.0) if grey else ("RdBu_r", -lim)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw=dict(width_ratios=[1, 1, 1.1]),
-                             layout="constrained")
-    for ax, M, title in ((axes[0], Wf, f"{name} ({W.shape[0]}×{W.shape[1]})"),
-                         (axes[1], W_r, f"best rank-{r} approximation")):
-        im = ax.imshow(M.numpy(), cmap=cmap, vmin=vmin, vmax=lim, aspect="auto", interpolation="nearest")
+    fig, axes = plt.subplots(
+        1, 3, figsize=(13, 4), gridspec_kw=dict(width_ratios=[1, 1, 1.1]), layout="constrained"
+    )
+    for ax, M, title in (
+        (axes[0], Wf, f"{name} ({W.shape[0]}×{W.shape[1]})"),
+        (axes[1], W_r, f"best rank-{r} approximation"),
+    ):
+        im = ax.imshow(
+            M.numpy(), cmap=cmap, vmin=vmin, vmax=lim, aspect="auto", interpolation="nearest"
+        )
         ax.set_title(title)
         ax.set_xlabel("column")
         ax.set_ylabel("row")
-    fig.colorbar(im, ax=axes[:2], location="bottom", label="entry value (same colour scale in both)",
-                 fraction=0.05, pad=0.02, shrink=0.6)
+    fig.colorbar(
+        im,
+        ax=axes[:2],
+        location="bottom",
+        label="entry value (same colour scale in both)",
+        fraction=0.05,
+        pad=0.02,
+        shrink=0.6,
+    )
     ranks = torch.arange(1, len(errors) + 1)
     axes[2].plot(ranks.numpy(), errors.numpy(), color="C0")
     axes[2].plot([r], [rec["rel_error"]], "o", color="C3", label=f"r = {r}: {rec['rel_error']:.3f}")
@@ -84,8 +100,10 @@ def rank_figure(W: torch.Tensor, r: int, name: str = "W") -> plt.Figure:  # note
     axes[2].set_ylabel("relative error ‖W − W_r‖_F / ‖W‖_F")
     axes[2].legend(loc="upper right")
     axes[2].set_title("error = tail of the singular values")
-    fig.suptitle(f"rank {r} keeps {100 * rec['energy']:.1f} % of {name}'s energy (= 1 − relative error² "
-                 f"= 1 − {rec['rel_error']:.3f}²) with {rec['params_lowrank'] / rec['params_full']:.1%} of its numbers")
+    fig.suptitle(
+        f"rank {r} keeps {100 * rec['energy']:.1f} % of {name}'s energy (= 1 − relative error² "
+        f"= 1 − {rec['rel_error']:.3f}²) with {rec['params_lowrank'] / rec['params_full']:.1%} of its numbers"
+    )
     return fig
 
 
@@ -96,7 +114,9 @@ def _check_runs(runs: dict, alpha) -> dict:
     if not runs:
         raise ValueError("runs is empty: run at least one α first")
     if alpha not in runs:
-        raise ValueError(f"alpha must be one of the α values that were run, {sorted(runs)}, got {alpha!r}")
+        raise ValueError(
+            f"alpha must be one of the α values that were run, {sorted(runs)}, got {alpha!r}"
+        )
     return runs[alpha]
 
 
@@ -111,7 +131,9 @@ def alpha_readout(runs: dict, alpha: float) -> str:  # notebook 03 §3
     )
 
 
-def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt.Figure:  # notebook 03 §3
+def alpha_figure(
+    runs: dict, alpha: float, base_bpb: float | None = None
+) -> plt.Figure:  # notebook 03 §3
     """Two panels: the training curve at the chosen α (others faint), and the final validation
     loss and ‖ΔW‖ against α (log scale), the chosen α marked."""
     run = _check_runs(runs, alpha)
@@ -119,8 +141,13 @@ def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     for a in alphas:
         chosen = a == alpha
-        left.plot(runs[a]["train_bpb"], color="C3" if chosen else "0.8", lw=2 if chosen else 1,
-                  label=f"α = {a:g}" if chosen else None, zorder=3 if chosen else 1)
+        left.plot(
+            runs[a]["train_bpb"],
+            color="C3" if chosen else "0.8",
+            lw=2 if chosen else 1,
+            label=f"α = {a:g}" if chosen else None,
+            zorder=3 if chosen else 1,
+        )
     if base_bpb is not None:
         left.axhline(base_bpb, color="k", ls="--", lw=1, label=f"frozen base {base_bpb:.3f}")
     left.set_xlabel("step")
@@ -142,8 +169,15 @@ def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt
     for a, v in zip(alphas, vals):
         if v > top:
             right.plot([a], [top], "^", color="C3", ms=9, clip_on=False)
-            right.annotate(f"{v:.2f} (off scale)", (a, top), textcoords="offset points", xytext=(-4, -14),
-                           ha="right", fontsize=8, color="C3")
+            right.annotate(
+                f"{v:.2f} (off scale)",
+                (a, top),
+                textcoords="offset points",
+                xytext=(-4, -14),
+                ha="right",
+                fontsize=8,
+                color="C3",
+            )
     right.set_ylim(lo - pad, top)
     right.plot([alpha], [min(run["val_bpb"], top)], "o", ms=12, mfc="none", mec="C3", mew=2)
     right.set_xscale("log", base=2)
@@ -160,7 +194,9 @@ def alpha_figure(runs: dict, alpha: float, base_bpb: float | None = None) -> plt
     twin.set_ylim(low, low * (max(norms) / low) ** (1 / 0.75))
     twin.set_ylabel("mean ‖ΔW‖_F (log scale)", color="C2")
     right.set_title("larger α, larger ΔW; the best α lies in between")
-    fig.suptitle(f"α = {alpha:g} (scaling {run['scaling']:.3g}): val loss {run['val_bpb']:.3f} bits/byte")
+    fig.suptitle(
+        f"α = {alpha:g} (scaling {run['scaling']:.3g}): val loss {run['val_bpb']:.3f} bits/byte"
+    )
     fig.tight_layout()
     return fig
 
@@ -198,9 +234,16 @@ def rank_slider(matrices, r: int = 8):  # notebook 03 §2
         lowrank.singular_values(W)  # validates: a non-empty 2-D tensor
     first = next(iter(matrices))
     top = min(matrices[first].shape)
-    slider = widgets.IntSlider(value=max(1, min(r, top)), min=1, max=top, step=1, description="rank r",
-                               continuous_update=False, style={"description_width": "initial"},
-                               layout=widgets.Layout(width="500px"))
+    slider = widgets.IntSlider(
+        value=max(1, min(r, top)),
+        min=1,
+        max=top,
+        step=1,
+        description="rank r",
+        continuous_update=False,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="500px"),
+    )
     dropdown = widgets.Dropdown(options=list(matrices), value=first, description="matrix")
     readout = widgets.HTML()
     readout.add_class("lorakit-rank-readout")
@@ -231,8 +274,13 @@ def rank_slider(matrices, r: int = 8):  # notebook 03 §2
     return box
 
 
-def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: float | None = None,  # notebook 03 §3
-                 base_bpb: float | None = None, cache: dict | None = None):
+def alpha_slider(
+    run: Callable[[float], dict],
+    alphas: Sequence[float],
+    alpha: float | None = None,  # notebook 03 §3
+    base_bpb: float | None = None,
+    cache: dict | None = None,
+):
     """A ``SelectionSlider`` "alpha α" over a cached ``run(alpha) -> result`` (a ``short_lora_run``).
 
     Each α is trained once and kept in ``cache`` (pass the dict you filled beforehand to make
@@ -248,8 +296,13 @@ def alpha_slider(run: Callable[[float], dict], alphas: Sequence[float], alpha: f
     value = alphas[len(alphas) // 2] if alpha is None else alpha
     if value not in alphas:
         raise ValueError(f"alpha must be one of alphas {alphas}, got {value!r}")
-    slider = widgets.SelectionSlider(options=alphas, value=value, description="alpha α",
-                                     continuous_update=False, layout=widgets.Layout(width="500px"))
+    slider = widgets.SelectionSlider(
+        options=alphas,
+        value=value,
+        description="alpha α",
+        continuous_update=False,
+        layout=widgets.Layout(width="500px"),
+    )
     readout = widgets.HTML()
     readout.add_class("lorakit-alpha-readout")
     out = widgets.Output()

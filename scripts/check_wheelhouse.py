@@ -16,6 +16,7 @@ Runs with the standard library plus `packaging`, taken from pip's vendored copy 
 interpreter has no `packaging` of its own (a fresh venv has only pip). `make lab` / `make test`
 call it when WHEELHOUSE is set; `make wheelhouse` calls it on the folder it has just built.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,18 @@ class Wheel:
         """The wheel's Requires-Dist lines (from its *.dist-info/METADATA)."""
         if self._requires is None:
             with zipfile.ZipFile(self.path) as z:
-                meta = next((n for n in z.namelist()
-                             if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+                meta = next(
+                    (
+                        n
+                        for n in z.namelist()
+                        if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+                    ),
+                    None,
+                )
                 if meta is None:
-                    raise ValueError(f"{self.path.name} is not a valid wheel: it has no *.dist-info/METADATA")
+                    raise ValueError(
+                        f"{self.path.name} is not a valid wheel: it has no *.dist-info/METADATA"
+                    )
                 headers = HeaderParser().parsestr(z.read(meta).decode("utf-8", "replace"))
             self._requires = headers.get_all("Requires-Dist") or []
         return self._requires
@@ -69,7 +78,9 @@ def read_wheelhouse(folder: Path) -> dict[str, list[Wheel]]:
         try:
             wheel = Wheel(path)
         except Exception as e:  # a file named *.whl that is not one: say so, do not crash
-            raise SystemExit(f"check_wheelhouse: {path} is not a wheel file name pip accepts ({e})") from None
+            raise SystemExit(
+                f"check_wheelhouse: {path} is not a wheel file name pip accepts ({e})"
+            ) from None
         wheels.setdefault(wheel.name, []).append(wheel)
     return wheels
 
@@ -96,7 +107,7 @@ def missing_wheels(roots: list[tuple[str, str]], wheels: dict[str, list[Wheel]])
     """Walk the dependency graph from `roots` ((requirement, who asked) pairs); return one message
     per project that no compatible wheel in `wheels` satisfies, naming who needs it and why not."""
     accepted = set(sys_tags())
-    needed_by: dict[str, list[str]] = {}   # missing project -> "who (specifier)" entries
+    needed_by: dict[str, list[str]] = {}  # missing project -> "who (specifier)" entries
     why_not: dict[str, str] = {}
     unreadable: list[str] = []
     seen: set[tuple[str, str, frozenset]] = set()
@@ -122,35 +133,53 @@ def missing_wheels(roots: list[tuple[str, str]], wheels: dict[str, list[Wheel]])
             elif not fitting:
                 why = "the wheelhouse has only " + ", ".join(w.path.name for w in have)
             else:
-                why = (f"no wheel for this Python/platform ({next(iter(sys_tags()))}), only "
-                       + ", ".join(w.path.name for w in fitting))
+                why = (
+                    f"no wheel for this Python/platform ({next(iter(sys_tags()))}), only "
+                    + ", ".join(w.path.name for w in fitting)
+                )
             needed_by.setdefault(name, []).append(f"{who} ({req.specifier or 'any version'})")
             why_not[name] = why
             continue
-        wheel = max(usable, key=lambda w: w.version)   # the one pip would pick
+        wheel = max(usable, key=lambda w: w.version)  # the one pip would pick
         for dep in wheel.requires():
             dep_req = Requirement(dep)
             extras = req.extras or {""}
             if dep_req.marker is None or any(dep_req.marker.evaluate({"extra": e}) for e in extras):
                 dep_req.marker = None
                 todo.append((str(dep_req), f"{wheel.name} {wheel.version}"))
-    return unreadable + [f"missing wheel: {name}, needed by {'; '.join(sorted(set(needed_by[name])))}: "
-                         f"{why_not[name]}" for name in sorted(needed_by)]
+    return unreadable + [
+        f"missing wheel: {name}, needed by {'; '.join(sorted(set(needed_by[name])))}: "
+        f"{why_not[name]}"
+        for name in sorted(needed_by)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("wheelhouse", type=Path, help="the folder of .whl files")
-    parser.add_argument("-r", "--requirement", type=Path, action="append", default=[],
-                        help="a requirements file the install uses (repeatable)")
-    parser.add_argument("--project", type=Path, help="a project installed from source (-e .): "
-                        "its build backend and dependencies must be in the wheelhouse too")
+    parser.add_argument(
+        "-r",
+        "--requirement",
+        type=Path,
+        action="append",
+        default=[],
+        help="a requirements file the install uses (repeatable)",
+    )
+    parser.add_argument(
+        "--project",
+        type=Path,
+        help="a project installed from source (-e .): "
+        "its build backend and dependencies must be in the wheelhouse too",
+    )
     parser.add_argument("extra", nargs="*", help="more requirements, e.g. pip")
     args = parser.parse_intermixed_args(argv)
 
     if not args.wheelhouse.is_dir():
-        print(f"check_wheelhouse: WHEELHOUSE={args.wheelhouse} is not a folder. Build one with "
-              "`make wheelhouse` (on a machine with internet) and point WHEELHOUSE at it.", file=sys.stderr)
+        print(
+            f"check_wheelhouse: WHEELHOUSE={args.wheelhouse} is not a folder. Build one with "
+            "`make wheelhouse` (on a machine with internet) and point WHEELHOUSE at it.",
+            file=sys.stderr,
+        )
         return 1
     wheels = read_wheelhouse(args.wheelhouse)
     roots = [(line, str(f)) for f in args.requirement for line in read_requirement_lines(f)]
@@ -163,12 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     problems = missing_wheels(roots, wheels)
     count = sum(len(v) for v in wheels.values())
     if problems:
-        print(f"check_wheelhouse: {args.wheelhouse} ({count} wheels) cannot install offline on this "
-              f"Python ({sys.version.split()[0]}, {next(iter(sys_tags()))}):", file=sys.stderr)
+        print(
+            f"check_wheelhouse: {args.wheelhouse} ({count} wheels) cannot install offline on this "
+            f"Python ({sys.version.split()[0]}, {next(iter(sys_tags()))}):",
+            file=sys.stderr,
+        )
         for p in problems:
             print(f"  {p}", file=sys.stderr)
-        print("Rebuild it with `make wheelhouse` on a machine of the same platform and Python, "
-              "or add the wheel(s) named above to the folder.", file=sys.stderr)
+        print(
+            "Rebuild it with `make wheelhouse` on a machine of the same platform and Python, "
+            "or add the wheel(s) named above to the folder.",
+            file=sys.stderr,
+        )
         return 1
     print(f"check_wheelhouse: {args.wheelhouse} covers every requirement ({count} wheels).")
     return 0

@@ -25,8 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
-                   r"\(https://colab\.research\.google\.com/github/[^)]*\)")
+BADGE = re.compile(
+    r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
+    r"\(https://colab\.research\.google\.com/github/[^)]*\)"
+)
 MARK = "# Colab only"
 
 
@@ -35,25 +37,31 @@ def settings(root: Path = ROOT) -> dict[str, str]:
     text = (root / "pyproject.toml").read_text()
     colab = re.search(r"^\[tool\.lorakit\.colab\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
     if colab is None:
-        raise SystemExit("pyproject.toml has no [tool.lorakit.colab] table (repository = ..., ref = ...)")
+        raise SystemExit(
+            "pyproject.toml has no [tool.lorakit.colab] table (repository = ..., ref = ...)"
+        )
     found = dict(re.findall(r'^(\w+)\s*=\s*"([^"]*)"', colab.group(1), re.M))
     found["version"] = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", found.get("repository", "")) or not found.get("ref"):
-        raise SystemExit(f"[tool.lorakit.colab] needs repository = \"owner/name\" and ref = \"tag or commit\", "
-                         f"got {found}")
+        raise SystemExit(
+            f'[tool.lorakit.colab] needs repository = "owner/name" and ref = "tag or commit", '
+            f"got {found}"
+        )
     return found
 
 
 def badge(name: str, s: dict) -> str:
-    return ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"(https://colab.research.google.com/github/{s['repository']}/blob/{s['ref']}/notebooks/{name}.ipynb)")
+    return (
+        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{s['repository']}/blob/{s['ref']}/notebooks/{name}.ipynb)"
+    )
 
 
 def install_cell(extras: str, s: dict) -> str:
     """The first code cell of every notebook (without a trailing newline)."""
     what = "lorakit and its reference libraries" if extras else "lorakit"
     wheel = f"lorakit-{s['version']}-py3-none-any.whl"
-    return f'''{MARK}: install {what} (does nothing anywhere else).
+    return f"""{MARK}: install {what} (does nothing anywhere else).
 # Written by scripts/colab.py from pyproject.toml [tool.lorakit.colab]: a fork edits that, not this.
 import sys
 
@@ -62,11 +70,11 @@ if "google.colab" in sys.modules:
     import subprocess
 
     uploaded = sorted(glob.glob("/content/lorakit-*.whl"))  # a wheel uploaded by hand wins
-    source = "file://" + uploaded[-1] if uploaded else "git+https://github.com/{s['repository']}@{s['ref']}"
+    source = "file://" + uploaded[-1] if uploaded else "git+https://github.com/{s["repository"]}@{s["ref"]}"
     if subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"lorakit{extras} @ {{source}}"]).returncode:
         raise SystemExit(f"Installing lorakit from {{source}} failed (pip says why above). Instead: on your "
                          "computer, in the course folder, run `make wheel`; upload dist/{wheel} "
-                         "with Colab's Files panel (left), then run this cell again.")'''
+                         "with Colab's Files panel (left), then run this cell again.")"""
 
 
 def _extras(cell: str) -> str:
@@ -113,17 +121,23 @@ def main(argv=None) -> int:
     changes = pending()
     if "--check" in argv:
         for path in changes:
-            print(f"{path.relative_to(ROOT)}: badge or install cell differs from pyproject.toml "
-                  "[tool.lorakit.colab]; run python scripts/colab.py")
+            print(
+                f"{path.relative_to(ROOT)}: badge or install cell differs from pyproject.toml "
+                "[tool.lorakit.colab]; run python scripts/colab.py"
+            )
         return 1 if changes else 0
     for path, text in changes.items():
         path.write_text(text)
         print(f"rewrote {path.relative_to(ROOT)}")
     print(f"every notebook installs lorakit from github.com/{s['repository']} at {s['ref']}")
-    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", s["ref"]], cwd=ROOT, capture_output=True)
+    known = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", s["ref"]], cwd=ROOT, capture_output=True
+    )
     if known.returncode:
-        print(f"note: {s['ref']} is not a tag or commit in this clone yet: create it (git tag {s['ref']}) "
-              "and push it before a workshop, or the install cell fails and says what to do")
+        print(
+            f"note: {s['ref']} is not a tag or commit in this clone yet: create it (git tag {s['ref']}) "
+            "and push it before a workshop, or the install cell fails and says what to do"
+        )
     return 0
 
 

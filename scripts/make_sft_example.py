@@ -5,6 +5,7 @@
 400 characters. Run: ``python scripts/make_sft_example.py`` (the file differs slightly between
 Python versions; the shipped one was built once and is data, not a test fixture).
 """
+
 import os
 import sys
 
@@ -20,8 +21,10 @@ def main() -> None:
     step = len(pairs) / N
     records = [sft.pair_record(pairs[int(i * step)], MAX_CODE_CHARS) for i in range(N)]
     path = sft.write_jsonl(records, sft.EXAMPLE_JSONL)
-    print(f"{len(records)} records from {len(pairs)} pairs ({sys.version.split()[0]}) -> {path}, "
-          f"{path.stat().st_size / 1024:.0f} KB")
+    print(
+        f"{len(records)} records from {len(pairs)} pairs ({sys.version.split()[0]}) -> {path}, "
+        f"{path.stat().st_size / 1024:.0f} KB"
+    )
 
 
 if __name__ == "__main__":

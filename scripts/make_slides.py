@@ -32,6 +32,7 @@ reference by a relative path: the whole DIR can be copied to a USB stick and ope
 with a browser and no internet. Writes DIR/NN_name.slides.html and DIR/index.html (default DIR:
 notebooks/_build/slides/). tests/test_slides.py measures every slide in Chromium.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,36 +49,51 @@ from widget_states import STATE_MIME
 DEFAULT_OUT = REPO / "notebooks" / "_build" / "slides"
 TEMPLATE_DIR = REPO / "scripts" / "slides_template"
 NPM_CACHE = REPO / ".cache" / "npm"
-EXECUTED = REPO / ".cache" / "slides"            # executed copies, for --reuse
-WIDGET_STATES = Path(__file__).with_name("widget_states.py")   # sent to the kernel
+EXECUTED = REPO / ".cache" / "slides"  # executed copies, for --reuse
+WIDGET_STATES = Path(__file__).with_name("widget_states.py")  # sent to the kernel
 # (npm package@version, files to keep: a path prefix inside the package)
 ASSETS = {
-    "reveal.js": ("reveal.js@4.6.0", ("dist/reveal.js", "dist/reveal.css", "dist/theme/white.css",
-                                      "dist/theme/fonts/source-sans-pro/", "plugin/notes/", "LICENSE")),
-    "mathjax": ("mathjax@3.2.2", ("es5/tex-chtml.js", "es5/output/chtml/fonts/woff-v2/", "LICENSE")),
+    "reveal.js": (
+        "reveal.js@4.6.0",
+        (
+            "dist/reveal.js",
+            "dist/reveal.css",
+            "dist/theme/white.css",
+            "dist/theme/fonts/source-sans-pro/",
+            "plugin/notes/",
+            "LICENSE",
+        ),
+    ),
+    "mathjax": (
+        "mathjax@3.2.2",
+        ("es5/tex-chtml.js", "es5/output/chtml/fonts/woff-v2/", "LICENSE"),
+    ),
 }
 ASSETS_DIR = "_assets"
 # Slide geometry, in CSS pixels of reveal.js's 1280x720 canvas (scripts/slides_template sets the
 # fonts; tests/test_slides.py measures the decks in Chromium). The estimates below are deliberately
 # pessimistic: a slide left a little empty is fine, one taller than the screen is not.
 SLIDE_W, SLIDE_H = 1280, 720
-BODY_PX, CODE_PX = 30, 24   # reveal's margin scales these by 1/1.02 at 1280x720: 29.4 and 23.5 px
-BODY_LINE, CODE_LINE = 41, 32          # line heights (CSS: 1.35 and 1.3)
-BODY_CHARS, CODE_CHARS = 66, 80        # characters per line before a line wraps (body: an average)
-HEIGHT_BUDGET = 590                    # px of content per slide before a section is cut
-IMAGE_MAX_H = 480                      # CSS max-height of a figure (see the template)
-CELL_GAP = 14                          # px between two cells
-LONG_CODE = 12                         # code longer than this many (wrapped) lines is folded
-LONG_OUTPUT = 12                       # text output longer than this is cut, the rest folded
+BODY_PX, CODE_PX = 30, 24  # reveal's margin scales these by 1/1.02 at 1280x720: 29.4 and 23.5 px
+BODY_LINE, CODE_LINE = 41, 32  # line heights (CSS: 1.35 and 1.3)
+BODY_CHARS, CODE_CHARS = 66, 80  # characters per line before a line wraps (body: an average)
+HEIGHT_BUDGET = 590  # px of content per slide before a section is cut
+IMAGE_MAX_H = 480  # CSS max-height of a figure (see the template)
+CELL_GAP = 14  # px between two cells
+LONG_CODE = 12  # code longer than this many (wrapped) lines is folded
+LONG_OUTPUT = 12  # text output longer than this is cut, the rest folded
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 NBVAL_MARK = re.compile(r"^# NBVAL_[A-Z_]+[^\n]*\n", re.M)
 LIST_ITEM = re.compile(r"\s{0,3}([-*+]|\d+\.) ")
 COLAB_BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)\s*")
-FAST_NOTE = ("*Built in test mode (`make slides FAST=1`): small models and short runs, so the numbers "
-             "are not the course's. Build with `make slides` for the real ones.*")
+FAST_NOTE = (
+    "*Built in test mode (`make slides FAST=1`): small models and short runs, so the numbers "
+    "are not the course's. Build with `make slides` for the real ones.*"
+)
 
 
 # ---------------------------------------------------------------- slide metadata (pure functions)
+
 
 def is_colab_install(cell) -> bool:
     return cell.cell_type == "code" and 'if "google.colab" in sys.modules:' in cell.source
@@ -130,7 +146,7 @@ def table_row_height(row: str) -> int:
 
 def markdown_height(source: str) -> int:
     """Estimated px of a markdown cell: headings, paragraphs, list items, table rows, display math."""
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", source)       # links show their text only
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", source)  # links show their text only
     height, in_math = 0, False
     for line in text.split("\n"):
         stripped = line.strip()
@@ -143,7 +159,7 @@ def markdown_height(source: str) -> int:
             in_math = (in_math + opens) % 2 == 1
             continue
         if not stripped:
-            height += BODY_LINE // 2                   # paragraph spacing
+            height += BODY_LINE // 2  # paragraph spacing
         elif stripped.startswith("# "):
             height += 80 * wrapped(stripped, 34) + 20
         elif stripped.startswith("## "):
@@ -151,11 +167,13 @@ def markdown_height(source: str) -> int:
         elif stripped.startswith("### "):
             height += 52 * wrapped(stripped, 52) + 14
         elif re.fullmatch(r"\|?\s*:?-{3,}.*", stripped):
-            continue                                     # a table's |---| line
+            continue  # a table's |---| line
         elif stripped.startswith("|"):
             height += table_row_height(stripped)
         else:
-            height += BODY_LINE * wrapped(stripped, BODY_CHARS - 4 * (len(line) - len(line.lstrip())) // 2)
+            height += BODY_LINE * wrapped(
+                stripped, BODY_CHARS - 4 * (len(line) - len(line.lstrip())) // 2
+            )
     return height + BODY_LINE // 2
 
 
@@ -219,22 +237,28 @@ def paragraphs_that_fit(text: str) -> list[str]:
     into pieces of at most HEIGHT_BUDGET px each."""
     if markdown_height(text) <= HEIGHT_BUDGET:
         return [text]
-    blocks, current, in_math = [], [], False   # (separator before it, text)
+    blocks, current, in_math = [], [], False  # (separator before it, text)
     sep = "\n\n"
     for line in text.split("\n"):
         if not in_math and current and (not line.strip() or LIST_ITEM.match(line)):
             blocks.append((sep, "\n".join(current)))
-            current, sep = [], "\n\n" if not line.strip() else "\n"   # a list item: same list
+            current, sep = [], "\n\n" if not line.strip() else "\n"  # a list item: same list
             if not line.strip():
                 continue
         current.append(line)
         in_math = (in_math + line.count("$$")) % 2 == 1
     if current:
         blocks.append((sep, "\n".join(current)))
-    blocks = [(sep if k == 0 else "\n\n", part) for sep, block in blocks
-              for k, part in enumerate(table_parts(block))]
-    blocks = [(sep if k == 0 else "\n\n", part) for sep, block in blocks
-              for k, part in enumerate(sentence_parts(block))]
+    blocks = [
+        (sep if k == 0 else "\n\n", part)
+        for sep, block in blocks
+        for k, part in enumerate(table_parts(block))
+    ]
+    blocks = [
+        (sep if k == 0 else "\n\n", part)
+        for sep, block in blocks
+        for k, part in enumerate(sentence_parts(block))
+    ]
     pieces: list[str] = []
     for sep, block in blocks:
         if pieces and markdown_height(pieces[-1] + sep + block) <= HEIGHT_BUDGET:
@@ -253,7 +277,7 @@ def sentence_parts(block: str) -> list[str]:
     for k, ch in enumerate(text):
         if ch == "$":
             in_math = not in_math
-        elif not in_math and ch == " " and text[k - 1] in ".:;" and text[k + 1:k + 2].isupper():
+        elif not in_math and ch == " " and text[k - 1] in ".:;" and text[k + 1 : k + 2].isupper():
             sentences.append(text[start:k])
             start = k + 1
     sentences.append(text[start:])
@@ -270,13 +294,19 @@ def table_parts(block: str) -> list[str]:
     """A markdown table too tall for a slide, cut between rows; each part repeats the header."""
     lines = block.split("\n")
     rows = [k for k, line in enumerate(lines) if line.strip().startswith("|")]
-    if markdown_height(block) <= HEIGHT_BUDGET or len(rows) < 4 or not re.fullmatch(
-            r"\|?\s*:?-{3,}.*", lines[rows[1]].strip()):
+    if (
+        markdown_height(block) <= HEIGHT_BUDGET
+        or len(rows) < 4
+        or not re.fullmatch(r"\|?\s*:?-{3,}.*", lines[rows[1]].strip())
+    ):
         return [block]
-    before, header, body = lines[:rows[0]], lines[rows[0]:rows[0] + 2], lines[rows[0] + 2:]
+    before, header, body = lines[: rows[0]], lines[rows[0] : rows[0] + 2], lines[rows[0] + 2 :]
     parts, current = [], before + header
     for line in body:
-        if len(current) > len(header) and markdown_height("\n".join(current + [line])) > HEIGHT_BUDGET:
+        if (
+            len(current) > len(header)
+            and markdown_height("\n".join(current + [line])) > HEIGHT_BUDGET
+        ):
             parts.append("\n".join(current))
             current = list(header)
         current.append(line)
@@ -289,8 +319,13 @@ def fold_long_output(output, nbformat):
     <details> element that opens on a click (and scrolls inside itself)."""
     import html
 
-    text = output.get("text") if output.get("output_type") == "stream" else \
-        "".join(output.get("data", {}).get("text/plain", "")) if set(output.get("data", {})) == {"text/plain"} else None
+    text = (
+        output.get("text")
+        if output.get("output_type") == "stream"
+        else "".join(output.get("data", {}).get("text/plain", ""))
+        if set(output.get("data", {})) == {"text/plain"}
+        else None
+    )
     if text is None or wrapped(text.rstrip("\n"), CODE_CHARS) <= LONG_OUTPUT:
         return output
     lines = text.rstrip("\n").split("\n")
@@ -300,10 +335,12 @@ def fold_long_output(output, nbformat):
         if shown > LONG_OUTPUT - 2:
             break
         head.append(line)
-    rest = lines[len(head):]
-    body = (f'<div class="lorakit-fold"><pre>{html.escape(chr(10).join(head))}</pre>'
-            f'<details><summary>{len(rest)} more lines</summary>'
-            f'<pre>{html.escape(chr(10).join(rest))}</pre></details></div>')
+    rest = lines[len(head) :]
+    body = (
+        f'<div class="lorakit-fold"><pre>{html.escape(chr(10).join(head))}</pre>'
+        f"<details><summary>{len(rest)} more lines</summary>"
+        f"<pre>{html.escape(chr(10).join(rest))}</pre></details></div>"
+    )
     return nbformat.v4.new_output("display_data", data={"text/html": body, "text/plain": text})
 
 
@@ -321,20 +358,20 @@ def state_cells(cell, notebook_name: str, nbformat) -> list:
     for output in cell.get("outputs", []):
         data = output.get("data", {})
         if STATE_MIME in data and data[STATE_MIME].get("end"):
-            current = None                        # the outputs after the widget's
+            current = None  # the outputs after the widget's
         elif STATE_MIME in data:
             current = {"record": data[STATE_MIME], "outputs": []}
             states.append(current)
         elif WIDGET_MIME in data and not is_progress_bar(output):
-            states.append(None)                   # a widget whose states were not drawn
+            states.append(None)  # a widget whose states were not drawn
         elif WIDGET_MIME in data:
-            continue                              # a progress bar has nothing to show on a slide
+            continue  # a progress bar has nothing to show on a slide
         elif current is not None:
             current["outputs"].append(output)
         else:
             kept.append(output)
     if not states:
-        if len(kept) != len(cell.get("outputs", [])):   # progress bars were dropped
+        if len(kept) != len(cell.get("outputs", [])):  # progress bars were dropped
             cell = copy.deepcopy(cell)
             cell.outputs = kept
         return [cell]
@@ -343,14 +380,20 @@ def state_cells(cell, notebook_name: str, nbformat) -> list:
     out = [cell]
     drawn = [s for s in states if s]
     if not drawn:
-        out.append(nbformat.v4.new_markdown_cell(f"*A slider goes here: live in JupyterLab ({notebook_name}).*"))
+        out.append(
+            nbformat.v4.new_markdown_cell(
+                f"*A slider goes here: live in JupyterLab ({notebook_name}).*"
+            )
+        )
     for k, state in enumerate(drawn, 1):
         record = state["record"]
         lines = [f"**{record['label']}** (slider position {k} of {len(drawn)}; live in JupyterLab)"]
         lines += [f"\n{r}" for r in record.get("readouts") or []]
         shown = [nbformat.v4.new_output("display_data", data={"text/markdown": "\n".join(lines)})]
         if record.get("stdout"):
-            shown.append(nbformat.v4.new_output("stream", name="stdout", text=record["stdout"] + "\n"))
+            shown.append(
+                nbformat.v4.new_output("stream", name="stdout", text=record["stdout"] + "\n")
+            )
         piece = nbformat.v4.new_code_cell("# " + record["label"])
         piece.metadata["tags"] = ["remove_input"]
         piece.metadata["lorakit_state"] = True
@@ -365,7 +408,7 @@ def pieces(cell, nbformat) -> list:
     if cell.cell_type != "code":
         return [cell]
     cell = copy.deepcopy(cell)
-    cell.source = NBVAL_MARK.sub("", cell.source)   # test-harness markers mean nothing on a slide
+    cell.source = NBVAL_MARK.sub("", cell.source)  # test-harness markers mean nothing on a slide
     tags = cell.metadata.setdefault("tags", [])
     if "remove_input" not in tags and wrapped(cell.source, CODE_CHARS) > LONG_CODE:
         tags.append("fold_input")
@@ -376,14 +419,16 @@ def pieces(cell, nbformat) -> list:
     first.outputs = []
     out = [first] if "remove_input" not in tags else []
     groups: list[list] = []
-    for output in cell.outputs:   # consecutive outputs stay together while they fit
+    for output in cell.outputs:  # consecutive outputs stay together while they fit
         if groups and sum(map(output_height, groups[-1] + [output])) + CELL_GAP <= HEIGHT_BUDGET:
             groups[-1].append(output)
         else:
             groups.append([output])
     for group in groups:
         piece = copy.deepcopy(cell)
-        piece.metadata["tags"] = [t for t in tags if t not in ("fold_input", "remove_input")] + ["remove_input"]
+        piece.metadata["tags"] = [t for t in tags if t not in ("fold_input", "remove_input")] + [
+            "remove_input"
+        ]
         piece.outputs = group
         out.append(piece)
     return out
@@ -404,11 +449,14 @@ def mark_slides(nb, fast: bool = False, name: str = ""):
         for c in state_cells(cell, name or "the notebook", nbformat):
             cells.extend(pieces(c, nbformat))
     if fast:
-        first = next((c for c in cells if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")), None)
+        first = next(
+            (c for c in cells if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")),
+            None,
+        )
         if first is not None:
             first.source = first.source.rstrip() + "\n\n" + FAST_NOTE
     seen = set()
-    for k, cell in enumerate(cells):   # pieces of one cell share its id: nbformat wants them unique
+    for k, cell in enumerate(cells):  # pieces of one cell share its id: nbformat wants them unique
         if cell.get("id") in seen:
             cell.id = f"{cell.id[:40]}-{k}"
         seen.add(cell.get("id"))
@@ -419,11 +467,17 @@ def mark_slides(nb, fast: bool = False, name: str = ""):
         cell.metadata.setdefault("tags", [])
         text = cell.source.lstrip()
         height = cell_height(cell)
-        if is_colab_install(cell) or is_exercise_answer(cell) or not (cell.source.strip() or cell.get("outputs")):
+        if (
+            is_colab_install(cell)
+            or is_exercise_answer(cell)
+            or not (cell.source.strip() or cell.get("outputs"))
+        ):
             kind = "skip"
         elif cell.cell_type == "markdown" and (first_markdown or text.startswith("## ")):
             kind, first_markdown = "slide", False
-        elif cell.cell_type == "markdown" and (text.startswith("### ") or text.startswith("**Exercise")):
+        elif cell.cell_type == "markdown" and (
+            text.startswith("### ") or text.startswith("**Exercise")
+        ):
             kind = "subslide"
         elif used and used + height > HEIGHT_BUDGET:
             kind = "subslide"
@@ -442,11 +496,12 @@ def expected_slides(nb) -> tuple[int, int]:
     kinds = [c.metadata.get("slideshow", {}).get("slide_type", "-") for c in nb.cells]
     visible = [k for k in kinds if k not in ("skip", "notes")]
     if visible:
-        visible[0] = "slide"   # nbconvert makes the first visible cell a slide
+        visible[0] = "slide"  # nbconvert makes the first visible cell a slide
     return visible.count("slide"), sum(k in ("slide", "subslide") for k in visible)
 
 
 # ---------------------------------------------------------------- assets from the npm registry
+
 
 def fetch_assets(out: Path) -> Path:
     """Put reveal.js and MathJax under out/_assets (npm pack once; tarballs cached in .cache/npm)."""
@@ -459,16 +514,34 @@ def fetch_assets(out: Path) -> Path:
         if not tarball.exists():
             npm = shutil.which("npm")
             if npm is None:
-                raise SystemExit(f"make_slides: {spec} is needed in {tarball} and `npm` is not installed "
-                                 "to fetch it (install Node.js, or copy that file there)")
-            run = subprocess.run([npm, "pack", spec, "--prefer-offline", "--silent",
-                                  "--pack-destination", str(NPM_CACHE)], capture_output=True, text=True)
+                raise SystemExit(
+                    f"make_slides: {spec} is needed in {tarball} and `npm` is not installed "
+                    "to fetch it (install Node.js, or copy that file there)"
+                )
+            run = subprocess.run(
+                [
+                    npm,
+                    "pack",
+                    spec,
+                    "--prefer-offline",
+                    "--silent",
+                    "--pack-destination",
+                    str(NPM_CACHE),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if run.returncode != 0 or not tarball.exists():
-                raise SystemExit(f"make_slides: `npm pack {spec}` failed ({run.returncode}): "
-                                 f"{run.stderr.strip()[-500:]}")
+                raise SystemExit(
+                    f"make_slides: `npm pack {spec}` failed ({run.returncode}): "
+                    f"{run.stderr.strip()[-500:]}"
+                )
         with tarfile.open(tarball) as tar:
-            members = [m for m in tar.getmembers() if m.isfile()
-                       and m.name.removeprefix("package/").startswith(keep)]
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.removeprefix("package/").startswith(keep)
+            ]
             for m in members:
                 m.name = m.name.removeprefix("package/")
             safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
@@ -477,6 +550,7 @@ def fetch_assets(out: Path) -> Path:
 
 
 # ---------------------------------------------------------------- execute and convert
+
 
 def scrub_paths(text: str) -> str:
     """The deck without this machine's paths (tracebacks, warnings, cache folders print them)."""
@@ -494,7 +568,6 @@ def scrub_paths(text: str) -> str:
     return text
 
 
-
 def to_slides(nb) -> str:
     from nbconvert import SlidesExporter
     from traitlets.config import Config
@@ -502,11 +575,16 @@ def to_slides(nb) -> str:
     config = Config()
     config.TagRemovePreprocessor.remove_input_tags = {"remove_input"}
     config.TagRemovePreprocessor.enabled = True
-    exporter = SlidesExporter(config=config, extra_template_basedirs=[str(TEMPLATE_DIR)],
-                              template_name="lorakit_reveal",
-                              reveal_url_prefix=f"{ASSETS_DIR}/reveal.js", reveal_theme="white",
-                              reveal_width=str(SLIDE_W), reveal_height=str(SLIDE_H),
-                              mathjax_url=f"{ASSETS_DIR}/mathjax/es5/tex-chtml.js")
+    exporter = SlidesExporter(
+        config=config,
+        extra_template_basedirs=[str(TEMPLATE_DIR)],
+        template_name="lorakit_reveal",
+        reveal_url_prefix=f"{ASSETS_DIR}/reveal.js",
+        reveal_theme="white",
+        reveal_width=str(SLIDE_W),
+        reveal_height=str(SLIDE_H),
+        mathjax_url=f"{ASSETS_DIR}/mathjax/es5/tex-chtml.js",
+    )
     body, _ = exporter.from_notebook_node(nb)
     return body
 
@@ -527,8 +605,13 @@ def draw_widget_states(nb, client, limit: int = 300) -> str | None:
 
     import nbformat
 
-    widgets = [(i, o["data"][WIDGET_MIME]["model_id"]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
-               for o in c.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+    widgets = [
+        (i, o["data"][WIDGET_MIME]["model_id"])
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if WIDGET_MIME in o.get("data", {})
+    ]
     if not widgets:
         return None
 
@@ -539,7 +622,7 @@ def draw_widget_states(nb, client, limit: int = 300) -> str | None:
         cell = nbformat.v4.new_code_cell(source)
         nb.cells.append(cell)
         previous = signal.signal(signal.SIGALRM, alarm)
-        signal.setitimer(signal.ITIMER_REAL, limit)   # nbclient's own timeout did not always fire
+        signal.setitimer(signal.ITIMER_REAL, limit)  # nbclient's own timeout did not always fire
         try:
             client.execute_cell(cell, len(nb.cells) - 1)
         finally:
@@ -552,22 +635,37 @@ def draw_widget_states(nb, client, limit: int = 300) -> str | None:
     try:
         run_hidden(WIDGET_STATES.read_text(encoding="utf-8"))
         for index, model_id in widgets:
-            states = [o for o in run_hidden(f"show_states({model_id!r})") if o.get("output_type") != "error"]
-            errors = [o["data"][STATE_MIME]["error"] for o in states if STATE_MIME in o.get("data", {})
-                      and o["data"][STATE_MIME].get("error")]
+            states = [
+                o
+                for o in run_hidden(f"show_states({model_id!r})")
+                if o.get("output_type") != "error"
+            ]
+            errors = [
+                o["data"][STATE_MIME]["error"]
+                for o in states
+                if STATE_MIME in o.get("data", {}) and o["data"][STATE_MIME].get("error")
+            ]
             if errors:
                 raise RuntimeError(errors[0])
             cell = nb.cells[index]
             at = next(k for k, o in enumerate(cell.outputs) if WIDGET_MIME in o.get("data", {}))
-            if any(o["data"][STATE_MIME].get("label") is None for o in states if STATE_MIME in o.get("data", {})):
-                states = []                           # nothing to move (a progress bar): dropped
+            if any(
+                o["data"][STATE_MIME].get("label") is None
+                for o in states
+                if STATE_MIME in o.get("data", {})
+            ):
+                states = []  # nothing to move (a progress bar): dropped
             else:
-                states.append(nbformat.v4.new_output("display_data", data={STATE_MIME: {"end": True}}))
-            cell.outputs[at:at + 1] = states
+                states.append(
+                    nbformat.v4.new_output("display_data", data={STATE_MIME: {"end": True}})
+                )
+            cell.outputs[at : at + 1] = states
     except Exception as e:  # noqa: BLE001 - the deck is still built, with the static figure and a line
-        print(f"note: the widget in cell {index} was not drawn at its positions "
-              f"({type(e).__name__}: {e}); the deck shows the figure before it and 'live in JupyterLab'",
-              flush=True)
+        print(
+            f"note: the widget in cell {index} was not drawn at its positions "
+            f"({type(e).__name__}: {e}); the deck shows the figure before it and 'live in JupyterLab'",
+            flush=True,
+        )
     return None
 
 
@@ -576,7 +674,9 @@ def executed_copy(path: Path, fast: bool, keep: Path = EXECUTED) -> Path:
     return keep / ("fast" if fast else "learner") / path.name
 
 
-def build(path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False, keep: Path = EXECUTED):
+def build(
+    path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False, keep: Path = EXECUTED
+):
     """Execute one notebook (``mode`` "run"; "reuse": take the copy the last run kept; "none": as
     committed), mark its slides and write the deck."""
     import nbformat
@@ -585,7 +685,9 @@ def build(path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False
     if mode == "reuse":
         kept = executed_copy(path, fast, keep)
         if not kept.exists():
-            raise FileNotFoundError(f"no executed copy of {path.name} in {kept.parent}: run without --reuse first")
+            raise FileNotFoundError(
+                f"no executed copy of {path.name} in {kept.parent}: run without --reuse first"
+            )
         nb = nbformat.read(kept, as_version=4)
     else:
         nb = nbformat.read(path, as_version=4)
@@ -599,30 +701,51 @@ def build(path: Path, out_dir: Path, timeout: int, mode: str, fast: bool = False
     target = out_dir / f"{path.stem}.slides.html"
     target.write_text(scrub_paths(to_slides(marked)), encoding="utf-8")
     slides, subslides = expected_slides(marked)
-    return target, (target.name, path.stem, f"({subslides} slides)"), error, \
-        f"{slides} sections, {subslides} slides, "
+    return (
+        target,
+        (target.name, path.stem, f"({subslides} slides)"),
+        error,
+        f"{slides} sections, {subslides} slides, ",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     def options(parser):
         how = parser.add_mutually_exclusive_group()
-        how.add_argument("--no-execute", action="store_true",
-                         help="convert the notebooks as they are (committed without outputs: no figures)")
-        how.add_argument("--reuse", action="store_true",
-                         help="convert again the copies the last run executed (kept in .cache/slides/), "
-                              "without running them")
-        parser.add_argument("--keep", type=Path, default=EXECUTED,
-                            help=f"where executed copies are kept for --reuse (default {EXECUTED})")
+        how.add_argument(
+            "--no-execute",
+            action="store_true",
+            help="convert the notebooks as they are (committed without outputs: no figures)",
+        )
+        how.add_argument(
+            "--reuse",
+            action="store_true",
+            help="convert again the copies the last run executed (kept in .cache/slides/), "
+            "without running them",
+        )
+        parser.add_argument(
+            "--keep",
+            type=Path,
+            default=EXECUTED,
+            help=f"where executed copies are kept for --reuse (default {EXECUTED})",
+        )
 
     args = arguments(__doc__.splitlines()[0], DEFAULT_OUT, argv, extra=options)
     set_environment(args.fast)
     args.out.mkdir(parents=True, exist_ok=True)
     fetch_assets(args.out)
     mode = "none" if args.no_execute else "reuse" if args.reuse else "run"
-    rows, failed = run_all(args.paths, lambda path: build(path, args.out, args.timeout, mode, args.fast, args.keep))
-    write_index(args.out, "lorakit slides", "lorakit: slides",
-                "Arrow keys move between slides (down: the section's next slide); <kbd>S</kbd> opens the "
-                "speaker view. Sliders are shown at a few positions; they are live in JupyterLab.", rows)
+    rows, failed = run_all(
+        args.paths, lambda path: build(path, args.out, args.timeout, mode, args.fast, args.keep)
+    )
+    write_index(
+        args.out,
+        "lorakit slides",
+        "lorakit: slides",
+        "Arrow keys move between slides (down: the section's next slide); <kbd>S</kbd> opens the "
+        "speaker view. Sliders are shown at a few positions; they are live in JupyterLab.",
+        rows,
+    )
     return finish(failed)
 
 

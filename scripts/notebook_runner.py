@@ -5,6 +5,7 @@ write one file per notebook and an index.html linking them, say `ok`/`FAILED` pe
 its time, and exit 1 if any failed (a failed notebook still gets its partial file, so the error
 can be read). Only what each one *writes* differs: `render_html.build` and `make_slides.build`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,16 +20,29 @@ REPO = Path(__file__).resolve().parents[1]
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
-def arguments(description: str, default_out: Path, argv: list[str] | None, extra=None) -> argparse.Namespace:
+def arguments(
+    description: str, default_out: Path, argv: list[str] | None, extra=None
+) -> argparse.Namespace:
     """Parse `notebooks... --out --fast --timeout` (+ the script's ``extra(parser)`` options);
     ``args.paths`` holds the notebooks, checked to exist."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("notebooks", nargs="*", type=Path,
-                        help="notebooks to use (default: every notebooks/NN_*.ipynb)")
-    parser.add_argument("--out", type=Path, default=default_out, help=f"output folder (default {default_out})")
-    parser.add_argument("--fast", action="store_true",
-                        help="test mode (LORAKIT_FAST=1, cache in .cache/test): smaller, quicker runs")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
+    parser.add_argument(
+        "notebooks",
+        nargs="*",
+        type=Path,
+        help="notebooks to use (default: every notebooks/NN_*.ipynb)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=default_out, help=f"output folder (default {default_out})"
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="test mode (LORAKIT_FAST=1, cache in .cache/test): smaller, quicker runs",
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=900, help="seconds allowed per cell (default 900)"
+    )
     if extra:
         extra(parser)
     args = parser.parse_args(argv)
@@ -78,18 +92,25 @@ def _execute_once(nb, path: Path, timeout: int, after=None):
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     waiting_for = ["the kernel's start-up reply"]
 
     def hung(signum, frame):
-        raise CellHang(f"{waiting_for[0]} never came while the kernel sat idle (jupyter/nbclient#312)")
+        raise CellHang(
+            f"{waiting_for[0]} never came while the kernel sat idle (jupyter/nbclient#312)"
+        )
 
     def alarm(seconds: float, what: str) -> None:
         waiting_for[0] = what
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
-    previous = signal.signal(signal.SIGALRM, hung)   # nbclient's own timeout does not fire then
+    previous = signal.signal(signal.SIGALRM, hung)  # nbclient's own timeout does not fire then
     try:
         with client.setup_kernel():
             alarm(STARTUP_LIMIT, "the kernel's start-up reply")
@@ -102,7 +123,7 @@ def _execute_once(nb, path: Path, timeout: int, after=None):
             client.set_widgets_metadata()
             if after is not None:
                 return after(client)
-    except CellExecutionError as e:       # a cell raised: its last line names the exception
+    except CellExecutionError as e:  # a cell raised: its last line names the exception
         return _last_line(e)
     except (CellTimeoutError, TimeoutError) as e:
         return f"a cell ran longer than {timeout} s ({_last_line(e)})"
@@ -154,19 +175,32 @@ def run_all(paths: list[Path], build) -> tuple[list, list[str]]:
         if error:
             failed.append(path.name)
             partial = f"; partial output in {target}" if target else ""
-            print(f"FAILED {number_of(path)}: {error}  ({path.name}, after {took:.1f} s{partial})", flush=True)
+            print(
+                f"FAILED {number_of(path)}: {error}  ({path.name}, after {took:.1f} s{partial})",
+                flush=True,
+            )
         else:
-            print(f"ok     {number_of(path)}: {path.name} -> {target} ({note}{took:.1f} s)", flush=True)
+            print(
+                f"ok     {number_of(path)}: {path.name} -> {target} ({note}{took:.1f} s)",
+                flush=True,
+            )
     return rows, failed
 
 
-def write_index(out_dir: Path, title: str, heading: str, intro: str, items: list[tuple[str, str, str]]) -> Path:
+def write_index(
+    out_dir: Path, title: str, heading: str, intro: str, items: list[tuple[str, str, str]]
+) -> Path:
     """out_dir/index.html: an ordered list of (href, name, text after the link)."""
-    lines = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(name)}</a> {html.escape(after)}</li>'
-                      for href, name, after in items)
+    lines = "\n".join(
+        f'<li><a href="{html.escape(href)}">{html.escape(name)}</a> {html.escape(after)}</li>'
+        for href, name, after in items
+    )
     index = out_dir / "index.html"
-    index.write_text(f"<!doctype html>\n<meta charset='utf-8'>\n<title>{html.escape(title)}</title>\n"
-                     f"<h1>{html.escape(heading)}</h1>\n<p>{intro}</p>\n<ol>\n{lines}\n</ol>\n", encoding="utf-8")
+    index.write_text(
+        f"<!doctype html>\n<meta charset='utf-8'>\n<title>{html.escape(title)}</title>\n"
+        f"<h1>{html.escape(heading)}</h1>\n<p>{intro}</p>\n<ol>\n{lines}\n</ol>\n",
+        encoding="utf-8",
+    )
     print(f"index: {index}")
     return index
 
@@ -174,6 +208,9 @@ def write_index(out_dir: Path, title: str, heading: str, intro: str, items: list
 def finish(failed: list[str]) -> int:
     """The exit code: 1 (and the names, on stderr) if any notebook failed."""
     if failed:
-        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)} (see FAILED above)", file=sys.stderr)
+        print(
+            f"{len(failed)} notebook(s) failed: {', '.join(failed)} (see FAILED above)",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -12,6 +12,7 @@ outputs). Figures are PNGs embedded in the HTML as data: URLs, so each file stan
 Sliders are saved as widget state; they display when the page can load the ipywidgets
 JavaScript from its CDN, and each one has a static figure drawn just before it in any case.
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     set_environment(args.fast)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, failed = run_all(args.paths, lambda path: build(path, args.out, args.timeout))
-    write_index(args.out, "lorakit notebooks", "lorakit: LoRA and QLoRA from first principles",
-                "Executed copies of the course notebooks, for reading without running anything.", rows)
+    write_index(
+        args.out,
+        "lorakit notebooks",
+        "lorakit: LoRA and QLoRA from first principles",
+        "Executed copies of the course notebooks, for reading without running anything.",
+        rows,
+    )
     return finish(failed)
 
 

@@ -14,6 +14,7 @@ into slides. Nothing is printed: the kernel buffers printed text, and a buffer f
 widget's ``Output`` is active would be routed into that widget and lost.
 Nothing here is lorakit-specific: it drives any core-ipywidgets control through its ``value``.
 """
+
 from __future__ import annotations
 
 STATE_MIME = "application/vnd.lorakit.widget-state+json"
@@ -21,10 +22,12 @@ STATE_MIME = "application/vnd.lorakit.widget-state+json"
 
 def _registry() -> dict:
     try:
-        from ipywidgets.widgets.widget import _instances   # ipywidgets >= 8
+        from ipywidgets.widgets.widget import _instances  # ipywidgets >= 8
+
         return _instances
     except ImportError:  # pragma: no cover - ipywidgets 7
         import ipywidgets
+
         return ipywidgets.Widget.widgets
 
 
@@ -42,14 +45,19 @@ def _control(widget):
     sliders = (w.IntSlider, w.FloatSlider, w.FloatLogSlider, w.SelectionSlider)
     choices = (w.Dropdown, w.ToggleButtons, w.RadioButtons)
     found = list(_walk(widget))
-    return next((c for c in found if isinstance(c, sliders)), None) or \
-        next((c for c in found if isinstance(c, choices)), None)
+    return next((c for c in found if isinstance(c, sliders)), None) or next(
+        (c for c in found if isinstance(c, choices)), None
+    )
 
 
 def _positions(control) -> list:
     """Minimum, starting value and maximum (in that order, without repeats)."""
     if hasattr(control, "options") and not hasattr(control, "min"):
-        values = [v for _, v in control._options_full] if hasattr(control, "_options_full") else list(control.options)
+        values = (
+            [v for _, v in control._options_full]
+            if hasattr(control, "_options_full")
+            else list(control.options)
+        )
         picks = [values[0], control.value, values[-1]]
     else:
         picks = [control.min, control.value, control.max]
@@ -91,7 +99,7 @@ class _Captured:
         from IPython.core.displaypub import CapturingDisplayPublisher
 
         class Publisher(CapturingDisplayPublisher):
-            def set_parent(self, parent):   # captured outputs have no parent message
+            def set_parent(self, parent):  # captured outputs have no parent message
                 pass
 
         self.publisher, self.buffer, self.errors = Publisher(), io.StringIO(), io.StringIO()
@@ -131,8 +139,9 @@ def _set(control, value):
     errors = []
     shown = ip.showtraceback
 
-    def record(exc_tuple=None, *args, **kwargs):   # interact() and Output report errors this way
+    def record(exc_tuple=None, *args, **kwargs):  # interact() and Output report errors this way
         import sys
+
         errors.append(repr((exc_tuple or sys.exc_info())[1]))
 
     ip.showtraceback = record
@@ -153,22 +162,44 @@ def show_states(model_id: str) -> None:
 
     widget = _registry().get(model_id)
     control = _control(widget) if widget is not None else None
-    if control is None:   # a progress bar (tqdm.notebook) or a display-only widget: nothing to move
-        display({STATE_MIME: {"label": None, "readouts": _readouts(widget) if widget is not None else [],
-                              "stdout": "", "error": None}}, raw=True)
+    if control is None:  # a progress bar (tqdm.notebook) or a display-only widget: nothing to move
+        display(
+            {
+                STATE_MIME: {
+                    "label": None,
+                    "readouts": _readouts(widget) if widget is not None else [],
+                    "stdout": "",
+                    "error": None,
+                }
+            },
+            raw=True,
+        )
         return
     start = control.value
     positions = _positions(control)
     for value in positions:
-        if control.value == value:   # setting an equal value fires nothing: move away first
-            other = next(v for v in positions + [start] if v != value) if len(positions) > 1 else None
+        if control.value == value:  # setting an equal value fires nothing: move away first
+            other = (
+                next(v for v in positions + [start] if v != value) if len(positions) > 1 else None
+            )
             if other is None:
                 continue
             _set(control, other)
         cap, error = _set(control, value)
-        text = cap.stdout.replace("\x1b[2K\r", "") if cap is not None else ""   # clear_output's escape
-        display({STATE_MIME: {"label": _label(control, value), "readouts": _readouts(widget),
-                              "stdout": text.rstrip("\n"), "error": error or None}}, raw=True)
+        text = (
+            cap.stdout.replace("\x1b[2K\r", "") if cap is not None else ""
+        )  # clear_output's escape
+        display(
+            {
+                STATE_MIME: {
+                    "label": _label(control, value),
+                    "readouts": _readouts(widget),
+                    "stdout": text.rstrip("\n"),
+                    "error": error or None,
+                }
+            },
+            raw=True,
+        )
         for output in cap.outputs if cap is not None else ():
             display(output["data"], metadata=output.get("metadata") or {}, raw=True)
     if control.value != start:

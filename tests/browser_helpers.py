@@ -10,6 +10,7 @@ Chromium is Debian's `/usr/bin/chromium` (installed by scripts/install_browser.s
 cannot download its own browser here. We start it ourselves with `--remote-debugging-port=0` and
 let Playwright attach over the DevTools protocol (`connect_over_cdp`), so the PID is ours.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,25 @@ JUPYTER = Path(sys.executable).with_name("jupyter")
 
 # Flags for a quiet, isolated, offline headless browser (no sandbox: we run as root in a container).
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
 ]
 
 # JupyterLab settings for the test server: fetch no news (no internet, no pop-up), and attach
 # every cell to the DOM so the test can see all prompts and outputs without scrolling.
 LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 
@@ -55,6 +65,7 @@ def free_port() -> int:
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict, str]:
     """GET without following redirects: returns (status, headers, body text)."""
+
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
@@ -129,8 +140,10 @@ def stop_process_tree(proc: subprocess.Popen, known: list[psutil.Process], name:
     psutil.wait_procs([p for p in known if _alive(p)], timeout=5)
     survivors = [p.pid for p in known if _alive(p)]
     if proc.poll() is None or survivors:
-        raise RuntimeError(f"{name}: processes still running after stop: "
-                           f"leader {proc.pid} alive={proc.poll() is None}, others {survivors}")
+        raise RuntimeError(
+            f"{name}: processes still running after stop: "
+            f"leader {proc.pid} alive={proc.poll() is None}, others {survivors}"
+        )
 
 
 class JupyterLab:
@@ -150,29 +163,47 @@ class JupyterLab:
         for d in ("runtime", "config", "data", "workspaces"):
             (workdir / d).mkdir(exist_ok=True)
         # Isolated Jupyter dirs: no user config, no user kernelspec shadowing the venv's python3.
-        self.env = dict(env, JUPYTER_RUNTIME_DIR=str(workdir / "runtime"),
-                        JUPYTER_CONFIG_DIR=str(workdir / "config"),
-                        JUPYTER_DATA_DIR=str(workdir / "data"))
+        self.env = dict(
+            env,
+            JUPYTER_RUNTIME_DIR=str(workdir / "runtime"),
+            JUPYTER_CONFIG_DIR=str(workdir / "config"),
+            JUPYTER_DATA_DIR=str(workdir / "data"),
+        )
         self.cmd = [
-            str(JUPYTER), "lab", "--no-browser",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
-            "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",   # offline: ask no website
-        ] + (["--allow-root"] if os.geteuid() == 0 else [])   # containers and CI often run as root
+            str(JUPYTER),
+            "lab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={root}",
+            f"--LabApp.user_settings_dir={settings}",
+            f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
+            "--LabApp.news_url=None",
+            "--LabApp.extension_manager=readonly",  # offline: ask no website
+        ] + (["--allow-root"] if os.geteuid() == 0 else [])  # containers and CI often run as root
         self.proc: subprocess.Popen | None = None
         self.known: list[psutil.Process] = []
 
     def start(self, timeout: float = 90) -> None:
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, cwd=self.root, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=self.root,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode} before answering; "
-                                   f"log:\n{_tail(self.log_path)}")
+                raise RuntimeError(
+                    f"jupyter lab exited with {self.proc.returncode} before answering; "
+                    f"log:\n{_tail(self.log_path)}"
+                )
             try:
                 status, _, _ = http_get(f"{self.base}/api/status?token={self.token}", timeout=3)
                 if status == 200:
@@ -180,8 +211,10 @@ class JupyterLab:
             except OSError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"jupyter lab did not answer on {self.base} within {timeout:.0f} s; "
-                           f"log:\n{_tail(self.log_path)}")
+        raise RuntimeError(
+            f"jupyter lab did not answer on {self.base} within {timeout:.0f} s; "
+            f"log:\n{_tail(self.log_path)}"
+        )
 
     def api(self, path: str, method: str = "GET"):
         sep = "&" if "?" in path else "?"
@@ -223,23 +256,38 @@ class Chromium:
     def start(self, timeout: float = 60) -> str:
         """Start the browser; return the DevTools endpoint URL for `connect_over_cdp`."""
         log = open(self.log_path, "wb")
-        cmd = [str(CHROMIUM), *CHROMIUM_FLAGS, "--remote-debugging-address=127.0.0.1",
-               "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "about:blank"]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        cmd = [
+            str(CHROMIUM),
+            *CHROMIUM_FLAGS,
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self.profile}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
-        port_file = self.profile / "DevToolsActivePort"   # Chromium writes "<port>\n<path>" here
+        port_file = self.profile / "DevToolsActivePort"  # Chromium writes "<port>\n<path>" here
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}; log:\n{_tail(self.log_path)}")
+                raise RuntimeError(
+                    f"chromium exited with {self.proc.returncode}; log:\n{_tail(self.log_path)}"
+                )
             if port_file.exists():
                 lines = port_file.read_text().split()
                 if lines and lines[0].isdigit():
                     self.known = _descendants(self.proc.pid)
                     return f"http://127.0.0.1:{lines[0]}"
             time.sleep(0.2)
-        raise RuntimeError(f"chromium wrote no DevTools port within {timeout:.0f} s; log:\n{_tail(self.log_path)}")
+        raise RuntimeError(
+            f"chromium wrote no DevTools port within {timeout:.0f} s; log:\n{_tail(self.log_path)}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -7,6 +7,7 @@ hides its overflow. tests/test_slides.py asserts on it; run it by hand on built 
 
     .venv/bin/python tests/slide_metrics.py notebooks/_build/slides/*.slides.html
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,9 @@ def measure_deck(browser, deck: Path) -> list[dict]:
     try:
         page.goto(deck.resolve().as_uri(), timeout=120_000)
         page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=60_000)
-        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=60_000)
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=60_000
+        )
         page.evaluate("() => MathJax.startup.promise")
         page.evaluate("() => document.fonts.ready")
         page.evaluate("() => Reveal.configure({transition: 'none', backgroundTransition: 'none'})")
@@ -71,7 +74,9 @@ def measure_deck(browser, deck: Path) -> list[dict]:
         for h, count in enumerate(shape):
             for v in range(count):
                 page.evaluate(f"() => Reveal.slide({h}, {v})")
-                page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+                page.wait_for_function(
+                    "() => [...document.images].every(i => i.complete)", timeout=30_000
+                )
                 record = page.evaluate(MEASURE_SLIDE)
                 record["slide"] = f"{h}/{v}"
                 records.append(record)
@@ -84,13 +89,22 @@ def summary(records: list[dict]) -> dict:
     """Slides, the smallest body and code font (px), and the slides that overflow."""
     bodies = [r["body"] for r in records if r["body"] is not None]
     codes = [r["code"] for r in records if r["code"] is not None]
-    return {"slides": len(records), "min_body_px": round(min(bodies), 1) if bodies else None,
-            "min_code_px": round(min(codes), 1) if codes else None,
-            "overflowing": [f"{r['slide']}: {r['overflow'][0]}" for r in records if r["overflow"]],
-            "small": [f"{r['slide']}: body {r['body']:.1f}px '{r['smallest']}'" for r in records
-                      if r["body"] is not None and r["body"] < MIN_BODY_PX]
-            + [f"{r['slide']}: code {r['code']:.1f}px" for r in records
-               if r["code"] is not None and r["code"] < MIN_CODE_PX]}
+    return {
+        "slides": len(records),
+        "min_body_px": round(min(bodies), 1) if bodies else None,
+        "min_code_px": round(min(codes), 1) if codes else None,
+        "overflowing": [f"{r['slide']}: {r['overflow'][0]}" for r in records if r["overflow"]],
+        "small": [
+            f"{r['slide']}: body {r['body']:.1f}px '{r['smallest']}'"
+            for r in records
+            if r["body"] is not None and r["body"] < MIN_BODY_PX
+        ]
+        + [
+            f"{r['slide']}: code {r['code']:.1f}px"
+            for r in records
+            if r["code"] is not None and r["code"] < MIN_CODE_PX
+        ],
+    }
 
 
 def measure(decks: list[Path]) -> dict[str, dict]:
@@ -103,7 +117,9 @@ def measure(decks: list[Path]) -> dict[str, dict]:
         try:
             endpoint = chromium.start()
             with sync_playwright() as pw:
-                browser = pw.chromium.connect_over_cdp(endpoint, timeout=180_000)   # slow on a busy machine
+                browser = pw.chromium.connect_over_cdp(
+                    endpoint, timeout=180_000
+                )  # slow on a busy machine
                 try:
                     for deck in decks:
                         results[deck.name] = summary(measure_deck(browser, deck))
@@ -117,12 +133,25 @@ def measure(decks: list[Path]) -> dict[str, dict]:
 if __name__ == "__main__":
     found = measure([Path(p) for p in sys.argv[1:]])
     for name, s in found.items():
-        print(f"{name}: {s['slides']} slides, body >= {s['min_body_px']} px, code >= {s['min_code_px']} px, "
-              f"{len(s['overflowing'])} overflowing")
+        print(
+            f"{name}: {s['slides']} slides, body >= {s['min_body_px']} px, code >= {s['min_code_px']} px, "
+            f"{len(s['overflowing'])} overflowing"
+        )
         for line in s["overflowing"] + s["small"]:
             print("   ", line)
     total = sum(s["slides"] for s in found.values())
-    print(json.dumps({"decks": len(found), "slides": total,
-                      "min_body_px": min((s["min_body_px"] for s in found.values() if s["min_body_px"]), default=None),
-                      "min_code_px": min((s["min_code_px"] for s in found.values() if s["min_code_px"]), default=None),
-                      "overflowing": sum(len(s["overflowing"]) for s in found.values())}))
+    print(
+        json.dumps(
+            {
+                "decks": len(found),
+                "slides": total,
+                "min_body_px": min(
+                    (s["min_body_px"] for s in found.values() if s["min_body_px"]), default=None
+                ),
+                "min_code_px": min(
+                    (s["min_code_px"] for s in found.values() if s["min_code_px"]), default=None
+                ),
+                "overflowing": sum(len(s["overflowing"]) for s in found.values()),
+            }
+        )
+    )

@@ -11,6 +11,7 @@ has its figures inside the HTML, so a reader needs nothing but a browser.
 
 Server and browser are stopped by PID in `finally` blocks (see tests/browser_helpers.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,15 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser_helpers import CHROMIUM, REPO, Chromium, JupyterLab, http_get
 
 NOTEBOOK = REPO / "notebooks" / "03_rank_and_alpha.ipynb"
 SCREENSHOT = REPO / ".cache" / "screenshots" / "03_rank_slider.png"
-SLIDER_LABEL = re.compile(r"^\s*rank\s*\$?r\$?\s*$", re.I)   # the IntSlider's description
+SLIDER_LABEL = re.compile(r"^\s*rank\s*\$?r\$?\s*$", re.I)  # the IntSlider's description
 # The readout states the error as "... error ... = <number>" (lorakit.widgets.rank_readout).
 ERROR_VALUE = re.compile(r"error[^=\n]*=\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)", re.I)
-RUN_ALL_TIMEOUT = 300     # seconds; generous: 03's budget is 60 s in test mode
-WIDGET_TIMEOUT = 60       # seconds for widgets to render / react
+RUN_ALL_TIMEOUT = 300  # seconds; generous: 03's budget is 60 s in test mode
+WIDGET_TIMEOUT = 60  # seconds for widgets to render / react
 
 
 def server_env() -> dict[str, str]:
@@ -78,22 +78,28 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
 def open_notebook(page, server: JupyterLab, rel_path: str) -> None:
     page.goto(f"{server.base}/lab/tree/{rel_path}?token={server.token}", timeout=90_000)
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
+
     # Every notebook carries ipykernel's kernelspec (tests/test_notebooks.py), so it must open
     # straight into a running kernel: a "Select Kernel" (or any other) dialog is a failure.
     def kernel_ready():
         dialog = page.locator(".jp-Dialog")
         if dialog.count():
-            raise AssertionError(f"opening {rel_path} showed a dialog: {dialog.first.inner_text()[:300]!r}")
+            raise AssertionError(
+                f"opening {rel_path} showed a dialog: {dialog.first.inner_text()[:300]!r}"
+            )
         states = server.kernel_states()
         return bool(states) and all(s == "idle" for s in states)
+
     wait_until(kernel_ready, 90, "the notebook's kernel to start and be idle")
 
 
 def run_all_cells(page, server: JupyterLab, expected: int) -> None:
     """Run menu -> Run All Cells; wait until every non-empty code cell has an execution count."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel",
-                 has_text=re.compile(r"^Run All Cells$")).click()
+    page.locator(
+        ".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel",
+        has_text=re.compile(r"^Run All Cells$"),
+    ).click()
     prompts_js = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]
                          .map(e => e.textContent.trim())"""
     errors_js = """() => [...document.querySelectorAll(
@@ -112,19 +118,31 @@ def run_all_cells(page, server: JupyterLab, expected: int) -> None:
             return
         stalled = busy == 0 and time.monotonic() - last_change > 15
         if stalled or time.monotonic() - start > RUN_ALL_TIMEOUT:
-            why = "execution stopped (a cell raised?)" if stalled else f"not done after {RUN_ALL_TIMEOUT} s"
-            raise AssertionError(f"Run All Cells: {why}; {done}/{expected} code cells ran, {busy} busy.\n"
-                                 f"error outputs:\n{page.evaluate(errors_js)[-3000:]}")
+            why = (
+                "execution stopped (a cell raised?)"
+                if stalled
+                else f"not done after {RUN_ALL_TIMEOUT} s"
+            )
+            raise AssertionError(
+                f"Run All Cells: {why}; {done}/{expected} code cells ran, {busy} busy.\n"
+                f"error outputs:\n{page.evaluate(errors_js)[-3000:]}"
+            )
         time.sleep(0.5)
 
 
 def assert_widgets_rendered(page):
     """Every widget view rendered: no 'Loading widget...' left, no 'Error displaying widget'."""
+
     def settled():
         text = page.evaluate("() => document.body.innerText")
         return ("Loading widget" not in text) and page.locator(".widget-slider").count() > 0
+
     try:
-        wait_until(settled, WIDGET_TIMEOUT, "widgets to render (.widget-slider present, no 'Loading widget...')")
+        wait_until(
+            settled,
+            WIDGET_TIMEOUT,
+            "widgets to render (.widget-slider present, no 'Loading widget...')",
+        )
     except TimeoutError as e:
         raise AssertionError(f"widgets did not render: {e}") from None
     text = page.evaluate("() => document.body.innerText")
@@ -134,7 +152,9 @@ def assert_widgets_rendered(page):
 
 def find_slider(page):
     sliders = page.locator(".widget-slider")
-    labels = [sliders.nth(i).locator(".widget-label").first.inner_text() for i in range(sliders.count())]
+    labels = [
+        sliders.nth(i).locator(".widget-label").first.inner_text() for i in range(sliders.count())
+    ]
     matches = [i for i, label in enumerate(labels) if SLIDER_LABEL.match(label)]
     assert matches, f"no slider labelled 'rank r' rendered; slider labels on the page: {labels}"
     return sliders.nth(matches[0])
@@ -148,7 +168,12 @@ def snapshot(cell) -> dict:
     lines = [ln.strip() for ln in seen["text"].splitlines()]
     error_lines = [ln for ln in lines if "error" in ln.lower()]
     values = [float(m) for ln in error_lines for m in ERROR_VALUE.findall(ln)]
-    return {"error_lines": error_lines, "error_values": values, "imgs": seen["imgs"], "text": seen["text"]}
+    return {
+        "error_lines": error_lines,
+        "error_values": values,
+        "imgs": seen["imgs"],
+        "text": seen["text"],
+    }
 
 
 def drag_slider(page, slider) -> None:
@@ -176,8 +201,13 @@ def check_slider_in_browser(notebook: Path, screenshot: Path, workdir: Path) -> 
     # A temporary copy: JupyterLab autosaves outputs, which must never reach the committed
     # notebooks. The paired NN_name.py scripts stay behind, so jupytext cannot substitute them:
     # the browser runs the .ipynb itself, as a learner opening it does (and as nbval does).
-    shutil.copytree(notebook.parent, root / "notebooks", ignore=shutil.ignore_patterns(
-        "_build", ".ipynb_checkpoints", "__pycache__", "*.safetensors", "[0-9][0-9]_*.py"))
+    shutil.copytree(
+        notebook.parent,
+        root / "notebooks",
+        ignore=shutil.ignore_patterns(
+            "_build", ".ipynb_checkpoints", "__pycache__", "*.safetensors", "[0-9][0-9]_*.py"
+        ),
+    )
     server, browser_proc = JupyterLab(root, workdir, server_env()), Chromium(workdir)
     facts: dict = {}
     page, console = None, []
@@ -187,8 +217,9 @@ def check_slider_in_browser(notebook: Path, screenshot: Path, workdir: Path) -> 
         status, _, _ = http_get(f"{server.base}/api/contents")
         assert status == 403, f"/api/contents without token answered {status}, expected 403"
         status, headers, _ = http_get(f"{server.base}/lab")
-        assert status in (302, 303) and "login" in headers.get("Location", ""), \
+        assert status in (302, 303) and "login" in headers.get("Location", ""), (
             f"/lab without token answered {status} -> {headers.get('Location')}, expected a redirect to login"
+        )
 
         endpoint = browser_proc.start()
         with sync_playwright() as pw:
@@ -196,7 +227,10 @@ def check_slider_in_browser(notebook: Path, screenshot: Path, workdir: Path) -> 
             try:
                 page = browser.contexts[0].new_page()
                 page.set_viewport_size({"width": 1400, "height": 1000})
-                page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+                page.on(
+                    "console",
+                    lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None,
+                )
                 open_notebook(page, server, f"notebooks/{notebook.name}")
                 run_all_cells(page, server, code_cells_to_run(notebook))
                 facts["run_all_s"] = round(time.monotonic() - t0, 1)
@@ -204,39 +238,65 @@ def check_slider_in_browser(notebook: Path, screenshot: Path, workdir: Path) -> 
                 assert_widgets_rendered(page)
 
                 slider = find_slider(page)
-                cell = slider.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]")
+                cell = slider.locator(
+                    "xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]"
+                )
                 value_before = slider.locator(".widget-readout").inner_text()
                 before = snapshot(cell)
-                assert before["error_values"], ("the 'rank r' slider's cell shows no error readout (no line "
-                                                "'... error ... = <number>'); its output text:\n"
-                                                f"{before['text'][:2000]}")
-                assert before["imgs"], "the 'rank r' slider's cell shows no figure (<img>) before moving it"
+                assert before["error_values"], (
+                    "the 'rank r' slider's cell shows no error readout (no line "
+                    "'... error ... = <number>'); its output text:\n"
+                    f"{before['text'][:2000]}"
+                )
+                assert before["imgs"], (
+                    "the 'rank r' slider's cell shows no figure (<img>) before moving it"
+                )
 
                 drag_slider(page, slider)
                 try:
-                    wait_until(lambda: slider.locator(".widget-readout").inner_text() != value_before,
-                               5, "the slider value to change after dragging")
-                except TimeoutError:   # fall back to the keyboard (noUiSlider handles arrow keys)
+                    wait_until(
+                        lambda: slider.locator(".widget-readout").inner_text() != value_before,
+                        5,
+                        "the slider value to change after dragging",
+                    )
+                except TimeoutError:  # fall back to the keyboard (noUiSlider handles arrow keys)
                     slider.locator(".noUi-handle").first.focus()
                     for _ in range(3):
                         page.keyboard.press("ArrowLeft" if value_before != "1" else "ArrowRight")
                 value_after = slider.locator(".widget-readout").inner_text()
-                assert value_after != value_before, f"the rank slider did not move (still {value_before})"
+                assert value_after != value_before, (
+                    f"the rank slider did not move (still {value_before})"
+                )
 
                 def changed():
                     now = snapshot(cell)
-                    return now if (now["error_values"] and now["error_values"] != before["error_values"]
-                                   and now["imgs"] and now["imgs"] != before["imgs"]) else None
+                    return (
+                        now
+                        if (
+                            now["error_values"]
+                            and now["error_values"] != before["error_values"]
+                            and now["imgs"]
+                            and now["imgs"] != before["imgs"]
+                        )
+                        else None
+                    )
+
                 try:
-                    after = wait_until(changed, WIDGET_TIMEOUT, "the error readout and the figure to change")
+                    after = wait_until(
+                        changed, WIDGET_TIMEOUT, "the error readout and the figure to change"
+                    )
                 except TimeoutError as e:
                     now = snapshot(cell)
                     raise AssertionError(
                         f"{e}: rank {value_before} -> {value_after}; error lines before {before['error_lines']} "
                         f"after {now['error_lines']}; figure changed: {now['imgs'] != before['imgs']} "
-                        f"({len(now['imgs'])} img)") from None
-                facts.update(rank=(value_before, value_after), error_before=before["error_values"],
-                             error_after=after["error_values"])
+                        f"({len(now['imgs'])} img)"
+                    ) from None
+                facts.update(
+                    rank=(value_before, value_after),
+                    error_before=before["error_values"],
+                    error_after=after["error_values"],
+                )
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 slider.evaluate("""e => { e.scrollIntoView({block: 'start'});   // slider, readout, figure
                     const s = e.closest('.jp-WindowedPanel-outer'); if (s) s.scrollBy(0, -40); }""")
@@ -247,13 +307,18 @@ def check_slider_in_browser(notebook: Path, screenshot: Path, workdir: Path) -> 
             except Exception as e:
                 if page is not None:
                     try:
-                        page.screenshot(path=str(screenshot.with_name(screenshot.stem + "_FAILED.png")))
+                        page.screenshot(
+                            path=str(screenshot.with_name(screenshot.stem + "_FAILED.png"))
+                        )
                     except Exception:
                         pass
-                raise AssertionError(f"{type(e).__name__}: {e}\n--- page text ---\n"
-                                     f"{page_text(page) if page is not None else '(no page)'}\n"
-                                     f"--- browser console errors ---\n" + "\n".join(console[-20:]) +
-                                     f"\n--- jupyter log ---\n{server.log_tail()[-2000:]}") from e
+                raise AssertionError(
+                    f"{type(e).__name__}: {e}\n--- page text ---\n"
+                    f"{page_text(page) if page is not None else '(no page)'}\n"
+                    f"--- browser console errors ---\n"
+                    + "\n".join(console[-20:])
+                    + f"\n--- jupyter log ---\n{server.log_tail()[-2000:]}"
+                ) from e
             finally:
                 browser.close()
     finally:
@@ -268,16 +333,24 @@ def check_slider_in_browser(notebook: Path, screenshot: Path, workdir: Path) -> 
 @pytest.mark.timeout(480)
 def test_rank_slider_in_real_browser():
     if not NOTEBOOK.exists():
-        pytest.skip(f"{NOTEBOOK.relative_to(REPO)} does not exist yet: nothing to drive in the browser")
+        pytest.skip(
+            f"{NOTEBOOK.relative_to(REPO)} does not exist yet: nothing to drive in the browser"
+        )
     if not CHROMIUM.exists() and sys.platform != "linux":
         pytest.skip(f"{CHROMIUM} exists only on Debian-like Linux; this is {sys.platform}")
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/install_browser.sh (make test does)"
+    assert CHROMIUM.exists(), (
+        f"{CHROMIUM} is missing: run scripts/install_browser.sh (make test does)"
+    )
     try:
         import playwright  # noqa: F401
     except ImportError:
-        pytest.fail("the Python package 'playwright' is missing: it is in requirements.txt (make test installs it)")
+        pytest.fail(
+            "the Python package 'playwright' is missing: it is in requirements.txt (make test installs it)"
+        )
     # Our own temp folder, not pytest's tmp_path: concurrent pytest runs prune old tmp_path trees.
-    with tempfile.TemporaryDirectory(prefix="lorakit-browser-", ignore_cleanup_errors=True) as workdir:
+    with tempfile.TemporaryDirectory(
+        prefix="lorakit-browser-", ignore_cleanup_errors=True
+    ) as workdir:
         facts = check_slider_in_browser(NOTEBOOK, SCREENSHOT, Path(workdir))
     print(f"browser test: {facts}")
     assert SCREENSHOT.stat().st_size > 10_000, "the screenshot is suspiciously small"
@@ -289,23 +362,49 @@ def test_render_html_embeds_figures(tmp_path):
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# A figure"),
-                nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\n"
-                                          "plt.plot([0, 1], [1, 0]); plt.title('a line'); plt.show()\n"
-                                          "print('answer', 6 * 7)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# A figure"),
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "plt.plot([0, 1], [1, 0]); plt.title('a line'); plt.show()\n"
+            "print('answer', 6 * 7)"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     src = tmp_path / "nb" / "01_figure.ipynb"
     src.parent.mkdir()
     nbformat.write(nb, src)
     out = tmp_path / "html"
-    env = dict(os.environ, MPLBACKEND="Agg")   # the script must override this, as `make test` sets it
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "render_html.py"), "--fast",
-                          "--out", str(out), str(src)], env=env, capture_output=True, text=True, timeout=280)
-    assert run.returncode == 0, f"render_html.py failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+    env = dict(
+        os.environ, MPLBACKEND="Agg"
+    )  # the script must override this, as `make test` sets it
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "render_html.py"),
+            "--fast",
+            "--out",
+            str(out),
+            str(src),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, (
+        f"render_html.py failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+    )
     html = (out / "01_figure.html").read_text()
-    assert '<img src="data:image/png;base64,' in html or "data:image/png;base64," in html, \
+    assert '<img src="data:image/png;base64,' in html or "data:image/png;base64," in html, (
         "the rendered HTML has no embedded PNG figure"
+    )
     assert "answer 42" in html, "the rendered HTML lacks the executed cell's printed output"
     assert (out / "index.html").exists(), "render_html.py wrote no index.html"
-    assert not json.loads(src.read_text())["cells"][1]["outputs"], \
+    assert not json.loads(src.read_text())["cells"][1]["outputs"], (
         "render_html.py wrote outputs into the source notebook (commit-ready notebooks have none)"
+    )

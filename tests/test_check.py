@@ -21,7 +21,9 @@ def test_a_missing_package_is_reported_as_fail(monkeypatch):
 
 
 def test_command_line_entry_point():
-    run = subprocess.run([sys.executable, "-m", "lorakit.check"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "lorakit.check"], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "[OK] torch" in run.stdout
 
@@ -41,7 +43,8 @@ def test_import_noise_is_hidden_and_reported_in_one_line(monkeypatch, tmp_path, 
         "print('Failed to load some optional kernel', file=sys.stderr)\n"
         "os.write(2, b'W1129 a C-level warning\\n')\n"
         "warnings.warn('a deprecation on import')\n"
-        "__version__ = '1.0'\n")
+        "__version__ = '1.0'\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(check, "REFERENCE", check.REFERENCE + [("noisy_pkg_xyz", "test")])
     text, ok = check.report()

@@ -39,7 +39,10 @@ def test_stall_title_reads_the_exact_zero():
 
 
 def test_improvement_title_says_when_a_drop_is_small_or_missing():
-    assert claims.improvement_title({"a": 0.5, "b": 0.6}, 6.0) == "Every method lowers the held-out loss"
+    assert (
+        claims.improvement_title({"a": 0.5, "b": 0.6}, 6.0)
+        == "Every method lowers the held-out loss"
+    )
     small = claims.improvement_title({"a": 0.5, "b": 0.01}, 6.0)
     assert small.startswith("Every method") and "b by under 1 %" in small
     some = claims.improvement_title({"a": 0.5, "b": -0.1}, 6.0)

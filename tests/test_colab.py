@@ -26,21 +26,33 @@ def test_every_badge_and_install_cell_agrees_with_pyproject():
 
 def test_the_repository_is_named_in_one_place():
     s = colab.settings()
-    assert re.fullmatch(r"[\w.-]+/[\w.-]+", s["repository"]) and s["ref"] not in ("main", "master", "HEAD")
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", s["repository"]) and s["ref"] not in (
+        "main",
+        "master",
+        "HEAD",
+    )
     for py in NOTEBOOKS:
         for path in (py, py.with_suffix(".ipynb")):
             text = path.read_text()
-            found = set(re.findall(r"github(?:\.com)?/([\w.-]+/[\w.-]+)(?:/blob/|@)([\w.-]+)", text))
+            found = set(
+                re.findall(r"github(?:\.com)?/([\w.-]+/[\w.-]+)(?:/blob/|@)([\w.-]+)", text)
+            )
             assert found == {(s["repository"], s["ref"])}, (path.name, found)
 
 
 def test_a_fork_changes_every_notebook_from_one_place(tmp_path):
     fork = {"repository": "someone/lorakit-fork", "ref": "0123abc", "version": "9.9.9"}
     for py in NOTEBOOKS:
-        for path, rewrite in ((py, colab.rewrite_py), (py.with_suffix(".ipynb"), colab.rewrite_ipynb)):
+        for path, rewrite in (
+            (py, colab.rewrite_py),
+            (py.with_suffix(".ipynb"), colab.rewrite_ipynb),
+        ):
             new = rewrite(path.read_text(), py.stem, fork)
             assert "lorakit/lorakit" not in new, path.name
-            assert f"colab.research.google.com/github/someone/lorakit-fork/blob/0123abc/notebooks/{py.stem}.ipynb" in new
+            assert (
+                f"colab.research.google.com/github/someone/lorakit-fork/blob/0123abc/notebooks/{py.stem}.ipynb"
+                in new
+            )
             assert "git+https://github.com/someone/lorakit-fork@0123abc" in new
             assert rewrite(new, py.stem, fork) == new, "rewriting twice changes nothing"
 
@@ -51,7 +63,9 @@ def install_cell(path: Path) -> str:
 
 
 @pytest.mark.parametrize("returncode", [0, 1])
-def test_install_cell_on_colab_pins_the_version_and_a_failure_says_what_to_do(monkeypatch, returncode):
+def test_install_cell_on_colab_pins_the_version_and_a_failure_says_what_to_do(
+    monkeypatch, returncode
+):
     """The cell run as Colab runs it (google.colab imported), with pip replaced by a stand-in."""
     calls = []
 
@@ -71,7 +85,9 @@ def test_install_cell_on_colab_pins_the_version_and_a_failure_says_what_to_do(mo
         assert "run this cell again" in message
     else:
         exec(cell, {})
-    assert calls[0][-1] == f"lorakit[reference] @ git+https://github.com/{s['repository']}@{s['ref']}"
+    assert (
+        calls[0][-1] == f"lorakit[reference] @ git+https://github.com/{s['repository']}@{s['ref']}"
+    )
 
 
 def test_install_cell_does_nothing_off_colab(monkeypatch):

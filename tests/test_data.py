@@ -59,11 +59,26 @@ def test_batches_are_shifted_and_reproducible():
     "call, match",
     [
         (lambda: data.load_corpus("wikipedia"), "unknown corpus 'wikipedia'"),
-        (lambda: data.load_corpus("code", max_bytes=0), r"max_bytes \(or None\) must be an integer >= 1"),
-        (lambda: data.get_batch(torch.zeros(100, dtype=torch.uint8), 0, 8, torch.Generator()), "batch_size must be an integer >= 1"),
-        (lambda: data.get_batch(torch.zeros(100, dtype=torch.uint8), 2, 0, torch.Generator()), "context must be an integer >= 1"),
-        (lambda: data.get_batch(torch.zeros(10, dtype=torch.uint8), 2, 64, torch.Generator()), "fewer than context"),
-        (lambda: data.train_val_split(torch.zeros(10, dtype=torch.uint8), 1.5), "val_fraction must be between"),
+        (
+            lambda: data.load_corpus("code", max_bytes=0),
+            r"max_bytes \(or None\) must be an integer >= 1",
+        ),
+        (
+            lambda: data.get_batch(torch.zeros(100, dtype=torch.uint8), 0, 8, torch.Generator()),
+            "batch_size must be an integer >= 1",
+        ),
+        (
+            lambda: data.get_batch(torch.zeros(100, dtype=torch.uint8), 2, 0, torch.Generator()),
+            "context must be an integer >= 1",
+        ),
+        (
+            lambda: data.get_batch(torch.zeros(10, dtype=torch.uint8), 2, 64, torch.Generator()),
+            "fewer than context",
+        ),
+        (
+            lambda: data.train_val_split(torch.zeros(10, dtype=torch.uint8), 1.5),
+            "val_fraction must be between",
+        ),
     ],
 )
 def test_bad_input(call, match):

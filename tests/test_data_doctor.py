@@ -42,17 +42,25 @@ def test_clean_data_has_no_problems_as_a_list_and_as_a_batch(tok, records, clean
     batch = sft.collate(clean, tok.pad_token_id)
     report = data_doctor.check(batch, tok, records=records, max_len=MAX_LEN)
     assert _problems(report) == set() and report.ok
-    labelled = sum(int((lab != sft.IGNORE).sum()) for _, lab in clean) / sum(len(ids) for ids, _ in clean)
+    labelled = sum(int((lab != sft.IGNORE).sum()) for _, lab in clean) / sum(
+        len(ids) for ids, _ in clean
+    )
     assert report.labelled_share == pytest.approx(labelled)
     assert "labelled_share" in report.codes and "no data problems found" in str(report)
 
 
 def test_pad_equal_to_eos_with_a_pad_masking_collator(tok, clean):
     tok_eos = copy.deepcopy(tok)
-    tok_eos.pad_token = tok_eos.eos_token  # what many tutorials do, and load_tokenizer when there is none
+    tok_eos.pad_token = (
+        tok_eos.eos_token
+    )  # what many tutorials do, and load_tokenizer when there is none
     batch = sft.collate(clean, tok_eos.pad_token_id)
-    assert _problems(data_doctor.check(batch, tok_eos)) == set(), "pad == EOS alone is fine if masked by position"
-    batch["labels"][batch["input_ids"] == tok_eos.pad_token_id] = sft.IGNORE  # the collator that masks by id
+    assert _problems(data_doctor.check(batch, tok_eos)) == set(), (
+        "pad == EOS alone is fine if masked by position"
+    )
+    batch["labels"][batch["input_ids"] == tok_eos.pad_token_id] = (
+        sft.IGNORE
+    )  # the collator that masks by id
     report = data_doctor.check(batch, tok_eos)
     assert _problems(report) == {"pad_eos_masked"}
     assert "pad token that is not EOS" in str(report)
@@ -72,7 +80,9 @@ def test_responses_without_eos(tok, records):
 def test_a_hand_made_template_and_a_cut_marker_are_a_mismatch(tok, records, clean):
     hand = []
     for r in records:
-        prompt = tok(f"Question: {r['prompt']}\nAnswer: ", add_special_tokens=False)["input_ids"][: MAX_LEN - 40]
+        prompt = tok(f"Question: {r['prompt']}\nAnswer: ", add_special_tokens=False)["input_ids"][
+            : MAX_LEN - 40
+        ]
         answer = sft.response_ids(r["response"], tok)
         hand.append(sft._example(prompt, answer, True))
     assert _problems(data_doctor.check(hand, tok, records=records)) == {"template_mismatch"}
@@ -88,7 +98,9 @@ def test_a_hand_made_template_and_a_cut_marker_are_a_mismatch(tok, records, clea
 def test_answers_cut_by_max_len(tok, records):
     full, _ = sft.encode_records(records, tok, 10**6)
     cut_at = 60
-    naive = [(ids[:cut_at], lab[:cut_at]) for ids, lab in full]  # the tail cut: answer and EOS go first
+    naive = [
+        (ids[:cut_at], lab[:cut_at]) for ids, lab in full
+    ]  # the tail cut: answer and EOS go first
     assert any(len(ids) > cut_at for ids, _ in full), "the fault is really planted"
     assert "response_truncated" in _problems(data_doctor.check(naive, tok, max_len=cut_at))
     assert "response_truncated" in _problems(data_doctor.check(naive, tok, records=records))
@@ -119,7 +131,9 @@ def test_right_padding_for_batched_generation(tok, records):
     right.padding_side = "right"
     batch = right(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
     report = data_doctor.check(dict(batch), right)
-    assert _problems(report) == {"right_padding_generation"} and "generation batch of 5 prompts" in str(report)
+    assert _problems(report) == {
+        "right_padding_generation"
+    } and "generation batch of 5 prompts" in str(report)
     left = copy.deepcopy(tok)
     left.padding_side = "left"
     batch = left(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
@@ -129,12 +143,18 @@ def test_right_padding_for_batched_generation(tok, records):
 def test_the_course_gpt_bytes(records):
     pairs = sft.docstring_pairs("train", 60)[:16]
     assert _problems(data_doctor.check(sft.byte_examples(pairs, 128), None)) == set()
-    assert _problems(data_doctor.check(sft.byte_examples(pairs, 128, eos=False), None)) == {"no_eos"}
-    assert _problems(data_doctor.check(sft.byte_examples(pairs, 128, mask=False), None)) == {"mask_covers_prompt"}
+    assert _problems(data_doctor.check(sft.byte_examples(pairs, 128, eos=False), None)) == {
+        "no_eos"
+    }
+    assert _problems(data_doctor.check(sft.byte_examples(pairs, 128, mask=False), None)) == {
+        "mask_covers_prompt"
+    }
 
 
 def test_bad_inputs(tok, clean, records):
-    with pytest.raises(ValueError, match="records must match the examples one to one: 3 records, 16 examples"):
+    with pytest.raises(
+        ValueError, match="records must match the examples one to one: 3 records, 16 examples"
+    ):
         data_doctor.check(clean, tok, records=records[:3])
 
 

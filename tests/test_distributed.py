@@ -57,7 +57,9 @@ def test_two_ranks_follow_the_single_process_loss(sharded, single, settings):
     assert result["world_size"] == 2 and result["backend"] == "gloo"
     assert len(result["train_bpb"]) == len(single["train_bpb"]) == settings.steps
     diff = max(abs(a - b) for a, b in zip(result["train_bpb"], single["train_bpb"]))
-    assert diff < LOSS_TOL, f"2-rank loss differs from the single-process loss by {diff:.2e} bits/byte"
+    assert diff < LOSS_TOL, (
+        f"2-rank loss differs from the single-process loss by {diff:.2e} bits/byte"
+    )
 
 
 def test_final_lora_weights_match(sharded, single):
@@ -67,7 +69,9 @@ def test_final_lora_weights_match(sharded, single):
     assert set(saved) == set(mine) and len(mine) > 0
     for k in mine:
         torch.testing.assert_close(saved[k], mine[k], atol=WEIGHT_TOL, rtol=0)
-    assert any(v.abs().max() > 0 for k, v in mine.items() if k.endswith(".B")), "B never moved: nothing trained"
+    assert any(v.abs().max() > 0 for k, v in mine.items() if k.endswith(".B")), (
+        "B never moved: nothing trained"
+    )
 
 
 def test_adapter_from_the_sharded_run_gives_equal_logits(sharded, single, base_path, settings):
@@ -87,14 +91,22 @@ def test_each_rank_holds_half_plus_what_is_replicated(sharded, single):
     for per_rank in result["rank_bytes"]:
         for kind in ("parameters", "gradients", "optimizer"):
             # each rank's share is 1/2 of the whole, up to FSDP2's padding of odd dim-0 sizes
-            assert whole[kind] / 2 <= per_rank[kind] <= whole[kind] / 2 * 1.02 + 64, (kind, per_rank, whole)
+            assert whole[kind] / 2 <= per_rank[kind] <= whole[kind] / 2 * 1.02 + 64, (
+                kind,
+                per_rank,
+                whole,
+            )
         assert per_rank["replicated"] == whole["replicated"], "buffers and step counters stay whole"
     assert whole["gradients"] > 0 and whole["optimizer"] == 2 * whole["gradients"]
     # exactly FSDP2's padded dim-0 shards: ceil(rows / 2) rows of every parameter (absmax2 has 1 row)
-    padded = sum(-(-p.shape[0] // 2) * (p.numel() // p.shape[0]) * p.element_size()
-                 for p in single["model"].parameters())
+    padded = sum(
+        -(-p.shape[0] // 2) * (p.numel() // p.shape[0]) * p.element_size()
+        for p in single["model"].parameters()
+    )
     assert all(b["parameters"] == padded for b in result["rank_bytes"])
-    assert padded > whole["parameters"] / 2, "some dim 0 is odd (absmax2 has one row): padding is visible"
+    assert padded > whole["parameters"] / 2, (
+        "some dim 0 is odd (absmax2 has one row): padding is visible"
+    )
 
 
 def test_communication_measured_equals_predicted(sharded, single):
@@ -115,25 +127,42 @@ def test_quant_storage_turns_buffers_into_frozen_parameters(base_path, settings)
     moved = D.quant_storage_as_parameters(model)
     layer = next(m for m in model.modules() if isinstance(m, Linear4bit))
     names = dict(layer.named_parameters())
-    assert {"packed", "absmax_codes", "absmax2"} <= set(names) and not any(p.requires_grad for p in names.values())
-    assert names["packed"].dtype == torch.uint8, "the codes are sharded as uint8: FSDP2 needs no float storage"
+    assert {"packed", "absmax_codes", "absmax2"} <= set(names) and not any(
+        p.requires_grad for p in names.values()
+    )
+    assert names["packed"].dtype == torch.uint8, (
+        "the codes are sharded as uint8: FSDP2 needs no float storage"
+    )
     assert "offset" in dict(layer.named_buffers())
     assert any(n.endswith(".offset") for n in moved["replicated"])
     assert set(model.state_dict()) == before_keys, "state_dict keys do not change"
     torch.testing.assert_close(model(x)[0], before, atol=0, rtol=0)
-    assert D.quant_storage_as_parameters(model)["sharded"] == moved["sharded"], "calling twice changes nothing"
+    assert D.quant_storage_as_parameters(model)["sharded"] == moved["sharded"], (
+        "calling twice changes nothing"
+    )
 
 
 def test_a_dead_rank_stops_the_group_with_a_clear_error(base_path, settings, tmp_path):
-    with pytest.raises(D.DistributedRunError, match=r"rank 1 exited with code 3; every other rank was stopped") as e:
-        D.launch(2, tmp_path, settings, base=base_path, timeout=240, echo=False,
-                 extra_args=["--fail-rank", "1", "--fail-step", "2"])
+    with pytest.raises(
+        D.DistributedRunError, match=r"rank 1 exited with code 3; every other rank was stopped"
+    ) as e:
+        D.launch(
+            2,
+            tmp_path,
+            settings,
+            base=base_path,
+            timeout=240,
+            echo=False,
+            extra_args=["--fail-rank", "1", "--fail-step", "2"],
+        )
     assert "failure drill" in str(e.value) and _gone(e.value.pids)
 
 
 def test_a_run_past_its_timeout_is_stopped_with_a_clear_error(base_path, tmp_path):
     long = dataclasses.replace(D.run_settings(), steps=100_000)
-    with pytest.raises(D.DistributedRunError, match=r"exceeded its timeout of 3 s; all 2 ranks were stopped") as e:
+    with pytest.raises(
+        D.DistributedRunError, match=r"exceeded its timeout of 3 s; all 2 ranks were stopped"
+    ) as e:
         D.launch(2, tmp_path, long, base=base_path, timeout=3, echo=False)
     assert _gone(e.value.pids)
 
@@ -154,13 +183,16 @@ def test_the_store_listens_on_loopback_only():
     assert launcher._rank_env(1, 2, 1234)["MASTER_ADDR"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(steps=0), ValueError, "steps must be an integer >= 1, got 0"),
-    (dict(r=True), TypeError, "r must be an int, got bool"),
-    (dict(global_batch=2.0), TypeError, "global_batch must be an int"),
-    (dict(lr=-1.0), ValueError, "lr must be a finite number > 0"),
-    (dict(max_bytes=0), ValueError, r"max_bytes \(or None\) must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(steps=0), ValueError, "steps must be an integer >= 1, got 0"),
+        (dict(r=True), TypeError, "r must be an int, got bool"),
+        (dict(global_batch=2.0), TypeError, "global_batch must be an int"),
+        (dict(lr=-1.0), ValueError, "lr must be a finite number > 0"),
+        (dict(max_bytes=0), ValueError, r"max_bytes \(or None\) must be an integer >= 1"),
+    ],
+)
 def test_bad_settings_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         D.RunSettings(**kwargs)
@@ -168,7 +200,9 @@ def test_bad_settings_are_refused(kwargs, error, match):
 
 def test_bad_launches_are_refused_before_anything_starts(tmp_path, base_path):
     s = D.RunSettings(global_batch=8)
-    with pytest.raises(ValueError, match="global_batch 8 does not split into 3 equal per-rank batches"):
+    with pytest.raises(
+        ValueError, match="global_batch 8 does not split into 3 equal per-rank batches"
+    ):
         D.launch(3, tmp_path / "a", s, base=base_path)
     for nproc, error in ((0, ValueError), (True, TypeError), (2.0, TypeError)):
         with pytest.raises(error, match=r"\(the number of ranks\) must be an int"):
@@ -191,12 +225,18 @@ def test_fsdp_qlora_memory_shards_and_offloads():
     for k in ("lora", "gradients", "optimizer"):
         assert two[k] == pytest.approx(one[k] / 2)
     # the root (16-bit embeddings, norms, head) stays gathered from forward to backward (FSDP2)
-    assert two["root"] == pytest.approx(2 * parameter_counts("70B")["other"] / 1e9) and one["root"] == 0
-    assert two["weights"] + two["root"] == pytest.approx((one["weights"] - two["root"]) / 2 + two["root"])
+    assert (
+        two["root"] == pytest.approx(2 * parameter_counts("70B")["other"] / 1e9)
+        and one["root"] == 0
+    )
+    assert two["weights"] + two["root"] == pytest.approx(
+        (one["weights"] - two["root"]) / 2 + two["root"]
+    )
     assert two["activations"] == one["activations"] and two["gathered"] > 0 == one["gathered"]
     off = D.fsdp_qlora_memory("70B", 2, cpu_offload=True)
-    assert off["weights"] == off["optimizer"] == 0 and off["cpu"] == pytest.approx(sum(one[k] for k in (
-        "weights", "lora", "gradients", "optimizer")))
+    assert off["weights"] == off["optimizer"] == 0 and off["cpu"] == pytest.approx(
+        sum(one[k] for k in ("weights", "lora", "gradients", "optimizer"))
+    )
     assert off["total"] < two["total"]
     for bad, error in ((0, ValueError), (True, TypeError), (2.5, TypeError)):
         with pytest.raises(error, match="n_gpus must be an int"):
@@ -206,6 +246,8 @@ def test_fsdp_qlora_memory_shards_and_offloads():
 def test_answer_ai_configurations_fit_by_our_estimate():
     """Answer.AI's benchmarks (2024): Llama-2 70B QLoRA, context 2048, on these setups."""
     for gpus, gb, offload, batch in D.ANSWER_AI_70B_RUNS:
-        assert D.fsdp_qlora_memory("70B", gpus, offload, batch_size=batch, seq_len=2048)["total"] < gb
+        assert (
+            D.fsdp_qlora_memory("70B", gpus, offload, batch_size=batch, seq_len=2048)["total"] < gb
+        )
     # and the one they could not do: two 24 GB cards without offload at batch 2
     assert D.fsdp_qlora_memory("70B", 2, False, batch_size=2, seq_len=2048)["total"] > 24

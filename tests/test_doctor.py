@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from tiny import tiny_llama
 
 from lorakit import doctor
 from lorakit.adapters import load_adapter, save_adapter
@@ -13,10 +14,15 @@ from lorakit.model import GPT
 from lorakit.quiet import quiet_import
 from lorakit.train import train
 from lorakit.variants import inject_dora, inject_pissa
-from tiny import tiny_llama
 
 # GQA, gate/up/down MLP and tied embeddings: the parts of a real Llama the doctor must understand
-GQA_TIED = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_key_value_heads=2, tie_word_embeddings=True)
+GQA_TIED = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+)
 
 peft = quiet_import("peft")
 transformers = quiet_import("transformers")
@@ -32,7 +38,9 @@ def gpt(tiny_cfg):
 
 @pytest.fixture
 def data():
-    return torch.randint(0, 256, (4000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(
+        0, 256, (4000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def _adapted(model, targets=("q_proj", "v_proj"), **kw):
@@ -61,8 +69,13 @@ def test_a_healthy_adapter_before_and_after_training(gpt, data):
     before = doctor.check(model, ["q_proj", "v_proj"])
     assert before.ok and "B_zero" in before.codes and "no_grads" in before.codes
     assert len(before.layers) == 2 and before.trainable == 2 * 4 * (32 + 32)
-    assert set(before.untargeted) == {"blocks.0.attn.k_proj", "blocks.0.attn.o_proj", "blocks.0.mlp.up_proj",
-                                      "blocks.0.mlp.down_proj", "lm_head"}
+    assert set(before.untargeted) == {
+        "blocks.0.attn.k_proj",
+        "blocks.0.attn.o_proj",
+        "blocks.0.mlp.up_proj",
+        "blocks.0.mlp.down_proj",
+        "lm_head",
+    }
     train(model, data, steps=3, batch_size=2, lr=1e-2, progress=False)
     after = doctor.check(model, ["q_proj", "v_proj"], after_training=True, reference=gpt)
     assert after.ok, str(after)
@@ -77,12 +90,14 @@ def test_a_healthy_adapter_before_and_after_training(gpt, data):
 
 
 def test_targets_that_match_nothing(gpt):
-    report = doctor.check(gpt, ["q", "v"])                        # T5-style names on a Llama-style model
+    report = doctor.check(gpt, ["q", "v"])  # T5-style names on a Llama-style model
     assert {"unmatched_targets", "no_adapters"} <= _errors(report)
     assert "q_proj" in next(f.message for f in report.findings if f.code == "unmatched_targets")
     partly = doctor.check(_adapted(gpt, ["q_proj"]), ["q_proj", "query"])
     assert "unmatched_targets" in _errors(partly)
-    assert "targets_not_adapted" in _errors(doctor.check(_adapted(gpt, ["q_proj"]), ["q_proj", "v_proj"]))
+    assert "targets_not_adapted" in _errors(
+        doctor.check(_adapted(gpt, ["q_proj"]), ["q_proj", "v_proj"])
+    )
 
 
 def test_an_adapter_that_never_trained_frozen(gpt, data):
@@ -106,9 +121,11 @@ def test_an_adapter_that_never_trained_optimizer_built_too_early(gpt, data):
 
 
 def test_alpha_confused_with_the_scaling(gpt):
-    confused = doctor.check(_adapted(gpt, r=32, alpha=2))       # meant "scaling 2", got 2/32
+    confused = doctor.check(_adapted(gpt, r=32, alpha=2))  # meant "scaling 2", got 2/32
     assert "unusual_scaling" in confused.codes
-    assert "pass α = 64" in next(f.message for f in confused.findings if f.code == "unusual_scaling")
+    assert "pass α = 64" in next(
+        f.message for f in confused.findings if f.code == "unusual_scaling"
+    )
     assert "unusual_scaling" not in doctor.check(_adapted(gpt, r=32, alpha=64)).codes
     rs = doctor.check(_adapted(gpt, r=16, alpha=8, rslora=True))
     assert "α/√r" in next(f.message for f in rs.findings if f.code == "scaling")
@@ -120,11 +137,11 @@ def test_merging_twice(gpt, tmp_path):
     merge_lora(model)
     once = doctor.check(model, reference=gpt)
     assert once.ok and "merged" in once.codes
-    remove_lora(model, merge=True)           # a plain model holding W0 + ΔW ...
-    load_adapter(model, path)                # ... gets the same adapter again
+    remove_lora(model, merge=True)  # a plain model holding W0 + ΔW ...
+    load_adapter(model, path)  # ... gets the same adapter again
     stacked = doctor.check(model, reference=gpt)
     assert "double_applied" in _errors(stacked)
-    merge_lora(model)                        # and merges it: W0 + 2 ΔW
+    merge_lora(model)  # and merges it: W0 + 2 ΔW
     twice = doctor.check(model, reference=gpt)
     assert "merged_twice" in _errors(twice)
     assert "k = 2.00" in next(f.message for f in twice.findings if f.code == "merged_twice")
@@ -189,9 +206,16 @@ def test_variants_are_understood(gpt):
     assert report.trainable == 2 * 32 + 2 * 32 + 32 and report.ok
 
 
-@pytest.mark.parametrize("kw, err", [(dict(model="gpt"), TypeError), (dict(after_training=1), TypeError),
-                                     (dict(optimizer="adam"), TypeError), (dict(reference=3), TypeError),
-                                     (dict(targets=[1]), TypeError)])
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        (dict(model="gpt"), TypeError),
+        (dict(after_training=1), TypeError),
+        (dict(optimizer="adam"), TypeError),
+        (dict(reference=3), TypeError),
+        (dict(targets=[1]), TypeError),
+    ],
+)
 def test_bad_inputs(gpt, kw, err):
     model = kw.pop("model", gpt)
     with pytest.raises(err):
@@ -217,7 +241,10 @@ def test_hugging_face_llama_with_lorakit_adapters():
 @needs_peft
 def test_peft_wrapped_llama():
     llama = tiny_llama(**GQA_TIED)
-    model = peft.get_peft_model(copy.deepcopy(llama), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    model = peft.get_peft_model(
+        copy.deepcopy(llama),
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     before = doctor.check(model, ["q_proj", "v_proj"])
     assert before.ok and len(before.layers) == 4 and "B_zero" in before.codes
     assert before.layers[0]["layer"] == "model.layers.0.self_attn.q_proj"
@@ -232,14 +259,18 @@ def test_peft_wrapped_llama():
     model.merge_adapter()
     merged = doctor.check(model, reference=llama, after_training=True)
     assert merged.ok and all(row["merged"] for row in merged.layers), str(merged)
-    confused = peft.get_peft_model(copy.deepcopy(llama), peft.LoraConfig(r=32, lora_alpha=1, target_modules=["q_proj"]))
+    confused = peft.get_peft_model(
+        copy.deepcopy(llama), peft.LoraConfig(r=32, lora_alpha=1, target_modules=["q_proj"])
+    )
     assert "unusual_scaling" in doctor.check(confused).codes
 
 
 @needs_peft
 def test_peft_dora_magnitudes_count_as_adapter_parameters(gpt):
-    model = peft.get_peft_model(copy.deepcopy(gpt), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"],
-                                                                     use_dora=True))
+    model = peft.get_peft_model(
+        copy.deepcopy(gpt),
+        peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], use_dora=True),
+    )
     report = doctor.check(model, ["q_proj"])
     assert "extra_trainable" not in report.codes and report.ok, str(report)
     assert report.trainable == 2 * (32 + 32) + 32

@@ -40,13 +40,19 @@ def test_environment_is_named_and_conda_forge_only():
 
 def test_every_requirement_is_in_the_conda_environment():
     _, conda, pip = _conda_environment()
-    pip_names = {re.match(r"[A-Za-z0-9_.\-]+", p).group(0).lower(): p for p in pip if not p.startswith("-")}
+    pip_names = {
+        re.match(r"[A-Za-z0-9_.\-]+", p).group(0).lower(): p for p in pip if not p.startswith("-")
+    }
     missing = []
     for name, spec in _pip_requirements().items():
         conda_name = CONDA_NAME.get(name, name)
         if conda_name in conda:
             lower = re.search(r">=([\d.]+)", spec)
-            assert lower is None or f">={lower.group(1)}" in conda[conda_name], (name, spec, conda[conda_name])
+            assert lower is None or f">={lower.group(1)}" in conda[conda_name], (
+                name,
+                spec,
+                conda[conda_name],
+            )
         elif name not in pip_names:
             missing.append(name)
     assert not missing, f"in requirements.txt but not in environment.yml: {missing}"
@@ -71,11 +77,17 @@ def test_ci_runs_only_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci and "make test" in readme and "make lab" in readme
-    commands = [l for l in ci.splitlines() if l.strip() and not l.startswith("#")
-                and not l.startswith(("set ", "cd "))]
+    commands = [
+        l
+        for l in ci.splitlines()
+        if l.strip() and not l.startswith("#") and not l.startswith(("set ", "cd "))
+    ]
     # `make lint` first (seconds), then the README's test command; after it only make targets the
     # README documents (make test-realshape: notebook 09 at SmolLM2-360M's shapes, too slow for make test)
     assert commands[:2] == ["make lint", "make test"], commands
     assert "`make lint`" in readme, "the README must say what CI runs before the tests"
     for extra in commands[2:]:
-        assert extra.startswith("make ") and f"`{extra}`" in readme, (extra, "not a make target the README names")
+        assert extra.startswith("make ") and f"`{extra}`" in readme, (
+            extra,
+            "not a make target the README names",
+        )

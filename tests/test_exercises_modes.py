@@ -20,11 +20,11 @@ def cases():
     for nb in range(11):
         solutions = load_solutions(f"nb{nb:02d}")
         for name, solve in vars(solutions).items():
-            if not name.startswith("solve_ex_") or name[len("solve_ex_"):] in RUN_DEPENDENT:
+            if not name.startswith("solve_ex_") or name[len("solve_ex_") :] in RUN_DEPENDENT:
                 continue
             if any(p.default is p.empty for p in inspect.signature(solve).parameters.values()):
                 continue
-            out.append((nb, name[len("solve_ex_"):]))
+            out.append((nb, name[len("solve_ex_") :]))
     return out
 
 

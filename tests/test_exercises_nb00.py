@@ -16,11 +16,19 @@ def test_solution_passes(n, capsys):
     assert "Correct" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("n, answer", [
-    (1, 2.31), (1, np.float32(1.6 / math.log(2))), (1, torch.tensor(2.308)),   # sensible rounding, any type
-    (2, 65536.0), (2, np.int64(65536)),
-    (3, [8, 6.64]), (3, np.array([8.0, 6.644])), (3, torch.tensor([8.0, 6.644])),
-])
+@pytest.mark.parametrize(
+    "n, answer",
+    [
+        (1, 2.31),
+        (1, np.float32(1.6 / math.log(2))),
+        (1, torch.tensor(2.308)),  # sensible rounding, any type
+        (2, 65536.0),
+        (2, np.int64(65536)),
+        (3, [8, 6.64]),
+        (3, np.array([8.0, 6.644])),
+        (3, torch.tensor([8.0, 6.644])),
+    ],
+)
 def test_rounded_answers_and_any_numeric_type_pass(n, answer):
     assert getattr(nb00, f"check_ex_0_{n}")(answer)
 
@@ -38,10 +46,27 @@ def nats(data):
 
 @pytest.mark.parametrize(
     "n, wrong",
-    [(1, None), (1, 1.6 * math.log(2)), (1, "2.31"), (1, True),
-     (2, None), (2, 128 * 512 + 512), (2, 128 * 128), (2, 65536.5),
-     (3, None), (3, (8.0, 100.0)), (3, 8.0), (3, (8.0, math.log(100))), (3, (8.0, 6.644, 1.0)),
-     (4, None), (4, 3.2), (4, joint_entropy), (4, nats), (4, lambda d: 1 / 0), (4, lambda d: "x")],
+    [
+        (1, None),
+        (1, 1.6 * math.log(2)),
+        (1, "2.31"),
+        (1, True),
+        (2, None),
+        (2, 128 * 512 + 512),
+        (2, 128 * 128),
+        (2, 65536.5),
+        (3, None),
+        (3, (8.0, 100.0)),
+        (3, 8.0),
+        (3, (8.0, math.log(100))),
+        (3, (8.0, 6.644, 1.0)),
+        (4, None),
+        (4, 3.2),
+        (4, joint_entropy),
+        (4, nats),
+        (4, lambda d: 1 / 0),
+        (4, lambda d: "x"),
+    ],
 )
 def test_wrong_answer_fails(n, wrong, capsys):
     assert not getattr(nb00, f"check_ex_0_{n}")(wrong)

@@ -17,26 +17,55 @@ def test_solution_passes(m, capsys):
 
 
 def in_place_merge(W0, A, B, s):
-    W0 += s * (A @ B).T          # right value, but the shared base weight is gone
+    W0 += s * (A @ B).T  # right value, but the shared base weight is gone
     return W0
 
 
-def ignores_its_start(A0, B0):   # trains from its own random init, so "both zero" learns too
+def ignores_its_start(A0, B0):  # trains from its own random init, so "both zero" learns too
     return solutions.solve_ex_2_4()(torch.randn_like(A0) / 4, torch.zeros_like(B0))
 
 
 WRONG = {
-    1: [None, 3,
-        lambda x, W0, A, B, s, G: (x.T @ G @ B.T, (x @ A).T @ G, G @ W0.T + G @ B.T @ A.T),      # no scaling
-        lambda x, W0, A, B, s, G: (s * x.T @ G @ B.T, s * (x @ A).T @ G, s * G @ B.T @ A.T),     # no frozen path
-        lambda x, W0, A, B, s, G: (s * x.T @ G @ B.T, s * (x @ A).T @ G),                        # two values
-        lambda x, W0, A, B, s, G: (s * G.T @ x @ B.T, s * (x @ A).T @ G, G @ W0.T),              # shapes
-        lambda *a: 1 / 0],
-    2: [None, 3, lambda W0, A, B, s: W0 + s * A @ B, lambda W0, A, B, s: W0 + (A @ B).T,
-        lambda W0, A, B, s: "x", lambda W0, A, B, s: 1 / 0, in_place_merge],
-    3: [None, lambda A, B: (A, B), lambda A, B: (A.reshape(A.shape[1], -1), B.reshape(B.shape[1], -1)),
-        lambda A, B: A.T],
-    4: [None, 0.25, lambda A0, B0: 0.0, lambda A0, B0: 1e9, ignores_its_start, lambda A0, B0: 1 / 0],
+    1: [
+        None,
+        3,
+        lambda x, W0, A, B, s, G: (
+            x.T @ G @ B.T,
+            (x @ A).T @ G,
+            G @ W0.T + G @ B.T @ A.T,
+        ),  # no scaling
+        lambda x, W0, A, B, s, G: (
+            s * x.T @ G @ B.T,
+            s * (x @ A).T @ G,
+            s * G @ B.T @ A.T,
+        ),  # no frozen path
+        lambda x, W0, A, B, s, G: (s * x.T @ G @ B.T, s * (x @ A).T @ G),  # two values
+        lambda x, W0, A, B, s, G: (s * G.T @ x @ B.T, s * (x @ A).T @ G, G @ W0.T),  # shapes
+        lambda *a: 1 / 0,
+    ],
+    2: [
+        None,
+        3,
+        lambda W0, A, B, s: W0 + s * A @ B,
+        lambda W0, A, B, s: W0 + (A @ B).T,
+        lambda W0, A, B, s: "x",
+        lambda W0, A, B, s: 1 / 0,
+        in_place_merge,
+    ],
+    3: [
+        None,
+        lambda A, B: (A, B),
+        lambda A, B: (A.reshape(A.shape[1], -1), B.reshape(B.shape[1], -1)),
+        lambda A, B: A.T,
+    ],
+    4: [
+        None,
+        0.25,
+        lambda A0, B0: 0.0,
+        lambda A0, B0: 1e9,
+        ignores_its_start,
+        lambda A0, B0: 1 / 0,
+    ],
 }
 
 

@@ -1,7 +1,6 @@
-
 import pytest
-from solutions import load_solutions
 import torch
+from solutions import load_solutions
 
 from lorakit import lowrank
 from lorakit.exercises import nb03
@@ -20,7 +19,9 @@ def test_solution_passes(n, capsys):
 
 def test_solution_3_2_equals_the_package():
     assert sol.solve_ex_3_2() == pytest.approx(PHI, rel=1e-12)
-    assert sol.solve_ex_3_3()(128, 8, 64, 50) == pytest.approx(lowrank.random_subspace_similarity(128, 8, 64), abs=0.02)
+    assert sol.solve_ex_3_3()(128, 8, 64, 50) == pytest.approx(
+        lowrank.random_subspace_similarity(128, 8, 64), abs=0.02
+    )
 
 
 def formula_only(d, i, j, trials, seed=0):
@@ -31,10 +32,15 @@ def min_phi(d, i, j, trials, seed=0):
     return min(i, j) / d
 
 
-def unnormalised(d, i, j, trials, seed=0):   # columns of A instead of orthonormal U
+def unnormalised(d, i, j, trials, seed=0):  # columns of A instead of orthonormal U
     gen = torch.Generator().manual_seed(seed)
-    vals = [float((torch.randn(d, i, generator=gen).T @ torch.randn(d, j, generator=gen)).square().sum() / min(i, j))
-            for _ in range(trials)]
+    vals = [
+        float(
+            (torch.randn(d, i, generator=gen).T @ torch.randn(d, j, generator=gen)).square().sum()
+            / min(i, j)
+        )
+        for _ in range(trials)
+    ]
     return sum(vals) / trials
 
 
@@ -44,15 +50,31 @@ def naive_phi():
 
 @pytest.mark.parametrize(
     "n, wrong",
-    [(1, None), (1, 0.25), (1, 16.0), (1, "2"),
-     (2, None), (2, 2 * PHI), (2, naive_phi()), (2, 1.0), (2, torch.zeros(2)),
-     (3, None), (3, 0.5), (3, formula_only), (3, min_phi), (3, unnormalised), (3, lambda *a: 1 / 0)],
+    [
+        (1, None),
+        (1, 0.25),
+        (1, 16.0),
+        (1, "2"),
+        (2, None),
+        (2, 2 * PHI),
+        (2, naive_phi()),
+        (2, 1.0),
+        (2, torch.zeros(2)),
+        (3, None),
+        (3, 0.5),
+        (3, formula_only),
+        (3, min_phi),
+        (3, unnormalised),
+        (3, lambda *a: 1 / 0),
+    ],
 )
 def test_wrong_answer_fails(n, wrong, capsys):
     assert not getattr(nb03, f"check_ex_3_{n}")(wrong)
     assert "Not yet" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("n, answer", [(1, 2), (1, torch.tensor(2.0)), (2, round(PHI, 4)), (2, torch.tensor(PHI))])
+@pytest.mark.parametrize(
+    "n, answer", [(1, 2), (1, torch.tensor(2.0)), (2, round(PHI, 4)), (2, torch.tensor(PHI))]
+)
 def test_rounded_answers_and_any_numeric_type_pass(n, answer):
     assert getattr(nb03, f"check_ex_3_{n}")(answer)

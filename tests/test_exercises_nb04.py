@@ -75,19 +75,34 @@ def test_checkers_accept_natural_types(capsys):
 GOOD_SWEEP = {1e-3: 3.2, 3e-3: 3.1, 1e-2: 3.0, 3e-2: 3.05}
 TABLE = {"q": (0.10, 0.02), "all linear": (0.30, 0.03), "MLP": (0.25, 0.05)}
 WRONG = {
-    1: [None, 1e-2, (1e-2, {1e-3: 3.1, 1e-2: 3.0}),                   # too few points
-        (2e-3, {1e-3: 3.1, 2e-3: 3.0, 4e-3: 3.05}),                    # spans < 10x
-        (3e-3, GOOD_SWEEP),                                            # not the argmin
-        (1e-3, {1e-3: 3.0, 1e-2: 3.1, 1e-1: 3.2}),                     # best at the edge
-        (1e-2, {1e-3: 3.1, 1e-2: float("nan"), 1e-1: 3.2}), (True, GOOD_SWEEP), "0.01"],
-    2: [None, ("q", TABLE),                                            # least absolute forgetting, not per gain
-        ("MLP", TABLE), ("q", {"q": (0.1, 0.02), "v": (0.2, 0.01)}),
-        ("x", TABLE), ("q", {"q": (0.0, 0.01), "v": (0.2, 0.01), "w": (0.1, 0.2)})],
-    3: [None, lambda x, g, A, s, lr: -lr * x.T @ g,                      # full fine-tuning's step
-        lambda x, g, A, s, lr: -lr * s * A @ (x @ A).T @ g,                # one s short
-        lambda x, g, A, s, lr: lr * s * s * A @ (x @ A).T @ g,             # sign
-        lambda x, g, A, s, lr: -lr * s * s * (x @ A).T @ g,                # B's step, not ΔW (r×n)
-        lambda x, g, A, s, lr: 1 / 0, lambda x, g, A, s, lr: "no"],
+    1: [
+        None,
+        1e-2,
+        (1e-2, {1e-3: 3.1, 1e-2: 3.0}),  # too few points
+        (2e-3, {1e-3: 3.1, 2e-3: 3.0, 4e-3: 3.05}),  # spans < 10x
+        (3e-3, GOOD_SWEEP),  # not the argmin
+        (1e-3, {1e-3: 3.0, 1e-2: 3.1, 1e-1: 3.2}),  # best at the edge
+        (1e-2, {1e-3: 3.1, 1e-2: float("nan"), 1e-1: 3.2}),
+        (True, GOOD_SWEEP),
+        "0.01",
+    ],
+    2: [
+        None,
+        ("q", TABLE),  # least absolute forgetting, not per gain
+        ("MLP", TABLE),
+        ("q", {"q": (0.1, 0.02), "v": (0.2, 0.01)}),
+        ("x", TABLE),
+        ("q", {"q": (0.0, 0.01), "v": (0.2, 0.01), "w": (0.1, 0.2)}),
+    ],
+    3: [
+        None,
+        lambda x, g, A, s, lr: -lr * x.T @ g,  # full fine-tuning's step
+        lambda x, g, A, s, lr: -lr * s * A @ (x @ A).T @ g,  # one s short
+        lambda x, g, A, s, lr: lr * s * s * A @ (x @ A).T @ g,  # sign
+        lambda x, g, A, s, lr: -lr * s * s * (x @ A).T @ g,  # B's step, not ΔW (r×n)
+        lambda x, g, A, s, lr: 1 / 0,
+        lambda x, g, A, s, lr: "no",
+    ],
     4: [None, (2, 2), (16, 128), (128, 8), "128, 16", 128],
 }
 

@@ -24,13 +24,17 @@ def test_experiment_solution_passes_and_the_large_rate_wins(capsys, tmp_path, mo
     monkeypatch.setenv("LORAKIT_FAST", "1")
     answer = solutions.solve_ex_5_3()
     assert nb05.check_ex_5_3(answer) is True
-    assert nb05.check_ex_5_3(answer, steps=12, batch_size=8) is True, "the notebook passes STEPS, BATCH"
+    assert nb05.check_ex_5_3(answer, steps=12, batch_size=8) is True, (
+        "the notebook passes STEPS, BATCH"
+    )
     assert "Correct" in capsys.readouterr().out
     assert answer[1e-1] < answer[1e-4]
     swapped = {1e-4: answer[1e-1], 1e-1: answer[1e-4]}
     assert nb05.check_ex_5_3(swapped) is False
     assert "swapped" in capsys.readouterr().out
-    assert nb05.check_ex_5_3({1e-4: 3.0, 1e-1: 2.9}) is False, "any two plausible values are not enough"
+    assert nb05.check_ex_5_3({1e-4: 3.0, 1e-1: 2.9}) is False, (
+        "any two plausible values are not enough"
+    )
 
 
 def test_notebook_and_checker_settings_agree():
@@ -38,11 +42,22 @@ def test_notebook_and_checker_settings_agree():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "notebooks" / "05_lora_and_its_siblings.py").read_text()
-    for name, key in (("STEPS", "steps"), ("BATCH", "batch_size"), ("EVAL_BATCHES", "eval_batches"),
-                      ("P_MAX", "p_max")):
-        fast, full = map(int, re.search(rf"^{name} = (\d+) if FAST else (\d+)", text, re.M).groups())
-        assert (nb05.notebook_settings(True)[key], nb05.notebook_settings(False)[key]) == (fast, full), name
+    text = (
+        Path(__file__).resolve().parents[1] / "notebooks" / "05_lora_and_its_siblings.py"
+    ).read_text()
+    for name, key in (
+        ("STEPS", "steps"),
+        ("BATCH", "batch_size"),
+        ("EVAL_BATCHES", "eval_batches"),
+        ("P_MAX", "p_max"),
+    ):
+        fast, full = map(
+            int, re.search(rf"^{name} = (\d+) if FAST else (\d+)", text, re.M).groups()
+        )
+        assert (nb05.notebook_settings(True)[key], nb05.notebook_settings(False)[key]) == (
+            fast,
+            full,
+        ), name
 
 
 def _no_mask(q, k, v, pk, pv):
@@ -53,7 +68,7 @@ def _no_mask(q, k, v, pk, pv):
 def _causal_over_all(q, k, v, pk, pv):
     K, V = torch.cat([pk, k], -2), torch.cat([pv, v], -2)
     T, S = q.shape[-2], K.shape[-2]
-    s = (q @ K.transpose(-1, -2) / math.sqrt(q.shape[-1]))
+    s = q @ K.transpose(-1, -2) / math.sqrt(q.shape[-1])
     return s.masked_fill(~torch.ones(T, S, dtype=torch.bool).tril(), -float("inf")).softmax(-1) @ V
 
 
@@ -63,10 +78,25 @@ def _unscaled(q, k, v, pk, pv):
 
 WRONG = {
     1: [None, "5242880", True, 20 * 4096, 20 * 32 * 4096, 20 * 2 * 4096, 1.5],
-    2: [None, 3, _no_mask, _causal_over_all, _unscaled, lambda q, k, v, pk, pv: q,
-        lambda q, k, v, pk, pv: 1 / 0],
-    3: [None, [3.1, 2.9], {1e-4: 3.0}, {1e-4: 3.0, 1e-1: float("nan")}, {1e-4: 3.0, 1e-1: 20.0},
-        {1e-4: 3.0, 1e-1: "low"}, {1e-4: 3.0, 1e-1: 3.0}, {True: 3.0, 1e-1: 2.0}],  # refused before any run
+    2: [
+        None,
+        3,
+        _no_mask,
+        _causal_over_all,
+        _unscaled,
+        lambda q, k, v, pk, pv: q,
+        lambda q, k, v, pk, pv: 1 / 0,
+    ],
+    3: [
+        None,
+        [3.1, 2.9],
+        {1e-4: 3.0},
+        {1e-4: 3.0, 1e-1: float("nan")},
+        {1e-4: 3.0, 1e-1: 20.0},
+        {1e-4: 3.0, 1e-1: "low"},
+        {1e-4: 3.0, 1e-1: 3.0},
+        {True: 3.0, 1e-1: 2.0},
+    ],  # refused before any run
 }
 
 

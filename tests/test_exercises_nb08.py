@@ -25,8 +25,13 @@ def test_numbers_of_any_type_and_natural_sequences_are_accepted(capsys):
     for answer in (gb, np.float32(gb), torch.tensor(gb), round(gb, 2)):
         assert nb08.check_ex_8_1(answer) is True, type(answer)
     proj, noise = solutions.solve_ex_8_4()
-    for answer in ((proj, noise), [proj, noise], np.array([proj, noise]), torch.tensor([proj, noise]),
-                   (round(proj, 3), round(noise, 3))):
+    for answer in (
+        (proj, noise),
+        [proj, noise],
+        np.array([proj, noise]),
+        torch.tensor([proj, noise]),
+        (round(proj, 3), round(noise, 3)),
+    ):
         assert nb08.check_ex_8_4(answer) is True, type(answer)
 
 
@@ -78,19 +83,44 @@ def _wrong_merges():
         lin.weight.copy_(layer.delta())
         return lin
 
-    return [None, 3, requantized, in_place, no_bias, unscaled, untransposed, lambda layer: layer.base]
+    return [
+        None,
+        3,
+        requantized,
+        in_place,
+        no_bias,
+        unscaled,
+        untransposed,
+        lambda layer: layer.base,
+    ]
 
 
 def _wrong_requantize():
     right = nb08._requantize_stats()
-    return [None, 0.84, "0.84, 0.80", right[::-1], nb08._requantize_stats(dw_first=True),
-            nb08._requantize_stats(from_w=True), (1.0, 0.0), (True, False)]
+    return [
+        None,
+        0.84,
+        "0.84, 0.80",
+        right[::-1],
+        nb08._requantize_stats(dw_first=True),
+        nb08._requantize_stats(from_w=True),
+        (1.0, 0.0),
+        (True, False),
+    ]
 
 
 _linear13 = parameter_counts("13B")["linear"]
 WRONG = {
-    1: [None, "6.6", True, _linear13 * 4.5 / 8 / 1e9, _linear13 * 4 / 8 / 1e9, _linear13 * 4.127 / 1e9, 1.0,
-        _linear13 * 4.127 / 8 / 2**30],
+    1: [
+        None,
+        "6.6",
+        True,
+        _linear13 * 4.5 / 8 / 1e9,
+        _linear13 * 4 / 8 / 1e9,
+        _linear13 * 4.127 / 1e9,
+        1.0,
+        _linear13 * 4.127 / 8 / 2**30,
+    ],
     2: _wrong_backwards(),
     3: _wrong_merges(),
     4: _wrong_requantize(),

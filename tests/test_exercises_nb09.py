@@ -23,7 +23,9 @@ def examples():
 @pytest.fixture
 def layer():
     torch.manual_seed(0)
-    model = prepare_qlora(GPT(GPTConfig(context=16, n_layer=1, n_head=2, d_model=64)), "all-linear", r=4, alpha=8)
+    model = prepare_qlora(
+        GPT(GPTConfig(context=16, n_layer=1, n_head=2, d_model=64)), "all-linear", r=4, alpha=8
+    )
     layer = lora_layers(model)["blocks.0.mlp.up_proj"]  # 64 → 256: not square, so a transpose shows
     with torch.no_grad():
         layer.B.normal_(0, 0.1)
@@ -70,11 +72,15 @@ def test_9_1_right_answer_accepted_in_both_modes(fast, monkeypatch, capsys):
     from lorakit.train import base_settings
 
     monkeypatch.setenv("LORAKIT_FAST", "1" if fast else "")
-    assert nb09.notebook_examples.__doc__ and base_settings()["config"].context == (64 if fast else 128)
+    assert nb09.notebook_examples.__doc__ and base_settings()["config"].context == (
+        64 if fast else 128
+    )
     mode = nb09.notebook_examples()
     right = solutions.solve_ex_9_1(mode)
     other = solutions.solve_ex_9_1(nb09.notebook_examples(not fast))
-    assert abs(right - other) > 0.01, "the modes differ by more than the ±0.01 tolerance (0.379 vs 0.397)"
+    assert abs(right - other) > 0.01, (
+        "the modes differ by more than the ±0.01 tolerance (0.379 vs 0.397)"
+    )
     assert nb09.check_ex_9_1(right) and nb09.check_ex_9_1(right, mode)
     assert not nb09.check_ex_9_1(other)
     for wrong in (1 - right, 100 * right):

@@ -34,10 +34,25 @@ _one = estimate_memory("70B", "qlora", r=64, batch_size=1, seq_len=2048, **PAPER
 _four = D.fsdp_qlora_memory("70B", 4, False, batch_size=1, seq_len=2048)
 _off = D.fsdp_qlora_memory("70B", 4, True, batch_size=1, seq_len=2048)
 WRONG = {
-    1: [None, "20", True, _one["total"], _one["total"] / 4, _four["total"] - _four["activations"],
-        _four["total"] - _four["gathered"], _four["total"] - _four["root"] + _four["root"] / 4],
-    2: [None, 3.0, (1.0,), (_off["cpu"], _off["total"]), (_off["total"], _off["cpu"] / 4),
-        (_four["total"], _off["cpu"]), ("a", "b")],
+    1: [
+        None,
+        "20",
+        True,
+        _one["total"],
+        _one["total"] / 4,
+        _four["total"] - _four["activations"],
+        _four["total"] - _four["gathered"],
+        _four["total"] - _four["root"] + _four["root"] / 4,
+    ],
+    2: [
+        None,
+        3.0,
+        (1.0,),
+        (_off["cpu"], _off["total"]),
+        (_off["total"], _off["cpu"] / 4),
+        (_four["total"], _off["cpu"]),
+        ("a", "b"),
+    ],
     3: [None, "76", 38.0, 152.0, 2.0 * 140],
 }
 
@@ -47,11 +62,16 @@ def test_the_root_gathered_twice_is_refused(capsys):
     from lorakit.memory import lora_parameter_count, parameter_counts, quantized_bits_per_parameter
 
     counts = parameter_counts("70B")
-    layers = counts["linear"] * quantized_bits_per_parameter() / 8 + 2 * lora_parameter_count("70B", 64)
+    layers = counts["linear"] * quantized_bits_per_parameter() / 8 + 2 * lora_parameter_count(
+        "70B", 64
+    )
     root = 2 * counts["other"]
     right = solutions.solve_ex_10_3()
-    for wrong in (2 * (layers + root) / 1e9, (layers + root) / 1e9,
-                  (2 * (2 * counts["linear"] + 2 * lora_parameter_count("70B", 64)) + root) / 1e9):
+    for wrong in (
+        2 * (layers + root) / 1e9,
+        (layers + root) / 1e9,
+        (2 * (2 * counts["linear"] + 2 * lora_parameter_count("70B", 64)) + root) / 1e9,
+    ):
         assert nb10.check_ex_10_3(wrong) is False, wrong
     assert nb10.check_ex_10_3(right * 1.004) is True, "a rounded right answer still passes"
     assert "root is gathered once" in capsys.readouterr().out
@@ -59,7 +79,9 @@ def test_the_root_gathered_twice_is_refused(capsys):
 
 def test_offload_solution_is_worked_not_looked_up():
     gpu, cpu = solutions.solve_ex_10_2()
-    assert gpu == pytest.approx(_off["total"], rel=1e-9) and cpu == pytest.approx(_off["cpu"], rel=1e-9)
+    assert gpu == pytest.approx(_off["total"], rel=1e-9) and cpu == pytest.approx(
+        _off["cpu"], rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("m", sorted(WRONG))

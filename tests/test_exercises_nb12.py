@@ -19,8 +19,13 @@ def test_solution_passes(m, capsys):
 
 def test_numbers_of_any_type_and_natural_sequences_are_accepted():
     padded, own = solutions.solve_ex_12_1()
-    for answer in ((padded, own), [padded, own], np.array([padded, own]), torch.tensor([padded, own]),
-                   (round(padded, 1), round(own, 1))):
+    for answer in (
+        (padded, own),
+        [padded, own],
+        np.array([padded, own]),
+        torch.tensor([padded, own]),
+        (round(padded, 1), round(own, 1)),
+    ):
         assert nb12.check_ex_12_1(answer) is True, type(answer)
     three = solutions.solve_ex_12_4()
     for answer in (three, list(three), np.array(three), torch.tensor(three)):
@@ -29,8 +34,14 @@ def test_numbers_of_any_type_and_natural_sequences_are_accepted():
 
 def test_12_1_refuses_the_named_mistakes(capsys):
     padded, own = solutions.solve_ex_12_1()
-    cases = {(2 * padded, 2 * own): "float32", (own, padded): "swapped", (padded / 32, own / 32): "one layer",
-             (padded * 8192 / 13312, own * 8192 / 13312): "", None: "expected a pair", "436": "expected a pair"}
+    cases = {
+        (2 * padded, 2 * own): "float32",
+        (own, padded): "swapped",
+        (padded / 32, own / 32): "one layer",
+        (padded * 8192 / 13312, own * 8192 / 13312): "",
+        None: "expected a pair",
+        "436": "expected a pair",
+    }
     for answer, why in cases.items():
         assert nb12.check_ex_12_1(answer) is False, answer
         assert why in capsys.readouterr().out
@@ -46,12 +57,16 @@ def _q8_round_to_even(x):
     d = blocks.abs().amax(1, keepdim=True) / 127
     inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
     q = torch.round(blocks * inv).to(torch.int8)
-    return torch.cat([d.half().view(torch.uint8), q.view(torch.uint8)], 1).reshape(*x.shape[:-1], -1)
+    return torch.cat([d.half().view(torch.uint8), q.view(torch.uint8)], 1).reshape(
+        *x.shape[:-1], -1
+    )
 
 
 def _q8_float32_scale(x):
     right = solutions.solve_ex_12_2()(x).reshape(-1, 34)
-    d = (x.float().reshape(-1, 32).abs().amax(1, keepdim=True) / 127).view(torch.uint8)  # 4 bytes, not fp16
+    d = (x.float().reshape(-1, 32).abs().amax(1, keepdim=True) / 127).view(
+        torch.uint8
+    )  # 4 bytes, not fp16
     return torch.cat([d, right[:, 2:]], 1).reshape(*x.shape[:-1], -1)
 
 
@@ -88,7 +103,12 @@ def test_12_3_accepts_any_factorization_and_refuses_the_named_mistakes(capsys):
     def linear_style(a1, a2, w1, w2):  # averages A and B separately: needs equal ranks, fails here
         return w1 * a1[0] + w2 * a2[0], w1 * a1[1] + w2 * a2[1]
 
-    for answer, why in [(unscaled, "scalings"), (in_place, "changed"), (linear_style, "raised"), (3, "expected")]:
+    for answer, why in [
+        (unscaled, "scalings"),
+        (in_place, "changed"),
+        (linear_style, "raised"),
+        (3, "expected"),
+    ]:
         capsys.readouterr()
         assert nb12.check_ex_12_3(answer) is False
         assert why in capsys.readouterr().out
@@ -96,7 +116,10 @@ def test_12_3_accepts_any_factorization_and_refuses_the_named_mistakes(capsys):
 
 def test_12_4_refuses_the_named_mistakes(capsys):
     p_scratch, noise, p_into = solutions.solve_ex_12_4()
-    for answer, why in [((p_into, noise, p_scratch), "swapped"), ((p_scratch, noise / 7, p_into), "W_q"),
-                        ((p_scratch, noise), "three numbers")]:
+    for answer, why in [
+        ((p_into, noise, p_scratch), "swapped"),
+        ((p_scratch, noise / 7, p_into), "W_q"),
+        ((p_scratch, noise), "three numbers"),
+    ]:
         assert nb12.check_ex_12_4(answer) is False
         assert why in capsys.readouterr().out

@@ -35,15 +35,23 @@ def test_the_gpu_script_dry_run_goes_through_notebook_09s_gpu_section(tmp_path, 
         assert r["status"] == "ok" and len(r["losses"]) == 2, method
         assert r["saved_bytes_per_token"] > 0 and r["peak_bytes"] > 0
     w = {m: r["weights"] for m, r in res["methods"].items()}
-    assert w["lorakit-qlora"] == w["bnb-peft-qlora"] == f"4-bit + {dtype} (LoRA float32)", "like for like"
+    assert w["lorakit-qlora"] == w["bnb-peft-qlora"] == f"4-bit + {dtype} (LoRA float32)", (
+        "like for like"
+    )
     assert w["full"] == ("float32" if dtype == "float32" else "float32, autocast bfloat16")
     first = [res["methods"][m]["losses"][0] for m in ("lorakit-qlora", "bnb-peft-qlora")]
-    assert first[0] == pytest.approx(first[1], abs=0.05), "the two QLoRA stacks start from the same loss"
+    assert first[0] == pytest.approx(first[1], abs=0.05), (
+        "the two QLoRA stacks start from the same loss"
+    )
     merge = res["merge"]
     assert merge["checkpoint_dtypes"] == ["F32"] and merge["loaded_dtypes"] == ["torch.float32"]
     assert merge["problems"] == [] and merge["exact_expected"] == (dtype == "float32")
     report = Path(res["written"]).read_text()
-    assert Path(res["written"]).name == "gpu-dryrun-cpu.txt" and "§7 merge" in report and "lorakit-qlora" in report
+    assert (
+        Path(res["written"]).name == "gpu-dryrun-cpu.txt"
+        and "§7 merge" in report
+        and "lorakit-qlora" in report
+    )
     assert res["tokens"]["median_padded_batch"] >= res["tokens"]["median_example"]
 
 
@@ -51,18 +59,28 @@ def test_token_counts_measure_padding():
     finale = _load("gpu_finale")
     examples = [(torch.ones(n, dtype=torch.long), None) for n in (10, 10, 30, 30)]
     counts = finale.token_counts(examples, batch_size=4)
-    assert counts["median_padded_batch"] == 120 and counts["padding_share"] == pytest.approx(1 - 80 / 120)
+    assert counts["median_padded_batch"] == 120 and counts["padding_share"] == pytest.approx(
+        1 - 80 / 120
+    )
 
 
 def test_bench_accepts_small_real_shapes_on_a_simulated_t4(monkeypatch):
     bench = _load("bench_qlora_gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )
     device, dtype, shape, name = bench.settings(bench.parse(["--model", "SmolLM2-360M"]))
     assert shape["hidden_size"] == 960 and shape["tie_word_embeddings"] and dtype == torch.float32
-    cfg = bench.build_llama(dict(shape, num_hidden_layers=1), torch.device("meta"), torch.float32, 0).config
-    assert cfg.tie_word_embeddings and cfg.num_key_value_heads == 5 and cfg.max_position_embeddings == 8192
+    cfg = bench.build_llama(
+        dict(shape, num_hidden_layers=1), torch.device("meta"), torch.float32, 0
+    ).config
+    assert (
+        cfg.tie_word_embeddings
+        and cfg.num_key_value_heads == 5
+        and cfg.max_position_embeddings == 8192
+    )
 
 
 def test_bench_reports_out_of_memory_per_setup_and_goes_on(monkeypatch):
@@ -73,6 +91,7 @@ def test_bench_reports_out_of_memory_per_setup_and_goes_on(monkeypatch):
         if name == "bf16_lora":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
         return real(name, *args)
+
     monkeypatch.setattr(bench, "run_one", tight)
     results = bench.main(["--smoke", "--only", "lorakit_qlora", "bf16_lora"])
     assert results["runs"]["bf16_lora"]["skipped"] == "out of memory on this device"
@@ -82,6 +101,7 @@ def test_bench_reports_out_of_memory_per_setup_and_goes_on(monkeypatch):
 
     def bug(name, *args):
         raise KeyError("a real bug")
+
     monkeypatch.setattr(bench, "run_one", bug)
     with pytest.raises(KeyError):
         bench.main(["--smoke", "--only", "lorakit_qlora"])

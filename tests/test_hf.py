@@ -30,7 +30,9 @@ def test_the_tiny_llama_loads_like_a_hub_model(tiny):
     cfg = model.config
     assert cfg.num_key_value_heads < cfg.num_attention_heads, "grouped-query attention, as SmolLM2"
     assert cfg.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight
-    ids = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=True
+    )
     ids = ids if isinstance(ids, list) else ids["input_ids"]
     assert tok.decode(ids).endswith("<|im_start|>assistant\n")
     assert tok.eos_token == "<|im_end|>" and tok.pad_token_id is not None
@@ -43,7 +45,9 @@ def test_chat_examples_mask_the_template_and_end_with_eos(tiny):
     assert ids[-1] == tok.eos_token_id and labels[-1] == tok.eos_token_id
     assert (labels[n_prompt:] == ids[n_prompt:]).all() and n_prompt > 10
     prompt = hf.chat_prompt_ids(tok, sft.docstring_pairs("train", 60)[0])
-    assert torch.equal(prompt[0], ids[:n_prompt]), "generation starts from exactly the trained prompt"
+    assert torch.equal(prompt[0], ids[:n_prompt]), (
+        "generation starts from exactly the trained prompt"
+    )
 
 
 def test_an_offline_model_id_falls_back_to_the_pretrained_stand_in(tiny):
@@ -58,9 +62,22 @@ def test_an_offline_model_id_falls_back_to_the_pretrained_stand_in(tiny):
 @pytest.mark.parametrize("method", hf.METHODS)
 def test_every_method_fine_tunes(tiny, method):
     folder, tok, train, val, val_pairs = tiny
-    result = hf.fine_tune(method, folder, train, val, steps=3, batch_size=4, lr=1e-3,
-                          compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id,
-                          warmup_steps=1, local_only=True, progress=False, keep_model=True)
+    result = hf.fine_tune(
+        method,
+        folder,
+        train,
+        val,
+        steps=3,
+        batch_size=4,
+        lr=1e-3,
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        warmup_steps=1,
+        local_only=True,
+        progress=False,
+        keep_model=True,
+    )
     assert result["status"] == "ok"
     assert len(result["losses"]) == 3 and all(l == l for l in result["losses"])
     assert result["val_bits"] > 0 and result["ms_per_step"] > 0 and result["peak_bytes"] > 0
@@ -76,10 +93,29 @@ def test_every_method_fine_tunes(tiny, method):
 
 def test_qlora_stores_less_than_lora(tiny):
     folder, tok, train, val, _ = tiny
-    runs = {m: hf.fine_tune(m, folder, train, val, steps=2, batch_size=2, lr=1e-3, compute_dtype=torch.float32,
-                            device="cpu", pad_id=tok.pad_token_id, warmup_steps=0, local_only=True, progress=False)
-            for m in ("lorakit-qlora", "lora", "full")}
-    assert runs["lorakit-qlora"]["peak_bytes"] < runs["lora"]["peak_bytes"] < runs["full"]["peak_bytes"]
+    runs = {
+        m: hf.fine_tune(
+            m,
+            folder,
+            train,
+            val,
+            steps=2,
+            batch_size=2,
+            lr=1e-3,
+            compute_dtype=torch.float32,
+            device="cpu",
+            pad_id=tok.pad_token_id,
+            warmup_steps=0,
+            local_only=True,
+            progress=False,
+        )
+        for m in ("lorakit-qlora", "lora", "full")
+    }
+    assert (
+        runs["lorakit-qlora"]["peak_bytes"]
+        < runs["lora"]["peak_bytes"]
+        < runs["full"]["peak_bytes"]
+    )
 
 
 def test_out_of_memory_is_reported_not_raised(tiny, monkeypatch):
@@ -87,24 +123,63 @@ def test_out_of_memory_is_reported_not_raised(tiny, monkeypatch):
 
     def no_room(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
     monkeypatch.setattr(hf, "prepare", no_room)
-    result = hf.fine_tune("full", folder, train, val, steps=1, batch_size=1, lr=1e-3, compute_dtype=torch.float32,
-                          device="cpu", pad_id=tok.pad_token_id, local_only=True, progress=False)
+    result = hf.fine_tune(
+        "full",
+        folder,
+        train,
+        val,
+        steps=1,
+        batch_size=1,
+        lr=1e-3,
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        local_only=True,
+        progress=False,
+    )
     assert result["status"] == "out of memory on this device" and "2.00 GiB" in result["error"]
 
     def a_bug(*args, **kwargs):
         raise KeyError("a real bug")
+
     monkeypatch.setattr(hf, "prepare", a_bug)
     with pytest.raises(KeyError):
-        hf.fine_tune("full", folder, train, val, steps=1, batch_size=1, lr=1e-3, compute_dtype=torch.float32,
-                     device="cpu", pad_id=tok.pad_token_id, local_only=True, progress=False)
+        hf.fine_tune(
+            "full",
+            folder,
+            train,
+            val,
+            steps=1,
+            batch_size=1,
+            lr=1e-3,
+            compute_dtype=torch.float32,
+            device="cpu",
+            pad_id=tok.pad_token_id,
+            local_only=True,
+            progress=False,
+        )
 
 
 def test_the_exact_merge_saves_and_reloads_as_a_plain_model(tiny, tmp_path):
     folder, tok, train, val, val_pairs = tiny
-    result = hf.fine_tune("lorakit-qlora", folder, train, val, steps=4, batch_size=4, lr=3e-2,
-                          compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, warmup_steps=0,
-                          local_only=True, progress=False, keep_model=True)
+    result = hf.fine_tune(
+        "lorakit-qlora",
+        folder,
+        train,
+        val,
+        steps=4,
+        batch_size=4,
+        lr=3e-2,
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        warmup_steps=0,
+        local_only=True,
+        progress=False,
+        keep_model=True,
+    )
     model = result["model"]
     assert any(l.B.abs().sum() > 0 for l in lora_layers(model).values()), "the adapter trained"
     ids = hf.chat_prompt_ids(tok, val_pairs[0])
@@ -117,8 +192,12 @@ def test_the_exact_merge_saves_and_reloads_as_a_plain_model(tiny, tmp_path):
     reloaded = hf.load_model(tmp_path / "merged", local_only=True)
     with torch.no_grad():
         again = reloaded(input_ids=ids).logits
-    assert (again - trained).abs().max().item() < 1e-4, "the merged, reloaded model is the trained one"
-    assert hf.generate_answers(reloaded, tok, val_pairs[:1], 6) == hf.generate_answers(model, tok, val_pairs[:1], 6)
+    assert (again - trained).abs().max().item() < 1e-4, (
+        "the merged, reloaded model is the trained one"
+    )
+    assert hf.generate_answers(reloaded, tok, val_pairs[:1], 6) == hf.generate_answers(
+        model, tok, val_pairs[:1], 6
+    )
 
 
 def test_bad_method_is_refused(tiny):
@@ -144,8 +223,17 @@ FT = dict(steps=2, batch_size=2, warmup_steps=0, local_only=True, progress=False
 
 
 def _run(folder, tok, train, val, method, dtype=torch.float32, lr=1e-3, **kw):
-    return hf.fine_tune(method, folder, train, val, lr=lr, compute_dtype=dtype, device="cpu",
-                        pad_id=tok.pad_token_id, **dict(FT, **kw))
+    return hf.fine_tune(
+        method,
+        folder,
+        train,
+        val,
+        lr=lr,
+        compute_dtype=dtype,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        **dict(FT, **kw),
+    )
 
 
 def device_wide_tracker(monkeypatch):
@@ -161,7 +249,9 @@ def device_wide_tracker(monkeypatch):
         return model
 
     def live():
-        return memory._tensor_bytes(t for m in list(models) for t in list(m.parameters()) + list(m.buffers()))
+        return memory._tensor_bytes(
+            t for m in list(models) for t in list(m.parameters()) + list(m.buffers())
+        )
 
     @contextlib.contextmanager
     def device_wide_peak(device=None, model=None):
@@ -181,20 +271,35 @@ def test_a_kept_model_is_not_counted_in_the_peaks_of_the_other_methods(tiny, mon
     """Issue 26 item 1: the same method measured first and last gives the same peak."""
     folder, tok, train, val, _ = tiny
     device_wide_tracker(monkeypatch)
-    common = dict(steps=2, batch_size=2, compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id,
-                  warmup_steps=0, local_only=True, progress=False, lr=1e-3)
+    common = dict(
+        steps=2,
+        batch_size=2,
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        warmup_steps=0,
+        local_only=True,
+        progress=False,
+        lr=1e-3,
+    )
     # the old notebook loop (kept model trained first) is biased: the tracker does see it
     kept = hf.fine_tune("lorakit-qlora", folder, train, val, keep_model=True, **common)
     after_kept = hf.fine_tune("lora", folder, train, val, **common)
     del kept
     gc.collect()
     alone = hf.fine_tune("lora", folder, train, val, **common)
-    assert after_kept["peak_bytes"] > alone["peak_bytes"], "the fake device tracker sees every live model"
+    assert after_kept["peak_bytes"] > alone["peak_bytes"], (
+        "the fake device tracker sees every live model"
+    )
     # compare_methods trains the kept model last, whatever the order asked for
-    first = hf.compare_methods(["lora", "lorakit-qlora"], folder, train, val, keep="lorakit-qlora", **common)
+    first = hf.compare_methods(
+        ["lora", "lorakit-qlora"], folder, train, val, keep="lorakit-qlora", **common
+    )
     del first["lorakit-qlora"]["model"]
     gc.collect()
-    last = hf.compare_methods(["lorakit-qlora", "lora"], folder, train, val, keep="lorakit-qlora", **common)
+    last = hf.compare_methods(
+        ["lorakit-qlora", "lora"], folder, train, val, keep="lorakit-qlora", **common
+    )
     assert list(last) == ["lorakit-qlora", "lora"], "results come back in the order asked for"
     assert first["lora"]["peak_bytes"] == last["lora"]["peak_bytes"] == alone["peak_bytes"]
     assert first["lorakit-qlora"]["peak_bytes"] == last["lorakit-qlora"]["peak_bytes"]
@@ -210,8 +315,11 @@ def test_compare_methods_refuses_bad_arguments(tiny):
 
 
 def _non_adapter_dtypes(model):
-    return {p.dtype for n, p in model.named_parameters()
-            if type(p).__name__ != "Params4bit" and "lora_" not in n and not n.endswith((".A", ".B"))}
+    return {
+        p.dtype
+        for n, p in model.named_parameters()
+        if type(p).__name__ != "Params4bit" and "lora_" not in n and not n.endswith((".A", ".B"))
+    }
 
 
 def test_both_qlora_stacks_keep_the_non_quantized_parts_in_the_compute_dtype(tiny):
@@ -236,16 +344,34 @@ def test_full_fine_tuning_under_bfloat16_keeps_float32_master_weights_that_move(
     assert "autocast bfloat16" in hf.weight_dtypes(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-             for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    sft.train_sft(model, train, steps=2, batch_size=2, lr=2e-5, pad_id=tok.pad_token_id, warmup=1, progress=False)
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    sft.train_sft(
+        model,
+        train,
+        steps=2,
+        batch_size=2,
+        lr=2e-5,
+        pad_id=tok.pad_token_id,
+        warmup=1,
+        progress=False,
+    )
     for h in hooks:
         h.remove()
     assert set(seen) == {torch.bfloat16}, "the matrix products ran in bfloat16"
-    moved = {n: (p.detach() != before[n]).float().mean().item() for n, p in model.named_parameters()}
+    moved = {
+        n: (p.detach() != before[n]).float().mean().item() for n, p in model.named_parameters()
+    }
     norms = [v for n, v in moved.items() if "norm" in n]
-    assert norms and min(norms) == 1.0, "every norm weight moved (in bfloat16 none would: 1.0 ± 2e-5 rounds to 1.0)"
-    total = sum(v * before[n].numel() for n, v in moved.items()) / sum(t.numel() for t in before.values())
+    assert norms and min(norms) == 1.0, (
+        "every norm weight moved (in bfloat16 none would: 1.0 ± 2e-5 rounds to 1.0)"
+    )
+    total = sum(v * before[n].numel() for n, v in moved.items()) / sum(
+        t.numel() for t in before.values()
+    )
     assert total > 0.95, f"only {total:.1%} of the entries moved"
 
 
@@ -253,7 +379,18 @@ def test_the_merge_check_is_exact_in_float32_and_statistical_under_bfloat16(tiny
     """Issue 26 items 4 and 5: bf16 branch run on the CPU; one-dtype save that loads as saved."""
     folder, tok, train, val, val_pairs = tiny
     for dtype in (torch.float32, torch.bfloat16):
-        run = _run(folder, tok, train, val, "lorakit-qlora", dtype, lr=3e-2, steps=4, batch_size=4, keep_model=True)
+        run = _run(
+            folder,
+            tok,
+            train,
+            val,
+            "lorakit-qlora",
+            dtype,
+            lr=3e-2,
+            steps=4,
+            batch_size=4,
+            keep_model=True,
+        )
         model = run["model"]
         ids = hf.generate_ids(model, tok, val_pairs[:2], max_new_tokens=6)
         assert all(isinstance(i, int) for a in ids for i in a) and all(len(a) > 0 for a in ids)
@@ -263,8 +400,12 @@ def test_the_merge_check_is_exact_in_float32_and_statistical_under_bfloat16(tiny
         assert hf.checkpoint_dtypes(out) == {"F32"}, "one dtype in the file"
         config = json.loads((out / "config.json").read_text())
         assert config.get("dtype", config.get("torch_dtype")) == "float32", "and the config says it"
-        plain = hf._transformers().AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
-        assert {p.dtype for p in plain.parameters()} == {torch.float32}, "from_pretrained loads it as saved"
+        plain = hf._transformers().AutoModelForCausalLM.from_pretrained(
+            str(out), local_files_only=True
+        )
+        assert {p.dtype for p in plain.parameters()} == {torch.float32}, (
+            "from_pretrained loads it as saved"
+        )
         reloaded = hf.load_model(out, torch.float32, local_only=True)
         stats = hf.merge_agreement(model, reloaded, val, tok.pad_token_id)
         same = hf.generate_ids(reloaded, tok, val_pairs[:2], max_new_tokens=6) == ids
@@ -272,12 +413,15 @@ def test_the_merge_check_is_exact_in_float32_and_statistical_under_bfloat16(tiny
         if dtype == torch.float32:
             assert stats["agreement"] == 1.0 and stats["max_logit_gap"] < 1e-4 and same
         else:
-            assert stats["max_logit_gap"] > 1e-4, "bfloat16 compute really differs from the float32 reload"
+            assert stats["max_logit_gap"] > 1e-4, (
+                "bfloat16 compute really differs from the float32 reload"
+            )
     # the checks refuse wrong work: a different model is not the merge
     other = hf.load_model(folder, torch.float32, local_only=True)
     stats = hf.merge_agreement(reloaded, other, val, tok.pad_token_id)
     assert hf.merge_problems(stats, torch.float32, False) and hf.merge_problems(
-        dict(stats, agreement=0.5), torch.bfloat16)
+        dict(stats, agreement=0.5), torch.bfloat16
+    )
 
 
 def test_a_mixed_dtype_model_saved_plainly_would_not_load_as_trained(tiny, tmp_path):
@@ -302,17 +446,27 @@ def test_bnb_peft_checkpointing_is_quiet_and_turns_the_cache_off(tiny, capfd):
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = hf.prepare("bnb-peft-qlora", folder, torch.float32, "cpu", gradient_checkpointing=True,
-                           local_only=True)
-        losses = sft.train_sft(model, train, steps=2, batch_size=2, lr=1e-3, pad_id=tok.pad_token_id,
-                               progress=False)
+        model = hf.prepare(
+            "bnb-peft-qlora",
+            folder,
+            torch.float32,
+            "cpu",
+            gradient_checkpointing=True,
+            local_only=True,
+        )
+        losses = sft.train_sft(
+            model, train, steps=2, batch_size=2, lr=1e-3, pad_id=tok.pad_token_id, progress=False
+        )
     assert not [str(w.message) for w in caught], [str(w.message) for w in caught]
     assert capfd.readouterr().err == ""
     assert model.config.use_cache is False
     assert all(l == l for l in losses)
-    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters()), "only LoRA trains"
-    assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n), \
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters()), (
+        "only LoRA trains"
+    )
+    assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n), (
         "gradients reached every adapter through the checkpointed blocks"
+    )
 
 
 def test_saved_activations_are_counted_without_the_weights(tiny):
@@ -346,19 +500,44 @@ def pretrained():
     val = [sft.chat_example(p, tok, 160) for p in val_pairs]
     base = hf.load_model(folder, local_only=True)
     before = hf.generate_answers(base, tok, val_pairs[:4], max_new_tokens=16)
-    return folder, tok, train, val, val_pairs[:4], sft.evaluate_sft(base, val, tok.pad_token_id), before
+    return (
+        folder,
+        tok,
+        train,
+        val,
+        val_pairs[:4],
+        sft.evaluate_sft(base, val, tok.pad_token_id),
+        before,
+    )
 
 
 @pytest.mark.parametrize("method", hf.METHODS)
 def test_fine_tuning_the_stand_in_lowers_held_out_loss_and_changes_answers(pretrained, method):
     folder, tok, train, val, shown, base_bits, before = pretrained
-    result = hf.fine_tune(method, folder, train, val, steps=FT_STEPS, batch_size=4, lr=FT_LR[method],
-                          compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, warmup_steps=2,
-                          local_only=True, progress=False, keep_model=True)
+    result = hf.fine_tune(
+        method,
+        folder,
+        train,
+        val,
+        steps=FT_STEPS,
+        batch_size=4,
+        lr=FT_LR[method],
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        warmup_steps=2,
+        local_only=True,
+        progress=False,
+        keep_model=True,
+    )
     stopped = []
     after = hf.generate_answers(result["model"], tok, shown, max_new_tokens=16, stopped=stopped)
-    print(f"{method}: held-out response loss {base_bits:.3f} -> {result['val_bits']:.3f} bits/token; "
-          f"stopped {sum(stopped)}/{len(shown)}\n  before {before}\n  after  {after}")
+    print(
+        f"{method}: held-out response loss {base_bits:.3f} -> {result['val_bits']:.3f} bits/token; "
+        f"stopped {sum(stopped)}/{len(shown)}\n  before {before}\n  after  {after}"
+    )
     assert result["val_bits"] < base_bits - FT_MARGIN_BITS, "fine-tuning taught the held-out task"
-    assert all(after), "every fine-tuned answer has something to read (the base often writes only blank lines)"
+    assert all(after), (
+        "every fine-tuned answer has something to read (the base often writes only blank lines)"
+    )
     assert any(a != b for a, b in zip(after, before)), "at least one answer changed"

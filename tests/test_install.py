@@ -31,7 +31,11 @@ END = "@@end-of-call@@"
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MAKE", "MFLAGS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MAKE", "MFLAGS"))
+    }
     env.update(PYTHONNOUSERSITE="1", **extra)
     return env
 
@@ -51,18 +55,28 @@ def fake_venv(root: Path, stamp: str | None = "good") -> Path:
     """root/.venv: a real (empty) venv made of a pyvenv.cfg and a link to this machine's Python."""
     venv = root / ".venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "pyvenv.cfg").write_text(f"home = {BASE_PYTHON.parent}\ninclude-system-site-packages = false\n")
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {BASE_PYTHON.parent}\ninclude-system-site-packages = false\n"
+    )
     (venv / "bin" / "python").symlink_to(BASE_PYTHON)
     if stamp == "good":
         (venv / ".installed").write_text(check.stamp_text(root / "requirements.lock"))
     elif stamp == "stale":
-        (venv / ".installed").write_text(check.stamp_text(root / "requirements.lock").replace("sha256=", "sha256=0"))
+        (venv / ".installed").write_text(
+            check.stamp_text(root / "requirements.lock").replace("sha256=", "sha256=0")
+        )
     return venv
 
 
 def run_check(python, root: Path, *flags) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), *flags, "-m", "lorakit.check"], cwd=root, env=clean_env(),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(python), *flags, "-m", "lorakit.check"],
+        cwd=root,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def assert_answers(run, *expected):
@@ -80,7 +94,9 @@ def test_missing_package_in_the_course_venv_says_make_reinstall(tmp_path):
     run = run_check(venv / "bin" / "python", root)
     assert_answers(run, "[OK] venv", "[FAIL] torch", "not installed", "FIX: run `make reinstall`")
     lines = run.stdout.splitlines()
-    assert lines.index(next(l for l in lines if "[FAIL] torch" in l)) < lines.index(lines[-1]), "the fix comes last"
+    assert lines.index(next(l for l in lines if "[FAIL] torch" in l)) < lines.index(lines[-1]), (
+        "the fix comes last"
+    )
 
 
 def test_wrong_python_without_torch_says_which_python_to_use(tmp_path):
@@ -88,7 +104,12 @@ def test_wrong_python_without_torch_says_which_python_to_use(tmp_path):
     root = fake_checkout(tmp_path)
     fake_venv(root)
     run = run_check(BASE_PYTHON, root, "-S")
-    assert_answers(run, "[WARN] venv   this is not the course's Python", "[FAIL] torch", "FIX: run `make check`")
+    assert_answers(
+        run,
+        "[WARN] venv   this is not the course's Python",
+        "[FAIL] torch",
+        "FIX: run `make check`",
+    )
 
 
 def test_no_venv_yet_says_make_lab(tmp_path):
@@ -101,7 +122,9 @@ def test_stale_venv_says_make_reinstall(tmp_path):
     root = fake_checkout(tmp_path)
     venv = fake_venv(root, stamp="stale")
     run = run_check(venv / "bin" / "python", root)
-    assert_answers(run, "[WARN] venv   stale: requirements.lock changed", "FIX: run `make reinstall`")
+    assert_answers(
+        run, "[WARN] venv   stale: requirements.lock changed", "FIX: run `make reinstall`"
+    )
 
 
 def test_unfinished_install_says_make_reinstall(tmp_path):
@@ -121,7 +144,10 @@ def test_broken_venv_says_make_clean_lab(tmp_path):
     assert_answers(run, "is broken", "FIX: run `make clean lab`")
 
 
-@pytest.mark.parametrize("in_venv, fix", [(True, "`make clean lab PYTHON=python3.12`"), (False, "`make lab PYTHON=python3.12`")])
+@pytest.mark.parametrize(
+    "in_venv, fix",
+    [(True, "`make clean lab PYTHON=python3.12`"), (False, "`make lab PYTHON=python3.12`")],
+)
 def test_python_too_old_is_fatal_and_names_a_new_one(tmp_path, monkeypatch, in_venv, fix):
     """macOS's stock python3 is 3.9 (no 3.9 on this machine: the version is handed in)."""
     root = fake_checkout(tmp_path)
@@ -144,9 +170,11 @@ def test_healthy_conda_style_python_is_not_told_to_repair(tmp_path, monkeypatch)
 
 def test_the_check_prints_line_by_line_before_importing_torch():
     source = (ROOT / "lorakit" / "check.py").read_text()
-    head = source[:source.index("def thread_line")]
-    assert "import torch" not in head and "from .train" not in head, "check.py must not need torch to start"
-    main = source[source.index("def main"):]
+    head = source[: source.index("def thread_line")]
+    assert "import torch" not in head and "from .train" not in head, (
+        "check.py must not need torch to start"
+    )
+    main = source[source.index("def main") :]
     assert "flush=True" in main
 
 
@@ -158,7 +186,9 @@ echo {END} >> "$CALLS"
 """
 
 
-def recorded_make(root: Path, *args, fake_id="3 9 6 /old", dry=False) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+def recorded_make(
+    root: Path, *args, fake_id="3 9 6 /old", dry=False
+) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     """Run make in `root`, whose .venv/bin/python only records its arguments; (result, calls)."""
     python = root / ".venv" / "bin" / "python"
     if not python.exists():
@@ -167,8 +197,14 @@ def recorded_make(root: Path, *args, fake_id="3 9 6 /old", dry=False) -> tuple[s
         python.chmod(0o755)
     calls = root / "calls.txt"
     calls.write_text("")
-    run = subprocess.run(["make", *(["-n"] if dry else []), *args], cwd=root, capture_output=True, text=True,
-                         timeout=60, env=clean_env(CALLS=str(calls), FAKE_ID=fake_id))
+    run = subprocess.run(
+        ["make", *(["-n"] if dry else []), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(CALLS=str(calls), FAKE_ID=fake_id),
+    )
     out, call = [], []
     for line in calls.read_text().splitlines():
         if line == END:
@@ -222,7 +258,9 @@ def test_wheelhouse_on_a_usb_stick_named_no_name(tmp_path, relative):
 def test_make_lab_with_another_python_rebuilds_the_venv(tmp_path):
     """`make lab PYTHON=python3.12` over a .venv made by Python 3.9 deletes it and starts again."""
     root = fake_checkout(tmp_path)
-    run, _ = recorded_make(root, ".venv/.installed", f"PYTHON={BASE_PYTHON}", dry=True, fake_id="3 9 6 /old")
+    run, _ = recorded_make(
+        root, ".venv/.installed", f"PYTHON={BASE_PYTHON}", dry=True, fake_id="3 9 6 /old"
+    )
     assert run.returncode == 0, run.stderr
     assert "was not made by PYTHON=" in run.stdout and 'rm -rf ".venv"' in run.stdout, run.stdout
 
@@ -230,17 +268,24 @@ def test_make_lab_with_another_python_rebuilds_the_venv(tmp_path):
 @needs_make
 def test_make_with_the_same_python_keeps_a_finished_venv(tmp_path):
     root = fake_checkout(tmp_path)
-    same = subprocess.run([str(BASE_PYTHON), "-c", "import sys; print(*sys.version_info[:3], sys.base_prefix)"],
-                          capture_output=True, text=True).stdout.strip()
+    same = subprocess.run(
+        [str(BASE_PYTHON), "-c", "import sys; print(*sys.version_info[:3], sys.base_prefix)"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     recorded_make(root, "--version")  # creates the recorder
     (root / ".venv" / ".installed").write_text("done")
-    run, calls = recorded_make(root, ".venv/.installed", f"PYTHON={BASE_PYTHON}", dry=True, fake_id=same)
-    assert run.returncode == 0 and "rm -rf" not in run.stdout and "is up to date" in run.stdout, run.stdout
+    run, calls = recorded_make(
+        root, ".venv/.installed", f"PYTHON={BASE_PYTHON}", dry=True, fake_id=same
+    )
+    assert run.returncode == 0 and "rm -rf" not in run.stdout and "is up to date" in run.stdout, (
+        run.stdout
+    )
 
 
 @needs_make
 def test_a_stamp_older_than_the_lock_file_reinstalls(tmp_path):
-    """"Run make lab again" repairs: the stamp depends on the lock file; make reinstall forces it."""
+    """ "Run make lab again" repairs: the stamp depends on the lock file; make reinstall forces it."""
     root = fake_checkout(tmp_path)
     recorded_make(root, "--version")
     stamp = root / ".venv" / ".installed"
@@ -255,14 +300,24 @@ def test_a_stamp_older_than_the_lock_file_reinstalls(tmp_path):
 @needs_make
 def test_make_check_answers_without_a_venv(tmp_path):
     root = fake_checkout(tmp_path)
-    run = subprocess.run(["make", "check", f"PYTHON={BASE_PYTHON} -S"], cwd=root, capture_output=True, text=True,
-                         timeout=60, env=clean_env())
-    assert "[FAIL] torch" in run.stdout and "FIX: run `make lab`" in run.stdout, run.stdout + run.stderr
+    run = subprocess.run(
+        ["make", "check", f"PYTHON={BASE_PYTHON} -S"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert "[FAIL] torch" in run.stdout and "FIX: run `make lab`" in run.stdout, (
+        run.stdout + run.stderr
+    )
 
 
 def test_make_exports_the_thread_setting_to_every_kernel():
     makefile = (ROOT / "Makefile").read_text()
-    assert "export OMP_WAIT_POLICY ?= PASSIVE" in makefile and "export KMP_BLOCKTIME ?= 0" in makefile
+    assert (
+        "export OMP_WAIT_POLICY ?= PASSIVE" in makefile and "export KMP_BLOCKTIME ?= 0" in makefile
+    )
 
 
 # ------------------------------------------------------------------ the lock file
@@ -278,27 +333,42 @@ def lock_pins() -> dict[str, str]:
 def test_the_lock_pins_exact_public_versions_that_satisfy_requirements_txt():
     pins = lock_pins()
     assert not {"lorakit", "pip", "setuptools"} & set(pins)
-    assert all("+" not in v for v in pins.values()), "no local labels: torch==2.13.0 matches +cpu builds too"
+    assert all("+" not in v for v in pins.values()), (
+        "no local labels: torch==2.13.0 matches +cpu builds too"
+    )
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             req = Requirement(line)
             name = req.name.lower().replace("_", "-")
             assert name in pins, f"{req.name} is in requirements.txt but not in requirements.lock"
-            assert req.specifier.contains(pins[name]), f"the lock's {name}=={pins[name]} breaks {line}"
+            assert req.specifier.contains(pins[name]), (
+                f"the lock's {name}=={pins[name]} breaks {line}"
+            )
 
 
 def test_the_lock_is_what_make_installed_here():
     """In a venv that make installed from the lock (CI: a fresh clone, `make test`), every
     distribution's version is the lock's, and nothing else was installed."""
     stamp = check.read_stamp(ROOT / ".venv" / ".installed")
-    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve() or stamp.get("source") != "requirements.lock" \
-            or stamp.get("sha256") != check.file_digest(ROOT / "requirements.lock"):
-        pytest.skip("this Python was not installed from requirements.lock by make (e.g. make test-latest)")
+    if (
+        Path(sys.prefix).resolve() != (ROOT / ".venv").resolve()
+        or stamp.get("source") != "requirements.lock"
+        or stamp.get("sha256") != check.file_digest(ROOT / "requirements.lock")
+    ):
+        pytest.skip(
+            "this Python was not installed from requirements.lock by make (e.g. make test-latest)"
+        )
     pins = lock_pins()
-    installed = {d.metadata["Name"].lower().replace("_", "-"): d.version for d in importlib.metadata.distributions()}
-    wrong = {n: (v, installed.get(n)) for n, v in pins.items()
-             if installed.get(n) is None or Version(installed[n]).public != Version(v).public}
+    installed = {
+        d.metadata["Name"].lower().replace("_", "-"): d.version
+        for d in importlib.metadata.distributions()
+    }
+    wrong = {
+        n: (v, installed.get(n))
+        for n, v in pins.items()
+        if installed.get(n) is None or Version(installed[n]).public != Version(v).public
+    }
     assert not wrong, f"pinned vs installed: {wrong}"
     extra = set(installed) - set(pins) - {"lorakit", "pip", "setuptools", "wheel"}
     assert not extra, f"installed but not in requirements.lock (run make lock): {sorted(extra)}"

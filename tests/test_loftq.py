@@ -55,18 +55,29 @@ def test_equal_to_peft_through_lora_config(monkeypatch):
     model = tiny_gpt(0, d_model=64)  # in_features a multiple of 64: see the next test
     find_spec = importlib.util.find_spec
     with monkeypatch.context() as patch:
-        patch.setattr(importlib.util, "find_spec",
-                      lambda name, *args: find_spec("math") if name == "scipy" else find_spec(name, *args))
-        config = peft.LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "up_proj"],
-                                 init_lora_weights="loftq", loftq_config=peft.LoftQConfig(loftq_bits=4, loftq_iter=2))
+        patch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *args: find_spec("math") if name == "scipy" else find_spec(name, *args),
+        )
+        config = peft.LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["q_proj", "up_proj"],
+            init_lora_weights="loftq",
+            loftq_config=peft.LoftQConfig(loftq_bits=4, loftq_iter=2),
+        )
     theirs = peft.get_peft_model(copy.deepcopy(model), config)
-    ours = prepare_qlora_loftq(copy.deepcopy(model), ["q_proj", "up_proj"], r=4, alpha=4, num_iter=2,
-                               double_quant=False)
+    ours = prepare_qlora_loftq(
+        copy.deepcopy(model), ["q_proj", "up_proj"], r=4, alpha=4, num_iter=2, double_quant=False
+    )
     layers = lora_layers(ours)
     assert len(layers) == 4
     for name, layer in layers.items():
         peft_layer = theirs.base_model.model.get_submodule(name)
-        assert torch.equal(layer.base.dequantized_weight(torch.float32), peft_layer.base_layer.weight)
+        assert torch.equal(
+            layer.base.dequantized_weight(torch.float32), peft_layer.base_layer.weight
+        )
         assert torch.equal(layer.A.t(), peft_layer.lora_A["default"].weight)
         assert torch.equal(layer.B.t(), peft_layer.lora_B["default"].weight)
 
@@ -82,7 +93,9 @@ def test_where_peft_on_a_cpu_differs():
     Q_peft, _, _ = peft_loftq_on_cpu()(W, num_bits=4, reduced_rank=4, num_iter=1)
     packed, state = bnb.quantize_4bit(W, quant_type="nf4", blocksize=64)
     assert torch.equal(quantize_4bit(W, "nf4", 64).packed, packed.reshape(-1)), "the same codes"
-    assert torch.equal(Q_peft, bnb.dequantize_4bit(packed, state)), "PEFT's Q is bnb's dequantization of them"
+    assert torch.equal(Q_peft, bnb.dequantize_4bit(packed, state)), (
+        "PEFT's Q is bnb's dequantization of them"
+    )
 
 
 def test_loftq_is_closer_to_w_and_scaling_is_honoured():

@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from tiny import tiny_gpt, tiny_llama
 
 from lorakit.adapters import adapter_state, load_adapter, save_adapter
 from lorakit.lora import (
@@ -19,7 +20,6 @@ from lorakit.lora import (
     unmerge_lora,
 )
 from lorakit.model import GPT, GPTConfig
-from tiny import tiny_gpt, tiny_llama
 
 
 def tokens(seed: int = 1, shape=(2, 16)) -> torch.Tensor:
@@ -92,7 +92,9 @@ def test_dtype_follows_base_or_keyword():
 
     layer = LoRALinear(Packed(), LoRAConfig(r=2, alpha=4))
     assert layer.A.dtype == torch.get_default_dtype()
-    assert LoRALinear(Packed(), LoRAConfig(r=2, alpha=4), dtype=torch.float64).B.dtype == torch.float64
+    assert (
+        LoRALinear(Packed(), LoRAConfig(r=2, alpha=4), dtype=torch.float64).B.dtype == torch.float64
+    )
     x = torch.randn(3, 8)
     assert torch.equal(layer(x), torch.zeros(3, 6))
 
@@ -138,7 +140,9 @@ def test_merge_unmerge_round_trip_and_remove():
     torch.testing.assert_close(layer.base.weight, w_merged)
     unmerge_lora(model)
     torch.testing.assert_close(model(x)[0], y_lora, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(layer.base.weight, W0["blocks.0.attn.q_proj.weight"], rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        layer.base.weight, W0["blocks.0.attn.q_proj.weight"], rtol=0, atol=1e-7
+    )
     remove_lora(model)
     assert not lora_layers(model)
     for n, p in model.named_parameters():
@@ -165,7 +169,9 @@ def test_save_load_bit_exact_into_fresh_base(tmp_path):
     load_adapter(fresh, path)
     a, b = adapter_state(model), adapter_state(fresh)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert fresh.blocks[0].attn.q_proj.config.rslora and fresh.blocks[0].attn.q_proj.scaling == 8 / 2
+    assert (
+        fresh.blocks[0].attn.q_proj.config.rslora and fresh.blocks[0].attn.q_proj.scaling == 8 / 2
+    )
     x = tokens()
     assert torch.equal(model(x)[0], fresh(x)[0])
     # loading into an already injected model (switching adapters) is also bit-exact
@@ -189,7 +195,11 @@ def test_save_load_bit_exact_into_fresh_base(tmp_path):
         (dict(r=2, alpha=0), ValueError, ["alpha must be", "got 0"]),
         (dict(r=2, alpha=-1.0), ValueError, ["alpha", "-1.0"]),
         (dict(r=2, alpha=float("nan")), ValueError, ["alpha", "nan"]),
-        (dict(r=2, alpha=1, dropout=1.0), ValueError, ["dropout must be a finite number >= 0 and < 1", "1.0"]),
+        (
+            dict(r=2, alpha=1, dropout=1.0),
+            ValueError,
+            ["dropout must be a finite number >= 0 and < 1", "1.0"],
+        ),
         (dict(r=2, alpha=1, rslora=1), TypeError, ["rslora must be True or False"]),
         (dict(r=2, alpha=1, dropout=-0.1), ValueError, ["dropout", "-0.1"]),
     ],
@@ -324,8 +334,8 @@ def test_load_adapter_bad_files(tmp_path):
     with pytest.raises(ValueError, match="alpha"):
         load_adapter(other_alpha, good)
 
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(good), "pt") as f:
         meta = f.metadata()
@@ -337,7 +347,9 @@ def test_load_adapter_bad_files(tmp_path):
     state = load_file(str(good))
     state["blocks.0.attn.q_proj.A"] = torch.zeros(32, 3)
     save_file(state, str(tmp_path / "shape.safetensors"), metadata=meta)
-    with pytest.raises(ValueError, match=r"blocks.0.attn.q_proj.A: file \(32, 3\) vs model \(32, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"blocks.0.attn.q_proj.A: file \(32, 3\) vs model \(32, 4\)"
+    ):
         load_adapter(target, tmp_path / "shape.safetensors")
     save_file(load_file(str(good)), str(tmp_path / "nometa.safetensors"))
     with pytest.raises(ValueError, match="not a lorakit adapter"):
@@ -363,9 +375,13 @@ def test_works_on_tiny_llama(tmp_path):
     ids = tokens(shape=(2, 12))
     y0 = model(ids).logits
     names = inject_lora(model, ["q_proj", "v_proj"], r=4, alpha=8)
-    assert names == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    assert names == [
+        f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")
+    ]
     assert torch.equal(model(ids).logits, y0)
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {f"{n}.{ab}" for n in names for ab in "AB"}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        f"{n}.{ab}" for n in names for ab in "AB"
+    }
     randomize_B(model)
     y1 = model(ids).logits
     assert (y1 - y0).abs().max() > 1e-3
@@ -387,8 +403,12 @@ def test_equals_peft_on_tiny_llama():
     ref = tiny_llama()  # same seed: same base weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = peft.get_peft_model(ref, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                       lora_dropout=0.0))
+        ref = peft.get_peft_model(
+            ref,
+            peft.LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0
+            ),
+        )
     copied = 0
     with torch.no_grad():
         for name, layer in lora_layers(ours).items():
@@ -409,8 +429,12 @@ def test_peft_equality_on_the_course_gpt():
     randomize_B(ours)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = peft.get_peft_model(ref, peft.LoraConfig(r=4, lora_alpha=4, use_rslora=True,
-                                                       target_modules=["q_proj", "v_proj", "up_proj"]))
+        ref = peft.get_peft_model(
+            ref,
+            peft.LoraConfig(
+                r=4, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "v_proj", "up_proj"]
+            ),
+        )
     with torch.no_grad():
         for name, layer in lora_layers(ours).items():
             peft_layer = ref.base_model.model.get_submodule(name)
@@ -446,7 +470,9 @@ def test_the_adapter_file_stores_the_config(tmp_path):
     path = save_adapter(model, tmp_path / "a.safetensors")
     with safe_open(str(path), framework="pt") as f:
         stored = LoRAConfig(**json.loads(f.metadata()["lora_config"]))
-    assert stored == LoRAConfig(r=4, alpha=8, dropout=0.1, rslora=True, targets=list(lora_layers(model)))
+    assert stored == LoRAConfig(
+        r=4, alpha=8, dropout=0.1, rslora=True, targets=list(lora_layers(model))
+    )
     fresh = tiny_gpt(seed=3)
     load_adapter(fresh, path)
     assert {layer.config for layer in lora_layers(fresh).values()} == {stored}

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lorakit.adapters import load_adapter, save_adapter
-from lorakit.lora import LoRALinear, inject_lora, lora_layers, merge_lora, unmerge_lora
+from lorakit.lora import inject_lora, lora_layers, merge_lora, unmerge_lora
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -47,7 +47,9 @@ def test_merge_then_unmerge_restores_the_weights(shape, data, alpha, rslora, see
     torch.testing.assert_close(model(x), y_unmerged, atol=1e-5 * size, rtol=1e-4)
     unmerge_lora(model)
     for layer, w in zip(lora_layers(model).values(), W0):
-        scale = max(1.0, layer.scaling * layer.A.abs().max().item() * layer.B.abs().max().item() * r)
+        scale = max(
+            1.0, layer.scaling * layer.A.abs().max().item() * layer.B.abs().max().item() * r
+        )
         assert (layer.base.weight - w).abs().max().item() <= 1e-5 * scale
 
 

@@ -25,7 +25,9 @@ def test_truncate_has_rank_r_and_error_is_the_tail(shape, r):
     assert torch.linalg.matrix_rank(W_r) == min(r, *shape)
     s = lr.singular_values(W)
     for norm in ("fro", "spectral"):
-        assert lr.truncation_error(W, r, norm) == pytest.approx(lr.tail_error(s, r, norm), rel=1e-9, abs=1e-9)
+        assert lr.truncation_error(W, r, norm) == pytest.approx(
+            lr.tail_error(s, r, norm), rel=1e-9, abs=1e-9
+        )
     assert lr.tail_error(s, r, "spectral") == pytest.approx(float(s[r]) if r < len(s) else 0.0)
 
 
@@ -75,8 +77,12 @@ def test_random_like_matches_shape_and_norm_and_is_seeded():
     W = randn(32, 64, dtype=torch.float32) * 3
     R = lr.random_like(W, seed=1)
     assert R.shape == W.shape and R.dtype == W.dtype
-    assert torch.linalg.matrix_norm(R) == pytest.approx(float(torch.linalg.matrix_norm(W)), rel=1e-5)
-    assert torch.equal(R, lr.random_like(W, seed=1)) and not torch.equal(R, lr.random_like(W, seed=2))
+    assert torch.linalg.matrix_norm(R) == pytest.approx(
+        float(torch.linalg.matrix_norm(W)), rel=1e-5
+    )
+    assert torch.equal(R, lr.random_like(W, seed=1)) and not torch.equal(
+        R, lr.random_like(W, seed=2)
+    )
     # a low-rank matrix concentrates energy; its random twin does not
     L = randn(32, 2) @ randn(2, 64, seed=3)
     assert lr.energy(L, 2) > 0.999 > 0.3 > lr.energy(lr.random_like(L), 2)
@@ -159,7 +165,10 @@ def test_phi_orthogonal_subspaces_give_zero_and_random_ones_the_baseline():
     Q, _ = torch.linalg.qr(randn(64, 16))
     assert lr.subspace_similarity(Q[:, :8], Q[:, 8:], 8, 8) == pytest.approx(0.0, abs=1e-12)
     d, i, j = 256, 4, 16
-    phis = [lr.subspace_similarity(randn(d, i, seed=s), randn(d, j, seed=100 + s), i, j) for s in range(30)]
+    phis = [
+        lr.subspace_similarity(randn(d, i, seed=s), randn(d, j, seed=100 + s), i, j)
+        for s in range(30)
+    ]
     assert sum(phis) / len(phis) == pytest.approx(lr.random_subspace_similarity(d, i, j), rel=0.25)
 
 
@@ -169,7 +178,9 @@ def test_phi_grid_equals_pointwise_phi_and_is_in_unit_interval():
     assert G.shape == (8, 12)
     assert float(G.min()) >= 0 and float(G.max()) <= 1 + 1e-12
     for i, j in [(1, 1), (3, 7), (8, 12), (8, 2)]:
-        assert float(G[i - 1, j - 1]) == pytest.approx(lr.subspace_similarity(A1, A2, i, j), rel=1e-10)
+        assert float(G[i - 1, j - 1]) == pytest.approx(
+            lr.subspace_similarity(A1, A2, i, j), rel=1e-10
+        )
     assert lr.subspace_similarity_grid(A1, A2, 4, 5).shape == (4, 5)
 
 
@@ -190,7 +201,9 @@ def test_phi_uses_input_space_directions_of_our_in_by_r_A():
 def test_bad_rank_raises_value_error_naming_the_range(r):
     W = randn(8, 5)
     for fn in (lr.truncate, lr.low_rank_factors, lr.truncation_error, lr.energy):
-        with pytest.raises(ValueError, match=r"r \(at most .*\b5\b.*\) must be an integer in 1\.\.5, got " + str(r)):
+        with pytest.raises(
+            ValueError, match=r"r \(at most .*\b5\b.*\) must be an integer in 1\.\.5, got " + str(r)
+        ):
             fn(W, r)
     with pytest.raises(ValueError, match="r .at most min"):
         lr.lora_params(8, 5, r)
@@ -229,9 +242,13 @@ def test_bad_norm_and_bad_singular_values():
 
 def test_phi_bad_input():
     A1, A2 = randn(16, 4), randn(16, 8)
-    with pytest.raises(ValueError, match=r"i \(at most the rank of A1, 4\) must be an integer in 1\.\.4, got 5"):
+    with pytest.raises(
+        ValueError, match=r"i \(at most the rank of A1, 4\) must be an integer in 1\.\.4, got 5"
+    ):
         lr.subspace_similarity(A1, A2, 5, 1)
-    with pytest.raises(ValueError, match=r"j \(at most the rank of A2, 8\) must be an integer in 1\.\.8, got 0"):
+    with pytest.raises(
+        ValueError, match=r"j \(at most the rank of A2, 8\) must be an integer in 1\.\.8, got 0"
+    ):
         lr.subspace_similarity(A1, A2, 1, 0)
     with pytest.raises(ValueError, match="same input size"):
         lr.subspace_similarity(A1, randn(15, 4), 1, 1)
@@ -250,7 +267,9 @@ def test_savings_bad_input():
         lr.lora_savings(10, [], 1)
     with pytest.raises(ValueError, match="m must be an integer >= 1"):
         lr.full_params(0, 3)
-    assert math.isclose(lr.lora_savings(100, [(4, 4)], 1, bytes_per_param=4)["lora_checkpoint_bytes"], 32)
+    assert math.isclose(
+        lr.lora_savings(100, [(4, 4)], 1, bytes_per_param=4)["lora_checkpoint_bytes"], 32
+    )
 
 
 def test_integer_matrices_work_and_complex_ones_are_refused():

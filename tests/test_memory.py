@@ -23,7 +23,9 @@ def test_shapes_give_the_published_parameter_counts():
     for name, billions in expected.items():
         got = parameter_counts(name)["total"] / 1e9
         assert got == pytest.approx(billions, rel=0.01), f"{name}: {got:.2f} B parameters"
-    assert parameter_counts("7B")["total"] == 6_738_415_616, "the exact count of LLaMA-7B's model card"
+    assert parameter_counts("7B")["total"] == 6_738_415_616, (
+        "the exact count of LLaMA-7B's model card"
+    )
 
 
 def test_the_shape_table_uses_hugging_face_key_names():
@@ -31,7 +33,9 @@ def test_the_shape_table_uses_hugging_face_key_names():
     for name, shape in MODEL_SHAPES.items():
         config = transformers.LlamaConfig(**shape)  # an unknown key would be kept, so compare back
         assert {k: getattr(config, k) for k in shape} == shape, name
-    assert parameter_counts(transformers.LlamaConfig(**MODEL_SHAPES["7B"]).to_dict()) == parameter_counts("7B")
+    assert parameter_counts(
+        transformers.LlamaConfig(**MODEL_SHAPES["7B"]).to_dict()
+    ) == parameter_counts("7B")
 
 
 def test_bits_per_parameter_of_double_quantization():
@@ -43,12 +47,14 @@ def test_paper_65b_full_finetuning_needs_more_than_780_gb():
     full = estimate_memory("65B", "full")
     assert 780 < full["total"] < 800, full
     assert full["weights"] + full["gradients"] + full["optimizer"] == pytest.approx(
-        12 * parameter_counts("65B")["total"] / 1e9)
+        12 * parameter_counts("65B")["total"] / 1e9
+    )
 
 
 def test_paper_65b_qlora_fits_in_48_gb():
-    q = estimate_memory("65B", "qlora", r=64, batch_size=1, seq_len=512, gradient_checkpointing=True,
-                        **PAPER_DTYPES)
+    q = estimate_memory(
+        "65B", "qlora", r=64, batch_size=1, seq_len=512, gradient_checkpointing=True, **PAPER_DTYPES
+    )
     assert q["total"] < 48, q
     assert set(q) == {"weights", "lora", "gradients", "optimizer", "activations", "total"}
     assert q["total"] == pytest.approx(sum(v for k, v in q.items() if k != "total"))
@@ -71,12 +77,20 @@ def test_adapter_and_compute_dtypes_default_to_the_course_t4_path():
     QLoRA paper's count is 16-bit. 16-bit-base LoRA of 7B fits 16 GB only with 16-bit adapters."""
     course, paper = estimate_memory("7B", "lora"), estimate_memory("7B", "lora", **PAPER_DTYPES)
     n = lora_parameter_count("7B", 64, "all-linear")
-    assert course["lora"] == pytest.approx(4 * n / 1e9) and paper["lora"] == pytest.approx(2 * n / 1e9)
+    assert course["lora"] == pytest.approx(4 * n / 1e9) and paper["lora"] == pytest.approx(
+        2 * n / 1e9
+    )
     assert course["gradients"] == pytest.approx(4 * n / 1e9)
-    assert paper["activations"] < course["activations"] < 2 * paper["activations"], "the logits are float32 in both"
+    assert paper["activations"] < course["activations"] < 2 * paper["activations"], (
+        "the logits are float32 in both"
+    )
     assert course["weights"] == paper["weights"] and course["optimizer"] == paper["optimizer"]
     assert course["total"] > 16 > paper["total"]
-    assert estimate_memory("65B", "qlora")["total"] > 48 > estimate_memory("65B", "qlora", **PAPER_DTYPES)["total"]
+    assert (
+        estimate_memory("65B", "qlora")["total"]
+        > 48
+        > estimate_memory("65B", "qlora", **PAPER_DTYPES)["total"]
+    )
     with pytest.raises(ValueError, match="adapter_dtype must be one of"):
         estimate_memory("7B", "lora", adapter_dtype=torch.int8)
 
@@ -163,7 +177,9 @@ class FakePagedAdam(torch.optim.Optimizer):
                 if not state:
                     for name in ("state1", "state2"):
                         t = torch.zeros(p.numel(), dtype=torch.float32)
-                        t.is_paged = p.numel() >= 100  # bitsandbytes pages states of >= 1e5 elements
+                        t.is_paged = (
+                            p.numel() >= 100
+                        )  # bitsandbytes pages states of >= 1e5 elements
                         state[name] = t
                     state["step"] = torch.zeros(())
                 state["step"] += 1
@@ -201,7 +217,9 @@ def test_cuda_peak_adds_the_paged_states_the_allocator_misses(monkeypatch):
     measured = peak_memory(train_two_steps, device="cuda")
     assert measured["allocator_peak_bytes"] == 123_456
     assert measured["paged_bytes"] == 2 * 1000 * 4
-    assert measured["peak_bytes"] == 123_456 + 8000, "max_memory_allocated alone misses 8 kB of states"
+    assert measured["peak_bytes"] == 123_456 + 8000, (
+        "max_memory_allocated alone misses 8 kB of states"
+    )
     assert measured["device_used_bytes"] == 5_000
     assert "paged optimizer states" in measured["method"]
 
@@ -213,7 +231,9 @@ def test_cuda_peak_without_a_paged_optimizer_is_the_allocator_peak(monkeypatch):
     assert m["peak_bytes"] == 777 and m["paged_bytes"] == 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and bitsandbytes' paged AdamW")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA and bitsandbytes' paged AdamW"
+)
 def test_cuda_peak_sees_bitsandbytes_paged_adamw():
     from lorakit.quiet import quiet_import
 

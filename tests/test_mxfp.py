@@ -18,7 +18,9 @@ def test_e2m1_table_is_the_spec_one():
         sign, exponent, mantissa = code >> 3, (code >> 1) & 3, code & 1
         value = (mantissa / 2) if exponent == 0 else 2.0 ** (exponent - 1) * (1 + mantissa / 2)
         assert mxfp.E2M1[code].item() == (-value if sign else value)
-    assert mxfp.E2M1.max().item() == 6.0 and mxfp.E2M1[2].item() == 1.0 and mxfp.E2M1[1].item() == 0.5
+    assert (
+        mxfp.E2M1.max().item() == 6.0 and mxfp.E2M1[2].item() == 1.0 and mxfp.E2M1[1].item() == 0.5
+    )
 
 
 def test_rounding_ties_to_even_and_saturation():
@@ -26,7 +28,9 @@ def test_rounding_ties_to_even_and_saturation():
     codes = mxfp.e2m1_codes(x).tolist()
     # ties go to the even code (mantissa bit 0): 0.25→0, 0.75→1.0, 1.25→1.0, 1.75→2, 2.5→2, 3.5→4, 5→4
     assert codes[:7] == [0, 2, 2, 4, 4, 6, 6]
-    assert codes[7] == 1 and codes[8] == 7 and codes[9] == 15, "off a tie: nearest; beyond 6: saturated"
+    assert codes[7] == 1 and codes[8] == 7 and codes[9] == 15, (
+        "off a tie: nearest; beyond 6: saturated"
+    )
     assert codes[10] == 8 and codes[11] == 0, "the sign bit is kept for a value that rounds to zero"
 
 
@@ -45,7 +49,9 @@ def test_mx_spec_worked_example():
     q = mxfp.quantize_mxfp4(y)
     scales = mxfp.block_scales(q)
     assert torch.equal(scales, torch.exp2(torch.log2(scales).round()))
-    assert torch.all(y.abs().view(-1, 32).amax(1) / scales < 8) and torch.all(y.abs().view(-1, 32).amax(1) / scales >= 4)
+    assert torch.all(y.abs().view(-1, 32).amax(1) / scales < 8) and torch.all(
+        y.abs().view(-1, 32).amax(1) / scales >= 4
+    )
 
 
 @pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4"])
@@ -89,7 +95,9 @@ def test_bad_input_is_refused():
         mxfp.roundtrip(torch.randn(32), "nf4")
 
 
-@pytest.mark.skipif(torchao_mx is None or torchao_nv is None, reason="torchao's MX prototypes do not import")
+@pytest.mark.skipif(
+    torchao_mx is None or torchao_nv is None, reason="torchao's MX prototypes do not import"
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 300.0])
 def test_equal_to_torchao(dtype, scale):
@@ -101,7 +109,9 @@ def test_equal_to_torchao(dtype, scale):
     assert torch.equal(scale_mx.view(torch.uint8).reshape(-1), q.scales)
     assert torch.equal(data_mx.view(torch.uint8).reshape(-1), q.packed)
     ours = mxfp.dequantize_mx(q, torch.float32)
-    assert torch.equal(torchao_mx.to_dtype(data_mx, scale_mx, torch.float4_e2m1fn_x2, 32, torch.float32), ours)
+    assert torch.equal(
+        torchao_mx.to_dtype(data_mx, scale_mx, torch.float4_e2m1fn_x2, 32, torch.float32), ours
+    )
 
     tensor_scale = torchao_nv.per_tensor_amax_to_scale(x.float().abs().max())
     scale_nv, data_nv = torchao_nv.nvfp4_quantize(x, 16, tensor_scale)
@@ -109,7 +119,9 @@ def test_equal_to_torchao(dtype, scale):
     assert torch.equal(tensor_scale.reshape(1), q.tensor_scale)
     assert torch.equal(scale_nv.view(torch.uint8).reshape(-1), q.scales)
     assert torch.equal(data_nv.view(torch.uint8).reshape(-1), q.packed)
-    theirs = torchao_nv.NVFP4Tensor(data_nv, scale_nv, 16, torch.float32, per_tensor_scale=tensor_scale)
+    theirs = torchao_nv.NVFP4Tensor(
+        data_nv, scale_nv, 16, torch.float32, per_tensor_scale=tensor_scale
+    )
     assert torch.equal(theirs.dequantize(torch.float32), mxfp.dequantize_mx(q, torch.float32))
 
 

@@ -21,28 +21,54 @@ stderr_text = _root_conftest.stderr_text  # the hook's helper (tests/conftest.py
 
 
 def test_stderr_text_picks_only_stderr_streams():
-    outputs = [{"output_type": "stream", "name": "stdout", "text": "fine\n"},
-               {"output_type": "stream", "name": "stderr", "text": "Failed to load ...\n"},
-               {"output_type": "display_data", "data": {"text/plain": "x"}}]
+    outputs = [
+        {"output_type": "stream", "name": "stdout", "text": "fine\n"},
+        {"output_type": "stream", "name": "stderr", "text": "Failed to load ...\n"},
+        {"output_type": "display_data", "data": {"text/plain": "x"}},
+    ]
     assert stderr_text(outputs) == "Failed to load ...\n"
     assert stderr_text([]) == "" and stderr_text(None) == ""
 
 
 def _notebook(path: Path, *sources: str) -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
     nbformat.write(nb, path)
 
 
 def test_a_cell_writing_to_stderr_fails_under_nbval(tmp_path):
     shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    _notebook(tmp_path / "two_cells.ipynb", "import sys\nprint('all good', file=sys.stdout)",
-              "print('W1129 a harmless-looking warning', file=sys.stderr)")   # one kernel start
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                          "--nbval-current-env", "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
-                          str(tmp_path / "two_cells.ipynb")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    _notebook(
+        tmp_path / "two_cells.ipynb",
+        "import sys\nprint('all good', file=sys.stdout)",
+        "print('W1129 a harmless-looking warning', file=sys.stderr)",
+    )  # one kernel start
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            str(tmp_path / "two_cells.ipynb"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     out = run.stdout + run.stderr
     assert run.returncode == 1, out[-3000:]
     assert "1 failed, 1 passed" in out, out[-3000:]

@@ -23,7 +23,9 @@ def test_the_course_has_its_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_pair_agrees(path):
     twin = path.with_suffix(".py")
-    assert twin.exists(), f"{path.name} has no py:percent twin {twin.name} (run: jupytext --sync {path})"
+    assert twin.exists(), (
+        f"{path.name} has no py:percent twin {twin.name} (run: jupytext --sync {path})"
+    )
     a, b = _cells(jupytext.read(path)), _cells(jupytext.read(twin))
     assert a == b, f"{path.name} and {twin.name} differ: run `jupytext --sync {path}`"
 
@@ -55,17 +57,21 @@ def test_notebook_follows_the_house_layout(path):
 def test_colab_badge_and_install_cell(path):
     nb = jupytext.read(path)
     first_md = next(c for c in nb.cells if c.cell_type == "markdown")
-    assert "colab-badge.svg" in first_md.source and f"notebooks/{path.name})" in first_md.source, \
+    assert "colab-badge.svg" in first_md.source and f"notebooks/{path.name})" in first_md.source, (
         f"{path.name}: the title cell needs an 'Open in Colab' badge pointing at this notebook"
+    )
     first_code = next(c for c in nb.cells if c.cell_type == "code")
-    assert 'if "google.colab" in sys.modules:' in first_code.source and "pip" in first_code.source, \
-        f"{path.name}: the first code cell must install lorakit on Colab only"
+    assert (
+        'if "google.colab" in sys.modules:' in first_code.source and "pip" in first_code.source
+    ), f"{path.name}: the first code cell must install lorakit on Colab only"
 
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 FILTER = "-jupytext.text_representation.jupytext_version"
-FIX = ("give both twins the course's metadata: put the py header of 00_start_here.py on the .py, then "
-       "`jupytext --to ipynb --update NN_name.py` (notebooks/jupytext.toml supplies the filter)")
+FIX = (
+    "give both twins the course's metadata: put the py header of 00_start_here.py on the .py, then "
+    "`jupytext --to ipynb --update NN_name.py` (notebooks/jupytext.toml supplies the filter)"
+)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -74,13 +80,18 @@ def test_both_twins_carry_complete_metadata(path):
     kernelspec, so JupyterLab has nothing to rewrite), and opening and saving it in JupyterLab with
     jupytext leaves both tracked files byte for byte unchanged."""
     nb = json.loads(path.read_text(encoding="utf-8"))
-    assert nb["metadata"].get("kernelspec") == KERNELSPEC, f"{path.name}: kernelspec must be {KERNELSPEC}; {FIX}"
-    assert nb["metadata"].get("jupytext", {}).get("notebook_metadata_filter") == FILTER, \
+    assert nb["metadata"].get("kernelspec") == KERNELSPEC, (
+        f"{path.name}: kernelspec must be {KERNELSPEC}; {FIX}"
+    )
+    assert nb["metadata"].get("jupytext", {}).get("notebook_metadata_filter") == FILTER, (
         f"{path.name}: the jupytext metadata must carry notebook_metadata_filter {FILTER!r}; {FIX}"
+    )
     twin = path.with_suffix(".py")
     saved_py = jupytext.writes(jupytext.read(path), fmt="py:percent")
-    assert saved_py == twin.read_text(encoding="utf-8"), \
+    assert saved_py == twin.read_text(encoding="utf-8"), (
         f"{twin.name} is not what jupytext writes when {path.name} is saved (header metadata?); {FIX}"
+    )
     text = path.read_text(encoding="utf-8")
-    assert nbformat.writes(nbformat.reads(text, as_version=4)) + "\n" == text, \
+    assert nbformat.writes(nbformat.reads(text, as_version=4)) + "\n" == text, (
         f"{path.name} is not in Jupyter's own formatting, so a save would rewrite it; {FIX}"
+    )

@@ -48,7 +48,9 @@ def test_every_example_keeps_the_marker_once_the_whole_response_and_eos(tok, pai
         text = _decoded(tok, ids)
         assert len(ids) <= max_len
         assert text.count(MARKER) == 1, f"{pair.name} at {max_len}: the assistant marker once"
-        assert text.endswith(MARKER + pair.summary + EOS), f"{pair.name} at {max_len}: whole answer + EOS"
+        assert text.endswith(MARKER + pair.summary + EOS), (
+            f"{pair.name} at {max_len}: whole answer + EOS"
+        )
         assert ids[-1] == tok.eos_token_id
         n = len(answer)
         assert torch.equal(labels[-n:], ids[-n:]) and (labels[:-n] == sft.IGNORE).all()
@@ -56,7 +58,9 @@ def test_every_example_keeps_the_marker_once_the_whole_response_and_eos(tok, pai
         user = text[: text.index(EOS)].split("<|im_start|>user\n", 1)[1]
         assert record["prompt"].startswith(user)
         shortened += len(ids) < len(full[0]) and len(user) < len(record["prompt"])
-        assert torch.equal(sft.chat_example(pair, tok, max_len)[0], ids), "chat_example: one implementation"
+        assert torch.equal(sft.chat_example(pair, tok, max_len)[0], ids), (
+            "chat_example: one implementation"
+        )
     if max_len <= 96:
         assert shortened > len(pairs) // 2, "the small budgets really do shorten prompts"
     if max_len >= 96:
@@ -66,7 +70,9 @@ def test_every_example_keeps_the_marker_once_the_whole_response_and_eos(tok, pai
 def test_the_byte_template_keeps_its_marker_response_and_eos(pairs):
     for max_len in (48, 80, 128):
         for pair in pairs:
-            example = sft.record_example({"prompt": pair.code, "response": pair.summary}, None, max_len)
+            example = sft.record_example(
+                {"prompt": pair.code, "response": pair.summary}, None, max_len
+            )
             if example is None:
                 continue
             ids, labels = example
@@ -77,33 +83,58 @@ def test_the_byte_template_keeps_its_marker_response_and_eos(pairs):
 
 
 def test_a_record_that_cannot_fit_is_dropped_counted_and_warned(tok):
-    records = [{"prompt": "a b c " * 50, "response": "Short."}, {"prompt": "x", "response": "word " * 100}]
+    records = [
+        {"prompt": "a b c " * 50, "response": "Short."},
+        {"prompt": "x", "response": "word " * 100},
+    ]
     with pytest.warns(UserWarning, match="1 of 2 records cannot fit max_len=64"):
         examples, dropped = sft.encode_records(records, tok, 64)
     assert dropped == 1 and len(examples) == 1 and len(examples[0][0]) <= 64
 
 
 def test_chat_messages_keep_the_system_turn_and_shorten_the_last_user_message(tok):
-    record = {"messages": [{"role": "system", "content": "You are terse."},
-                           {"role": "user", "content": "first question"},
-                           {"role": "assistant", "content": "first answer"},
-                           {"role": "user", "content": "second question " * 40},
-                           {"role": "assistant", "content": "Second answer."}]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": "second question " * 40},
+            {"role": "assistant", "content": "Second answer."},
+        ]
+    }
     full = sft.record_example(record, tok, 10**6)
     ids, labels = sft.record_example(record, tok, 80)
     assert len(ids) <= 80 < len(full[0])
     text = _decoded(tok, ids)
-    assert "You are terse." in text and "first answer" in text, "earlier turns are context, kept whole"
+    assert "You are terse." in text and "first answer" in text, (
+        "earlier turns are context, kept whole"
+    )
     assert text.endswith(MARKER + "Second answer." + EOS) and text.count("second question") < 40
-    assert tok.decode(labels[labels != sft.IGNORE].tolist()) == "Second answer." + EOS, "only the last answer"
+    assert tok.decode(labels[labels != sft.IGNORE].tolist()) == "Second answer." + EOS, (
+        "only the last answer"
+    )
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"prompt": "p"}, "needs 'prompt' and 'response'"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, "at least two"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "?"}]}, "last message must be"),
-    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, "no 'user'"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"prompt": "p"}, "needs 'prompt' and 'response'"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "at least two"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "?"}]},
+            "last message must be",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "no 'user'",
+        ),
+    ],
+)
 def test_bad_records_are_refused_with_their_place(tmp_path, bad, match):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n" + json.dumps(bad) + "\n")
@@ -116,7 +147,9 @@ def test_bad_records_are_refused_with_their_place(tmp_path, bad, match):
 def test_jsonl_round_trip_split_and_the_shipped_example(tmp_path):
     records = sft.read_jsonl(sft.EXAMPLE_JSONL)
     assert len(records) >= 100
-    assert all(r["prompt"].startswith(sft.INSTRUCTION) and r["response"].endswith(".") for r in records)
+    assert all(
+        r["prompt"].startswith(sft.INSTRUCTION) and r["response"].endswith(".") for r in records
+    )
     path = sft.write_jsonl(records[:5], tmp_path / "copy.jsonl")
     assert sft.read_jsonl(path) == records[:5]
     (tmp_path / "broken.jsonl").write_text('{"prompt": "p", "response": "r"}\n{oops\n')

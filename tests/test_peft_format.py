@@ -5,10 +5,16 @@ import warnings
 
 import pytest
 import torch
-
-from lorakit.adapters import PEFT_CONFIG, PEFT_WEIGHTS, adapter_state, load_peft_adapter, save_peft_adapter
-from lorakit.lora import inject_lora, lora_layers
 from tiny import tiny_llama
+
+from lorakit.adapters import (
+    PEFT_CONFIG,
+    PEFT_WEIGHTS,
+    adapter_state,
+    load_peft_adapter,
+    save_peft_adapter,
+)
+from lorakit.lora import inject_lora, lora_layers
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -53,7 +59,9 @@ def test_saved_folder_loads_in_peft_with_equal_outputs(tmp_path):
 def test_peft_saved_folder_loads_into_lorakit(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "k_proj"]))
+        ref = peft.get_peft_model(
+            tiny_llama(), peft.LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "k_proj"])
+        )
     gen = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for name, p in ref.named_parameters():
@@ -64,7 +72,9 @@ def test_peft_saved_folder_loads_into_lorakit(tmp_path):
 
     ours = tiny_llama()
     names = load_peft_adapter(ours, tmp_path / "from_peft")  # injects, then copies
-    assert sorted(names) == sorted(f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "k_proj"))
+    assert sorted(names) == sorted(
+        f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "k_proj")
+    )
     assert ours.model.layers[1].self_attn.k_proj.config.r == 8
     torch.testing.assert_close(ours(ids()).logits, ref(ids()).logits, rtol=0, atol=1e-6)
 

@@ -32,7 +32,9 @@ def test_dpo_loss_and_gradient_match_the_paper():
     got.sum().backward()
     # d/d pc of -log σ(z) = -β σ(-z); d/d pr = +β σ(-z): written from the formula, not from autograd
     for i in range(6):
-        z = beta * ((float(logps[0][i]) - float(logps[2][i])) - (float(logps[1][i]) - float(logps[3][i])))
+        z = beta * (
+            (float(logps[0][i]) - float(logps[2][i])) - (float(logps[1][i]) - float(logps[3][i]))
+        )
         s = 1 / (1 + math.exp(z))
         assert math.isclose(float(policy[0].grad[i]), -beta * s, rel_tol=1e-10)
         assert math.isclose(float(policy[1].grad[i]), beta * s, rel_tol=1e-10)
@@ -40,7 +42,9 @@ def test_dpo_loss_and_gradient_match_the_paper():
 
 def test_dpo_loss_is_log2_at_the_reference_and_finite_for_huge_margins():
     zero = torch.zeros(3)
-    assert torch.allclose(preference.dpo_loss(zero, zero, zero, zero, 0.1), torch.full((3,), math.log(2)))
+    assert torch.allclose(
+        preference.dpo_loss(zero, zero, zero, zero, 0.1), torch.full((3,), math.log(2))
+    )
     huge = torch.tensor([-1e4, 1e4])
     loss = preference.dpo_loss(huge, -huge, torch.zeros(2), torch.zeros(2), 1.0)
     assert torch.isfinite(loss).all() and loss[1] == 0 and loss[0] > 1e3
@@ -51,7 +55,9 @@ def test_dpo_loss_is_log2_at_the_reference_and_finite_for_huge_margins():
 def _examples(n=6, max_len=16):
     pairs = sft.docstring_pairs("train", 28)[:n]
     rejected = preference.rejected_summaries(pairs)
-    assert all(r != p.summary for p, r in zip(pairs, rejected)), "a rejected answer is another function's"
+    assert all(r != p.summary for p, r in zip(pairs, rejected)), (
+        "a rejected answer is another function's"
+    )
     return [preference.preference_example(p, r, None, max_len * 4) for p, r in zip(pairs, rejected)]
 
 
@@ -75,11 +81,15 @@ def test_disabled_adapter_is_the_base_model_exactly_with_no_copy():
         adapted = preference.sequence_logps(model, batch)
         with preference.adapter_disabled(model):
             ref = preference.sequence_logps(model, batch)
-            assert sum(p.numel() for p in model.parameters()) < n_params, "the adapters are out of the forward"
+            assert sum(p.numel() for p in model.parameters()) < n_params, (
+                "the adapters are out of the forward"
+            )
         want = preference.sequence_logps(base, batch)
     assert torch.equal(ref, want), "the adapter switched off computes the base model bit for bit"
     assert not torch.allclose(adapted, want), "the adapter on does change the model"
-    assert sum(p.numel() for p in model.parameters()) == n_params and lora_layers(model), "put back afterwards"
+    assert sum(p.numel() for p in model.parameters()) == n_params and lora_layers(model), (
+        "put back afterwards"
+    )
     merge_lora(model)
     with pytest.raises(ValueError, match="unmerge"):
         with preference.adapter_disabled(model):
@@ -94,8 +104,12 @@ def test_peft_disable_adapter_is_the_reference_too():
     if peft is None:
         pytest.skip("PEFT is not installed")
     base = tiny_llama()
-    model = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                                      init_lora_weights=False))
+    model = peft.get_peft_model(
+        copy.deepcopy(base),
+        peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        ),
+    )
     ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
     labels = ids.clone()
     labels[:, :5] = sft.IGNORE
@@ -113,8 +127,9 @@ def test_dpo_training_prefers_the_chosen_answers():
     inject_lora(model, "all-linear", r=4, alpha=8)
     examples = _examples(8)
     assert preference.reward_accuracy(model, examples, 0) == 0, "B = 0: the policy is the reference"
-    history = preference.train_dpo(model, examples, steps=25, batch_size=8, lr=2e-2, beta=0.5, pad_id=0,
-                                   progress=False)
+    history = preference.train_dpo(
+        model, examples, steps=25, batch_size=8, lr=2e-2, beta=0.5, pad_id=0, progress=False
+    )
     assert history["loss"][-1] < history["loss"][0] < math.log(2) + 1e-6
     assert preference.reward_accuracy(model, examples, 0) >= 0.75
     assert preference.drift(model, examples, 0) > 0

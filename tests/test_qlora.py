@@ -44,11 +44,15 @@ def tokens(seed=0, batch=2, T=16):
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
 @pytest.mark.parametrize("double_quant", [True, False])
 @pytest.mark.parametrize("shape, bias", [((96, 64), False), ((33, 17), True)])
-def test_forward_and_input_gradient_equal_a_linear_holding_the_dequantized_weight(quant_type, double_quant, shape, bias):
+def test_forward_and_input_gradient_equal_a_linear_holding_the_dequantized_weight(
+    quant_type, double_quant, shape, bias
+):
     torch.manual_seed(0)
     lin = nn.Linear(shape[1], shape[0], bias=bias)
     q4 = Linear4bit.from_linear(lin, quant_type=quant_type, double_quant=double_quant)
-    W = dequantize_4bit(quantize_4bit(lin.weight.detach(), quant_type=quant_type, double_quant=double_quant))
+    W = dequantize_4bit(
+        quantize_4bit(lin.weight.detach(), quant_type=quant_type, double_quant=double_quant)
+    )
     ref = nn.Linear(shape[1], shape[0], bias=bias)
     with torch.no_grad():
         ref.weight.copy_(W)
@@ -68,16 +72,21 @@ def test_no_weight_gradient_and_nothing_dequantized_is_kept_for_backward(monkeyp
     torch.manual_seed(0)
     q4 = Linear4bit.from_linear(nn.Linear(128, 64, bias=False))
     assert not any(p.requires_grad for p in q4.parameters()), "the 4-bit base is frozen"
-    assert all(not b.is_floating_point() or b.numel() < 128 * 64 // 8 for b in q4.buffers()), \
+    assert all(not b.is_floating_point() or b.numel() < 128 * 64 // 8 for b in q4.buffers()), (
         "no float copy of the weight is stored"
+    )
     calls = []
     real = qlora.dequantize_4bit
-    monkeypatch.setattr(qlora, "dequantize_4bit", lambda q, dtype=None: calls.append(1) or real(q, dtype))
+    monkeypatch.setattr(
+        qlora, "dequantize_4bit", lambda q, dtype=None: calls.append(1) or real(q, dtype)
+    )
     saved = []
     x = torch.randn(4, 128, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         y = q4(x)
-    assert saved == [], f"the 4-bit function saves no tensor for backward, saved {[t.shape for t in saved]}"
+    assert saved == [], (
+        f"the 4-bit function saves no tensor for backward, saved {[t.shape for t in saved]}"
+    )
     assert len(calls) == 1
     y.sum().backward()
     assert len(calls) == 2, "backward dequantizes the weight again instead of keeping it"
@@ -104,7 +113,9 @@ def test_stored_bytes_are_4_127_bits_per_parameter():
     plain = Linear4bit.from_linear(nn.Linear(1024, 1024, bias=False), double_quant=False)
     assert plain.nbytes * 8 / (1024 * 1024) == pytest.approx(4.5, abs=1e-3)
     state = q4.state_dict()
-    assert sum(t.numel() * t.element_size() for t in state.values()) == pytest.approx(q4.nbytes, rel=0.01)
+    assert sum(t.numel() * t.element_size() for t in state.values()) == pytest.approx(
+        q4.nbytes, rel=0.01
+    )
 
 
 def test_compute_dtype_bfloat16_on_cpu():
@@ -146,7 +157,9 @@ def test_prepare_qlora_on_the_course_gpt():
 
 def test_training_moves_only_the_adapter_and_checkpointing_gives_the_same_gradients():
     plain = prepare_qlora(tiny_gpt(), ["q_proj", "v_proj"], r=4, alpha=8)
-    ckpt = prepare_qlora(tiny_gpt(), ["q_proj", "v_proj"], r=4, alpha=8, gradient_checkpointing=True)
+    ckpt = prepare_qlora(
+        tiny_gpt(), ["q_proj", "v_proj"], r=4, alpha=8, gradient_checkpointing=True
+    )
     assert all(b.checkpoint for b in ckpt.blocks)
     with torch.no_grad():  # give B a value so every path carries gradient
         for m in (plain, ckpt):
@@ -171,9 +184,15 @@ def test_prepare_qlora_frees_each_16bit_linear_as_it_is_replaced():
     import weakref
 
     model = tiny_gpt()
-    originals = [weakref.ref(m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"]
+    originals = [
+        weakref.ref(m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and n != "lm_head"
+    ]
     prepare_qlora(model, "all-linear", r=4, alpha=8)
-    assert all(r() is None for r in originals), "no original 16-bit Linear may outlive the preparation"
+    assert all(r() is None for r in originals), (
+        "no original 16-bit Linear may outlive the preparation"
+    )
 
 
 # ---------------------------------------------------------------- merging
@@ -198,13 +217,17 @@ def test_merge_into_16bit_is_16bit_base_plus_adapter_not_the_trained_model_and_4
         merged16 = merge_into_16bit(model, base)
         torch.testing.assert_close(merged16(x)[0], unmerged16(x)[0], rtol=1e-5, atol=1e-5)
         off16 = (merged16(x)[0] - trained).abs().max().item()
-        assert all(isinstance(m, nn.Linear) for n, m in merged16.named_modules() if n.endswith("proj"))
+        assert all(
+            isinstance(m, nn.Linear) for n, m in merged16.named_modules() if n.endswith("proj")
+        )
         merged4 = copy.deepcopy(model)
         names = merge_into_4bit(merged4)
         assert len(names) == 12 and not lora_layers(merged4)
         moved = (merged4(x)[0] - trained).abs().max().item()
     assert moved > 1e-4, "requantizing W + dW changes the outputs"
-    assert off16 > 1e-3, "the adapter was trained against Ŵ: on the 16-bit base it is a different model"
+    assert off16 > 1e-3, (
+        "the adapter was trained against Ŵ: on the 16-bit base it is a different model"
+    )
     assert storage_report(merged4)["bits_per_parameter"] == pytest.approx(4.127, abs=0.01)
     with pytest.raises(ValueError, match="no LoRA layers on a 4-bit base"):
         merge_into_4bit(merged4)
@@ -238,7 +261,9 @@ def test_bad_inputs_raise_before_anything_changes():
     with pytest.raises(TypeError, match="already a Linear4bit"):
         Linear4bit.from_linear(model.blocks[0].attn.q_proj.base)
     with pytest.raises(ValueError, match="no nn.Linear layers"):
-        prepare_qlora(nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4)), "all-linear", r=1, alpha=1)
+        prepare_qlora(
+            nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4)), "all-linear", r=1, alpha=1
+        )
     with pytest.raises(TypeError):
         prepare_qlora("gpt", "all-linear", r=4, alpha=8)
     with pytest.raises(ValueError, match="compute_dtype"):
@@ -258,8 +283,14 @@ def test_bf16_on_a_gpu_without_it_is_refused():
 
 # ---------------------------------------------------------------- Hugging Face, PEFT, bitsandbytes
 
-LLAMA = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=4)
+LLAMA = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
 
 
 def tiny_llama(seed=0):
@@ -292,19 +323,33 @@ def _bnb_peft_model(base, tmp_path, r, alpha):
 
     try:
         base.save_pretrained(tmp_path)
-        config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                 bnb_4bit_use_double_quant=True,
-                                                 bnb_4bit_compute_dtype=torch.float32)
-        ref = transformers.LlamaForCausalLM.from_pretrained(tmp_path, quantization_config=config,
-                                                            dtype=torch.float32, device_map="cpu")
+        config = transformers.BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        ref = transformers.LlamaForCausalLM.from_pretrained(
+            tmp_path, quantization_config=config, dtype=torch.float32, device_map="cpu"
+        )
     except Exception:  # noqa: BLE001 - fall back to building the same layers by hand
         ref = copy.deepcopy(base)
         for name, m in list(ref.named_modules()):
             if isinstance(m, nn.Linear) and not name.endswith("lm_head"):
-                layer = bnb.nn.Linear4bit(m.in_features, m.out_features, bias=False, compute_dtype=torch.float32,
-                                          compress_statistics=True, quant_type="nf4")
-                layer.weight = bnb.nn.Params4bit(m.weight.data.clone(), requires_grad=False,
-                                                 compress_statistics=True, quant_type="nf4")
+                layer = bnb.nn.Linear4bit(
+                    m.in_features,
+                    m.out_features,
+                    bias=False,
+                    compute_dtype=torch.float32,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                )
+                layer.weight = bnb.nn.Params4bit(
+                    m.weight.data.clone(),
+                    requires_grad=False,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                )
                 parent, _, child = name.rpartition(".")
                 setattr(ref.get_submodule(parent), child, layer.to("cpu"))
     assert isinstance(ref.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
@@ -317,8 +362,13 @@ def test_equals_peft_and_bitsandbytes_on_a_tiny_llama(tmp_path):
     ours = prepare_qlora(copy.deepcopy(base), "all-linear", r=4, alpha=8).eval()
     ref = _bnb_peft_model(base, tmp_path, r=4, alpha=8)
     import bitsandbytes.functional as bnb_functional
+
     torch.manual_seed(2)
-    peft_layers = {n: m for n, m in ref.named_modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+    peft_layers = {
+        n: m
+        for n, m in ref.named_modules()
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
+    }
     assert len(peft_layers) == len(lora_layers(ours)) == 14
     with torch.no_grad():
         for name, layer in lora_layers(ours).items():
@@ -328,17 +378,27 @@ def test_equals_peft_and_bitsandbytes_on_a_tiny_llama(tmp_path):
             theirs.lora_B["default"].weight.copy_(layer.B.t())
             # the same 4-bit codes: packed bytes are computed from the exact absmax in both
             packed = theirs.base_layer.weight.data.reshape(-1)
-            assert torch.equal(packed, layer.base.packed.reshape(-1)), f"{name}: packed bytes differ"
-            W_bnb = bnb_functional.dequantize_4bit(theirs.base_layer.weight.data, theirs.base_layer.weight.quant_state)
+            assert torch.equal(packed, layer.base.packed.reshape(-1)), (
+                f"{name}: packed bytes differ"
+            )
+            W_bnb = bnb_functional.dequantize_4bit(
+                theirs.base_layer.weight.data, theirs.base_layer.weight.quant_state
+            )
             # double-quantized constants may round one 8-bit code apart (bnb's CPU lookup table)
-            torch.testing.assert_close(layer.base.dequantized_weight(torch.float32), W_bnb.float(),
-                                       rtol=0, atol=2e-2 * W_bnb.abs().max().item())
+            torch.testing.assert_close(
+                layer.base.dequantized_weight(torch.float32),
+                W_bnb.float(),
+                rtol=0,
+                atol=2e-2 * W_bnb.abs().max().item(),
+            )
         x, _ = tokens(T=12)
         ours_logits = ours(input_ids=x).logits
         ref_logits = ref(input_ids=x).logits
     scale = ref_logits.abs().max().item()
     err = (ours_logits - ref_logits).abs().max().item()
-    assert err < 1e-2 * scale, f"lorakit QLoRA vs PEFT + bitsandbytes: max |Δlogit| {err:.3g} (scale {scale:.3g})"
+    assert err < 1e-2 * scale, (
+        f"lorakit QLoRA vs PEFT + bitsandbytes: max |Δlogit| {err:.3g} (scale {scale:.3g})"
+    )
 
 
 # ---------------------------------------------------------------- the GPU benchmark's CPU smoke size
@@ -358,22 +418,29 @@ def test_bench_smoke_runs_on_cpu():
 
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_qlora_gpu", ROOT / "bench" / "bench_qlora_gpu.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_qlora_gpu", ROOT / "bench" / "bench_qlora_gpu.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     sys.modules["bench_qlora_gpu"] = bench
     spec.loader.exec_module(bench)
     return bench
 
 
-@pytest.mark.parametrize("gpu, native_bf16, expected", [("Tesla T4", False, torch.float32),
-                                                        ("NVIDIA A100-SXM4-80GB", True, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "gpu, native_bf16, expected",
+    [("Tesla T4", False, torch.float32), ("NVIDIA A100-SXM4-80GB", True, torch.bfloat16)],
+)
 def test_bench_compute_dtype_on_a_simulated_gpu(monkeypatch, gpu, native_bf16, expected):
     """A T4 emulates bfloat16, so is_bf16_supported() says True by default: the bench must not use it."""
     bench = _load_bench()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: native_bf16 or including_emulation)
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: native_bf16 or including_emulation,
+    )
     device, dtype, shape, name = bench.settings(bench.parse([]))
     assert device.type == "cuda" and name == gpu and shape["hidden_size"] == 4096
     assert dtype == expected
@@ -389,10 +456,16 @@ def test_bench_peft_setup_frees_each_16bit_linear_as_it_is_replaced():
     bench = _load_bench()
     model = bench.build_llama(bench.SMOKE_SHAPE, torch.device("cpu"), torch.float32, seed=0)
     alive = []
-    originals = [weakref.ref(m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and "lm_head" not in n]
+    originals = [
+        weakref.ref(m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and "lm_head" not in n
+    ]
     real_setattr = nn.Module.__setattr__
 
-    def spy(self, name, value):  # at each swap: the layer being replaced is alive, earlier ones are not
+    def spy(
+        self, name, value
+    ):  # at each swap: the layer being replaced is alive, earlier ones are not
         real_setattr(self, name, value)
         if type(value).__name__ == "Linear4bit":  # reference counting frees at once: no gc needed
             alive.append(sum(r() is not None for r in originals))

@@ -8,7 +8,12 @@ import torch.nn as nn
 
 from lorakit.lora import lora_layers
 from lorakit.model import GPT, GPTConfig
-from lorakit.qlora import choose_compute_dtype, merge_into_16bit, merge_into_dequantized, prepare_qlora
+from lorakit.qlora import (
+    choose_compute_dtype,
+    merge_into_16bit,
+    merge_into_dequantized,
+    prepare_qlora,
+)
 
 
 def tiny_gpt(seed=0):
@@ -18,14 +23,18 @@ def tiny_gpt(seed=0):
 
 def fake_cuda(monkeypatch, native_bf16: bool):
     """A CUDA device that emulates bfloat16 (like a T4, sm_75) or computes it natively (Ampere+)."""
+
     def is_bf16_supported(including_emulation: bool = True):
         return native_bf16 or including_emulation
+
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
 
 
 def test_a_t4_gets_float32_although_torch_says_bf16_is_supported(monkeypatch):
     fake_cuda(monkeypatch, native_bf16=False)
-    assert torch.cuda.is_bf16_supported() is True, "the trap: by default emulation counts as support"
+    assert torch.cuda.is_bf16_supported() is True, (
+        "the trap: by default emulation counts as support"
+    )
     assert choose_compute_dtype("cuda") == torch.float32
 
 
@@ -40,8 +49,9 @@ def test_the_t4_choice_trains(monkeypatch):
     fake_cuda(monkeypatch, native_bf16=False)
     dtype = choose_compute_dtype("cuda")
     model = prepare_qlora(tiny_gpt(), "all-linear", r=4, alpha=8, compute_dtype=dtype)
-    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad), \
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad), (
         "adapters train in float32, as PEFT's do"
+    )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     x = torch.randint(0, 256, (2, 16))
     _, loss = model(x, torch.roll(x, -1, 1))
@@ -80,8 +90,9 @@ def test_merge_into_dequantized_is_the_trained_model_and_16bit_is_not():
     assert len(names) == 12 and not lora_layers(exact)
     assert all(type(m) is nn.Linear for n, m in exact.named_modules() if n.endswith("proj"))
     assert (merged - trained).abs().max().item() < 1e-4, "merging into Ŵ computes the trained model"
-    assert (into16 - trained).abs().max().item() > 10 * (merged - trained).abs().max().item(), \
+    assert (into16 - trained).abs().max().item() > 10 * (merged - trained).abs().max().item(), (
         "merging into the original 16-bit weights is a different model"
+    )
 
 
 def test_merge_into_dequantized_in_bfloat16_rounds_once_more():

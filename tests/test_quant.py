@@ -20,8 +20,9 @@ def bnb():
 
 
 def _bnb_quantize(F, x, quant_type="nf4", blocksize=64, double_quant=False):
-    return F.quantize_4bit(x, blocksize=blocksize, quant_type=quant_type,
-                           compress_statistics=double_quant)
+    return F.quantize_4bit(
+        x, blocksize=blocksize, quant_type=quant_type, compress_statistics=double_quant
+    )
 
 
 # ------------------------------------------------------------------------------- code books
@@ -50,7 +51,9 @@ def test_dynamic_map_shape():
 
 
 def test_half_gaps():
-    assert Q.max_half_gap(Q.NF4) == pytest.approx((1 - 0.6961928009986877) / 2)  # between -1 and code 1
+    assert Q.max_half_gap(Q.NF4) == pytest.approx(
+        (1 - 0.6961928009986877) / 2
+    )  # between -1 and code 1
     assert Q.max_half_gap(Q.FP4) == pytest.approx(1 / 6, rel=1e-6)
     assert Q.max_half_gap(Q.INT4) == pytest.approx(1 / 14, rel=1e-6)
 
@@ -69,7 +72,9 @@ def test_bit_exact_with_bitsandbytes(bnb, quant_type, dtype):
     gen = torch.Generator().manual_seed(1)
     for shape in SHAPES:
         x = (torch.randn(shape, generator=gen) * 3).to(dtype)
-        x.view(-1)[: min(70, x.numel() - 1)] *= torch.rand(1, generator=gen).item() < 0.5  # some zero blocks
+        x.view(-1)[: min(70, x.numel() - 1)] *= (
+            torch.rand(1, generator=gen).item() < 0.5
+        )  # some zero blocks
         packed, state = _bnb_quantize(bnb, x, quant_type)
         q = Q.quantize_4bit(x, quant_type)
         assert torch.equal(q.packed, packed.reshape(-1)), (quant_type, dtype, shape)
@@ -118,7 +123,10 @@ def test_double_quant_against_bitsandbytes(bnb):
     assert torch.equal(q.packed, packed.reshape(-1))
     assert torch.equal(q.packed, Q.quantize_4bit(x).packed)  # 4-bit codes do not change
     assert torch.equal(q.offset, state.offset)
-    assert torch.equal(q.absmax2, state.state2.absmax) and state.state2.blocksize == q.blocksize2 == 256
+    assert (
+        torch.equal(q.absmax2, state.state2.absmax)
+        and state.state2.blocksize == q.blocksize2 == 256
+    )
     differ = q.absmax_codes != state.absmax
     assert differ.float().mean() < 0.005  # bnb's CPU lookup table: ≈ 0.2 % differ
     exact = Q.quantize_4bit(x).absmax
@@ -165,21 +173,24 @@ def test_dequantize_dtype():
 # ------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("x, kwargs, error, words", [
-    (torch.arange(64), {}, TypeError, "int64"),
-    (torch.ones(64, dtype=torch.float64), {}, TypeError, "float64"),
-    (torch.ones(64, dtype=torch.bool), {}, TypeError, "bool"),
-    ([1.0, 2.0], {}, TypeError, "list"),
-    (torch.ones(64), {"blocksize": 0}, ValueError, "power of two"),
-    (torch.ones(64), {"blocksize": 48}, ValueError, "48"),
-    (torch.ones(64), {"blocksize": -64}, ValueError, "-64"),
-    (torch.ones(64), {"blocksize": 64.0}, TypeError, "64.0"),
-    (torch.ones(64), {"blocksize": True}, TypeError, "True"),
-    (torch.ones(0), {}, ValueError, "empty"),
-    (torch.ones(3, 0), {}, ValueError, "empty"),
-    (torch.ones(64), {"quant_type": "nf5"}, ValueError, "nf5"),
-    (torch.ones(64), {"quant_type": "NF4"}, ValueError, "nf4"),
-])
+@pytest.mark.parametrize(
+    "x, kwargs, error, words",
+    [
+        (torch.arange(64), {}, TypeError, "int64"),
+        (torch.ones(64, dtype=torch.float64), {}, TypeError, "float64"),
+        (torch.ones(64, dtype=torch.bool), {}, TypeError, "bool"),
+        ([1.0, 2.0], {}, TypeError, "list"),
+        (torch.ones(64), {"blocksize": 0}, ValueError, "power of two"),
+        (torch.ones(64), {"blocksize": 48}, ValueError, "48"),
+        (torch.ones(64), {"blocksize": -64}, ValueError, "-64"),
+        (torch.ones(64), {"blocksize": 64.0}, TypeError, "64.0"),
+        (torch.ones(64), {"blocksize": True}, TypeError, "True"),
+        (torch.ones(0), {}, ValueError, "empty"),
+        (torch.ones(3, 0), {}, ValueError, "empty"),
+        (torch.ones(64), {"quant_type": "nf5"}, ValueError, "nf5"),
+        (torch.ones(64), {"quant_type": "NF4"}, ValueError, "nf4"),
+    ],
+)
 def test_bad_input(x, kwargs, error, words):
     with pytest.raises(error, match=words):
         Q.quantize_4bit(x, **kwargs)
@@ -248,7 +259,11 @@ def test_torchao_dialect_is_close_not_equal():
     ours = Q.dequantize_4bit(Q.quantize_4bit(x, double_quant=True)).float()
     absmax = x.float().abs().max()
     assert (ours - theirs).abs().mean() < 0.01 * absmax
-    assert math.isclose((ours - x.float()).abs().mean().item(), (theirs - x.float()).abs().mean().item(), rel_tol=0.05)
+    assert math.isclose(
+        (ours - x.float()).abs().mean().item(),
+        (theirs - x.float()).abs().mean().item(),
+        rel_tol=0.05,
+    )
 
 
 def test_bench_smoke(capsys):

@@ -30,7 +30,9 @@ def both_paths(fn):
 
 def float32_from_bits(pattern: torch.Tensor) -> torch.Tensor:
     """int64 bit patterns (0 … 2³²−1) as float32."""
-    return torch.where(pattern >= 2**31, pattern - 2**32, pattern).to(torch.int32).view(torch.float32)
+    return (
+        torch.where(pattern >= 2**31, pattern - 2**32, pattern).to(torch.int32).view(torch.float32)
+    )
 
 
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4", "int4"])
@@ -42,9 +44,15 @@ def test_bucket_lookup_equals_bucketize_on_every_bucket(quant_type):
     top = torch.arange(65536, dtype=torch.int64) << 16
     edges = torch.cat([float32_from_bits(top), float32_from_bits(top | 0xFFFF)])
     edges = edges[torch.isfinite(edges)]
-    near = torch.cat([mids, torch.nextafter(mids, torch.tensor(2.0)), torch.nextafter(mids, torch.tensor(-2.0))])
-    values = torch.cat([edges, near, torch.rand(100_000) * 2.2 - 1.1, torch.tensor([0.0, -0.0, 1.0, -1.0])])
-    assert torch.equal(fast.nearest_codes(values.contiguous(), table), quant.nearest_codes(values, table))
+    near = torch.cat(
+        [mids, torch.nextafter(mids, torch.tensor(2.0)), torch.nextafter(mids, torch.tensor(-2.0))]
+    )
+    values = torch.cat(
+        [edges, near, torch.rand(100_000) * 2.2 - 1.1, torch.tensor([0.0, -0.0, 1.0, -1.0])]
+    )
+    assert torch.equal(
+        fast.nearest_codes(values.contiguous(), table), quant.nearest_codes(values, table)
+    )
 
 
 @pytest.mark.parametrize("quant_type, dtype", itertools.product(["nf4", "fp4", "int4"], DTYPES))
@@ -68,7 +76,9 @@ def test_many_chunks_equal_the_readable_path(monkeypatch):
     monkeypatch.setattr(fast, "CHUNK", 256)
     x = torch.randn(5 * 256 + 70, generator=torch.Generator().manual_seed(1))
     for quant_type, blocksize in itertools.product(["nf4", "fp4"], [1, 64, 512]):
-        q, q_readable = both_paths(lambda: quant.quantize_4bit(x, quant_type, blocksize, double_quant=True))
+        q, q_readable = both_paths(
+            lambda: quant.quantize_4bit(x, quant_type, blocksize, double_quant=True)
+        )
         assert torch.equal(q.packed, q_readable.packed), (quant_type, blocksize)
         a, b = both_paths(lambda: quant.dequantize_4bit(q))
         assert torch.equal(bits(a), bits(b)), (quant_type, blocksize)
@@ -77,7 +87,9 @@ def test_many_chunks_equal_the_readable_path(monkeypatch):
 def test_the_pair_table_holds_both_codes_of_each_byte():
     pairs = fast._pair_table(fast._key(quant.NF4), "cpu").view(torch.float32).view(256, 2)  # 256×2
     byte = torch.arange(256)
-    assert torch.equal(pairs[:, 0], quant.NF4[byte >> 4]) and torch.equal(pairs[:, 1], quant.NF4[byte & 15])
+    assert torch.equal(pairs[:, 0], quant.NF4[byte >> 4]) and torch.equal(
+        pairs[:, 1], quant.NF4[byte & 15]
+    )
 
 
 def test_a_failing_compile_falls_back_to_eager_once_and_other_errors_surface(monkeypatch):
@@ -85,7 +97,9 @@ def test_a_failing_compile_falls_back_to_eager_once_and_other_errors_surface(mon
     eager = quant.dequantize_4bit(q)
 
     def broken_compile(*args):
-        raise torch._dynamo.exc.TorchDynamoException("the compiler failed")  # what Dynamo/Inductor raise
+        raise torch._dynamo.exc.TorchDynamoException(
+            "the compiler failed"
+        )  # what Dynamo/Inductor raise
 
     monkeypatch.setattr(fast, "COMPILED", broken_compile)
     with pytest.warns(UserWarning, match="using the eager version"):

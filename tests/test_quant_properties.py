@@ -55,12 +55,21 @@ def test_error_bound_in_half_precision(x, dtype):
 
 
 @SETTINGS
-@given(st.integers(1, 3000).flatmap(lambda n: arrays(np.float32, n, elements=st.floats(0, 1e3, width=32, allow_subnormal=False))))
+@given(
+    st.integers(1, 3000).flatmap(
+        lambda n: arrays(np.float32, n, elements=st.floats(0, 1e3, width=32, allow_subnormal=False))
+    )
+)
 def test_double_quantized_absmax_within_its_bound(absmax):
     """Feed absmax-like values (non-negative) straight through the constants' quantizer."""
     absmax = torch.from_numpy(absmax)
-    q = Q.Quantized4bit(packed=torch.zeros(1, dtype=torch.uint8), shape=torch.Size([absmax.numel()]),
-                        dtype=torch.float32, blocksize=1, quant_type="nf4")
+    q = Q.Quantized4bit(
+        packed=torch.zeros(1, dtype=torch.uint8),
+        shape=torch.Size([absmax.numel()]),
+        dtype=torch.float32,
+        blocksize=1,
+        quant_type="nf4",
+    )
     q.offset = absmax.mean()
     q.absmax_codes, q.absmax2 = Q.quantize_blockwise_8bit(absmax - q.offset, q.blocksize2)
     recovered = Q.dequantize_absmax(q)
@@ -74,7 +83,10 @@ def test_double_quantized_absmax_within_its_bound(absmax):
 @given(tensors, blocksizes)
 def test_double_quant_keeps_the_4bit_codes(x, blocksize):
     x = torch.from_numpy(x)
-    plain, dq = Q.quantize_4bit(x, blocksize=blocksize), Q.quantize_4bit(x, blocksize=blocksize, double_quant=True)
+    plain, dq = (
+        Q.quantize_4bit(x, blocksize=blocksize),
+        Q.quantize_4bit(x, blocksize=blocksize, double_quant=True),
+    )
     assert torch.equal(plain.packed, dq.packed)
     assert dq.absmax_codes.numel() == plain.absmax.numel()
     assert torch.isfinite(Q.dequantize_4bit(dq)).all()

@@ -30,8 +30,12 @@ def test_the_fixture_really_has_several_shards(sharded):
 
 
 def test_reading_one_tensor_at_a_time_equals_safetensors(tmp_path):
-    tensors = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int64),
-               "c": torch.randn(4, 4).to(torch.bfloat16), "empty": torch.zeros(0, 3)}
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.arange(7, dtype=torch.int64),
+        "c": torch.randn(4, 4).to(torch.bfloat16),
+        "empty": torch.zeros(0, 3),
+    }
     save_file(tensors, str(tmp_path / "t.safetensors"), metadata={"format": "pt"})
     read = dict(quantload.iter_safetensors(tmp_path / "t.safetensors"))
     assert read.keys() == tensors.keys()
@@ -56,7 +60,9 @@ def test_a_broken_file_is_refused_clearly(tmp_path):
 def test_quantize_on_load_equals_load_then_prepare_qlora(sharded, dtype):
     tiny, folder = sharded
     set_seed(0)
-    today = prepare_qlora(hf.load_model(tiny, dtype, local_only=True), r=4, alpha=8, compute_dtype=dtype)
+    today = prepare_qlora(
+        hf.load_model(tiny, dtype, local_only=True), r=4, alpha=8, compute_dtype=dtype
+    )
     set_seed(0)
     ours = quantload.load_qlora(folder, r=4, alpha=8, compute_dtype=dtype, local_only=True)
     a, b = today.state_dict(), ours.state_dict()
@@ -66,8 +72,9 @@ def test_quantize_on_load_equals_load_then_prepare_qlora(sharded, dtype):
     layers = [m for m in ours.modules() if isinstance(m, Linear4bit)]
     assert len(layers) == 14 and all(m.compute_dtype == dtype for m in layers)
     assert ours.lm_head.weight is ours.model.embed_tokens.weight, "the tied head is tied again"
-    assert [n for n, p in ours.named_parameters() if p.requires_grad] == \
-        [n for n, p in today.named_parameters() if p.requires_grad]
+    assert [n for n, p in ours.named_parameters() if p.requires_grad] == [
+        n for n, p in today.named_parameters() if p.requires_grad
+    ]
     ids = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(ours(input_ids=ids).logits, today(input_ids=ids).logits)
@@ -75,16 +82,25 @@ def test_quantize_on_load_equals_load_then_prepare_qlora(sharded, dtype):
 
 def test_bias_arriving_in_any_order_is_attached(tmp_path):
     transformers = hf._transformers()
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=2, attention_bias=True,
-                                   tie_word_embeddings=False)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        attention_bias=True,
+        tie_word_embeddings=False,
+    )
     set_seed(1)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / quantload.INDEX).exists()
     ref = prepare_qlora(hf.load_model(tmp_path, local_only=True), r=2, alpha=2)
     ours = quantload.load_qlora(tmp_path, r=2, alpha=2, local_only=True)
     q = ours.model.layers[0].self_attn.q_proj.base
-    assert q.bias is not None and torch.equal(q.bias, ref.model.layers[0].self_attn.q_proj.base.bias)
+    assert q.bias is not None and torch.equal(
+        q.bias, ref.model.layers[0].self_attn.q_proj.base.bias
+    )
     assert ours.lm_head.weight is not ours.model.embed_tokens.weight
     assert torch.equal(ours.lm_head.weight, ref.lm_head.weight)
 
@@ -123,4 +139,6 @@ def test_parameters_on_meta_leaves_buffers_real():
 def test_the_index_lists_shards_in_order(sharded):
     _, folder = sharded
     index = json.loads((folder / quantload.INDEX).read_text())
-    assert [p.name for p in quantload.shard_files(folder)] == sorted(set(index["weight_map"].values()))
+    assert [p.name for p in quantload.shard_files(folder)] == sorted(
+        set(index["weight_map"].values())
+    )

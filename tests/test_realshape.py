@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-pytestmark = pytest.mark.skipif(os.environ.get("LORAKIT_REALSHAPE") != "1",
-                                reason="the real-shape smoke test takes minutes: make test-realshape")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("LORAKIT_REALSHAPE") != "1",
+    reason="the real-shape smoke test takes minutes: make test-realshape",
+)
 pytest.importorskip("transformers", reason="transformers is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,16 +37,40 @@ def _finale():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_smollm2_360m_shapes_through_notebook_09s_functions(dtype, tmp_path):
     finale = _finale()
-    res = finale.run(finale.parse(["--device", "cpu", "--shape", "SmolLM2-360M", "--dtype", dtype, "--steps", "2",
-                                   "--batch", "2", "--max-len", "128", "--val", "4", "--out", str(tmp_path)]))
+    res = finale.run(
+        finale.parse(
+            [
+                "--device",
+                "cpu",
+                "--shape",
+                "SmolLM2-360M",
+                "--dtype",
+                dtype,
+                "--steps",
+                "2",
+                "--batch",
+                "2",
+                "--max-len",
+                "128",
+                "--val",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    )
     assert 361e6 < res["parameters"] < 363e6, "SmolLM2-360M has ≈ 362 M parameters"
     runs = res["methods"]
     for method, r in runs.items():
-        assert r["status"] == "ok" and len(r["losses"]) == 2 and all(l == l for l in r["losses"]), method
+        assert r["status"] == "ok" and len(r["losses"]) == 2 and all(l == l for l in r["losses"]), (
+            method
+        )
     first = {m: r["losses"][0] for m, r in runs.items()}
     # random weights: the first loss is ≈ ln(49152) = 10.8 nats for every method
     assert all(9.5 < v < 12.5 for v in first.values()), first
-    assert first["lorakit-qlora"] == pytest.approx(first["bnb-peft-qlora"], abs=0.2), "same NF4 base, same batch"
+    assert first["lorakit-qlora"] == pytest.approx(first["bnb-peft-qlora"], abs=0.2), (
+        "same NF4 base, same batch"
+    )
     assert runs["lorakit-qlora"]["weights"] == runs["bnb-peft-qlora"]["weights"], "like for like"
     peaks = {m: r["peak_bytes"] for m, r in runs.items()}
     assert peaks["lorakit-qlora"] < peaks["lora"] < peaks["full"]

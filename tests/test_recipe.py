@@ -6,18 +6,18 @@ import math
 
 import pytest
 import torch
-
+from tiny import tiny_gpt
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from lorakit import recipe, sft
 from lorakit.memory import track_peak
-from tiny import tiny_gpt
 
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
     "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
     "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
-    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 
 
 def examples(n=24, seed=0, vocab=256, low=6, high=16):
@@ -58,7 +58,9 @@ def test_cosine_equals_transformers_after_warmup():
     transformers = pytest.importorskip("transformers")
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1e-3)
-    sched = transformers.get_cosine_schedule_with_warmup(opt, num_warmup_steps=5, num_training_steps=40)
+    sched = transformers.get_cosine_schedule_with_warmup(
+        opt, num_warmup_steps=5, num_training_steps=40
+    )
     theirs = []
     for _ in range(40):
         theirs.append(opt.param_groups[0]["lr"])
@@ -78,9 +80,21 @@ def test_bad_schedules_are_refused():
 
 def test_train_sft_follows_the_schedule():
     record = {}
-    sft.train_sft(tiny_gpt(), examples(), steps=6, batch_size=4, lr=1e-3, pad_id=0, warmup=2, progress=False,
-                  schedule="cosine", record=record)
-    assert record["lr"] == pytest.approx([recipe.learning_rate(s, 6, 1e-3, 2, "cosine") for s in range(6)])
+    sft.train_sft(
+        tiny_gpt(),
+        examples(),
+        steps=6,
+        batch_size=4,
+        lr=1e-3,
+        pad_id=0,
+        warmup=2,
+        progress=False,
+        schedule="cosine",
+        record=record,
+    )
+    assert record["lr"] == pytest.approx(
+        [recipe.learning_rate(s, 6, 1e-3, 2, "cosine") for s in range(6)]
+    )
 
 
 # ---------------------------------------------------------------- accumulation and clipping
@@ -89,11 +103,22 @@ def test_train_sft_follows_the_schedule():
 def test_accumulating_k_micro_batches_equals_one_batch_k_times_larger():
     data = examples(36)
     a, b = tiny_gpt(), tiny_gpt()
-    la = sft.train_sft(a, data, steps=3, batch_size=2, lr=1e-3, pad_id=0, warmup=1, progress=False,
-                       accumulation_steps=3)
+    la = sft.train_sft(
+        a,
+        data,
+        steps=3,
+        batch_size=2,
+        lr=1e-3,
+        pad_id=0,
+        warmup=1,
+        progress=False,
+        accumulation_steps=3,
+    )
     lb = sft.train_sft(b, data, steps=3, batch_size=6, lr=1e-3, pad_id=0, warmup=1, progress=False)
     assert la == pytest.approx(lb, rel=1e-5), "same loss: every labelled token weighs the same"
-    moved = max((p0 - p1).abs().max().item() for p0, p1 in zip(tiny_gpt().parameters(), b.parameters()))
+    moved = max(
+        (p0 - p1).abs().max().item() for p0, p1 in zip(tiny_gpt().parameters(), b.parameters())
+    )
     gap = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
     assert moved > 1e-3 and gap < 1e-3 * moved, f"same update ({gap:.2e} apart, moved {moved:.2e})"
 
@@ -101,7 +126,17 @@ def test_accumulating_k_micro_batches_equals_one_batch_k_times_larger():
 def test_accumulation_is_not_a_larger_learning_rate():
     data = examples(36)
     a, b = tiny_gpt(), tiny_gpt()
-    sft.train_sft(a, data, steps=3, batch_size=2, lr=1e-3, pad_id=0, warmup=1, progress=False, accumulation_steps=3)
+    sft.train_sft(
+        a,
+        data,
+        steps=3,
+        batch_size=2,
+        lr=1e-3,
+        pad_id=0,
+        warmup=1,
+        progress=False,
+        accumulation_steps=3,
+    )
     sft.train_sft(b, data, steps=3, batch_size=2, lr=1e-3, pad_id=0, warmup=1, progress=False)
     gap = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
     assert gap > 1e-5, "k micro-batches per step see other data than one micro-batch per step"
@@ -112,25 +147,52 @@ def test_clipping_bounds_the_gradient_the_optimizer_sees():
 
     def pre_step(opt, args, kwargs):
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        seen.append(
+            torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            ).item()
+        )
 
     handle = register_optimizer_step_pre_hook(pre_step)
     try:
         record = {}
-        sft.train_sft(tiny_gpt(), examples(), steps=3, batch_size=4, lr=1e-3, pad_id=0, progress=False,
-                      max_grad_norm=0.05, record=record)
-        sft.train_sft(tiny_gpt(), examples(), steps=3, batch_size=4, lr=1e-3, pad_id=0, progress=False,
-                      record=(free := {}))
+        sft.train_sft(
+            tiny_gpt(),
+            examples(),
+            steps=3,
+            batch_size=4,
+            lr=1e-3,
+            pad_id=0,
+            progress=False,
+            max_grad_norm=0.05,
+            record=record,
+        )
+        sft.train_sft(
+            tiny_gpt(),
+            examples(),
+            steps=3,
+            batch_size=4,
+            lr=1e-3,
+            pad_id=0,
+            progress=False,
+            record=(free := {}),
+        )
     finally:
         handle.remove()
     clipped, unclipped = seen[:3], seen[3:]
     assert all(n <= 0.05 * (1 + 1e-4) for n in clipped)
-    assert record["grad_norm"][0] == pytest.approx(unclipped[0], rel=1e-4), "the norm before clipping is recorded"
+    assert record["grad_norm"][0] == pytest.approx(unclipped[0], rel=1e-4), (
+        "the norm before clipping is recorded"
+    )
     assert min(record["grad_norm"]) > 0.05 and free["grad_norm"] == []
     with pytest.raises(ValueError, match="max_grad_norm"):
-        sft.train_sft(tiny_gpt(), examples(), steps=1, batch_size=4, lr=1e-3, pad_id=0, max_grad_norm=-1)
+        sft.train_sft(
+            tiny_gpt(), examples(), steps=1, batch_size=4, lr=1e-3, pad_id=0, max_grad_norm=-1
+        )
     with pytest.raises(ValueError, match="accumulation_steps"):
-        sft.train_sft(tiny_gpt(), examples(), steps=1, batch_size=4, lr=1e-3, pad_id=0, accumulation_steps=0)
+        sft.train_sft(
+            tiny_gpt(), examples(), steps=1, batch_size=4, lr=1e-3, pad_id=0, accumulation_steps=0
+        )
 
 
 def test_default_options_train_as_before():
@@ -139,14 +201,27 @@ def test_default_options_train_as_before():
     model = tiny_gpt()
     ref = copy.deepcopy(model)
     record = {}
-    losses = sft.train_sft(model, data, steps=2, batch_size=4, lr=1e-3, pad_id=0, warmup=2, progress=False,
-                           record=record)
-    opt = torch.optim.AdamW([p for p in ref.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    losses = sft.train_sft(
+        model,
+        data,
+        steps=2,
+        batch_size=4,
+        lr=1e-3,
+        pad_id=0,
+        warmup=2,
+        progress=False,
+        record=record,
+    )
+    opt = torch.optim.AdamW(
+        [p for p in ref.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0
+    )
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
     ref.train()
     for step in range(2):
         opt.param_groups[0]["lr"] = 1e-3 * (step + 1) / 2
-        loss = sft.response_loss(ref, sft.collate([data[i] for i in order[4 * step: 4 * step + 4]], 0))
+        loss = sft.response_loss(
+            ref, sft.collate([data[i] for i in order[4 * step : 4 * step + 4]], 0)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -161,8 +236,14 @@ def test_default_options_train_as_before():
 
 def test_the_optimizer_choice():
     assert recipe.choose_optimizer("adamw", "cuda") == ("adamw", "")
-    assert recipe.choose_optimizer("paged_adamw_8bit", "cuda", bitsandbytes_available=True) == ("paged_adamw_8bit", "")
-    assert recipe.choose_optimizer("adamw_8bit", "cuda:0", bitsandbytes_available=True) == ("adamw_8bit", "")
+    assert recipe.choose_optimizer("paged_adamw_8bit", "cuda", bitsandbytes_available=True) == (
+        "paged_adamw_8bit",
+        "",
+    )
+    assert recipe.choose_optimizer("adamw_8bit", "cuda:0", bitsandbytes_available=True) == (
+        "adamw_8bit",
+        "",
+    )
     for device in ("cpu", "mps"):
         name, why = recipe.choose_optimizer("paged_adamw_8bit", device, bitsandbytes_available=True)
         assert name == "adamw" and "CUDA" in why and device in why
@@ -185,16 +266,33 @@ def test_the_cuda_optimizer_is_built_by_the_same_function():
 
 def test_on_the_cpu_the_8bit_request_trains_with_the_fallback():
     record = {}
-    losses = sft.train_sft(tiny_gpt(), examples(), steps=3, batch_size=4, lr=1e-2, pad_id=0, progress=False,
-                           optimizer="paged_adamw_8bit", record=record)
+    losses = sft.train_sft(
+        tiny_gpt(),
+        examples(),
+        steps=3,
+        batch_size=4,
+        lr=1e-2,
+        pad_id=0,
+        progress=False,
+        optimizer="paged_adamw_8bit",
+        record=record,
+    )
     assert record["optimizer"] == "adamw" and "CUDA" in record["optimizer_why"] and len(losses) == 3
 
 
 def test_optimizer_state_bytes():
-    big, small = torch.zeros(1000, 16), torch.zeros(100)  # 16,000 values (8-bit), 100 (< min_8bit_size)
+    big, small = (
+        torch.zeros(1000, 16),
+        torch.zeros(100),
+    )  # 16,000 values (8-bit), 100 (< min_8bit_size)
     assert recipe.optimizer_state_bytes([big, small], "adamw") == 8 * 16100
-    assert recipe.optimizer_state_bytes([big, small], "paged_adamw_8bit") == 2 * (16000 + 4 * 63) + 8 * 100
-    assert recipe.optimizer_state_bytes([big], "adamw_8bit") < 0.26 * recipe.optimizer_state_bytes([big], "adamw")
+    assert (
+        recipe.optimizer_state_bytes([big, small], "paged_adamw_8bit")
+        == 2 * (16000 + 4 * 63) + 8 * 100
+    )
+    assert recipe.optimizer_state_bytes([big], "adamw_8bit") < 0.26 * recipe.optimizer_state_bytes(
+        [big], "adamw"
+    )
 
 
 def test_the_adamw_states_are_counted_in_the_measured_peak():
@@ -223,7 +321,10 @@ def test_length_grouped_order_is_a_permutation_with_less_padding():
     assert sorted(order) == list(range(400))
     assert max(lengths[i] for i in order[:8]) == max(lengths), "the longest batch comes first"
     random = torch.randperm(400, generator=torch.Generator().manual_seed(0)).tolist()
-    grouped, shuffled = recipe.padding_share(lengths, order, 8), recipe.padding_share(lengths, random, 8)
+    grouped, shuffled = (
+        recipe.padding_share(lengths, order, 8),
+        recipe.padding_share(lengths, random, 8),
+    )
     assert grouped < 0.25 * shuffled
     assert order != recipe.length_grouped_order(lengths, 8, seed=1), "the seed still shuffles"
 
@@ -231,9 +332,27 @@ def test_length_grouped_order_is_a_permutation_with_less_padding():
 def test_train_sft_records_the_padding_it_trained_on():
     data = examples(64, low=2, high=16)
     rec_random, rec_grouped = {}, {}
-    sft.train_sft(tiny_gpt(), data, steps=4, batch_size=8, lr=1e-3, pad_id=0, progress=False, record=rec_random)
-    sft.train_sft(tiny_gpt(), data, steps=4, batch_size=8, lr=1e-3, pad_id=0, progress=False, record=rec_grouped,
-                  group_by_length=True)
+    sft.train_sft(
+        tiny_gpt(),
+        data,
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        pad_id=0,
+        progress=False,
+        record=rec_random,
+    )
+    sft.train_sft(
+        tiny_gpt(),
+        data,
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        pad_id=0,
+        progress=False,
+        record=rec_grouped,
+        group_by_length=True,
+    )
     assert rec_grouped["padding_share"] < rec_random["padding_share"]
 
 
@@ -244,6 +363,7 @@ def test_train_sft_records_the_padding_it_trained_on():
 def chatml(tmp_path_factory):
     pytest.importorskip("transformers")
     from lorakit import hf
+
     folder = hf.build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
     return folder, hf.load_tokenizer(folder, local_only=True)
 
@@ -292,19 +412,33 @@ def test_the_adapter_loads_in_peft_over_a_bitsandbytes_4bit_base(chatml, tmp_pat
 
     from lorakit import hf, quantload
     from lorakit.lora import lora_layers
+
     folder, tok = chatml
     model = quantload.load_qlora(folder, r=4, alpha=8, local_only=True)
     train = [sft.chat_example(p, tok, 160) for p in sft.docstring_pairs("train", 60)[:16]]
-    sft.train_sft(model, train, steps=3, batch_size=4, lr=1e-2, pad_id=tok.pad_token_id, warmup=1, progress=False)
-    assert all(layer.B.abs().max() > 0 for layer in lora_layers(model).values()), "the adapter has trained"
+    sft.train_sft(
+        model,
+        train,
+        steps=3,
+        batch_size=4,
+        lr=1e-2,
+        pad_id=tok.pad_token_id,
+        warmup=1,
+        progress=False,
+    )
+    assert all(layer.B.abs().max() > 0 for layer in lora_layers(model).values()), (
+        "the adapter has trained"
+    )
     out = recipe.save_adapter_for_peft(model, tmp_path / "adapter", folder)
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["task_type"] == "CAUSAL_LM" and cfg["base_model_name_or_path"] == str(folder)
 
     peft_model = recipe.load_peft_over_4bit(folder, out, torch.float32, "cpu", local_only=True)
     assert type(peft_model).__name__ == "PeftModelForCausalLM"
-    assert any(type(m).__name__ == "Linear4bit" and "bitsandbytes" in type(m).__module__
-               for m in peft_model.modules()), "the base is bitsandbytes' 4-bit"
+    assert any(
+        type(m).__name__ == "Linear4bit" and "bitsandbytes" in type(m).__module__
+        for m in peft_model.modules()
+    ), "the base is bitsandbytes' 4-bit"
     ids = hf.chat_prompt_ids(tok, sft.docstring_pairs("val", 60)[0])
     with torch.no_grad():
         ours = model(input_ids=ids).logits
@@ -314,10 +448,14 @@ def test_the_adapter_loads_in_peft_over_a_bitsandbytes_4bit_base(chatml, tmp_pat
     # bitsandbytes' CPU backend re-lays its 4-bit weight out for its CPU kernel, with bfloat16 block
     # constants (not double-quantized): the same model up to that rounding, far below the adapter's effect
     gap, effect = (ours - theirs).abs().max().item(), (ours - base).abs().max().item()
-    assert gap < 0.02 * effect, f"PEFT over 4 bits computes our model ({gap:.1e} apart; the adapter moves {effect:.1e})"
+    assert gap < 0.02 * effect, (
+        f"PEFT over 4 bits computes our model ({gap:.1e} apart; the adapter moves {effect:.1e})"
+    )
     layer = lora_layers(model)["model.layers.0.self_attn.q_proj"]
     loaded = peft_model.base_model.model.model.layers[0].self_attn.q_proj
-    assert torch.equal(loaded.lora_A["default"].weight, layer.A.T) and torch.equal(loaded.lora_B["default"].weight, layer.B.T)
+    assert torch.equal(loaded.lora_A["default"].weight, layer.A.T) and torch.equal(
+        loaded.lora_B["default"].weight, layer.B.T
+    )
     assert loaded.scaling["default"] == layer.scaling
 
 
@@ -327,22 +465,69 @@ def test_the_adapter_loads_in_peft_over_a_bitsandbytes_4bit_base(chatml, tmp_pat
 def test_fine_tune_passes_the_options_on_and_reports_them(chatml):
     pytest.importorskip("peft")
     from lorakit import hf
+
     folder, tok = chatml
     train = [sft.chat_example(p, tok, 160) for p in sft.docstring_pairs("train", 60)[:24]]
     val = train[:4]
-    options = dict(accumulation_steps=2, max_grad_norm=1.0, schedule="cosine", optimizer="paged_adamw_8bit",
-                   group_by_length=True)
-    run = hf.fine_tune("lorakit-qlora", folder, train, val, steps=5, batch_size=2, lr=1e-3,
-                       compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, local_only=True,
-                       progress=False, train_options=options)
+    options = dict(
+        accumulation_steps=2,
+        max_grad_norm=1.0,
+        schedule="cosine",
+        optimizer="paged_adamw_8bit",
+        group_by_length=True,
+    )
+    run = hf.fine_tune(
+        "lorakit-qlora",
+        folder,
+        train,
+        val,
+        steps=5,
+        batch_size=2,
+        lr=1e-3,
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        local_only=True,
+        progress=False,
+        train_options=options,
+    )
     training = run["training"]
-    assert run["status"] == "ok" and training["optimizer"] == "adamw" and "CUDA" in training["optimizer_why"]
+    assert (
+        run["status"] == "ok"
+        and training["optimizer"] == "adamw"
+        and "CUDA" in training["optimizer_why"]
+    )
     assert len(training["grad_norm"]) == 5 and training["lr"][-1] < training["lr"][-2]
-    plain = hf.fine_tune("lorakit-qlora", folder, train, val, steps=5, batch_size=2, lr=1e-3,
-                         compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, local_only=True,
-                         progress=False)
-    assert plain["training"]["grad_norm"] == [] and plain["training"]["lr"][-1] == plain["training"]["lr"][-2]
+    plain = hf.fine_tune(
+        "lorakit-qlora",
+        folder,
+        train,
+        val,
+        steps=5,
+        batch_size=2,
+        lr=1e-3,
+        compute_dtype=torch.float32,
+        device="cpu",
+        pad_id=tok.pad_token_id,
+        local_only=True,
+        progress=False,
+    )
+    assert (
+        plain["training"]["grad_norm"] == []
+        and plain["training"]["lr"][-1] == plain["training"]["lr"][-2]
+    )
     with pytest.raises(ValueError, match="not options of train_sft"):
-        hf.fine_tune("lorakit-qlora", folder, train, val, steps=1, batch_size=2, lr=1e-3,
-                     compute_dtype=torch.float32, device="cpu", pad_id=tok.pad_token_id, local_only=True,
-                     train_options=dict(steps=5))
+        hf.fine_tune(
+            "lorakit-qlora",
+            folder,
+            train,
+            val,
+            steps=1,
+            batch_size=2,
+            lr=1e-3,
+            compute_dtype=torch.float32,
+            device="cpu",
+            pad_id=tok.pad_token_id,
+            local_only=True,
+            train_options=dict(steps=5),
+        )

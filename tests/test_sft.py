@@ -47,7 +47,7 @@ def test_byte_example_keeps_the_response_whole_and_masks_the_prompt(pairs):
     ids, labels = sft.byte_example(p, context=96)
     assert len(ids) <= 96
     response = encode(p.summary + sft.EOS).long()
-    assert torch.equal(ids[-len(response):], response), "the response and its EOS end the example"
+    assert torch.equal(ids[-len(response) :], response), "the response and its EOS end the example"
     n_prompt = len(ids) - len(response)
     assert (labels[:n_prompt] == sft.IGNORE).all() and torch.equal(labels[n_prompt:], response)
     ids2, labels2 = sft.byte_example(p, context=96, mask=False, eos=False)
@@ -124,9 +124,23 @@ def test_bad_inputs_are_refused():
         sft.docstring_pairs("train", 11)
     model = GPT(GPTConfig(context=32, n_layer=1, n_head=2, d_model=32))
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        sft.train_sft(model, [(torch.tensor([1, 2]), torch.tensor([1, 2]))], steps=0, batch_size=1, lr=1e-3, pad_id=0)
+        sft.train_sft(
+            model,
+            [(torch.tensor([1, 2]), torch.tensor([1, 2]))],
+            steps=0,
+            batch_size=1,
+            lr=1e-3,
+            pad_id=0,
+        )
     with pytest.raises(ValueError, match="examples is empty"):
         sft.train_sft(model, [], steps=1, batch_size=1, lr=1e-3, pad_id=0)
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        sft.train_sft(model, [(torch.tensor([1, 2]), torch.tensor([1, 2]))], steps=1, batch_size=1, lr=1e-3, pad_id=0)
+        sft.train_sft(
+            model,
+            [(torch.tensor([1, 2]), torch.tensor([1, 2]))],
+            steps=1,
+            batch_size=1,
+            lr=1e-3,
+            pad_id=0,
+        )

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import tiny_gpt, tiny_llama
 
 from lorakit import siblings as S
 from lorakit.model import GPT, GPTConfig
 from lorakit.quiet import quiet_import
-from tiny import tiny_gpt, tiny_llama
 
 
 def tokens(seed: int = 1, shape=(3, 12)) -> torch.Tensor:
@@ -63,9 +63,13 @@ def test_shapes_and_gradients_only_on_the_method(name):
         plain = n.replace("base.", "", 1) if n.startswith("base.") else n
         plain = plain.replace(".base.", ".")
         if plain in base_names:
-            assert not p.requires_grad and p.grad is None, f"{n} belongs to the base and must stay frozen"
+            assert not p.requires_grad and p.grad is None, (
+                f"{n} belongs to the base and must stay frozen"
+            )
         else:
-            assert p.requires_grad and p.grad is not None, f"{n} belongs to the method and must get a gradient"
+            assert p.requires_grad and p.grad is not None, (
+                f"{n} belongs to the method and must get a gradient"
+            )
     assert S.trainable_state(model), "the method must have trainable parameters"
 
 
@@ -74,7 +78,9 @@ def test_adapters_start_equal_to_the_base_exactly_and_count_parameters():
     model = S.add_adapters(copy.deepcopy(base), 4)
     assert torch.equal(model(idx)[0], base(idx)[0]), "up = 0: a fresh adapter is the identity"
     d, b, L = 32, 4, 2
-    assert sum(t.numel() for t in S.trainable_state(model).values()) == L * 2 * (d * b + b + b * d + d)
+    assert sum(t.numel() for t in S.trainable_state(model).values()) == L * 2 * (
+        d * b + b + b * d + d
+    )
     assert len(S.trainable_state(S.add_adapters(tiny_gpt(), 4, where=("mlp",)))) == L * 4
 
 
@@ -85,8 +91,13 @@ def test_adapter_is_the_hand_computation():
     block = model.blocks[0]
     x = torch.randn(2, 5, 32)
     h = block.attn.base(x)
-    Wd, bd, Wu, bu = block.attn.down.weight, block.attn.down.bias, block.attn.up.weight, block.attn.up.bias
-    want = h + F.gelu(h @ Wd.T + bd) @ Wu.T + bu   # h + up(gelu(down(h)))
+    Wd, bd, Wu, bu = (
+        block.attn.down.weight,
+        block.attn.down.bias,
+        block.attn.up.weight,
+        block.attn.up.bias,
+    )
+    want = h + F.gelu(h @ Wd.T + bd) @ Wu.T + bu  # h + up(gelu(down(h)))
     assert torch.allclose(block.attn(x), want, atol=1e-6)
 
 
@@ -105,7 +116,10 @@ def test_virtual_tokens_take_positions():
     gpt = tiny_gpt()
     assert S.add_prompt_tuning(copy.deepcopy(gpt), 5).cfg.context == 16 - 5
     assert S.add_p_tuning_v2(copy.deepcopy(gpt), 5).cfg.context == 16 - 5
-    for model in (S.add_prompt_tuning(copy.deepcopy(gpt), 5), S.add_p_tuning_v2(copy.deepcopy(gpt), 5)):
+    for model in (
+        S.add_prompt_tuning(copy.deepcopy(gpt), 5),
+        S.add_p_tuning_v2(copy.deepcopy(gpt), 5),
+    ):
         with pytest.raises(ValueError, match="context"):
             model(tokens(shape=(1, 12)))
 
@@ -131,7 +145,7 @@ def test_prefix_attention_is_the_hand_computation():
     pk, pv = torch.randn(B, H, P, hd), torch.randn(B, H, P, hd)
     K, V = torch.cat([pk, k], 2), torch.cat([pv, v], 2)
     scores = q @ K.transpose(-1, -2) / math.sqrt(hd)
-    blocked = torch.ones(T, P + T, dtype=torch.bool).triu(P + 1)   # row t sees columns <= P + t
+    blocked = torch.ones(T, P + T, dtype=torch.bool).triu(P + 1)  # row t sees columns <= P + t
     want = scores.masked_fill(blocked, -float("inf")).softmax(-1) @ V
     assert torch.allclose(S.prefix_attention(q, k, v, pk, pv), want, atol=1e-5)
 
@@ -145,10 +159,10 @@ def test_one_batch_can_serve_several_tasks():
     for i in range(2):
         with torch.no_grad():
             pt.prompt.embedding.weight.copy_(prompts[i])
-        assert torch.allclose(mixed[i], pt(idx[i:i + 1])[0][0], atol=1e-5)
+        assert torch.allclose(mixed[i], pt(idx[i : i + 1])[0][0], atol=1e-5)
     pre = S.add_p_tuning_v2(copy.deepcopy(gpt), 3)
     kv = pre.prefix_encoder().detach()
-    rows = torch.stack([kv, kv * 0.5])                                  # (B, L, 2, H, P, hd)
+    rows = torch.stack([kv, kv * 0.5])  # (B, L, 2, H, P, hd)
     mixed = pre(idx, prefix=rows)[0]
     assert torch.allclose(mixed[0], pre(idx[:1])[0][0], atol=1e-5)
     with torch.no_grad():
@@ -181,6 +195,7 @@ def test_load_refuses_a_file_for_another_base_and_leaves_it_unchanged(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
     with pytest.raises(ValueError, match="not a lorakit sibling"):
         from safetensors.torch import save_file
+
         save_file({"x": torch.zeros(1)}, str(tmp_path / "b.safetensors"))
         S.load_sibling(tiny_gpt(), tmp_path / "b.safetensors")
 
@@ -188,22 +203,25 @@ def test_load_refuses_a_file_for_another_base_and_leaves_it_unchanged(tmp_path):
 # ---------------------------------------------------------------- bad inputs, raised before any change
 
 
-@pytest.mark.parametrize("call, err, words", [
-    (lambda m: S.add_adapters(m, 0), ValueError, "bottleneck"),
-    (lambda m: S.add_adapters(m, -3), ValueError, "bottleneck"),
-    (lambda m: S.add_adapters(m, 2.0), TypeError, "bottleneck"),
-    (lambda m: S.add_adapters(m, True), TypeError, "bottleneck"),
-    (lambda m: S.add_adapters(m, 4, where=("ffn",)), ValueError, "where"),
-    (lambda m: S.add_prefix_tuning(m, 0), ValueError, "n_virtual"),
-    (lambda m: S.add_p_tuning_v2(m, -1), ValueError, "n_virtual"),
-    (lambda m: S.add_prefix_tuning(m, 4, hidden=0), ValueError, "hidden"),
-    (lambda m: S.add_p_tuning_v2(m, 16), ValueError, "context"),
-    (lambda m: S.add_prompt_tuning(m, 16), ValueError, "context"),
-    (lambda m: S.add_prompt_tuning(m, 0), ValueError, "n_virtual"),
-    (lambda m: S.add_p_tuning(m, 4, hidden=8, encoder="gru"), ValueError, "encoder"),
-    (lambda m: S.add_p_tuning(m, 40, hidden=8), ValueError, "context"),
-    (lambda m: S.add_prompt_tuning(m, 3, init=torch.zeros(2, 32)), ValueError, "init"),
-])
+@pytest.mark.parametrize(
+    "call, err, words",
+    [
+        (lambda m: S.add_adapters(m, 0), ValueError, "bottleneck"),
+        (lambda m: S.add_adapters(m, -3), ValueError, "bottleneck"),
+        (lambda m: S.add_adapters(m, 2.0), TypeError, "bottleneck"),
+        (lambda m: S.add_adapters(m, True), TypeError, "bottleneck"),
+        (lambda m: S.add_adapters(m, 4, where=("ffn",)), ValueError, "where"),
+        (lambda m: S.add_prefix_tuning(m, 0), ValueError, "n_virtual"),
+        (lambda m: S.add_p_tuning_v2(m, -1), ValueError, "n_virtual"),
+        (lambda m: S.add_prefix_tuning(m, 4, hidden=0), ValueError, "hidden"),
+        (lambda m: S.add_p_tuning_v2(m, 16), ValueError, "context"),
+        (lambda m: S.add_prompt_tuning(m, 16), ValueError, "context"),
+        (lambda m: S.add_prompt_tuning(m, 0), ValueError, "n_virtual"),
+        (lambda m: S.add_p_tuning(m, 4, hidden=8, encoder="gru"), ValueError, "encoder"),
+        (lambda m: S.add_p_tuning(m, 40, hidden=8), ValueError, "context"),
+        (lambda m: S.add_prompt_tuning(m, 3, init=torch.zeros(2, 32)), ValueError, "init"),
+    ],
+)
 def test_bad_input_raises_before_the_model_changes(call, err, words):
     gpt = tiny_gpt()
     before = copy.deepcopy(gpt.state_dict())
@@ -238,7 +256,7 @@ def _peft_pair(config, build_ours):
     ours = build_ours(copy.deepcopy(llama)).eval()
     encoder = theirs.prompt_encoder["default"]
     own = ours.prompt if isinstance(ours, S.PromptTuned) else ours.prefix_encoder
-    perturb(theirs)   # move off the init so that the comparison is not between zeros
+    perturb(theirs)  # move off the init so that the comparison is not between zeros
     missing, unexpected = own.load_state_dict(encoder.state_dict(), strict=True)
     assert not missing and not unexpected
     return ours, theirs
@@ -259,9 +277,15 @@ def test_prompt_tuning_equals_peft():
 @pytest.mark.parametrize("encoder", ["MLP", "LSTM"])
 def test_p_tuning_equals_peft(encoder):
     peft = quiet_import("peft")
-    cfg = peft.PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, encoder_hidden_size=16,
-                                   encoder_reparameterization_type=encoder)
-    ours, theirs = _peft_pair(cfg, lambda m: S.add_p_tuning(m, 4, hidden=16, encoder=encoder.lower()))
+    cfg = peft.PromptEncoderConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=4,
+        encoder_hidden_size=16,
+        encoder_reparameterization_type=encoder,
+    )
+    ours, theirs = _peft_pair(
+        cfg, lambda m: S.add_p_tuning(m, 4, hidden=16, encoder=encoder.lower())
+    )
     idx = tokens(shape=(2, 9))
     with torch.no_grad():
         want = theirs(input_ids=idx, attention_mask=torch.ones_like(idx)).logits[:, 4:]
@@ -272,8 +296,12 @@ def test_p_tuning_equals_peft(encoder):
 @pytest.mark.parametrize("hidden", [None, 24])
 def test_prefix_tuning_equals_peft(hidden):
     peft = quiet_import("peft")
-    cfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=6, prefix_projection=hidden is not None,
-                                  encoder_hidden_size=hidden or 64)
+    cfg = peft.PrefixTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=6,
+        prefix_projection=hidden is not None,
+        encoder_hidden_size=hidden or 64,
+    )
     ours, theirs = _peft_pair(cfg, lambda m: S.add_prefix_tuning(m, 6, hidden=hidden))
     idx = tokens(shape=(2, 9))
     with torch.no_grad():
@@ -289,7 +317,7 @@ def test_gpt_prefix_equals_hf_style_cache_math():
     gpt = tiny_gpt()
     model = S.add_p_tuning_v2(copy.deepcopy(gpt), 3)
     perturb(model)
-    kv = model.prefix_encoder()                               # (L, 2, H, P, hd)
+    kv = model.prefix_encoder()  # (L, 2, H, P, hd)
     assert kv.shape == (2, 2, 2, 3, 16)
     x = torch.randn(2, 7, 32)
     attn = model.base.blocks[0].attn
@@ -310,21 +338,35 @@ def test_prefix_tuning_on_grouped_query_attention_equals_peft(hidden):
     """Issue 27 (12c): SmolLM2, Llama 3, Mistral and Qwen share key/value heads between query
     heads; the prefix is sized by num_key_value_heads × head_dim, as PEFT's PrefixTuningConfig."""
     peft, transformers = quiet_import("peft"), quiet_import("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     llama = transformers.LlamaForCausalLM(cfg).eval()
-    config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=6,
-                                     prefix_projection=hidden is not None, encoder_hidden_size=hidden or 64)
+    config = peft.PrefixTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=6,
+        prefix_projection=hidden is not None,
+        encoder_hidden_size=hidden or 64,
+    )
     theirs = peft.get_peft_model(copy.deepcopy(llama), config).eval()
     ours = S.add_prefix_tuning(copy.deepcopy(llama), 6, hidden=hidden).eval()
     encoder = theirs.prompt_encoder["default"]
-    assert {n: p.shape for n, p in ours.prefix_encoder.named_parameters()} == \
-        {n: p.shape for n, p in encoder.named_parameters()}, "the same table, sized by the KV heads"
+    assert {n: p.shape for n, p in ours.prefix_encoder.named_parameters()} == {
+        n: p.shape for n, p in encoder.named_parameters()
+    }, "the same table, sized by the KV heads"
     d_kv = 2 * 16  # 2 key/value heads × head_dim 16, not d_model = 64
     width = 2 * 2 * d_kv  # layers × (key, value) × d_kv
-    assert ours.prefix_encoder.embedding.weight.shape == ((6, width) if hidden is None else (6, d_kv))
-    assert ours.prefix_encoder().shape == (2, 2, 2, 6, 16)   # (L, 2, H_kv, P, head_dim)
+    assert ours.prefix_encoder.embedding.weight.shape == (
+        (6, width) if hidden is None else (6, d_kv)
+    )
+    assert ours.prefix_encoder().shape == (2, 2, 2, 6, 16)  # (L, 2, H_kv, P, head_dim)
     perturb(theirs)
     ours.prefix_encoder.load_state_dict(encoder.state_dict(), strict=True)
     idx = tokens(shape=(2, 9))
@@ -337,8 +379,15 @@ def test_prefix_tuning_on_grouped_query_attention_equals_peft(hidden):
 def test_hf_prefix_follows_an_explicit_head_dim():
     """Some configs set head_dim apart from hidden_size / heads (Qwen3, Gemma): K/V follow head_dim."""
     transformers = quiet_import("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    cfg = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
     llama = transformers.LlamaForCausalLM(cfg).eval()
     model = S.add_p_tuning_v2(llama, 3)
     assert model.prefix_encoder().shape == (1, 2, 2, 3, 8)
@@ -366,7 +415,9 @@ def test_compare_latency_times_under_inference_mode():
 
 def test_compare_latency_returns_a_median_per_model():
     gpt = tiny_gpt()
-    out = S.compare_latency({"base": gpt, "adapter": S.add_adapters(copy.deepcopy(gpt), 2)}, 2, 8, repeats=2, calls=1)
+    out = S.compare_latency(
+        {"base": gpt, "adapter": S.add_adapters(copy.deepcopy(gpt), 2)}, 2, 8, repeats=2, calls=1
+    )
     assert set(out) == {"base", "adapter"} and all(t > 0 for t in out.values())
     with pytest.raises(ValueError, match="batch_size"):
         S.compare_latency({"base": gpt}, 0, 8)
@@ -392,7 +443,9 @@ def test_ia3_starts_equal_merges_exactly_and_counts():
     S.merge_ia3(model)
     assert not any(isinstance(m, S.IA3Linear) for m in model.modules())
     assert torch.allclose(model(idx)[0], before, atol=1e-5)
-    assert S.forward_flops(model, 8) == S.forward_flops(base, 8), "merged (IA)³ does the base's arithmetic"
+    assert S.forward_flops(model, 8) == S.forward_flops(base, 8), (
+        "merged (IA)³ does the base's arithmetic"
+    )
     with pytest.raises(ValueError, match="no"):
         S.merge_ia3(model)
     with pytest.raises(ValueError, match="subset"):
@@ -404,14 +457,22 @@ def test_ia3_starts_equal_merges_exactly_and_counts():
 def test_ia3_equals_peft():
     peft = quiet_import("peft")
     llama = tiny_llama()
-    theirs = peft.get_peft_model(copy.deepcopy(llama), peft.IA3Config(
-        task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    theirs = peft.get_peft_model(
+        copy.deepcopy(llama),
+        peft.IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=["k_proj", "v_proj", "down_proj"],
+            feedforward_modules=["down_proj"],
+        ),
+    )
     ours = S.add_ia3(copy.deepcopy(llama))
     perturb(theirs)
     with torch.no_grad():
         for name, layer in ours.named_modules():
             if isinstance(layer, S.IA3Linear):
-                layer.l.copy_(theirs.base_model.model.get_submodule(name).ia3_l["default"].flatten())
+                layer.l.copy_(
+                    theirs.base_model.model.get_submodule(name).ia3_l["default"].flatten()
+                )
     idx = tokens(shape=(2, 9))
     with torch.no_grad():
         assert torch.allclose(ours(idx).logits, theirs(input_ids=idx).logits, atol=1e-5)

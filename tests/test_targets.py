@@ -17,7 +17,9 @@ def gpt() -> GPT:
 
 
 def test_a_target_names_a_full_path_or_its_last_components():
-    assert matches("blocks.0.attn.q_proj", "q_proj") and matches("blocks.0.attn.q_proj", "attn.q_proj")
+    assert matches("blocks.0.attn.q_proj", "q_proj") and matches(
+        "blocks.0.attn.q_proj", "attn.q_proj"
+    )
     assert matches("blocks.0.attn.q_proj", "blocks.0.attn.q_proj")
     assert not matches("blocks.0.attn.qq_proj", "q_proj"), "a suffix match is by whole components"
 
@@ -39,9 +41,11 @@ def test_the_target_list_is_checked_once_for_every_caller():
         check_targets([3])
     with pytest.raises(ValueError, match="targets is empty"):
         check_targets([])
-    for add in (lambda m: inject_lora(m, ["nope"], r=2, alpha=2),
-                lambda m: qlora.prepare_qlora(m, ["nope"], r=2, alpha=2),
-                lambda m: siblings.add_ia3(m, ("nope",), ())):
+    for add in (
+        lambda m: inject_lora(m, ["nope"], r=2, alpha=2),
+        lambda m: qlora.prepare_qlora(m, ["nope"], r=2, alpha=2),
+        lambda m: siblings.add_ia3(m, ("nope",), ()),
+    ):
         with pytest.raises(ValueError, match=r"target\(s\) \['nope'\] match no linear layer"):
             add(gpt())
 

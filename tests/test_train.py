@@ -16,8 +16,17 @@ def splits():
 def _fit(cfg, splits, seed=0, steps=25):
     T.set_seed(seed)
     model = GPT(cfg)
-    hist = T.train(model, splits[0], splits[1], steps=steps, batch_size=8, lr=3e-3, seed=seed,
-                   eval_every=steps, progress=False)
+    hist = T.train(
+        model,
+        splits[0],
+        splits[1],
+        steps=steps,
+        batch_size=8,
+        lr=3e-3,
+        seed=seed,
+        eval_every=steps,
+        progress=False,
+    )
     return model, hist
 
 
@@ -79,8 +88,12 @@ def test_a_pickle_is_not_loaded(tiny_cfg, tmp_path):
         T.load_model(path)
 
 
-SMALL = dict(config=GPTConfig(context=32, n_layer=1, n_head=2, d_model=32), steps=10,
-             batch_size=8, max_bytes=200_000)
+SMALL = dict(
+    config=GPTConfig(context=32, n_layer=1, n_head=2, d_model=32),
+    steps=10,
+    batch_size=8,
+    max_bytes=200_000,
+)
 
 
 def test_base_model_is_cached_then_reused(tmp_cache, capsys):
@@ -156,7 +169,9 @@ def test_fast_mode_reads_the_environment(monkeypatch):
 def tiny_setup():
     torch.manual_seed(0)
     model = GPT(GPTConfig(context=16, n_layer=1, n_head=2, d_model=16))
-    data = torch.randint(0, 256, (2000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    data = torch.randint(
+        0, 256, (2000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     return model, data[:1600], data[1600:]
 
 
@@ -172,7 +187,6 @@ def test_short_lora_run_is_deterministic_and_leaves_the_base_alone():
     assert set(a["A"]) == {"blocks.0.attn.q_proj", "blocks.0.attn.v_proj"}
     assert a["A"]["blocks.0.attn.q_proj"].shape == (16, 2)
     c = T.short_lora_run(model, tr, va, **{**kw, "rslora": True})
-    assert c["scaling"] == pytest.approx(4 / 2 ** 0.5)
+    assert c["scaling"] == pytest.approx(4 / 2**0.5)
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
         T.short_lora_run(model, tr, va, r=2, alpha=4, steps=0)
-

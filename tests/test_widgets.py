@@ -26,7 +26,9 @@ def test_rank_reconstruction_numbers():
     rec = widgets.rank_reconstruction(W, 5)
     assert rec["W_r"].shape == W.shape
     assert torch.allclose(rec["W_r"], lowrank.truncate(W, 5), atol=1e-5)
-    assert rec["rel_error"] == pytest.approx(lowrank.truncation_error(W, 5) / float(W.norm()), rel=1e-5)
+    assert rec["rel_error"] == pytest.approx(
+        lowrank.truncation_error(W, 5) / float(W.norm()), rel=1e-5
+    )
     assert rec["energy"] == pytest.approx(lowrank.energy(W, 5), rel=1e-9)
     assert (rec["params_full"], rec["params_lowrank"]) == (960, 320)
 
@@ -41,7 +43,9 @@ def test_rank_readout_contains_the_error_and_changes_with_r():
 def test_rank_figure_is_a_figure_with_three_panels_and_a_colorbar():
     fig = widgets.rank_figure(randn(16, 64), 4, "a weight")
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    assert isinstance(fig, plt.Figure) and len(panels) == 3 and len(fig.axes) == 4, "3 panels + 1 colorbar"
+    assert isinstance(fig, plt.Figure) and len(panels) == 3 and len(fig.axes) == 4, (
+        "3 panels + 1 colorbar"
+    )
     title = fig._suptitle.get_text()
     assert "rank 4 keeps" in title and "1 − relative error²" in title, title
     plt.close(fig)
@@ -84,9 +88,19 @@ def test_rank_slider_rejects_bad_matrices():
 def fake_run(alpha, r=4, rslora=False):
     """A run result with the shape short_lora_run returns (no training)."""
     scaling = LoRAConfig(r=r, alpha=alpha, rslora=rslora).scaling
-    return dict(r=r, alpha=alpha, rslora=rslora, steps=3, seed=0, scaling=scaling,
-                val_bpb=3.0 - 0.1 * alpha ** 0.5, train_bpb=[4.0, 3.5, 3.0], dW_norm=0.01 * scaling,
-                A={}, seconds=0.0)
+    return dict(
+        r=r,
+        alpha=alpha,
+        rslora=rslora,
+        steps=3,
+        seed=0,
+        scaling=scaling,
+        val_bpb=3.0 - 0.1 * alpha**0.5,
+        train_bpb=[4.0, 3.5, 3.0],
+        dW_norm=0.01 * scaling,
+        A={},
+        seconds=0.0,
+    )
 
 
 def test_alpha_readout_and_figure():
@@ -100,7 +114,7 @@ def test_alpha_readout_and_figure():
 
 def test_alpha_figure_keeps_a_diverged_alpha_from_flattening_the_rest():
     runs = {a: fake_run(a) for a in (1, 4, 16, 64)}
-    runs[64]["val_bpb"] = 7.5                          # diverged: far above the frozen base
+    runs[64]["val_bpb"] = 7.5  # diverged: far above the frozen base
     fig = widgets.alpha_figure(runs, 16, base_bpb=3.2)
     right = fig.axes[1]
     lo, hi = right.get_ylim()
@@ -110,7 +124,9 @@ def test_alpha_figure_keeps_a_diverged_alpha_from_flattening_the_rest():
     twin = fig.axes[2]
     low, high = (math.log(v) for v in twin.get_ylim())
     top_norm = math.log(max(r["dW_norm"] for r in runs.values()))
-    assert (top_norm - low) / (high - low) < 0.8, "the largest ‖ΔW‖ stays clear of the off-scale marker"
+    assert (top_norm - low) / (high - low) < 0.8, (
+        "the largest ‖ΔW‖ stays clear of the off-scale marker"
+    )
     plt.close(fig)
     runs = {a: fake_run(a) for a in (1, 4, 16)}
     with pytest.raises(ValueError, match="alpha must be one of"):

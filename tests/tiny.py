@@ -3,6 +3,7 @@
 One home for them, so every test file builds the same models (``from tiny import tiny_gpt``,
 as ``from solutions import ...``: a plain module, because tests call these with arguments).
 """
+
 import pytest
 import torch
 
@@ -10,8 +11,15 @@ from lorakit.model import GPT, GPTConfig
 from lorakit.quiet import quiet_import
 
 #: The Llama shape most tests use; ``tiny_llama(**changes)`` overrides any key.
-LLAMA = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+LLAMA = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=64,
+)
 
 
 def tiny_gpt(seed: int = 0, d_model: int = 32) -> GPT:

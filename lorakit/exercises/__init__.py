@@ -34,8 +34,15 @@ def as_number(answer) -> float | None:
         if answer.numel() != 1 or answer.dtype == __import__("torch").bool:
             return None
         answer = answer.item()
-    elif hasattr(answer, "size") and hasattr(answer, "item") and not isinstance(answer, numbers.Number):
-        if getattr(answer, "size", 0) != 1 or getattr(getattr(answer, "dtype", None), "kind", "") == "b":
+    elif (
+        hasattr(answer, "size")
+        and hasattr(answer, "item")
+        and not isinstance(answer, numbers.Number)
+    ):
+        if (
+            getattr(answer, "size", 0) != 1
+            or getattr(getattr(answer, "dtype", None), "kind", "") == "b"
+        ):
             return None  # a NumPy array: one element only
         answer = answer.item()
     if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
@@ -56,7 +63,11 @@ def as_integer(answer) -> int | None:
 def as_numbers(answer, length: int | None = None) -> list[float] | None:
     """``answer`` as a list of floats if it is a sequence of numbers (list, tuple, array,
     tensor, of ``length`` entries when given), else None."""
-    if answer is None or isinstance(answer, (str, bytes, bool)) or isinstance(answer, numbers.Number):
+    if (
+        answer is None
+        or isinstance(answer, (str, bytes, bool))
+        or isinstance(answer, numbers.Number)
+    ):
         return None
     if hasattr(answer, "tolist") and callable(answer.tolist):  # a tensor or array
         answer = answer.tolist()

@@ -14,10 +14,17 @@ def check_ex_0_1(answer) -> bool:
     if value is None:
         return report(False, "", f"expected a number (bits per byte), got {answer!r}")
     if close(value, 1.6 * math.log(2), rel=5e-3):
-        return report(False, "", "you multiplied by ln 2. A nat is the larger unit (1 nat = 1/ln 2 ≈ 1.443 bits), "
-                                 "so the same loss is a bigger number in bits: divide by ln 2")
-    return report(close(value, want, rel=5e-3), f"1.6 nats = 1.6 / ln 2 = {want:.4f} bits (1 nat ≈ 1.443 bits)",
-                  f"{value:.4g} is not 1.6 nats converted to bits (tolerance 0.5 %)")
+        return report(
+            False,
+            "",
+            "you multiplied by ln 2. A nat is the larger unit (1 nat = 1/ln 2 ≈ 1.443 bits), "
+            "so the same loss is a bigger number in bits: divide by ln 2",
+        )
+    return report(
+        close(value, want, rel=5e-3),
+        f"1.6 nats = 1.6 / ln 2 = {want:.4f} bits (1 nat ≈ 1.443 bits)",
+        f"{value:.4g} is not 1.6 nats converted to bits (tolerance 0.5 %)",
+    )
 
 
 def check_ex_0_2(answer) -> bool:
@@ -28,8 +35,11 @@ def check_ex_0_2(answer) -> bool:
         return report(False, "", f"expected a whole number (a parameter count), got {answer!r}")
     if value == want + 4 * 128:
         return report(False, "", "the course's Linear layers have no bias (like Llama's)")
-    return report(value == want, f"{want:,} = 128 × 512 (in × out)",
-                  f"{value:,} is not in×out for in=128, out=512")
+    return report(
+        value == want,
+        f"{want:,} = 128 × 512 (in × out)",
+        f"{value:,} is not in×out for in=128, out=512",
+    )
 
 
 def check_ex_0_3(answer) -> bool:
@@ -38,15 +48,27 @@ def check_ex_0_3(answer) -> bool:
     want = (8.0, math.log2(100))
     values = as_numbers(answer, 2)
     if values is None:
-        return report(False, "", f"expected two numbers, e.g. a tuple (bits for 256, bits for 100), got {answer!r}")
+        return report(
+            False,
+            "",
+            f"expected two numbers, e.g. a tuple (bits for 256, bits for 100), got {answer!r}",
+        )
     if close(values[1], 100 / 256 * 8, rel=5e-3) or close(values[1], math.log(100), rel=5e-3):
-        return report(False, "", "the entropy of k equally likely outcomes is log2 k, in bits (not ln k, not a ratio)")
+        return report(
+            False,
+            "",
+            "the entropy of k equally likely outcomes is log2 k, in bits (not ln k, not a ratio)",
+        )
     ok = all(close(v, w, rel=5e-3) for v, w in zip(values, want))
-    return report(ok, f"log2 256 = 8 and log2 100 = {want[1]:.3f} bits/byte",
-                  "each is log2 of the number of equally likely outcomes (tolerance 0.5 %)")
+    return report(
+        ok,
+        f"log2 256 = 8 and log2 100 = {want[1]:.3f} bits/byte",
+        "each is log2 of the number of equally likely outcomes (tolerance 0.5 %)",
+    )
 
 
 # ------------------------------------------------------------------ 0.4: bigram entropy (code)
+
 
 def _conditional_entropy(data: torch.Tensor) -> float:
     """H(next byte | previous byte) in bits, from the pair counts of a uint8 tensor."""
@@ -73,7 +95,9 @@ def check_ex_0_4(answer) -> bool:
     """A function ``bigram_entropy(data)`` (uint8 tensor → bits/byte): H(next | previous), checked on
     four probes (a repeating pattern: 0 bits; random bits: 1 bit; ...) within 0.01 bits."""
     if not callable(answer):
-        return report(False, "", f"expected a function bigram_entropy(data) -> float, got {answer!r}")
+        return report(
+            False, "", f"expected a function bigram_entropy(data) -> float, got {answer!r}"
+        )
     for name, data in _probes().items():
         want = _conditional_entropy(data)
         try:
@@ -81,7 +105,9 @@ def check_ex_0_4(answer) -> bool:
         except Exception as e:  # a learner's function may fail in any way: explain, don't raise
             return report(False, "", f"your function raised {type(e).__name__}: {e} (on {name})")
         if value is None:
-            return report(False, "", f"your function must return one number (bits/byte); on {name} it did not")
+            return report(
+                False, "", f"your function must return one number (bits/byte); on {name} it did not"
+            )
         if abs(value - want) <= 0.01:
             continue
         d = data.long()
@@ -89,11 +115,23 @@ def check_ex_0_4(answer) -> bool:
         p = joint_counts[joint_counts > 0] / joint_counts.sum()
         joint_h = float(-(p * p.log2()).sum())
         if abs(value - joint_h) <= 0.01:
-            return report(False, "", f"{value:.3f} bits on {name} is the JOINT entropy H(prev, next); the "
-                                     "conditional one subtracts H(prev): H(next | prev) = H(prev, next) − H(prev)")
+            return report(
+                False,
+                "",
+                f"{value:.3f} bits on {name} is the JOINT entropy H(prev, next); the "
+                "conditional one subtracts H(prev): H(next | prev) = H(prev, next) − H(prev)",
+            )
         if abs(value - want * math.log(2)) <= 0.01 and want > 0.05:
-            return report(False, "", f"{value:.3f} on {name} is in nats: use log2, not the natural log")
-        return report(False, "", f"on {name} your function gives {value:.4f}, expected {want:.4f} bits/byte")
-    return report(True, "H(next | previous) = −Σ p(a, b) log2 p(b | a): 0 bits for 'abcabc', 1 bit for "
-                        "random bits, 8 for random bytes. On the code corpus it lies between the unigram "
-                        "entropy and the model's loss: one byte of context is worth a lot, more context more.", "")
+            return report(
+                False, "", f"{value:.3f} on {name} is in nats: use log2, not the natural log"
+            )
+        return report(
+            False, "", f"on {name} your function gives {value:.4f}, expected {want:.4f} bits/byte"
+        )
+    return report(
+        True,
+        "H(next | previous) = −Σ p(a, b) log2 p(b | a): 0 bits for 'abcabc', 1 bit for "
+        "random bits, 8 for random bytes. On the code corpus it lies between the unigram "
+        "entropy and the model's loss: one byte of context is worth a lot, more context more.",
+        "",
+    )

@@ -1,7 +1,5 @@
 """Checkers for notebook 01's exercises (solutions: notebooks/solutions/nb01.py)."""
 
-import math
-
 import torch
 
 from . import as_integer, as_number, close, report
@@ -22,13 +20,19 @@ def check_ex_1_1(answer) -> bool:
     answer = as_number(answer)
     if answer is None:
         return report(False, "", "expected a number (a ratio)")
-    if close(answer, 4096 * 11008 / (8 * 4096), rel=5e-3) or close(answer, 4096 * 11008 / (8 * 11008), rel=5e-3):
+    if close(answer, 4096 * 11008 / (8 * 4096), rel=5e-3) or close(
+        answer, 4096 * 11008 / (8 * 11008), rel=5e-3
+    ):
         return report(False, "", "A is m×r and B is r×n: count r·m + r·n, not r·m twice")
     if close(answer, 1 / want, rel=5e-3):
-        return report(False, "", "you computed LoRA/full; the question asks full/LoRA (a number > 1)")
-    return report(close(answer, want, rel=5e-3),
-                  f"m·n / r(m+n) = {4096 * 11008:,} / {8 * 15104:,} = {want:.1f}×",
-                  f"{answer:.4g} is not m·n / (r(m+n)) with m=4096, n=11008, r=8")
+        return report(
+            False, "", "you computed LoRA/full; the question asks full/LoRA (a number > 1)"
+        )
+    return report(
+        close(answer, want, rel=5e-3),
+        f"m·n / r(m+n) = {4096 * 11008:,} / {8 * 15104:,} = {want:.1f}×",
+        f"{answer:.4g} is not m·n / (r(m+n)) with m=4096, n=11008, r=8",
+    )
 
 
 def check_ex_1_2(answer) -> bool:
@@ -40,14 +44,18 @@ def check_ex_1_2(answer) -> bool:
     if answer is None:
         return report(False, "", "expected one number")
     if close(answer, float(s[2]), rel=1e-3):
-        return report(False, "", "σ3 is the spectral-norm error; the Frobenius error is sqrt(σ3² + σ4² + …)")
+        return report(
+            False, "", "σ3 is the spectral-norm error; the Frobenius error is sqrt(σ3² + σ4² + …)"
+        )
     if close(answer, float(s[2:].sum()), rel=1e-3):
         return report(False, "", "square the tail singular values, sum, then take the square root")
     if close(answer, float(s[1:].square().sum().sqrt()), rel=1e-3):
         return report(False, "", "that is the rank-1 error: keep σ1 and σ2, the tail starts at σ3")
-    return report(close(answer, want, rel=1e-3),
-                  f"‖M − M_2‖_F = sqrt(σ3² + … + σ6²) = {want:.4f} (Eckart–Young)",
-                  f"{answer:.6g} is not the Frobenius norm of M minus its best rank-2 approximation")
+    return report(
+        close(answer, want, rel=1e-3),
+        f"‖M − M_2‖_F = sqrt(σ3² + … + σ6²) = {want:.4f} (Eckart–Young)",
+        f"{answer:.6g} is not the Frobenius norm of M minus its best rank-2 approximation",
+    )
 
 
 def check_ex_1_3(answer) -> bool:
@@ -62,11 +70,13 @@ def check_ex_1_3(answer) -> bool:
     plain = next(r for r in range(1, len(s) + 1) if sum(s[:r]) / sum(s) >= 0.9)
     if answer == plain and plain != want:
         return report(False, "", "energy is the sum of squared singular values, σ², not of σ")
-    return report(answer == want,
-                  f"r = {want}: the top {want} directions hold {100 * energies[want - 1]:.1f} % "
-                  f"(r = {want - 1} holds only {100 * energies[want - 2]:.1f} %)",
-                  f"r = {answer} holds {100 * energies[min(max(answer, 1), len(s)) - 1]:.1f} % of the energy; "
-                  "you want the smallest r with at least 90 %")
+    return report(
+        answer == want,
+        f"r = {want}: the top {want} directions hold {100 * energies[want - 1]:.1f} % "
+        f"(r = {want - 1} holds only {100 * energies[want - 2]:.1f} %)",
+        f"r = {answer} holds {100 * energies[min(max(answer, 1), len(s)) - 1]:.1f} % of the energy; "
+        "you want the smallest r with at least 90 %",
+    )
 
 
 def check_ex_1_4(answer) -> bool:
@@ -85,13 +95,23 @@ def check_ex_1_4(answer) -> bool:
             return report(False, "", f"gradient_rank({k}) must return a whole number (a rank)")
     want = {k: min(k, 48) for k in got}
     if got == want:
-        return report(True, "rank = min(k, 48): the gradient Xᵀ G is a sum of k outer products, one per "
-                            "input row. A fine-tuning run adds up many such steps over thousands of rows, "
-                            "so nothing forces ΔW to be low rank; that it concentrates anyway (section 6) "
-                            "is a property of the data and the model, which LoRA bets on.", "")
+        return report(
+            True,
+            "rank = min(k, 48): the gradient Xᵀ G is a sum of k outer products, one per "
+            "input row. A fine-tuning run adds up many such steps over thousands of rows, "
+            "so nothing forces ΔW to be low rank; that it concentrates anyway (section 6) "
+            "is a property of the data and the model, which LoRA bets on.",
+            "",
+        )
     if all(v == 48 for v in got.values()):
         return report(False, "", "every answer is 48: was the batch really k rows (shape (k, 64))?")
     if all(v == 1 for v in got.values()):
-        return report(False, "", "every answer is 1: did you sum the batch before the layer, or use one row?")
-    return report(False, "", f"measured {got}; expected {want}. Use matrix_rank on layer.weight.grad "
-                             "after loss.backward() for a batch of shape (k, 64).")
+        return report(
+            False, "", "every answer is 1: did you sum the batch before the layer, or use one row?"
+        )
+    return report(
+        False,
+        "",
+        f"measured {got}; expected {want}. Use matrix_rank on layer.weight.grad "
+        "after loss.backward() for a batch of shape (k, 64).",
+    )

@@ -34,35 +34,57 @@ def check_ex_2_1(answer) -> bool:
     """A function ``lora_backward(x, W0, A, B, s, G)`` returning ``(grad_A, grad_B, grad_x)`` for
     y = x W0 + s·x A B and upstream gradient G = ∂L/∂y; compared with autograd in float64 within 1e-8."""
     if not callable(answer):
-        return report(False, "", f"expected a function lora_backward(x, W0, A, B, s, G), got {answer!r}")
+        return report(
+            False, "", f"expected a function lora_backward(x, W0, A, B, s, G), got {answer!r}"
+        )
     x, W0, A, B, s, G = _backward_probe()
     want = _autograd(x, W0, A, B, s, G)
     try:
         got = tuple(answer(x.clone(), W0.clone(), A.clone(), B.clone(), s, G.clone()))
     except Exception as e:  # a learner's function may fail in any way: explain, don't raise
-        return report(False, "", f"your function raised {type(e).__name__}: {e}. Shapes: x k×m, W0 m×n, "
-                                 "A m×r, B r×n, G k×n.")
+        return report(
+            False,
+            "",
+            f"your function raised {type(e).__name__}: {e}. Shapes: x k×m, W0 m×n, "
+            "A m×r, B r×n, G k×n.",
+        )
     if len(got) != 3 or not all(isinstance(g, torch.Tensor) for g in got):
         return report(False, "", "return three tensors: (grad_A, grad_B, grad_x)")
     names = ("grad_A", "grad_B", "grad_x")
     for name, g, w in zip(names, got, want):
         if g.shape != w.shape:
-            return report(False, "", f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)} "
-                                     "(a gradient has its variable's shape)")
+            return report(
+                False,
+                "",
+                f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)} "
+                "(a gradient has its variable's shape)",
+            )
     ok = [torch.allclose(g.double(), w, atol=1e-8, rtol=1e-8) for g, w in zip(got, want)]
     if all(ok):
-        return report(True, "∂L/∂A = s·xᵀ(G Bᵀ), ∂L/∂B = s·(xA)ᵀ G, ∂L/∂x = G W0ᵀ + s·G Bᵀ Aᵀ — equal to "
-                            "autograd. Note ∂L/∂A ∝ B: at init (B = 0) only B moves.", "")
+        return report(
+            True,
+            "∂L/∂A = s·xᵀ(G Bᵀ), ∂L/∂B = s·(xA)ᵀ G, ∂L/∂x = G W0ᵀ + s·G Bᵀ Aᵀ — equal to "
+            "autograd. Note ∂L/∂A ∝ B: at init (B = 0) only B moves.",
+            "",
+        )
     wrong = names[ok.index(False)]
     g, w = got[ok.index(False)].double(), want[ok.index(False)]
     if torch.allclose(g * s, w, atol=1e-8) or torch.allclose(g, w * s, atol=1e-8):
-        return report(False, "", f"{wrong} is off by the factor s: the scaling multiplies the whole LoRA path")
+        return report(
+            False, "", f"{wrong} is off by the factor s: the scaling multiplies the whole LoRA path"
+        )
     if wrong == "grad_x" and torch.allclose(g, G @ B.T @ A.T * s, atol=1e-8):
-        return report(False, "", "grad_x misses the frozen path: x also reaches y through W0 (add G W0ᵀ)")
+        return report(
+            False, "", "grad_x misses the frozen path: x also reaches y through W0 (add G W0ᵀ)"
+        )
     if wrong == "grad_x" and torch.allclose(g, G @ W0.T, atol=1e-8):
         return report(False, "", "grad_x misses the LoRA path: add s·G Bᵀ Aᵀ")
-    return report(False, "", f"{wrong} differs from autograd (max diff {(g - w).abs().max():.2e}); "
-                             "write y = x W0 + s·(xA)B and apply ∂(xM)/∂M = xᵀ(·) one factor at a time")
+    return report(
+        False,
+        "",
+        f"{wrong} differs from autograd (max diff {(g - w).abs().max():.2e}); "
+        "write y = x W0 + s·(xA)B and apply ∂(xM)/∂M = xᵀ(·) one factor at a time",
+    )
 
 
 # ------------------------------------------------------------------ 2.2: merge by hand
@@ -87,16 +109,30 @@ def check_ex_2_2(answer) -> bool:
     try:
         got = answer(W0, A, B, 0.5)
     except Exception as e:  # a learner's function may fail in any way: explain, don't raise
-        return report(False, "", f"your function raised {type(e).__name__}: {e}. "
-                      "Hint: nn.Linear stores W0ᵀ (out×in), while A B is in×out.")
+        return report(
+            False,
+            "",
+            f"your function raised {type(e).__name__}: {e}. "
+            "Hint: nn.Linear stores W0ᵀ (out×in), while A B is in×out.",
+        )
     if not torch.equal(W0, W0_before):
-        return report(False, "", "your merge changed W0 itself (an in-place +=): the base weight is shared by "
-                                 "every adapter and needed to unmerge; return a new tensor, e.g. W0 + ...")
+        return report(
+            False,
+            "",
+            "your merge changed W0 itself (an in-place +=): the base weight is shared by "
+            "every adapter and needed to unmerge; return a new tensor, e.g. W0 + ...",
+        )
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        return report(False, "", f"expected a tensor of shape {tuple(want.shape)} (out×in), got {shape}")
+        return report(
+            False, "", f"expected a tensor of shape {tuple(want.shape)} (out×in), got {shape}"
+        )
     if torch.allclose(got, want, atol=1e-5):
-        return report(True, "merged = W0 + scaling·(A B)ᵀ, in nn.Linear's out×in layout, and W0 untouched.", "")
+        return report(
+            True,
+            "merged = W0 + scaling·(A B)ᵀ, in nn.Linear's out×in layout, and W0 untouched.",
+            "",
+        )
     if torch.allclose(got, W0 + (A @ B).T, atol=1e-5):
         return report(False, "", "you left out the scaling α/r (it was 0.5 in the probe).")
     return report(False, "", "the values are wrong: compare with W0 + scaling * (A @ B).T")
@@ -116,16 +152,27 @@ def check_ex_2_3(answer) -> bool:
         got = answer(A.clone(), B.clone())
         a, b = got
     except Exception as e:
-        return report(False, "", f"expected a pair (lora_A_weight, lora_B_weight); got an error "
-                      f"{type(e).__name__}: {e}")
+        return report(
+            False,
+            "",
+            f"expected a pair (lora_A_weight, lora_B_weight); got an error {type(e).__name__}: {e}",
+        )
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
         return report(False, "", "both entries must be tensors")
     if tuple(a.shape) != (4, 12) or tuple(b.shape) != (7, 4):
-        return report(False, "", f"shapes {tuple(a.shape)}, {tuple(b.shape)}: PEFT's lora_A.weight is r×in "
-                      "= (4, 12) and lora_B.weight is out×r = (7, 4) (nn.Linear stores out×in).")
+        return report(
+            False,
+            "",
+            f"shapes {tuple(a.shape)}, {tuple(b.shape)}: PEFT's lora_A.weight is r×in "
+            "= (4, 12) and lora_B.weight is out×r = (7, 4) (nn.Linear stores out×in).",
+        )
     if torch.equal(a, A.T) and torch.equal(b, B.T):
-        return report(True, "lora_A.weight = Aᵀ and lora_B.weight = Bᵀ; PEFT computes x Aᵀᵀ Bᵀᵀ = x A B.", "")
-    return report(False, "", "right shapes, wrong values: use the transposes A.T and B.T (no reshape).")
+        return report(
+            True, "lora_A.weight = Aᵀ and lora_B.weight = Bᵀ; PEFT computes x Aᵀᵀ Bᵀᵀ = x A B.", ""
+        )
+    return report(
+        False, "", "right shapes, wrong values: use the transposes A.T and B.T (no reshape)."
+    )
 
 
 # ------------------------------------------------------------------ 2.4: which factor starts at zero?
@@ -152,9 +199,11 @@ def check_ex_2_4(answer) -> bool:
     L0 = float(((x @ W0 - target) ** 2).mean())
     gen = torch.Generator().manual_seed(7)
     rand_A, rand_B = torch.randn(16, 2, generator=gen) / 4, torch.randn(2, 16, generator=gen) / 4
-    starts = {"A random, B = 0 (LoRA's choice)": (rand_A, torch.zeros(2, 16)),
-              "A = 0, B random": (torch.zeros(16, 2), rand_B),
-              "A = 0, B = 0": (torch.zeros(16, 2), torch.zeros(2, 16))}
+    starts = {
+        "A random, B = 0 (LoRA's choice)": (rand_A, torch.zeros(2, 16)),
+        "A = 0, B random": (torch.zeros(16, 2), rand_B),
+        "A = 0, B = 0": (torch.zeros(16, 2), torch.zeros(2, 16)),
+    }
     losses = {}
     for name, (A0, B0) in starts.items():
         try:
@@ -166,12 +215,24 @@ def check_ex_2_4(answer) -> bool:
     text = ", ".join(f"{k}: {v:.4g}" for k, v in losses.items())
     both_zero, a_rand, b_rand = losses["A = 0, B = 0"], *list(losses.values())[:2]
     if abs(both_zero - L0) > 1e-6 * L0:
-        return report(False, "", f"losses {text} (L0 = {L0:.4g}). Starting from A = B = 0 the loss moved: "
-                                 "did your function start from the A0 and B0 it was given (and keep W0 frozen)?")
+        return report(
+            False,
+            "",
+            f"losses {text} (L0 = {L0:.4g}). Starting from A = B = 0 the loss moved: "
+            "did your function start from the A0 and B0 it was given (and keep W0 frozen)?",
+        )
     if not (a_rand < 0.5 * L0 and b_rand < 0.5 * L0):
-        return report(False, "", f"losses {text} (L0 = {L0:.4g}): a start with one random factor should "
-                                 "learn (below L0/2). Train A and B with Adam (lr ≈ 2e-2, 100 steps or more).")
-    return report(True, f"losses {text}, from L0 = {L0:.4g}. Either factor may start at zero — AB = 0 "
-                        "either way and the other factor's gradient is non-zero — but with both at zero "
-                        "each gradient is proportional to the other factor (∂L/∂A ∝ B, ∂L/∂B ∝ A), so "
-                        "neither ever moves: a saddle point training cannot leave.", "")
+        return report(
+            False,
+            "",
+            f"losses {text} (L0 = {L0:.4g}): a start with one random factor should "
+            "learn (below L0/2). Train A and B with Adam (lr ≈ 2e-2, 100 steps or more).",
+        )
+    return report(
+        True,
+        f"losses {text}, from L0 = {L0:.4g}. Either factor may start at zero — AB = 0 "
+        "either way and the other factor's gradient is non-zero — but with both at zero "
+        "each gradient is proportional to the other factor (∂L/∂A ∝ B, ∂L/∂B ∝ A), so "
+        "neither ever moves: a saddle point training cannot leave.",
+        "",
+    )

@@ -52,28 +52,50 @@ def check_ex_4_1(answer) -> bool:
     if best is None or best <= 0:
         return report(False, "", f"best_lr must be a positive number, got {pair[0]!r}")
     if not isinstance(results, Mapping) or len(results) < 3:
-        return report(False, "", "the sweep must be a dict {lr: val_loss} with at least 3 learning rates")
+        return report(
+            False, "", "the sweep must be a dict {lr: val_loss} with at least 3 learning rates"
+        )
     sweep = {}
     for lr, loss in results.items():
         lr_f, loss_f = _number(lr), _number(loss)
         if lr_f is None or lr_f <= 0 or loss_f is None or not 0 < loss_f < 16:
-            return report(False, "", f"every entry must be a positive lr with a val loss in bits/byte (0…16); "
-                          f"got {lr!r}: {loss!r}")
+            return report(
+                False,
+                "",
+                f"every entry must be a positive lr with a val loss in bits/byte (0…16); "
+                f"got {lr!r}: {loss!r}",
+            )
         sweep[lr_f] = loss_f
     lrs = sorted(sweep)
     if lrs[-1] / lrs[0] < 10 * (1 - 1e-3):
-        return report(False, "", f"your rates span only {lrs[-1] / lrs[0]:.3g}×: cover at least a factor of 10 "
-                      "(e.g. 1e-3, 3e-3, 1e-2, 3e-2)")
+        return report(
+            False,
+            "",
+            f"your rates span only {lrs[-1] / lrs[0]:.3g}×: cover at least a factor of 10 "
+            "(e.g. 1e-3, 3e-3, 1e-2, 3e-2)",
+        )
     argmin = min(sweep, key=sweep.get)
     if not math.isclose(best, argmin, rel_tol=1e-6):
-        return report(False, "", f"your sweep's lowest loss is at lr {argmin:g}, not {best:g}: "
-                      "the best rate is the one with the lowest validation loss")
+        return report(
+            False,
+            "",
+            f"your sweep's lowest loss is at lr {argmin:g}, not {best:g}: "
+            "the best rate is the one with the lowest validation loss",
+        )
     if argmin in (lrs[0], lrs[-1]):
         side = "smallest" if argmin == lrs[0] else "largest"
-        return report(False, "", f"the best rate {argmin:g} is the {side} you tried: the optimum may lie beyond "
-                      "it. Extend the grid on that side and run again.")
-    return report(True, f"best lr at r = 64: {argmin:g} (loss {sweep[argmin]:.3f} bits/byte). Compare it with "
-                  "section 2's best rates at smaller r: under α/r with a fixed α it should be in the same decade.", "")
+        return report(
+            False,
+            "",
+            f"the best rate {argmin:g} is the {side} you tried: the optimum may lie beyond "
+            "it. Extend the grid on that side and run again.",
+        )
+    return report(
+        True,
+        f"best lr at r = 64: {argmin:g} (loss {sweep[argmin]:.3f} bits/byte). Compare it with "
+        "section 2's best rates at smaller r: under α/r with a fixed α it should be in the same decade.",
+        "",
+    )
 
 
 def check_ex_4_2(answer) -> bool:
@@ -84,7 +106,9 @@ def check_ex_4_2(answer) -> bool:
     """
     pair = _pair(answer)
     if pair is None:
-        return report(False, "", f"expected a pair (name, {{name: (gain, forget)}}), got {answer!r}")
+        return report(
+            False, "", f"expected a pair (name, {{name: (gain, forget)}}), got {answer!r}"
+        )
     name, results = pair
     if not isinstance(results, Mapping) or len(results) < 3:
         return report(False, "", "measure at least 3 target sets: a dict {name: (gain, forget)}")
@@ -96,23 +120,41 @@ def check_ex_4_2(answer) -> bool:
         if gain is None or forget is None:
             return report(False, "", f"gain and forget must be numbers; got {key!r}: {value!r}")
         if gain <= 0:
-            return report(False, "", f"{key!r} gained nothing ({gain:.3g}): forgetting per unit of gain needs "
-                          "a positive gain — retune its learning rate")
+            return report(
+                False,
+                "",
+                f"{key!r} gained nothing ({gain:.3g}): forgetting per unit of gain needs "
+                "a positive gain — retune its learning rate",
+            )
         table[key] = (gain, forget)
     if name not in table:
         return report(False, "", f"{name!r} is not one of your measured sets {list(table)}")
     ratio = {k: f / g for k, (g, f) in table.items()}
     best = min(ratio, key=ratio.get)
     if ratio[name] <= ratio[best] + 1e-9:
-        return report(True, f"{name!r} forgets {ratio[name]:.3g} bits/byte of code per bit/byte gained on the docs, "
-                      "the least of your sets.", "")
+        return report(
+            True,
+            f"{name!r} forgets {ratio[name]:.3g} bits/byte of code per bit/byte gained on the docs, "
+            "the least of your sets.",
+            "",
+        )
     if name == min(table, key=lambda k: table[k][1]):
-        return report(False, "", f"{name!r} forgets least in absolute terms, but it also learns less: divide "
-                      "forget by gain")
+        return report(
+            False,
+            "",
+            f"{name!r} forgets least in absolute terms, but it also learns less: divide "
+            "forget by gain",
+        )
     if name == max(table, key=lambda k: table[k][0]):
-        return report(False, "", f"{name!r} learns most; the question is forgetting per unit of gain")
-    return report(False, "", f"by your own numbers {best!r} has the smallest forget/gain ({ratio[best]:.3g}), "
-                  f"{name!r} has {ratio[name]:.3g}")
+        return report(
+            False, "", f"{name!r} learns most; the question is forgetting per unit of gain"
+        )
+    return report(
+        False,
+        "",
+        f"by your own numbers {best!r} has the smallest forget/gain ({ratio[best]:.3g}), "
+        f"{name!r} has {ratio[name]:.3g}",
+    )
 
 
 def check_ex_4_3(answer) -> bool:
@@ -120,7 +162,11 @@ def check_ex_4_3(answer) -> bool:
     weight s·A·B after ONE plain SGD step from LoRA's init (B = 0), checked against autograd and an
     optimizer step (tolerance 1e-8 absolute and relative, in float64)."""
     if not callable(answer):
-        return report(False, "", f"expected a function first_update(x, g, A, s, lr), got {type(answer).__name__}")
+        return report(
+            False,
+            "",
+            f"expected a function first_update(x, g, A, s, lr), got {type(answer).__name__}",
+        )
     gen = torch.Generator().manual_seed(43)
     for tokens, m, n, r, s, lr in ((7, 6, 5, 3, 2.0, 0.1), (4, 9, 9, 2, 0.5, 0.03)):
         x = torch.randn(tokens, m, generator=gen, dtype=torch.float64)
@@ -144,16 +190,28 @@ def check_ex_4_3(answer) -> bool:
             continue
         full = -lr * x.T @ g
         if torch.allclose(got, full, rtol=1e-8, atol=1e-8):
-            return report(False, "", "that is full fine-tuning's step -lr·xᵀg; LoRA moves only B, and the "
-                          "change reaches W through s·A·B")
+            return report(
+                False,
+                "",
+                "that is full fine-tuning's step -lr·xᵀg; LoRA moves only B, and the "
+                "change reaches W through s·A·B",
+            )
         if torch.allclose(got, want / s, rtol=1e-8, atol=1e-8):
             return report(False, "", "one factor s short: s enters once in dL/dB and once in s·A·B")
         if torch.allclose(got, -want, rtol=1e-8, atol=1e-8):
             return report(False, "", "wrong sign: a descent step subtracts lr times the gradient")
-        return report(False, "", "not it: B₁ = -lr·s·(xA)ᵀg (A does not move: its gradient carries B = 0), "
-                      "then ΔW = s·A·B₁")
-    return report(True, "ΔW = -lr·s²·A Aᵀ (xᵀg): full fine-tuning's step -lr·xᵀg, projected onto A's "
-                  "r columns and scaled by s². That factor is why LoRA's best learning rate differs (§2).", "")
+        return report(
+            False,
+            "",
+            "not it: B₁ = -lr·s·(xA)ᵀg (A does not move: its gradient carries B = 0), "
+            "then ΔW = s·A·B₁",
+        )
+    return report(
+        True,
+        "ΔW = -lr·s²·A Aᵀ (xᵀg): full fine-tuning's step -lr·xᵀg, projected onto A's "
+        "r columns and scaled by s². That factor is why LoRA's best learning rate differs (§2).",
+        "",
+    )
 
 
 def check_ex_4_4(answer) -> bool:
@@ -167,7 +225,9 @@ def check_ex_4_4(answer) -> bool:
     if math.isclose(a, 128, rel_tol=1e-6) and math.isclose(b, 16, rel_tol=1e-6):
         return report(True, "α = 2·64 = 128 under α/r, α = 2·√64 = 16 under rsLoRA.", "")
     if math.isclose(a, 2, rel_tol=1e-6):
-        return report(False, "", "α = 2 gives a scaling of 2/64: α is not the scaling, the scaling is α/r")
+        return report(
+            False, "", "α = 2 gives a scaling of 2/64: α is not the scaling, the scaling is α/r"
+        )
     if math.isclose(a, 16, rel_tol=1e-6) and math.isclose(b, 128, rel_tol=1e-6):
         return report(False, "", "swapped: α/r needs α = 128, α/√r needs α = 16")
     return report(False, "", f"({a:g}, {b:g}) is not it: solve α/64 = 2 and α/√64 = 2")

@@ -19,9 +19,13 @@ def check_ex_7_1(answer) -> bool:
     if abs(value - right) < 1e-4:
         return report(True, f"4 + 8/128 + 32/(128·256) = {right:.5f} bits per parameter.", "")
     if abs(value - (4 + constants_bits(128))) < 1e-4:
-        return report(False, "", "that is the cost WITHOUT double quantization (a float32 per block).")
+        return report(
+            False, "", "that is the cost WITHOUT double quantization (a float32 per block)."
+        )
     if abs(value - (4 + 8 / 128)) < 1e-4:
-        return report(False, "", "almost: the second-level float32 absmax (one per 256 blocks) is stored too.")
+        return report(
+            False, "", "almost: the second-level float32 absmax (one per 256 blocks) is stored too."
+        )
     return report(False, "", "4 bits of code + 8 bits per block of 128 + 32 bits per 256 blocks.")
 
 
@@ -38,7 +42,11 @@ def check_ex_7_2(answer) -> bool:
         return report(False, "", "that is in gigaBITS: divide by 8 for bytes.")
     if close(value, right * 1e9, rel=5e-3):
         return report(False, "", "that is in bytes: the answer is asked in GB (1e9 bytes).")
-    return report(False, "", "saved bits/param = 32/64 − (8/64 + 32/(64·256)); times 7e9 parameters, / 8 / 1e9.")
+    return report(
+        False,
+        "",
+        "saved bits/param = 32/64 − (8/64 + 32/(64·256)); times 7e9 parameters, / 8 / 1e9.",
+    )
 
 
 def check_ex_7_3(answer) -> bool:
@@ -51,15 +59,25 @@ def check_ex_7_3(answer) -> bool:
     if abs(value - right) < 1e-6:
         return report(True, f"dyn[200] = {code:.4f}; {code:.4f} × 0.05 + 0.1 = {right:.5f}.", "")
     if abs(value - code * 0.05) < 1e-6:
-        return report(False, "", "the offset (the mean subtracted before quantizing) must be added back.")
+        return report(
+            False, "", "the offset (the mean subtracted before quantizing) must be added back."
+        )
     if abs(value - (200 / 255 * 0.05 + 0.1)) < 1e-3 or abs(value - (200 / 127 * 0.05 + 0.1)) < 1e-3:
-        return report(False, "", "the 8-bit code is an index into the dynamic map, not a linear integer.")
-    return report(False, "", "look up quant.dynamic_map()[200], multiply by absmax2, add the offset.")
+        return report(
+            False, "", "the 8-bit code is an index into the dynamic map, not a linear integer."
+        )
+    return report(
+        False, "", "look up quant.dynamic_map()[200], multiply by absmax2, add the offset."
+    )
 
 
 def _fits(limit_gb: float = 16.0) -> set:
-    return {(m, method) for m in MODEL_SHAPES for method in ("full", "lora", "qlora")
-            if estimate_memory(m, method, r=64, batch_size=1, seq_len=512)["total"] < limit_gb}
+    return {
+        (m, method)
+        for m in MODEL_SHAPES
+        for method in ("full", "lora", "qlora")
+        if estimate_memory(m, method, r=64, batch_size=1, seq_len=512)["total"] < limit_gb
+    }
 
 
 def check_ex_7_4(answer) -> bool:
@@ -73,17 +91,31 @@ def check_ex_7_4(answer) -> bool:
         return report(False, "", "each entry must be a pair (model, method), e.g. ('7B', 'qlora')")
     want = _fits()
     if got == want:
-        totals = ", ".join(f"{m} {meth} {estimate_memory(m, meth, r=64)['total']:.1f} GB" for m, meth in sorted(want))
+        totals = ", ".join(
+            f"{m} {meth} {estimate_memory(m, meth, r=64)['total']:.1f} GB"
+            for m, meth in sorted(want)
+        )
         lora7 = estimate_memory("7B", "lora", r=64)["total"]
         lora7_paper = estimate_memory("7B", "lora", r=64, **PAPER_DTYPES)["total"]
-        return report(True, f"{totals}. LoRA on a 16-bit 7B base needs {lora7:.1f} GB with the course's float32 "
-                            f"adapters and compute, {lora7_paper:.1f} GB with the paper's 16-bit ones: its frozen "
-                            "base alone is 2 bytes × 6.7 B parameters, so only 16-bit everything squeezes it onto "
-                            "a T4. QLoRA's 4-bit base is what brings 7B and 13B onto a free GPU on the course's path.",
-                      "")
+        return report(
+            True,
+            f"{totals}. LoRA on a 16-bit 7B base needs {lora7:.1f} GB with the course's float32 "
+            f"adapters and compute, {lora7_paper:.1f} GB with the paper's 16-bit ones: its frozen "
+            "base alone is 2 bytes × 6.7 B parameters, so only 16-bit everything squeezes it onto "
+            "a T4. QLoRA's 4-bit base is what brings 7B and 13B onto a free GPU on the course's path.",
+            "",
+        )
     if ("7B", "lora") in got - want:
-        return report(False, "", "LoRA on a 16-bit 7B base fits 16 GB only with 16-bit adapters and activations "
-                                 "(PAPER_DTYPES); with the course's float32 ones (the defaults) it does not")
+        return report(
+            False,
+            "",
+            "LoRA on a 16-bit 7B base fits 16 GB only with 16-bit adapters and activations "
+            "(PAPER_DTYPES); with the course's float32 ones (the defaults) it does not",
+        )
     missing, extra = sorted(want - got), sorted(got - want)
-    return report(False, "", f"missing {missing or 'nothing'}, not fitting {extra or 'none'}: compare each "
-                             "estimate_memory(...)['total'] with 16")
+    return report(
+        False,
+        "",
+        f"missing {missing or 'nothing'}, not fitting {extra or 'none'}: compare each "
+        "estimate_memory(...)['total'] with 16",
+    )

@@ -23,21 +23,41 @@ def check_ex_11_1(answer) -> bool:
     if value is None:
         return report(False, "", f"expected one number (the loss in nats), got {answer!r}")
     if abs(value - right) <= 1e-3:
-        return report(True, f"{right:.4f} nats: the margin is {margin:g}, β·margin = {BETA_11_1 * margin:g}, "
-                      f"and −log σ({BETA_11_1 * margin:g}) = {right:.4f} (below log 2 = 0.693: the policy already "
-                      "prefers the chosen answer more than the reference does).", "")
+        return report(
+            True,
+            f"{right:.4f} nats: the margin is {margin:g}, β·margin = {BETA_11_1 * margin:g}, "
+            f"and −log σ({BETA_11_1 * margin:g}) = {right:.4f} (below log 2 = 0.693: the policy already "
+            "prefers the chosen answer more than the reference does).",
+            "",
+        )
     if abs(value - math.log1p(math.exp(BETA_11_1 * margin))) <= 1e-3:
-        return report(False, "", "the sign is flipped: chosen minus rejected, and the loss is −log σ(+β·margin).")
+        return report(
+            False,
+            "",
+            "the sign is flipped: chosen minus rejected, and the loss is −log σ(+β·margin).",
+        )
     if abs(value - math.log1p(math.exp(-margin))) <= 1e-3:
         return report(False, "", "β is missing: multiply the margin by β = 0.5 before the sigmoid.")
     if abs(value - math.log1p(math.exp(-BETA_11_1 * (pc - pr)))) <= 1e-3:
-        return report(False, "", "the reference is missing: each log-probability is taken relative to the "
-                      "reference (log π − log π_ref) before the difference.")
+        return report(
+            False,
+            "",
+            "the reference is missing: each log-probability is taken relative to the "
+            "reference (log π − log π_ref) before the difference.",
+        )
     if abs(value - 1 / (1 + math.exp(-BETA_11_1 * margin))) <= 1e-3:
-        return report(False, "", "that is σ(β·margin), the probability of preferring the chosen answer; the "
-                      "loss is its negative log.")
-    return report(False, "", f"{value:.4f} is not it (tolerance ±1e-3): margin = (−12 + 13) − (−15 + 14), "
-                  "loss = −log σ(β · margin).")
+        return report(
+            False,
+            "",
+            "that is σ(β·margin), the probability of preferring the chosen answer; the "
+            "loss is its negative log.",
+        )
+    return report(
+        False,
+        "",
+        f"{value:.4f} is not it (tolerance ±1e-3): margin = (−12 + 13) − (−15 + 14), "
+        "loss = −log σ(β · margin).",
+    )
 
 
 def check_ex_11_2(answer) -> bool:
@@ -52,42 +72,81 @@ def check_ex_11_2(answer) -> bool:
         std = math.sqrt(var / (len(r) - ddof))
         right = [(x - mean) / std for x in r]
         if all(abs(v - w) <= 1e-3 for v, w in zip(values, right)):
-            return report(True, f"{[round(w, 3) for w in right]} (std over {name}). They sum to 0: the group is "
-                          "its own baseline, so better-than-average answers are pushed up, the rest down.", "")
+            return report(
+                True,
+                f"{[round(w, 3) for w in right]} (std over {name}). They sum to 0: the group is "
+                "its own baseline, so better-than-average answers are pushed up, the rest down.",
+                "",
+            )
     if all(abs(v - (x - mean)) <= 1e-3 for v, x in zip(values, r)):
         return report(False, "", "you subtracted the mean but did not divide by the group's std.")
     if all(abs(v - x) <= 1e-3 for v, x in zip(values, r)):
-        return report(False, "", "those are the rewards themselves; the advantage is relative to the group.")
-    return report(False, "", "not yet (tolerance ±1e-3): (r − mean(r)) / std(r) for each of the four.")
+        return report(
+            False, "", "those are the rewards themselves; the advantage is relative to the group."
+        )
+    return report(
+        False, "", "not yet (tolerance ±1e-3): (r − mean(r)) / std(r) for each of the four."
+    )
 
 
 def check_ex_11_3(better_reward) -> bool:
     """A verifier in [0, 1]: 1.0 for the true line, ≤ 0.1 for format without content, content pays."""
     if not callable(better_reward):
-        return report(False, "", f"expected a function better_reward(answer, stopped, summary), got {better_reward!r}")
+        return report(
+            False,
+            "",
+            f"expected a function better_reward(answer, stopped, summary), got {better_reward!r}",
+        )
     summary = "Return True for leap years, False for non-leap years."
-    cases = {"the true line, stopped": (summary, True), "a one-word sentence": ("Rod.", True),
-             "a generic sentence": ("Return the value.", True), "content": ("Return true for leap years.", True),
-             "content, not stopped": ("Return true for leap years.", False), "empty": ("", True),
-             "babble": ("the the the and", False)}
+    cases = {
+        "the true line, stopped": (summary, True),
+        "a one-word sentence": ("Rod.", True),
+        "a generic sentence": ("Return the value.", True),
+        "content": ("Return true for leap years.", True),
+        "content, not stopped": ("Return true for leap years.", False),
+        "empty": ("", True),
+        "babble": ("the the the and", False),
+    }
     got = {}
     for name, (text, stopped) in cases.items():
         try:
             value = as_number(better_reward(text, stopped, summary))
         except Exception as e:  # noqa: BLE001 - a learner's bug is reported, not raised
-            return report(False, "", f"better_reward({text!r}, {stopped}, summary) raised {type(e).__name__}: {e}")
+            return report(
+                False,
+                "",
+                f"better_reward({text!r}, {stopped}, summary) raised {type(e).__name__}: {e}",
+            )
         if value is None or not 0 <= value <= 1:
-            return report(False, "", f"better_reward({text!r}, ...) must be a number in [0, 1], got {value!r}")
+            return report(
+                False, "", f"better_reward({text!r}, ...) must be a number in [0, 1], got {value!r}"
+            )
         got[name] = value
     if abs(got["the true line, stopped"] - 1.0) > 1e-6:
-        return report(False, "", f"the true summary, ended with EOS, must score 1.0; got {got['the true line, stopped']:.3f}")
+        return report(
+            False,
+            "",
+            f"the true summary, ended with EOS, must score 1.0; got {got['the true line, stopped']:.3f}",
+        )
     for hack in ("a one-word sentence", "a generic sentence", "empty"):
         if got[hack] > 0.1:
-            return report(False, "", f"{cases[hack][0]!r} scores {got[hack]:.3f}: format without content must "
-                          "score at most 0.1, or the policy will learn it (notebook 11 §3).")
+            return report(
+                False,
+                "",
+                f"{cases[hack][0]!r} scores {got[hack]:.3f}: format without content must "
+                "score at most 0.1, or the policy will learn it (notebook 11 §3).",
+            )
     if not got["content"] > max(got["a one-word sentence"], got["a generic sentence"]):
-        return report(False, "", "an answer that shares content words must score more than one that shares none.")
+        return report(
+            False,
+            "",
+            "an answer that shares content words must score more than one that shares none.",
+        )
     if not got["content"] >= got["content, not stopped"]:
         return report(False, "", "stopping should never lower the reward.")
-    return report(True, f"the hack scores {got['a one-word sentence']:.2f}, real content "
-                  f"{got['content']:.2f}, the true line 1.0: format is paid only together with content.", "")
+    return report(
+        True,
+        f"the hack scores {got['a one-word sentence']:.2f}, real content "
+        f"{got['content']:.2f}, the true line 1.0: format is paid only together with content.",
+        "",
+    )

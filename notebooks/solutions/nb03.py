@@ -31,9 +31,15 @@ def solve_ex_3_3():
 
     def random_phi(d, i, j, trials, seed=0):
         gen = torch.Generator().manual_seed(seed)
-        values = [lowrank.subspace_similarity(torch.randn(d, i, generator=gen, dtype=torch.float64),
-                                              torch.randn(d, j, generator=gen, dtype=torch.float64), i, j)
-                  for _ in range(trials)]
+        values = [
+            lowrank.subspace_similarity(
+                torch.randn(d, i, generator=gen, dtype=torch.float64),
+                torch.randn(d, j, generator=gen, dtype=torch.float64),
+                i,
+                j,
+            )
+            for _ in range(trials)
+        ]
         return sum(values) / trials
 
     return random_phi

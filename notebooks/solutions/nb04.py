@@ -23,9 +23,11 @@ def solve_ex_4_1(finetune, lrs=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1)):
             return best, sweep
 
 
-TARGET_SETS = {   # name -> (targets, r): the same budget per block (section 4)
-    "q": (["q_proj"], 36), "q, v": (["q_proj", "v_proj"], 18),
-    "attention": (["q_proj", "k_proj", "v_proj", "o_proj"], 9), "MLP": (["up_proj", "down_proj"], 7),
+TARGET_SETS = {  # name -> (targets, r): the same budget per block (section 4)
+    "q": (["q_proj"], 36),
+    "q, v": (["q_proj", "v_proj"], 18),
+    "attention": (["q_proj", "k_proj", "v_proj", "o_proj"], 9),
+    "MLP": (["up_proj", "down_proj"], 7),
     "all linear": ("all-linear", 4),
 }
 
@@ -46,8 +48,8 @@ def solve_ex_4_3():
     the weight changes by s·A·B₁ = -lr·s²·A Aᵀ xᵀ g."""
 
     def first_update(x, g, A, s, lr):
-        B1 = -lr * s * (x @ A).T @ g      # r×n; A's step is zero (its gradient carries B = 0)
-        return s * A @ B1                  # m×n
+        B1 = -lr * s * (x @ A).T @ g  # r×n; A's step is zero (its gradient carries B = 0)
+        return s * A @ B1  # m×n
 
     return first_update
 
@@ -55,4 +57,4 @@ def solve_ex_4_3():
 def solve_ex_4_4():
     """α/r = 2 → α = 2r = 128; α/√r = 2 → α = 2√r = 16."""
     r, scaling = 64, 2
-    return scaling * r, scaling * r ** 0.5
+    return scaling * r, scaling * r**0.5

@@ -19,7 +19,9 @@ def solve_ex_5_2():
         T, P = q.shape[-2], pk.shape[-2]
         K, V = torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)
         scores = q @ K.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        allowed = torch.cat([torch.ones(T, P, dtype=torch.bool), torch.ones(T, T, dtype=torch.bool).tril()], dim=1)
+        allowed = torch.cat(
+            [torch.ones(T, P, dtype=torch.bool), torch.ones(T, T, dtype=torch.bool).tril()], dim=1
+        )
         return scores.masked_fill(~allowed, -float("inf")).softmax(dim=-1) @ V
 
     return attention_with_prefix
@@ -35,9 +37,9 @@ def solve_ex_5_3(steps: int | None = None, batch: int | None = None) -> dict:
     from lorakit.train import base_model, evaluate, fast_mode, set_seed, train
 
     fast = fast_mode()
-    steps = steps or (12 if fast else 80)                  # notebook 05's STEPS
-    batch = batch or (8 if fast else 16)                   # BATCH
-    eval_batches, P_max = (2, 8) if fast else (8, 32)      # EVAL_BATCHES, P_MAX: bpb(model, docs_val)
+    steps = steps or (12 if fast else 80)  # notebook 05's STEPS
+    batch = batch or (8 if fast else 16)  # BATCH
+    eval_batches, P_max = (2, 8) if fast else (8, 32)  # EVAL_BATCHES, P_MAX: bpb(model, docs_val)
     base, _ = base_model(progress=False)
     docs_train, docs_val = load_splits("docs", 400_000 if fast else None)
     out = {}

@@ -32,8 +32,13 @@ def solve_ex_6_4() -> dict:
     """
     torch.manual_seed(0)
     w = torch.distributions.Laplace(0.0, 1.0).sample((1024, 1024))
-    return {name: float(torch.linalg.norm(quant.dequantize_4bit(quant.quantize_4bit(w, name)) - w) / torch.linalg.norm(w))
-            for name in ("int4", "fp4", "nf4")}
+    return {
+        name: float(
+            torch.linalg.norm(quant.dequantize_4bit(quant.quantize_4bit(w, name)) - w)
+            / torch.linalg.norm(w)
+        )
+        for name in ("int4", "fp4", "nf4")
+    }
 
 
 def solve_ex_6_5() -> tuple[float, float]:
@@ -45,6 +50,6 @@ def solve_ex_6_5() -> tuple[float, float]:
         return (torch.linalg.norm(W - W_hat) / torch.linalg.norm(W)).item()
 
     blocks = W.reshape(-1, 32)
-    scale = blocks.abs().amax(dim=1, keepdim=True) / 6       # the block's absmax lands exactly on 6
+    scale = blocks.abs().amax(dim=1, keepdim=True) / 6  # the block's absmax lands exactly on 6
     real = mxfp.E2M1[mxfp.e2m1_codes(blocks / scale).long()] * scale
     return rel(mxfp.roundtrip(W, "mxfp4")), rel(real.view(W.shape))

@@ -25,5 +25,9 @@ def solve_ex_7_4() -> set:
     adapters and activations (PAPER_DTYPES): 13.5 GB of frozen 16-bit weights leave almost no room."""
     from lorakit.memory import MODEL_SHAPES, estimate_memory
 
-    return {(model, method) for model in MODEL_SHAPES for method in ("full", "lora", "qlora")
-            if estimate_memory(model, method, r=64, batch_size=1, seq_len=512)["total"] < 16}
+    return {
+        (model, method)
+        for model in MODEL_SHAPES
+        for method in ("full", "lora", "qlora")
+        if estimate_memory(model, method, r=64, batch_size=1, seq_len=512)["total"] < 16
+    }

@@ -17,10 +17,12 @@ def solve_ex_8_2():
     def lora_backward(x, grad_y, W_hat, A, B, scaling):
         # forward: h = x A (tokens×r), y = x Ŵᵀ + scaling·h B (tokens×out)
         h = x @ A
-        grad_B = scaling * h.t() @ grad_y          # r×out: y depends on B through scaling·h B
-        grad_h = scaling * grad_y @ B.t()          # tokens×r
-        grad_A = x.t() @ grad_h                    # in×r: h depends on A through x A
-        grad_x = grad_y @ W_hat + grad_h @ A.t()   # tokens×in: both paths reach x; Ŵ gets no gradient
+        grad_B = scaling * h.t() @ grad_y  # r×out: y depends on B through scaling·h B
+        grad_h = scaling * grad_y @ B.t()  # tokens×r
+        grad_A = x.t() @ grad_h  # in×r: h depends on A through x A
+        grad_x = (
+            grad_y @ W_hat + grad_h @ A.t()
+        )  # tokens×in: both paths reach x; Ŵ gets no gradient
         return grad_x, grad_A, grad_B
 
     return lora_backward
@@ -29,24 +31,28 @@ def solve_ex_8_2():
 def solve_ex_8_3():
     @torch.no_grad()
     def merge_exact(layer):
-        base = layer.base                                     # the Linear4bit the adapter was trained on
-        W_hat = base.dequantized_weight(torch.float32)        # out×in: what the trained model multiplies by
+        base = layer.base  # the Linear4bit the adapter was trained on
+        W_hat = base.dequantized_weight(
+            torch.float32
+        )  # out×in: what the trained model multiplies by
         merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
-        merged.weight.copy_(W_hat + layer.delta().t().float())  # delta() = scaling·A B is in×out: transpose
+        merged.weight.copy_(
+            W_hat + layer.delta().t().float()
+        )  # delta() = scaling·A B is in×out: transpose
         if base.bias is not None:
             merged.bias.copy_(base.bias)
-        return merged                                         # a new module: the QLoRA layer is untouched
+        return merged  # a new module: the QLoRA layer is untouched
 
     return merge_exact
 
 
 def solve_ex_8_4() -> tuple[float, float]:
     g = torch.Generator().manual_seed(64)
-    W = 0.02 * torch.randn(256, 256, generator=g)   # W first …
+    W = 0.02 * torch.randn(256, 256, generator=g)  # W first …
     dW = 2e-3 * torch.randn(256, 256, generator=g)  # … then dW: the order fixes the numbers
-    W_hat = dequantize_4bit(quantize_4bit(W, "nf4", 64, True))           # the 4-bit base
+    W_hat = dequantize_4bit(quantize_4bit(W, "nf4", 64, True))  # the 4-bit base
     merged = dequantize_4bit(quantize_4bit(W_hat + dW, "nf4", 64, True))  # merged into 4 bits
-    real = merged - W_hat                           # what the model's weights actually changed by
+    real = merged - W_hat  # what the model's weights actually changed by
     projection = ((real * dW).sum() / dW.pow(2).sum()).item()  # 1: kept on average, 0: rounded away
     noise_ratio = ((real - dW).norm() / dW.norm()).item()
     # ≈ (0.84, 0.80): W_hat sits on the grid, and an element moves to the next code only if its
@@ -58,7 +64,7 @@ def solve_ex_8_5() -> tuple[float, float, float]:
     from lorakit.loftq import init_error, loftq
 
     W = 0.02 * torch.randn(128, 256, generator=torch.Generator().manual_seed(85))
-    plain = init_error(W, quantize_4bit(W, "nf4", 64))                 # QLoRA's start: B = 0
+    plain = init_error(W, quantize_4bit(W, "nf4", 64))  # QLoRA's start: B = 0
     return plain, init_error(W, *loftq(W, 4, num_iter=1)), init_error(W, *loftq(W, 4, num_iter=3))
 
 

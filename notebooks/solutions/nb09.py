@@ -21,5 +21,5 @@ def make_labels(prompt_ids, response_ids):
 
 def solve_ex_9_3(layer):
     """The model that was trained: the dequantized base plus the scaled update, out×in."""
-    W_hat = layer.base.dequantized_weight(torch.float32)                       # out×in
-    return layer, W_hat + layer.scaling * (layer.A @ layer.B).t().float()     # A B is in×out
+    W_hat = layer.base.dequantized_weight(torch.float32)  # out×in
+    return layer, W_hat + layer.scaling * (layer.A @ layer.B).t().float()  # A B is in×out
