@@ -341,19 +341,21 @@ print("after RL, held-out share passing each check:", {k: round(v, 2) for k, v i
 stops_before = statistics.mean(float(t) for _, t in before)
 print(f"held-out answers that stop: {stops_before:.2f} before RL, {share['stops']:.2f} after")
 if not FAST:
-    assert share["stops"] > stops_before + 0.3, "RL taught the model to stop"
-    assert share["overlap"] < share["stops"] / 2, "format, not content: the hole in the verifier"
+    assert share["overlap"] < max(share["stops"], share["sentence"]), "format is earned more often than content"
 
 # %% [markdown]
-# **A reward hack, found by the policy.** Half the reward is format (`stops` + `sentence`), and
-# the shortest way to earn it is a short sentence that stops at once, whatever the function does.
-# At this scale that is what RL finds (measured at learner size: after RL every held-out answer
-# stops and is a sentence, none shares a content word — "Return a and this and attion." for
-# every function): the policy learns to *stop*, which notebook 09's model rarely did, and not to
-# *summarise*. A stronger
-# verifier pays for format only together with content (exercise 11.3); a stronger model has
-# content to offer. Learning "stop in one sentence" is a few bits — the kind of thing the
-# "one bit per episode" argument says a rank-1 adapter can hold.
+# **A reward hack, within reach.** Half the reward is format (`stops` + `sentence`), and the
+# shortest way to earn it is a short sentence that stops at once, whatever the function does.
+# What 8 steps of RL find on this tiny model varies from run to run (a different SFT start, a
+# different CPU, the thread count all change the samples). In one of our runs the policy learned
+# to answer "Re." to every held-out function — every answer stopped and was a sentence, none
+# shared a content word: the full format reward for no content. In another, "Return a and this
+# and attion." for every function; in a third it barely moved. What held in every run we made:
+# after RL, held-out answers pass a format check more often than they share content with the
+# true line (asserted at learner size). The policy optimises the reward it is given, not the one
+# we meant: a stronger verifier pays for format only together with content (exercise 11.3); a
+# stronger model has content to offer. Learning "stop in one sentence" is a few bits — the kind
+# of thing the "one bit per episode" argument says a rank-1 adapter can hold.
 
 # %% [markdown]
 # ## 4. The same comparison under SFT
@@ -398,14 +400,13 @@ for name, res in sft_results.items():
 # numbers below are what this notebook measures at this scale, with 2 seeds — a 0.9 M-parameter
 # model, 8 GRPO steps of 16 answers, a noisy reward.
 #
-# **What we measured at learner size** (2 seeds, the range in brackets; README): under RL, full
-# fine-tuning's sampled reward rose further within 8 steps (0.22 [0.19–0.26]) than rank 1's
-# (0.08 [0.07–0.09]) or rank 8's (0.05 [0.05–0.06]) — *full pulled ahead*, as the outside reading
-# of TRL's curves has it, not "rank 1 matches" — while on held-out prompts greedy rank 1 reached the
-# format hack's 0.50 in both seeds and full in one of two. Under SFT, rank 1 kept about 60 % and
-# rank 8 about 70 % of full fine-tuning's drop in held-out loss. So at this scale and budget the
-# "RL needs far fewer parameters than SFT" claim does **not** show; what RL taught here (stop in
-# one sentence) is a few bits, and rank 1 did learn it. Eight steps on a tiny model are not a
+# **What to expect at learner size.** Under SFT the ranking is stable: every method lowers the
+# held-out loss and full fine-tuning lowers it most (asserted). Under RL, 8 steps on a 0.9 M
+# parameter model move the reward by a few hundredths, and which method moves it furthest
+# changed between our runs (README: one run, with its numbers) — so the cell below says what
+# *this* run shows, and nothing about RL's ranking is asserted. In none of our runs did rank 1
+# keep most of full fine-tuning's gain under RL while falling behind under SFT, which is what
+# "RL needs far fewer parameters than SFT" would predict. Eight steps on a tiny model are not a
 # 3 B-parameter run: treat this as a measurement of this setting, not a verdict on the claim.
 
 # %%
@@ -423,9 +424,11 @@ if not FAST:
         assert statistics.mean(sft_results[name]["bits"]) < start_bits, f"SFT ({name}) lowers the held-out loss"
         assert statistics.mean(sft_results[name]["bits"]) >= statistics.mean(sft_results["full"]["bits"]) - 0.01, \
             "under SFT, full fine-tuning lowers the held-out loss most"
-    mean_final = {name: statistics.mean(run["final"] for run in res["runs"]) for name, res in rl_results.items()}
-    assert mean_final["full"] > max(mean_final["rank 1"], mean_final["rank 8"]), \
-        "under RL, within this budget, full fine-tuning's sampled reward rose furthest"
+mean_final = {name: statistics.mean(run["final"] for run in res["runs"]) for name, res in rl_results.items()}
+furthest = max(rl_gain, key=rl_gain.get)
+print(f"this run: under RL the reward rose furthest with {furthest} (+{rl_gain[furthest]:.3f}); "
+      f"under SFT full fine-tuning lowered the held-out loss most; rank 1 kept "
+      f"{keep_rl['rank 1']:.2f} of full's gain under RL and {keep_sft['rank 1']:.2f} under SFT")
 
 # %% [markdown]
 # ## 5. The same functions on a Hugging Face model
@@ -524,17 +527,17 @@ assert "frozen_adapter" not in doctor.check_rl(healthy["model"], healthy["histor
 # ## Summary
 #
 # - A verifier Python runs scores every answer; padding with guesses lowers it, format alone is
-#   worth half — and the policy found that half (§3).
+#   worth half — and a policy can find that half (§3).
 # - DPO's loss follows from Bradley–Terry and the KL-regularised optimum; with LoRA the reference
 #   is the adapter switched off, exactly the SFT model, with no second copy; against the model's
 #   own babble DPO reaches held-out reward accuracy above 0.8, and a smaller β lets the policy
 #   drift further.
 # - GRPO = group-normalised advantages + PPO's clip + a KL to the reference; an all-equal group
 #   teaches nothing.
-# - Rank 1, rank 8 and full fine-tuning under RL and under SFT, 2 seeds each at a tuned LR: at
-#   this scale full fine-tuning pulled ahead under RL within 8 steps and under SFT; rank 1 kept a
-#   smaller share of full's gain under RL than under SFT. The "rank 1 is enough for RL" claim did
-#   not show here — measured, with its range, not assumed.
+# - Rank 1, rank 8 and full fine-tuning under RL and under SFT, 2 seeds each at a tuned LR: under
+#   SFT full fine-tuning lowers the held-out loss most (asserted); under RL, 8 steps on this tiny
+#   model move the reward by a few hundredths and the ranking changed between runs. The "rank 1
+#   is enough for RL" claim did not show here — measured, with its range, not assumed.
 # - Four failures planted, each caught by `doctor.check_rl` with its fix.
 #
 # ## Exercises
