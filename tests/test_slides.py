@@ -360,9 +360,10 @@ def test_decks_render_offline_and_can_be_projected():
             os.environ, MPLBACKEND="Agg"
         )  # the script must override this, as `make test` sets it
         # a failing notebook is reported, the one after it is still built, and the exit code says so
-        # executed copies stay out of the checkout's cache; a cell limit of 120 s (test-mode cells take
-        # seconds) so that a reply nbclient never gets is cut, and retried, well inside run_builder's limit
-        kept = ("--out", out, "--keep", tmp / "kept", "--timeout", "120")
+        # executed copies stay out of the checkout's cache; a cell limit of 30 s (test-mode cells take
+        # seconds): a reply nbclient never gets (jupyter/nbclient#312) costs the whole limit, and
+        # with 120 s one lost reply while drawing the small deck's slider added 2 minutes to make test
+        kept = ("--out", out, "--keep", tmp / "kept", "--timeout", "30")
         run = run_builder(*kept, "--fast", tmp / "nb" / "98_broken.ipynb", src, env=env)
         assert run.returncode == 1, (
             f"a failed notebook must fail the run:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
