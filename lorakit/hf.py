@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from .data import load_corpus
 from .lora import inject_lora
-from .memory import track_peak
+from .memory import REAL_SHAPES, track_peak  # REAL_SHAPES: re-exported, hf.REAL_SHAPES
 from .model import count_parameters
 from .qlora import enable_gradient_checkpointing, prepare_qlora
 from .quiet import quiet_import
@@ -90,34 +90,6 @@ def _transformers():
     return transformers
 
 
-# Published config.json shapes (REFERENCE.md) as LlamaConfig arguments: a model with random weights
-# and exactly these shapes runs 09's path at real size with no download (``build_tiny_llama(shape=...)``).
-REAL_SHAPES: dict[str, dict] = {
-    "SmolLM2-135M": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        rope_theta=100000.0,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-    ),
-    "SmolLM2-360M": dict(
-        hidden_size=960,
-        intermediate_size=2560,
-        num_hidden_layers=32,
-        num_attention_heads=15,
-        num_key_value_heads=5,
-        vocab_size=49152,
-        rope_theta=100000.0,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-    ),
-}
 TINY_SHAPE = dict(
     hidden_size=64,
     intermediate_size=128,
