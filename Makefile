@@ -18,6 +18,7 @@
 # For contributors (README, "Contributing"):
 #   make lint                    - ruff check + ruff format --check (CI runs it before the tests)
 #   make format                  - ruff check --fix, then ruff format (what make lint asks for)
+#   make results NB=03           - recompute notebook 03's long sweeps at learner size and ship them
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -49,7 +50,7 @@ TEST_ENV := LORAKIT_FAST=1 LORAKIT_CACHE="$(CURDIR)/.cache/test" MPLBACKEND=Agg 
 export OMP_WAIT_POLICY ?= PASSIVE
 export KMP_BLOCKTIME ?= 0
 
-.PHONY: lab test test-latest test-realshape check reinstall lock bench html clean wheel wheelhouse wheelhouse-multi slides lint format test-teardown
+.PHONY: results lab test test-latest test-realshape check reinstall lock bench html clean wheel wheelhouse wheelhouse-multi slides lint format test-teardown
 
 # `make lab PYTHON=python3.12` over a .venv made by another Python starts again from scratch.
 PY_ID := import sys; print(*sys.version_info[:3], sys.base_prefix)
@@ -176,6 +177,13 @@ bench: $(STAMP)
 	MPLBACKEND=Agg "$(BIN)/python" bench/bench_lora.py | tee bench/results/cpu-lora.txt
 	MPLBACKEND=Agg "$(BIN)/python" bench/bench_fast_default.py | tee bench/results/cpu-fast-default.txt
 	MPLBACKEND=Agg "$(BIN)/python" bench/course_runtime.py | tee bench/results/cpu-course-runtime.txt
+
+# the shipped learner-size sweep results of notebook NB (lorakit/results/NB_*.json, with their
+# provenance cards): the notebook run at learner size, recomputing everything and writing the files
+results: $(STAMP)
+	@test -n "$(NB)" || { echo "say which notebook: make results NB=03 (or NB='03 04')"; exit 2; }
+	LORAKIT_RECOMPUTE=1 LORAKIT_SHIP_RESULTS=1 MPLBACKEND=Agg \
+		"$(BIN)/python" bench/course_runtime.py $(NB) --sizes learner
 
 # a static, readable copy of the executed notebooks (figures included); FAST=1 for test sizes
 html: $(STAMP)

@@ -164,6 +164,15 @@ print(f"unigram entropy = {unigram_bpb:.3f} bits/byte (uniform would be 8)")
 # learner-size model also **ships with lorakit** (`lorakit/weights/`, 3.5 MB, with its training
 # card and sha256), trained by this same code: a workshop does not wait ≈ 3 minutes for it.
 # `base_model(use_shipped=False)` trains your own (test mode always trains its tiny one).
+#
+# **The long sweeps ship too.** Notebooks 03, 04, 05, 08, 09 and 11 each run a sweep (ranks,
+# learning rates, methods) that takes minutes on an idle laptop and far longer on a busy one. Their
+# learner-size results ship in `lorakit/results/` as small JSON files with a provenance card (the
+# settings, versions, machine and time that made them, the sha256 of the results, and the command
+# that regenerates them: `make results NB=03`). `lorakit.shipped.load` hands them out only when they
+# were made with exactly the notebook's settings, so changing a setting, test mode, or
+# `LORAKIT_RECOMPUTE=1` computes everything here instead. A notebook that uses them re-runs one
+# point live and asserts it lands where the shipped runs did.
 
 # %%
 from lorakit.model import count_parameters
