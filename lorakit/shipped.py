@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .train import fast_mode
 
 #: where the shipped results live (package data, like ``lorakit/weights``)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -149,9 +150,13 @@ def record(name: str, settings: dict, results, seconds: float) -> Path | None:  
     """Ship ``results`` (write them and their card to ``lorakit/results/``) if asked; else nothing.
 
     Asked means ``LORAKIT_SHIP_RESULTS=1``, which ``make results`` sets: a learner's own
-    recomputation never overwrites what shipped. ``name`` starts with the notebook's number.
+    recomputation never overwrites what shipped, and test mode never ships. ``name`` starts with
+    the notebook's number.
     """
     if not _flag("LORAKIT_SHIP_RESULTS"):
+        return None
+    if fast_mode():  # test sizes never ship
+        print(f"{name}: not shipped: test mode (LORAKIT_FAST=1) results are not learner size.")
         return None
     notebook = name[:2]
     if not notebook.isdigit():

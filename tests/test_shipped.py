@@ -18,6 +18,7 @@ RESULTS = {"val_bpb": {"1": 2.51, "8": 2.47}, "runs": [2.5, 2.49]}
 def results_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(shipped, "RESULTS", tmp_path)
     monkeypatch.delenv("LORAKIT_RECOMPUTE", raising=False)
+    monkeypatch.delenv("LORAKIT_FAST", raising=False)
     monkeypatch.setenv("LORAKIT_SHIP_RESULTS", "1")
     shipped.record("03_demo", SETTINGS, RESULTS, seconds=12.3)
     monkeypatch.delenv("LORAKIT_SHIP_RESULTS")
@@ -78,9 +79,18 @@ def test_record_writes_nothing_unless_asked(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_test_mode_never_ships(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped, "RESULTS", tmp_path)
+    monkeypatch.setenv("LORAKIT_SHIP_RESULTS", "1")
+    monkeypatch.setenv("LORAKIT_FAST", "1")
+    assert shipped.record("03_demo", SETTINGS, RESULTS, seconds=1.0) is None
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_record_refuses_a_name_without_its_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(shipped, "RESULTS", tmp_path)
     monkeypatch.setenv("LORAKIT_SHIP_RESULTS", "1")
+    monkeypatch.delenv("LORAKIT_FAST", raising=False)
     with pytest.raises(ValueError, match="notebook's number"):
         shipped.record("rank_sweep", SETTINGS, RESULTS, seconds=1.0)
     assert list(tmp_path.iterdir()) == []
