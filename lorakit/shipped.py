@@ -107,7 +107,8 @@ def load(name: str, settings: dict):  # notebook 00 §4
         return None
     print(
         f"{name}: shipped results, made {card['date']} in {card['seconds']:.0f} s on "
-        f"{card['machine']} ({card['versions']}). Regenerate: {card['command']}; "
+        f"{card['machine']}, {card.get('load', 'load average unknown')} ({card['versions']}). "
+        f"Regenerate: {card['command']}; "
         "LORAKIT_RECOMPUTE=1 recomputes every sweep."
     )
     return results
@@ -127,6 +128,14 @@ def _commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def _load_average() -> str:
+    """The load average when the card is written: shipped timings depend on it."""
+    try:
+        return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    except (AttributeError, OSError):  # Windows has no load average
+        return "load average unknown"
+
+
 # notebook 00 §4
 def make_card(name: str, settings: dict, results, seconds: float, notebook: str) -> dict:
     """The provenance card of ``results``: what made them, where, how long, and how to redo it."""
@@ -138,6 +147,7 @@ def make_card(name: str, settings: dict, results, seconds: float, notebook: str)
         seconds=round(float(seconds), 1),
         date=str(date.today()),
         machine=f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+        load=_load_average(),
         versions=(
             f"Python {sys.version.split()[0]}, torch {torch.__version__}, "
             f"lorakit {__version__} ({_commit()})"
