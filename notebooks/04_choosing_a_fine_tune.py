@@ -39,7 +39,7 @@
 # |---|---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29, before §8–10 | 16 s | — | 180 s |
 # | 2-core x86_64 CPU, idle, 2026-12-06 | 16 s | — | 265 s |
-# | 2-core x86_64 CPU, busy (load LOADAVG), 2026-12-06 | TESTTIME | DEFAULTTIME | RECOMPUTETIME |
+# | 2-core x86_64 CPU, busy (load average 5–12 from other jobs), 2026-12-06 | 19 s of CPU on one thread (as before) | 107 s (load 5–8) | 1425 s (load ≈ 12) |
 #
 # **Short of time?** Run section 2 alone (after the setup cells): the learning rate is the first
 # rule. The shipped results already let you skip every sweep's training (sections 2–5, 7 and 10
@@ -325,7 +325,7 @@ live_docs = finetune(**LIVE, seed=0, live=True)["docs"]                 # always
 # margin: on the 2-core x86_64 CPU that made the table, this run gave the same loss to 1e-5 with
 # 1 and with 2 threads; another CPU (other vector instructions) or torch version sums in another
 # order, and over 40 steps that can move the loss by more. 0.01 bits/byte allows for that and is
-# still small next to what one step of the learning-rate grid changes (section 2's figure).
+# still less than what one step of the learning-rate grid changes at r = 4 (section 2's figure).
 LIVE_MARGIN = 0.01
 print(f"LoRA r = 4, lr {LIVE['lr']:g}: live {live_docs:.3f} bits/byte; shipped runs (seeds 0–2) "
       f"{min(live_runs):.3f}–{max(live_runs):.3f}")
