@@ -432,12 +432,13 @@ if computed_here:
 best_lr = sibling_file["best_lr"]
 runs_where = ("this machine, in this run" if computed_here else
               f"{shipped.read('05_sibling_runs')[0]['machine']}, the shipped card's machine")
-for name, t in sibling_file["lr_trials"].items():
+ORDER = [*METHODS, "full fine-tune"]   # a shipped file keeps its keys sorted: show them in this order
+for name, t in ((name, sibling_file["lr_trials"][name]) for name in ORDER):
     print(f"{name:>14}: " + ", ".join(f"lr {lr:g} → {v:.3f}" for lr, v in zip(t["lrs"], t["docs"]))
           + f"  best {best_lr[name]:g}")
 
 # %%
-results = sibling_file["runs"]
+results = {name: sibling_file["runs"][name] for name in ORDER}
 for name, runs in results.items():
     for r in runs:
         print(f"{name:>14} budget {r['budget']:>3}: {r['params']:>8,} trainable, docs {r['docs']:.3f}, "
@@ -557,7 +558,7 @@ assert type(merged) is type(base) and {k: v.shape for k, v in merged.state_dict(
     {k: v.shape for k, v in base.state_dict().items()}, "merged LoRA is a plain GPT with the base's tensors"
 print(f"merged LoRA / base latency at batch 32: {ratio[32]['LoRA merged']:.2f}; a copy of the base: "
       f"{ratio[32]['base (copy)']:.2f}; adapters: {ratio[32]['adapter']:.2f} ({load}). Merged LoRA and merged (IA)³ "
-      "do the base's arithmetic: how far their ratios (and the copy's) are from 1 is this run's timing noise.")
+      "do the base's arithmetic: how far their ratios (and the copy's) are from 1 is the timing run's noise.")
 
 # %% [markdown]
 # **Many tasks in one batch.** A virtual-token method keeps the base untouched and puts the task
