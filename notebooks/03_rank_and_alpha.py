@@ -33,7 +33,7 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + one live point | learner size, recompute everything |
 # |---|---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 8 s | — | 134 s (before the sweeps shipped) |
-# | 2-core x86_64 CPU, shared (load LOAD_DEFAULT / LOAD_RECOMPUTE), 2026-12-06 | TEST_S s | DEFAULT_S s | RECOMPUTE_S s |
+# | 2-core x86_64 CPU, shared with other jobs (not idle), 2026-12-06 | 22 s (load 7) | 125 s (load 9-12) | 996 s (load 8-14) |
 #
 # **Where the numbers come from.** Sections 3-5 train 16 LoRA adapters at learner size. Their results
 # (losses, update norms, training curves, φ maps) ship with lorakit in `lorakit/results/03_*.json`, made on
