@@ -473,10 +473,10 @@ print("best docs bits/byte: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(best
 build, budgets, _ = METHODS[LIVE]
 live = run(build, budgets[-1], best_lr[LIVE], STEPS)
 seed_runs = [r["docs"] for r in sibling_file["live_point"]]
-# MARGIN, measured at learner size with notebook 03's LoRA run (same model, same training loop): 1 or 2 CPU
-# threads, or torch's generic kernels instead of AVX2 (a stand-in for another CPU), moved the validation loss
-# by under 1e-6 bits/byte; three seeds spanned 0.013. 0.02 (more than that spread) leaves room for what we
-# could not vary here: another Python's docs text, another torch release.
+# MARGIN, measured at learner size: this run with 1 and with 2 CPU threads gave the same loss to 1e-15, and
+# torch's generic kernels instead of AVX2 (a stand-in for another CPU; measured on notebook 03's LoRA run)
+# moved it by under 1e-6 bits/byte; the three seeds span 0.017. 0.02 (more than that spread) leaves room
+# for what we could not vary here: another Python's docs text, another torch release.
 MARGIN = 0.02
 print(f"live point {LIVE} budget {budgets[-1]}, lr {best_lr[LIVE]:g}, seed 0: live {live['docs']:.3f} bits/byte; "
       f"shipped runs (seeds {LIVE_SEEDS}) {min(seed_runs):.3f}–{max(seed_runs):.3f}; margin ±{MARGIN}")
