@@ -29,11 +29,26 @@
 # - build GRPO (group-normalised advantages, clipped ratio, KL), compare rank 1, rank 8 and full
 #   fine-tuning under RL and under SFT, and diagnose the four failures RL with LoRA is known for.
 #
-# **Runtime** (top to bottom in a fresh kernel, notebook 09's SFT cached; the first run adds ≈ 1 min to train it)
+# **Where the numbers come from.** The DPO runs (§2), the GRPO comparison (§3) and the SFT
+# comparison (§4) are 20 training runs: at learner size their results ship with lorakit
+# (`lorakit/results/11_*.json`; `shipped.load` prints each file's card: when, where, how long, and
+# the command that regenerates it). One representative run (§4: SFT at rank 8) is re-run live and
+# checked against the shipped runs; everything else that needs a model (the checks of §2, §5,
+# §6) runs here. To recompute everything: start Jupyter with `LORAKIT_RECOMPUTE=1`, or set
+# `os.environ["LORAKIT_RECOMPUTE"] = "1"` in the first code cell; `make results NB=11`
+# regenerates the shipped files.
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size |
-# |---|---|---|
-# | 2-core x86_64 CPU, shared (load 1.2–3.0; test mode at 0.8), 2026-12-06 | 12 s | 297 s (282 s of CPU, one thread) |
+# **Short of time?** Run §1–§4 and stop there: with the shipped results they skip 20 training
+# runs and take seconds once notebook 09's fine-tune is cached (the first run trains it, about
+# 2 minutes on 2 cores); §4's live run is the check that the shipped numbers hold on your
+# machine. §5 (a Hugging Face model) and §6 (planted failures) can wait.
+#
+# **Runtime** (top to bottom in a fresh kernel; default: shipped results + one live point;
+# recompute: `LORAKIT_RECOMPUTE=1`, every run of §2–§4 trained here)
+#
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default | learner size, recompute |
+# |---|---|---|---|
+# | 2-core x86_64 CPU, shared, 2026-12-06 (test mode: load 0.8; learner size: load 2.3–4.0 default, 8–10 recompute) | 12 s | 113 s first run (trains notebook 09's SFT), 37 s with it cached | 666 s with it cached (317 s first run / 196 s cached when idle, before shipping) |
 # | Colab T4 (16 GB), SmolLM2-360M-Instruct (§5) | — | not yet measured |
 
 # %%
@@ -57,17 +72,18 @@ import copy
 import math
 import os
 import statistics
+import time
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from lorakit import doctor, hf, preference, rl, sft
+from lorakit import doctor, hf, preference, rl, sft, shipped
 from lorakit.data import encode
 from lorakit.exercises.nb11 import check_ex_11_1, check_ex_11_2, check_ex_11_3
 from lorakit.lora import inject_lora, lora_layers
 from lorakit.model import count_parameters
-from lorakit.train import fast_mode, pick_device
+from lorakit.train import base_model, fast_mode, pick_device, set_seed
 
 FAST = fast_mode()
 DEVICE = pick_device()
@@ -145,11 +161,12 @@ print(f"notebook 09's model: context {CONTEXT} bytes, {count_parameters(start):,
 
 N_DPO = 32 if FAST else 128
 dpo_pairs = [p for p in train_pairs if len(encode(p.code)) >= CODE_BYTES][:N_DPO]
-own = rl.greedy_answers(start, rl.byte_task(dpo_pairs, CODE_BYTES, CONTEXT), MAX_NEW)
-dpo_examples = [preference.preference_example(p, text, None, CONTEXT) for p, (text, _) in zip(dpo_pairs, own)]
-dpo_train, dpo_val = dpo_examples[: N_DPO * 3 // 4], dpo_examples[N_DPO * 3 // 4 :]
-print(f"{len(dpo_train)} training and {len(dpo_val)} held-out preference pairs; one of them:")
-print(f"  chosen:   {dpo_pairs[0].summary!r}\n  rejected: {own[0][0]!r}")
+
+# what every shipped result below depends on: notebook 09's fine-tune (its settings and the base
+# model it starts from) and the task; each section adds its own sizes, grids and seeds
+_, base_info = base_model(progress=False)
+TASK = dict(start=start_settings, base=base_info.get("sha256") or base_info.get("key") or str(base_info.get("path")),
+            config=start.cfg.to_dict(), code_bytes=CODE_BYTES, max_new=MAX_NEW, held_out=len(val_task.prompts))
 
 # %% [markdown]
 # Build the loss by hand, then check it against the package's `dpo_loss` (TRL's argument order:
@@ -168,9 +185,12 @@ assert math.isclose(preference.dpo_loss(*[torch.zeros(1)] * 4, beta=0.1).item(),
     "at the reference every pair costs log 2"
 
 # %%
+check_pairs = dpo_pairs[-8:]  # 8 held-out pairs, built here: the model's own greedy answer is the rejected one
+check_own = rl.greedy_answers(start, rl.byte_task(check_pairs, CODE_BYTES, CONTEXT), MAX_NEW)
+batch = preference.preference_batch([preference.preference_example(p, text, None, CONTEXT)
+                                     for p, (text, _) in zip(check_pairs, check_own)], pad_id=0)
 policy = copy.deepcopy(start)
 inject_lora(policy, "all-linear", r=8, alpha=8)
-batch = preference.preference_batch(dpo_val[:8], pad_id=0)
 with torch.no_grad():
     for layer in lora_layers(policy).values():  # pretend it trained: B away from zero
         layer.B.normal_(0, 0.05)
@@ -195,34 +215,50 @@ assert lora_layers(policy), "the adapters are back after the with block"
 # the held-out pairs: the *reward accuracy* (share of pairs whose implicit reward
 # $\beta\log\frac{\pi}{\pi_{\mathrm{ref}}}$ prefers the chosen answer; TRL's `rewards/accuracies`)
 # and the *drift* $|\log\pi - \log\pi_{\mathrm{ref}}|$ per answer — how far the policy moved.
+# At learner size these numbers ship (`11_dpo`, card printed below); the cell trains both runs
+# when you recompute (about half a minute on 2 cores) or change a setting.
 
 # %%
-DPO_STEPS = 6 if FAST else 30
-dpo_runs = {}
-for beta in (0.1, 1.0):
-    policy = copy.deepcopy(start)
-    inject_lora(policy, "all-linear", r=8, alpha=8)
-    hist = preference.train_dpo(policy, dpo_train, DPO_STEPS, 8, 3e-3, beta, pad_id=0, progress=not FAST,
-                                desc=f"DPO β={beta}")
-    dpo_runs[beta] = dict(history=hist, accuracy=preference.reward_accuracy(policy, dpo_val, 0),
-                          drift=preference.drift(policy, dpo_val, 0))
-    print(f"β = {beta}: loss {hist['loss'][0]:.3f} → {statistics.mean(hist['loss'][-3:]):.3f} (last 3 steps), "
-          f"held-out reward accuracy {dpo_runs[beta]['accuracy']:.2f}, drift {dpo_runs[beta]['drift']:.2f} nats/answer")
-
-# %%
+BETAS = (0.1, 1.0)
+DPO = dict(TASK, pairs=N_DPO, steps=6 if FAST else 30, batch_size=8, lr=3e-3, betas=BETAS, r=8, alpha=8, seed=0)
+dpo = shipped.load("11_dpo", DPO)
+if dpo is None:
+    t0 = time.perf_counter()
+    own = rl.greedy_answers(start, rl.byte_task(dpo_pairs, CODE_BYTES, CONTEXT), MAX_NEW)
+    dpo_examples = [preference.preference_example(p, text, None, CONTEXT) for p, (text, _) in zip(dpo_pairs, own)]
+    dpo_train, dpo_val = dpo_examples[: N_DPO * 3 // 4], dpo_examples[N_DPO * 3 // 4 :]
+    dpo = dict(n_train=len(dpo_train), n_val=len(dpo_val), chosen=dpo_pairs[0].summary, rejected=own[0][0], runs={})
+    for beta in BETAS:
+        set_seed(DPO["seed"])  # the adapter's initial A, then the batches
+        policy = copy.deepcopy(start)
+        inject_lora(policy, "all-linear", r=DPO["r"], alpha=DPO["alpha"])
+        hist = preference.train_dpo(policy, dpo_train, DPO["steps"], DPO["batch_size"], DPO["lr"], beta, pad_id=0,
+                                    seed=DPO["seed"], progress=not FAST, desc=f"DPO β={beta}")
+        dpo["runs"][str(beta)] = dict(loss=[float(x) for x in hist["loss"]],
+                                      accuracy=float(preference.reward_accuracy(policy, dpo_val, 0)),
+                                      drift=float(preference.drift(policy, dpo_val, 0)))
+    shipped.record("11_dpo", DPO, dpo, time.perf_counter() - t0)
+dpo_runs = {beta: dpo["runs"][str(beta)] for beta in BETAS}
+print(f"{dpo['n_train']} training and {dpo['n_val']} held-out preference pairs; one of them:")
+print(f"  chosen:   {dpo['chosen']!r}\n  rejected: {dpo['rejected']!r}")
 for beta, run in dpo_runs.items():
-    assert run["history"]["loss"][0] == math.log(2) or abs(run["history"]["loss"][0] - math.log(2)) < 1e-5, \
+    print(f"β = {beta}: loss {run['loss'][0]:.3f} → {statistics.mean(run['loss'][-3:]):.3f} (last 3 steps), "
+          f"held-out reward accuracy {run['accuracy']:.2f}, drift {run['drift']:.2f} nats/answer")
+
+# %%
+for run in dpo_runs.values():
+    assert len(run["loss"]) == DPO["steps"] and abs(run["loss"][0] - math.log(2)) < 1e-5, \
         "step 0: the policy is the reference"
     assert run["drift"] > 0
 if not FAST:
-    for beta, run in dpo_runs.items():
+    for run in dpo_runs.values():
         assert run["accuracy"] > 0.8, "DPO learned to prefer the true summary over its own babble, on held-out pairs"
     assert dpo_runs[0.1]["drift"] > dpo_runs[1.0]["drift"], "a smaller β lets the policy drift further"
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 for beta, run in dpo_runs.items():
-    ax.plot(run["history"]["loss"], label=f"β = {beta} (held-out accuracy {run['accuracy']:.2f})")
+    ax.plot(run["loss"], label=f"β = {beta} (held-out accuracy {run['accuracy']:.2f})")
 ax.axhline(math.log(2), color="gray", ls="--", label="log 2: the policy equals the reference")
 ax.set_xlabel("step")
 ax.set_ylabel("DPO loss (nats)")
@@ -256,62 +292,80 @@ assert torch.equal(mine[1], torch.zeros(4)), "an all-equal group has zero advant
 # two learning rates (notebook 04's protocol: tune on seed 0, then rerun the best with seed 1).
 # A LoRA run's reference is its adapter switched off; the full fine-tune needs a frozen copy.
 # "Reward" below is the mean verifier score of the answers sampled in the last three steps.
+# These nine runs are the slow part of the notebook: at learner size their numbers ship
+# (`11_rl`), with the greedy answers the best policy gave (text: the models do not ship).
 
 # %%
 RL = dict(steps=2 if FAST else 8, group_size=4, prompts_per_step=2 if FAST else 4, max_new=MAX_NEW)
 METHODS = {"rank 1": (1, (3e-3, 1e-2)), "rank 8": (8, (3e-3, 1e-2)), "full": (0, (3e-4, 1e-3))}
+ALPHA, SEEDS = 8, (0, 1)  # seed 0 tunes the learning rate, seed 1 reruns the best
 
 
 def make(r):
     model = copy.deepcopy(start)
     if r:
-        inject_lora(model, "all-linear", r=r, alpha=8)
+        inject_lora(model, "all-linear", r=r, alpha=ALPHA)
         return model, None
     return model.requires_grad_(True), copy.deepcopy(start).requires_grad_(False)
 
 
 def rl_run(r, lr, seed):
+    set_seed(seed)  # the adapter's initial A too: a seed names the whole run
     model, ref = make(r)
     hist = rl.train_grpo(model, train_task, lr=lr, seed=seed, reference=ref, progress=not FAST,
                          desc=f"GRPO r={r or 'full'} lr={lr:g} seed {seed}", **RL)
-    return dict(history=hist, final=statistics.mean(hist["reward"][-3:]), model=model,
-                trainable=count_parameters(model, trainable_only=True))
+    return model, dict(history=hist, final=statistics.mean(hist["reward"][-3:]))
 
 
-start_reward = rl.mean_reward(start, val_task, MAX_NEW)
-rl_results = {}
-for name, (r, lrs) in METHODS.items():
-    tuned = {lr: rl_run(r, lr, seed=0) for lr in lrs}
-    best = max(tuned, key=lambda lr: tuned[lr]["final"])
-    runs = [tuned[best], rl_run(r, best, seed=1)]
-    rl_results[name] = dict(lr=best, runs=runs, grid={lr: t["final"] for lr, t in tuned.items()},
-                            held_out=[rl.mean_reward(run["model"], val_task, MAX_NEW) for run in runs])
+RL_SETTINGS = dict(TASK, **RL, methods=METHODS, alpha=ALPHA, seeds=SEEDS)
+rl_results = shipped.load("11_rl", RL_SETTINGS)
+if rl_results is None:
+    t0 = time.perf_counter()
+    rl_results, policies = dict(start_reward=rl.mean_reward(start, val_task, MAX_NEW), methods={}), {}
+    for name, (r, lrs) in METHODS.items():
+        tuned = {lr: rl_run(r, lr, seed=SEEDS[0]) for lr in lrs}
+        best = max(lrs, key=lambda lr: tuned[lr][1]["final"])
+        runs = [tuned[best], rl_run(r, best, seed=SEEDS[1])]
+        policies[name] = runs[0][0]
+        rl_results["methods"][name] = dict(
+            lr=best, trainable=count_parameters(runs[0][0], trainable_only=True), runs=[run for _, run in runs],
+            grid={f"{lr:g}": tuned[lr][1]["final"] for lr in lrs},
+            held_out=[rl.mean_reward(model, val_task, MAX_NEW) for model, _ in runs])
+    best_name = max(METHODS, key=lambda k: statistics.mean(rl_results["methods"][k]["held_out"]))
+    rl_results["answers"] = dict(  # greedy, held-out, before RL and after it (best method, seed 0)
+        method=best_name, before=[list(a) for a in rl.greedy_answers(start, val_task, MAX_NEW)],
+        after=[list(a) for a in rl.greedy_answers(policies[best_name], val_task, MAX_NEW)])
+    del policies
+    shipped.record("11_rl", RL_SETTINGS, rl_results, time.perf_counter() - t0)
+start_reward = rl_results["start_reward"]
 print(f"notebook 09's model: held-out greedy reward {start_reward:.3f}")
 print(f"{'method':<8}{'trainable':>11}{'best lr':>9}  {'grid (seed 0)':<26}{'reward, 2 seeds':<22}{'held-out greedy':<18}")
-for name, res in rl_results.items():
+for name, (_, lrs) in METHODS.items():
+    res = rl_results["methods"][name]
     finals = [run["final"] for run in res["runs"]]
-    grid = ", ".join(f"{lr:g}: {v:.2f}" for lr, v in res["grid"].items())
-    print(f"{name:<8}{res['runs'][0]['trainable']:>11,}{res['lr']:>9g}  {grid:<26}"
+    grid = ", ".join(f"{lr:g}: {res['grid'][f'{lr:g}']:.2f}" for lr in lrs)
+    print(f"{name:<8}{res['trainable']:>11,}{res['lr']:>9g}  {grid:<26}"
           f"{statistics.mean(finals):.3f} ({min(finals):.3f}–{max(finals):.3f})   "
           f"{statistics.mean(res['held_out']):.3f} ({min(res['held_out']):.3f}–{max(res['held_out']):.3f})")
 
 # %%
-for name, res in rl_results.items():
+for res in rl_results["methods"].values():
     for run in res["runs"]:
         assert len(run["history"]["reward"]) == RL["steps"] and 0 <= run["final"] <= 1
 rl_gain = {name: statistics.mean(r["final"] for r in res["runs"]) - statistics.mean(
-    res["runs"][0]["history"]["reward"][:2]) for name, res in rl_results.items()}
+    res["runs"][0]["history"]["reward"][:2]) for name, res in ((k, rl_results["methods"][k]) for k in METHODS)}
 print("reward gain over the run (last 3 steps − first 2), mean of 2 seeds:", {k: round(v, 3) for k, v in rl_gain.items()})
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-for name, res in rl_results.items():
+for name in METHODS:
+    res = rl_results["methods"][name]
     curves = torch.tensor([run["history"]["reward"] for run in res["runs"]])
     line, = axes[0].plot(range(1, RL["steps"] + 1), curves.mean(0), label=f"{name} (lr {res['lr']:g})")
     axes[0].fill_between(range(1, RL["steps"] + 1), curves.min(0).values, curves.max(0).values,
                          color=line.get_color(), alpha=0.2)
     finals = [run["final"] for run in res["runs"]]
-    axes[1].errorbar(res["runs"][0]["trainable"], statistics.mean(finals),
+    axes[1].errorbar(res["trainable"], statistics.mean(finals),
                      yerr=[[statistics.mean(finals) - min(finals)], [max(finals) - statistics.mean(finals)]],
                      fmt="o", capsize=4, color=line.get_color(), label=name)
 axes[0].set_xlabel("GRPO step")
@@ -327,12 +381,11 @@ plt.show()
 
 # %% [markdown]
 # **What the policy learned.** Read the answers: a policy optimises the reward it is given, not
-# the one we meant.
+# the one we meant. (The greedy answers of the method with the best held-out reward, seed 0,
+# ship with the numbers as text.)
 
 # %%
-best_name = max(rl_results, key=lambda k: statistics.mean(rl_results[k]["held_out"]))
-answers = rl.greedy_answers(rl_results[best_name]["runs"][0]["model"], val_task, MAX_NEW)
-before = rl.greedy_answers(start, val_task, MAX_NEW)
+best_name, before, answers = (rl_results["answers"][k] for k in ("method", "before", "after"))
 for (a, s), (b, t), truth in list(zip(answers, before, val_task.summaries))[:4]:
     print(f"true: {truth!r}\n   before RL: {b!r} (stopped: {t})\n   after RL ({best_name}): {a!r} (stopped: {s})")
 parts = [rl.reward_parts(a, s, truth) for (a, s), truth in zip(answers, val_task.summaries)]
@@ -363,33 +416,49 @@ if not FAST:
 # Supervised fine-tuning on the *same* prompts, the true summary as the target: rank 1, rank 8,
 # full, each at the better of two learning rates, two seeds. SFT's signal is the whole answer,
 # token by token: many bits per example. We read the held-out response loss (bits per byte) and
-# the verifier's held-out greedy reward.
+# the verifier's held-out greedy reward. The numbers ship (`11_sft`); rank 8 at its best learning
+# rate ships with a third seed, because it is the run this notebook repeats live below.
 
 # %%
-SFT = dict(steps=4 if FAST else 30, batch_size=16)
+SFT = dict(steps=4 if FAST else 30, batch_size=16, warmup=2)
 sft_train = rl.answer_examples(train_task)
 sft_val = rl.answer_examples(val_task)
 SFT_LRS = {"rank 1": (1e-3, 3e-3), "rank 8": (1e-3, 3e-3), "full": (1e-4, 3e-4)}
+LIVE, LIVE_SEEDS = "rank 8", (0, 1, 2)  # the point re-run live, and the seeds it ships with
 
 
 def sft_run(r, lr, seed):
+    set_seed(seed)  # the adapter's initial A too: a seed names the whole run
     model, _ = make(r)
-    sft.train_sft(model, sft_train, SFT["steps"], SFT["batch_size"], lr, pad_id=0, seed=seed, warmup=2,
+    sft.train_sft(model, sft_train, SFT["steps"], SFT["batch_size"], lr, pad_id=0, seed=seed, warmup=SFT["warmup"],
                   progress=not FAST, desc=f"SFT r={r or 'full'} lr={lr:g} seed {seed}")
-    return dict(bits=sft.evaluate_sft(model, sft_val, pad_id=0), model=model,
-                trainable=count_parameters(model, trainable_only=True))
+    return model, sft.evaluate_sft(model, sft_val, pad_id=0)
 
 
-start_bits = sft.evaluate_sft(start, sft_val, pad_id=0)
-sft_results = {}
-for name, (r, _) in METHODS.items():
-    tuned = {lr: sft_run(r, lr, seed=0) for lr in SFT_LRS[name]}
-    best = min(tuned, key=lambda lr: tuned[lr]["bits"])
-    runs = [tuned[best], sft_run(r, best, seed=1)]
-    sft_results[name] = dict(lr=best, runs=runs, bits=[run["bits"] for run in runs],
-                             held_out=[rl.mean_reward(run["model"], val_task, MAX_NEW) for run in runs])
+SFT_SETTINGS = dict(TASK, **SFT, lrs=SFT_LRS, methods=METHODS, alpha=ALPHA, seeds=SEEDS, live=LIVE,
+                    live_seeds=LIVE_SEEDS)
+sft_results = shipped.load("11_sft", SFT_SETTINGS)
+sft_computed_here = sft_results is None
+if sft_computed_here:
+    t0 = time.perf_counter()
+    sft_results = dict(start_bits=sft.evaluate_sft(start, sft_val, pad_id=0), methods={})
+    for name, (r, _) in METHODS.items():
+        tuned = {lr: sft_run(r, lr, seed=SEEDS[0]) for lr in SFT_LRS[name]}
+        best = min(SFT_LRS[name], key=lambda lr: tuned[lr][1])
+        runs = [tuned[best], sft_run(r, best, seed=SEEDS[1])]
+        sft_results["methods"][name] = dict(
+            lr=best, trainable=count_parameters(runs[0][0], trainable_only=True), bits=[b for _, b in runs],
+            grid={f"{lr:g}": tuned[lr][1] for lr in SFT_LRS[name]},
+            held_out=[rl.mean_reward(model, val_task, MAX_NEW) for model, _ in runs])
+        if name == LIVE:  # seeds 0 and 1 are the runs above; the rest are trained for the spread
+            extra = [sft_run(r, best, seed)[1] for seed in LIVE_SEEDS[len(runs):]]
+            sft_results["live"] = dict(method=name, lr=best, seeds=LIVE_SEEDS, bits=[b for _, b in runs] + extra)
+        del tuned, runs
+    shipped.record("11_sft", SFT_SETTINGS, sft_results, time.perf_counter() - t0)
+start_bits = sft_results["start_bits"]
 print(f"notebook 09's model: held-out response loss {start_bits:.3f} bits/byte, greedy reward {start_reward:.3f}")
-for name, res in sft_results.items():
+for name in METHODS:
+    res = sft_results["methods"][name]
     b, h = res["bits"], res["held_out"]
     print(f"{name:<8} lr {res['lr']:<7g} loss {statistics.mean(b):.3f} ({min(b):.3f}–{max(b):.3f}) bits/byte   "
           f"reward {statistics.mean(h):.3f} ({min(h):.3f}–{max(h):.3f})")
@@ -403,28 +472,62 @@ for name, res in sft_results.items():
 # **What to expect at learner size.** Under SFT the ranking is stable: every method lowers the
 # held-out loss and full fine-tuning lowers it most (asserted). Under RL, 8 steps on a 0.9 M
 # parameter model move the reward by a few hundredths, and which method moves it furthest
-# changed between our runs (README: one run, with its numbers) — so the cell below says what
-# *this* run shows, and nothing about RL's ranking is asserted. In none of our runs did rank 1
+# changed between our runs (README: one run, and the spread over 4) — so the cell below says what
+# *this* run shows, and nothing about RL's ranking is asserted. By default *this* run is the
+# shipped one (its card is printed in §3 and above): one fixed run, the same for every learner.
+# Recomputed, yours will differ, because RL samples its own training data: notebook 09's
+# fine-tune trained on your machine and your thread count change the last digits of the
+# probabilities, a few sampled tokens differ, and the runs go different ways. In none of our runs did rank 1
 # keep most of full fine-tuning's gain under RL while falling behind under SFT, which is what
 # "RL needs far fewer parameters than SFT" would predict. Eight steps on a tiny model are not a
 # 3 B-parameter run: treat this as a measurement of this setting, not a verdict on the claim.
 
+# %% [markdown]
+# **The live point.** Rank 8 at its best learning rate, seed 0, trained again here from notebook
+# 09's model and compared with the shipped runs of the same point (seeds 0, 1, 2). SFT is the
+# stable measurement to check: from one start, the same data and seed give the same loss to
+# 1e-5 whatever the thread count, and a notebook-09 model trained elsewhere moves it by about
+# 0.01 bits/byte. The RL numbers above are not stable (a probability that differs in the 4th
+# decimal changes a sampled token, which changes which answers are rewarded, and the run goes
+# elsewhere: see §3). What differs between machines: notebook 09's fine-tune is trained on yours
+# (and cached), and the thread count changes the order of float additions.
+
 # %%
-sft_gain = {name: start_bits - statistics.mean(res["bits"]) for name, res in sft_results.items()}
+point = sft_results["live"]
+live_model, live_bits = sft_run(METHODS[point["method"]][0], point["lr"], seed=0)
+# MARGIN, from what we saw on our machine: from the same start, 1 and 2 threads gave this run the
+# same loss to 1e-5. But notebook 09's fine-tune, trained on your machine, is not bit-reproducible
+# (thread count, and 2 threads on a busy CPU): four trainings of it gave held-out losses
+# 2.771–2.802 and this run 2.702–2.723, beside the shipped seeds' own spread of 0.013.
+# 0.02 covers all of that; a run that did not train (the start's own loss, ~0.08 above) fails.
+MARGIN = 0.02
+print(f"notebook 09's model here: held-out loss {sft.evaluate_sft(start, sft_val, pad_id=0):.3f} bits/byte "
+      f"(the shipped runs started from one at {start_bits:.3f})")
+print(f"live point ({point['method']}, lr {point['lr']:g}, seed 0): live {live_bits:.3f} bits/byte; "
+      f"shipped runs {min(point['bits']):.3f}–{max(point['bits']):.3f} (seeds {list(point['seeds'])}, "
+      f"margin ±{MARGIN})")
+
+# %%
+assert shipped.within_spread(live_bits, point["bits"], MARGIN), "the live run lands where the shipped runs did"
+if sft_computed_here:
+    assert abs(live_bits - point["bits"][0]) < 1e-6, "same start, same seed, same machine: the same number"
+
+# %%
+sft_gain = {name: start_bits - statistics.mean(sft_results["methods"][name]["bits"]) for name in METHODS}
 keep_rl = {name: rl_gain[name] / rl_gain["full"] if rl_gain["full"] > 0 else float("nan") for name in rl_gain}
 keep_sft = {name: sft_gain[name] / sft_gain["full"] if sft_gain["full"] > 0 else float("nan") for name in sft_gain}
 print("share of full fine-tuning's gain kept — RL (reward):", {k: round(v, 2) for k, v in keep_rl.items()})
 print("share of full fine-tuning's gain kept — SFT (loss): ", {k: round(v, 2) for k, v in keep_sft.items()})
 
 # %%
-for name, res in sft_results.items():
-    assert all(math.isfinite(b) for b in res["bits"])
+sft_bits = {name: sft_results["methods"][name]["bits"] for name in METHODS}
+for bits in sft_bits.values():
+    assert all(math.isfinite(b) for b in bits)
 if not FAST:
-    for name in sft_results:
-        assert statistics.mean(sft_results[name]["bits"]) < start_bits, f"SFT ({name}) lowers the held-out loss"
-        assert statistics.mean(sft_results[name]["bits"]) >= statistics.mean(sft_results["full"]["bits"]) - 0.01, \
+    for name, bits in sft_bits.items():
+        assert statistics.mean(bits) < start_bits, f"SFT ({name}) lowers the held-out loss"
+        assert statistics.mean(bits) >= statistics.mean(sft_bits["full"]) - 0.01, \
             "under SFT, full fine-tuning lowers the held-out loss most"
-mean_final = {name: statistics.mean(run["final"] for run in res["runs"]) for name, res in rl_results.items()}
 furthest = max(rl_gain, key=rl_gain.get)
 print(f"this run: under RL the reward rose furthest with {furthest} (+{rl_gain[furthest]:.3f}); "
       f"under SFT full fine-tuning lowered the held-out loss most; rank 1 kept "
@@ -520,8 +623,7 @@ want = {"loaded frozen": "frozen_adapter", "full-FT learning rate": "lr_too_smal
 for name, code in want.items():
     assert code in planted[name].codes, f"the doctor catches: {name}"
 assert exact_hist["zero_groups"] == [1.0] * len(exact_hist["zero_groups"]), "nothing passes: every group is all 0"
-healthy = rl_results["rank 8"]["runs"][0]
-assert "frozen_adapter" not in doctor.check_rl(healthy["model"], healthy["history"]).codes
+assert "frozen_adapter" not in doctor.check_rl(live_model).codes, "§4's live adapter trained: it is not frozen"
 
 # %% [markdown]
 # ## Summary
