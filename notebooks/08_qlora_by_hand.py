@@ -44,8 +44,9 @@
 # everything: `LORAKIT_RECOMPUTE=1` before starting Jupyter (or `os.environ["LORAKIT_RECOMPUTE"] = "1"`
 # in the first cell), or `make results NB=08` to regenerate the shipped files.
 #
-# **Short of time?** Run sections 1–3 and 6 only (6 needs section 4's cells: with the shipped
-# results they cost one QLoRA run); sections 4, 7 and 8 load their long runs from the shipped results.
+# **Short of time?** Run sections 1–3, section 4 up to its live point (one QLoRA run: section 6
+# merges that model), then section 6; the shipped results let you skip retraining sections 4's,
+# 7's and 8's long runs, and every cell after section 4 runs in seconds.
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
@@ -351,7 +352,7 @@ def run_method(method: str, seed: int = 0):
 
 
 four = shipped.load("08_four_methods", SETTINGS)
-timed_on = "the card's machine" if four is not None else "this machine"
+timed_on = "this machine" if four is None else f"the card's machine ({shipped.read('08_four_methods')[0]['machine']})"
 if four is None:
     start = time.perf_counter()
     four = dict(runs={method: run_method(method)[1] for method in METHODS})
@@ -405,7 +406,7 @@ names = list(runs)
 colors = ["tab:gray", "tab:blue", "tab:green", "tab:olive"]
 for ax, key, label in zip(axes, ["val", "trainable", "peak_bytes", "ms_per_step"],
                           ["val bits/byte (lower is better)", "trainable parameters", "peak memory (MB)",
-                           f"time per step (ms, median)\non {timed_on}"]):
+                           "time per step (ms, median)\n" + timed_on.replace(" (", "\n(")]):
     ax.bar(range(4), [runs[n][key] / (1e6 if key == "peak_bytes" else 1) for n in names], color=colors)
     ax.set_xticks(range(4), ["full", "LoRA", "QLoRA\nNF4", "QLoRA\nFP4"])
     ax.set_ylabel(label)
@@ -671,6 +672,7 @@ assert errors_by_iter[5] <= errors_by_iter[1], "alternating does not make it wor
 # **On the whole model.** Every linear layer with LoftQ's start ($T = 5$), against QLoRA's, both
 # NF4 + double quantization: how far is each from the 16-bit model at step 0, and where does each end
 # after the same steps of training? Two seeds (the seed draws the batches, and QLoRA's random $A$).
+# These four runs are shipped results by default (card printed below); the by-hand LoftQ above ran here.
 
 # %%
 LOFTQ_ITER = 5
@@ -854,7 +856,7 @@ assert qa_val > runs[LIVE]["val"], "but less than QLoRA in the same steps: its a
 # - QLoRA = that base + float32 LoRA on all linear layers: at init it is exactly the quantized base.
 # - Same data, steps and seed: QLoRA NF4 lands within 0.15 bits/byte of LoRA with less memory than
 #   LoRA and full fine-tuning; NF4 fits the weights better than FP4. Time per step is measured
-#   (median after warm-up), not asserted.
+#   (median after warm-up; by default on the shipped results' machine), not asserted.
 # - At LLaMA-65B scale the same accounting gives > 780 GB (full) against < 48 GB (QLoRA); on a GPU,
 #   paged optimizer states must be added to the allocator's peak.
 # - Merging: into $\widehat W$ is exact (< 1e-4 on logits); into the 16-bit base is off by the base's
