@@ -359,7 +359,7 @@ if four is None:
     four["live_spread"] = {str(s): four["runs"][LIVE]["val"] if s == 0 else run_method(LIVE, s)[1]["val"]
                            for s in LIVE_SEEDS}
     shipped.record("08_four_methods", SETTINGS, four, time.perf_counter() - start)
-runs = four["runs"]
+runs = {method: four["runs"][method] for method in METHODS}   # in METHODS' order (JSON sorts keys)
 
 print(f"{'method':<20} {'val bits/byte':>13} {'trainable':>10} {'peak MB':>8} {'ms/step':>8}")
 for method, r in runs.items():
