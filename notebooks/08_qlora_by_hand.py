@@ -34,7 +34,7 @@
 # | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live points | learner size, recompute (`LORAKIT_RECOMPUTE=1`) |
 # |---|---|---|---|
 # | 2-core x86_64 CPU, idle (load ≤ 2), 2026-11-29, before shipped results | 6 s | — | 248 s |
-# | 2-core x86_64 CPU, loaded by other runs (load 5–7), 2026-12-06 | 26–41 s (loaded) | 125 s | not measured in one run (estimate ≈ 330 s idle) |
+# | 2-core x86_64 CPU, loaded by other runs (load 5–7), 2026-12-06 | 26–41 s (loaded) | 77 s (load 2–3; 125 s at load 7) | not measured in one run (estimate ≈ 330 s idle) |
 #
 # **Where the numbers come from.** The long runs — section 4's four methods (plus two more seeds of
 # QLoRA NF4), section 7's four LoftQ runs and section 8's QA-LoRA run — ship with lorakit as
