@@ -409,6 +409,7 @@ def sft_start(progress: bool = True) -> tuple[nn.Module, dict]:  # notebook 11 Â
                 settings,
                 base=info.get("sha256") or info.get("key") or str(info.get("path")),
                 config=base.cfg.to_dict(),
+                init="seeded",  # LoRA's A drawn after set_seed: older caches drew it unseeded
             ),
             sort_keys=True,
             default=str,
@@ -422,6 +423,9 @@ def sft_start(progress: bool = True) -> tuple[nn.Module, dict]:  # notebook 11 Â
         except (OSError, ValueError):
             pass  # unreadable: train it again
     examples = byte_examples(docstring_pairs("train", settings["max_summary"]), base.cfg.context)
+    # A starts random: seed it here, or it depends on whatever drew random numbers before this
+    # call (train_sft seeds only the batches), and the same settings give another start
+    set_seed(settings["seed"])
     inject_lora(model, settings["targets"], r=settings["r"], alpha=settings["alpha"])
     train_sft(
         model,
