@@ -186,6 +186,7 @@ probe = [sft.prompt_of(p, CONTEXT - len(p.summary) - 30) for p in probe_pairs]
 def cpu_fine_tune(method, examples=train_ex, seed=0, desc=None):
     """A fresh copy of the base made into ``method`` and fine-tuned: one run of this section."""
     spec = METHODS_CPU[method]
+    set_seed(seed)  # LoRA's A starts random: the seed fixes it too, not only the batches
     model = copy.deepcopy(base)
     if method == "full":
         model.requires_grad_(True)
@@ -310,6 +311,8 @@ print(f"live stop rate {stop_share(live_answers):.2f} (shipped {stop_rate['LoRA'
 MARGIN = 1e-6 if COMPUTED_HERE else 0.03
 assert shipped.within_spread(live_bits, lora_runs, MARGIN), "the live run lands where the shipped runs did"
 assert stop_share(live_answers) >= MIN_STOP, "and it learned to stop, too"
+if COMPUTED_HERE:  # same seed, same machine: the same model, so the same greedy answers
+    assert live_answers == answers["LoRA"], "the live run repeats the LoRA run above"
 
 # %% [markdown]
 # ## 4. What goes wrong without the mask, and without EOS
