@@ -36,16 +36,17 @@
 # |---|---|---|
 # | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 110 s (the tiny stand-in LLM on a CPU) |
 # | 2-core x86_64 CPU, shared (load 2.7–3.7), 2026-12-06, with §8–10 and the pretrained stand-in | — | 247 s |
-# | 2-core x86_64 CPU, shared, 2026-12-06, **default**: shipped results + live LoRA (§3) and QLoRA (§6) runs, 1 thread, load 1.6–3.7 | — | 120 s |
-# | same, **recompute** (`make results NB=09`, 2 threads, load 4–8) | — | 679 s |
+# | 2-core x86_64 CPU, load 0.9–1.3, 2026-12-06, **default**: shipped results + live LoRA (§3) and QLoRA (§6) runs | — | 75 s |
+# | same, **recompute** (`LORAKIT_RECOMPUTE=1`, as `make results NB=09`), load 1.0–1.3 | — | 291 s |
 # | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 7–10 min for §6 (README, "On a GPU"; not yet measured) |
 #
-# Learner size by default loads §3–4's fine-tunes from shipped results (`lorakit/results/09_*.json`)
-# and re-runs one of them live; recompute everything with `LORAKIT_RECOMPUTE=1` (or `make results NB=09`).
+# Learner size by default loads §3–4's fine-tunes and three of §6's four stand-in runs from shipped
+# results (`lorakit/results/09_*.json`) and re-runs LoRA (§3) and lorakit's QLoRA (§6) live; recompute
+# everything with `LORAKIT_RECOMPUTE=1` (or `make results NB=09`).
 #
 # **Short of time?** Run §1–3 only: the task, the template and mask, and the three fine-tunes
-# (shipped results plus one live LoRA run). The shipped results let you skip §3's other runs and
-# §4's two ablations; §6–10 (the pretrained stand-in Llama, the data traps, the recipe) train live.
+# (shipped results plus one live LoRA run). The shipped results let you skip §3's other runs,
+# §4's two ablations and three of §6's runs; §8–10 (your own data, the data traps, the recipe) train live.
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
