@@ -12,8 +12,9 @@ The rule a notebook follows, in three lines::
     if sweep is None:
         sweep = ...compute it...; shipped.record("03_rank_sweep", SETTINGS, sweep, seconds)
 
-so test mode (other settings), a setting you changed, a damaged file, or ``LORAKIT_RECOMPUTE=1``
-all recompute, and nothing else does. A notebook that loads shipped results re-runs one
+so test mode (other settings), a setting you changed, a damaged file, another Python (its own
+standard library is the course text: ``corpus_id``) or ``LORAKIT_RECOMPUTE=1`` all recompute,
+and nothing else does. A notebook that loads shipped results re-runs one
 representative point live and asserts it lands where the shipped runs did (``within_spread``):
 the shipped numbers are checked on your machine, not taken on trust.
 
@@ -29,12 +30,14 @@ import os
 import platform
 import subprocess
 import sys
+import sysconfig
 from datetime import date
+from functools import cache
 from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, data
 from .train import fast_mode
 
 #: where the shipped results live (package data, like ``lorakit/weights``)
@@ -60,6 +63,27 @@ def _plain(x):
 def digest(results) -> str:  # notebook 00 §4
     """sha256 of the results' canonical JSON (sorted keys): what the card promises."""
     return hashlib.sha256(json.dumps(results, sort_keys=True).encode()).hexdigest()
+
+
+@cache
+def corpus_id() -> str:  # notebook 00 §4
+    """A short sha256 naming this Python's course text: the docs' bytes, the stdlib files' sizes.
+
+    The corpora are the running Python's own (notebook 00 §3), and another Python release has
+    another standard library and language reference, so results made on one are not the
+    results of another. ``load`` and ``record`` add it to every sweep's settings. File sizes,
+    not contents, for the two large corpora: reading 12 MB would cost more than the check saves.
+    """
+    h = hashlib.sha256(data._docs_text())
+    root = sysconfig.get_paths()["stdlib"]
+    for want_tests in (False, True):
+        for path in data._stdlib_files(want_tests):
+            h.update(f"{os.path.relpath(path, root)}:{os.path.getsize(path)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _with_corpora(settings: dict) -> dict:
+    return {**_plain(settings), "corpora": corpus_id()}
 
 
 def _differences(wanted: dict, made: dict) -> list[str]:
@@ -98,7 +122,14 @@ def load(name: str, settings: dict):  # notebook 00 §4
     except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as e:
         print(f"{name}: computing it here ({e}).")
         return None
-    changed = _differences(_plain(settings), card["settings"])
+    changed = _differences(_with_corpora(settings), card["settings"])
+    if "corpora" in changed:
+        print(
+            f"{name}: the shipped results were made on {card['versions'].split(',')[0]}, whose "
+            f"standard library and docs differ from this Python {sys.version.split()[0]}'s, so "
+            "computing it here (the course text is the running Python's own)."
+        )
+        return None
     if changed:
         print(
             f"{name}: the shipped results were made with other settings ({', '.join(changed)}), "
@@ -142,7 +173,7 @@ def make_card(name: str, settings: dict, results, seconds: float, notebook: str)
     return dict(
         name=name,
         notebook=notebook,
-        settings=_plain(settings),
+        settings=_with_corpora(settings),
         sha256=digest(results),
         seconds=round(float(seconds), 1),
         date=str(date.today()),

@@ -49,6 +49,19 @@ def test_a_missing_setting_counts_as_changed(results_dir, capsys):
     assert "lr" in capsys.readouterr().out
 
 
+def test_another_pythons_results_recompute(results_dir, monkeypatch, capsys):
+    """The course text is the running Python's stdlib: results made on another one do not apply."""
+    monkeypatch.setattr(shipped, "corpus_id", lambda: "another-stdlib")
+    assert shipped.load("03_demo", SETTINGS) is None
+    assert "standard library" in capsys.readouterr().out
+
+
+def test_the_card_names_the_corpora(results_dir):
+    card, _ = shipped.read("03_demo")
+    assert card["settings"]["corpora"] == shipped.corpus_id()
+    assert card["settings"]["steps"] == SETTINGS["steps"]
+
+
 def test_recompute_switch_wins(results_dir, monkeypatch, capsys):
     monkeypatch.setenv("LORAKIT_RECOMPUTE", "1")
     assert shipped.load("03_demo", SETTINGS) is None
