@@ -30,10 +30,9 @@
 #
 # **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + one live point | learner size, recompute everything |
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live point | learner size, everything recomputed (`LORAKIT_RECOMPUTE=1`) |
 # |---|---|---|---|
-# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 8 s | — | 134 s (before the sweeps shipped) |
-# | 2-core x86_64 CPU, shared with other jobs (not idle), 2026-12-06 | 22 s (load 7) | 125 s (load 9-12) | 996 s (load 8-14) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 1.7), 2026-12-06 | 8 s (2026-11-29) | 31 s | 177 s |
 #
 # **Where the numbers come from.** Sections 3-5 train 16 LoRA adapters at learner size. Their results
 # (losses, update norms, training curves, φ maps) ship with lorakit in `lorakit/results/03_*.json`, made on

@@ -35,11 +35,9 @@
 # Learner size by default loads the shipped results of the sweeps and runs one point of them live;
 # with `LORAKIT_RECOMPUTE=1` (or `make results NB=04`) it recomputes every run.
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size, default (shipped + live point) | learner size, recompute |
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live point | learner size, everything recomputed (`LORAKIT_RECOMPUTE=1`) |
 # |---|---|---|---|
-# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29, before §8–10 | 16 s | — | 180 s |
-# | 2-core x86_64 CPU, idle, 2026-12-06 | 16 s | — | 265 s |
-# | 2-core x86_64 CPU, busy (load average 5–12 from other jobs), 2026-12-06 | 19 s of CPU on one thread (as before) | 107 s (load 5–8) | 1425 s (load ≈ 12) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 1.7), 2026-12-06 | 16 s (2026-12-06) | 58 s | 303 s |
 #
 # **Short of time?** Run section 2 alone (after the setup cells): the learning rate is the first
 # rule. The shipped results already let you skip every sweep's training (sections 2–5, 7 and 10

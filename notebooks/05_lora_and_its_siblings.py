@@ -33,10 +33,9 @@
 #
 # **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + one live point | learner size, recompute everything |
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live point | learner size, everything recomputed (`LORAKIT_RECOMPUTE=1`) |
 # |---|---|---|---|
-# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 12 s | — | 168 s (before the comparison shipped) |
-# | 2-core x86_64 CPU, shared with other jobs (not idle), 2026-12-06 | 26 s (load 8) | 56 s (load 6-7) | 1132 s (load 6-14) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 1.7), 2026-12-06 | 12 s (2026-11-29) | 22 s | 254 s |
 #
 # **Where the numbers come from.** Section 6 trains 40 runs (23 short learning-rate trials, then every method at two
 # budgets) and section 7 times every method. At learner size their results (losses, parameter counts,

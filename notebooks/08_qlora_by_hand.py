@@ -31,10 +31,9 @@
 #
 # **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`)
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live points | learner size, recompute (`LORAKIT_RECOMPUTE=1`) |
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live point | learner size, everything recomputed (`LORAKIT_RECOMPUTE=1`) |
 # |---|---|---|---|
-# | 2-core x86_64 CPU, idle (load ≤ 2), 2026-11-29, before shipped results | 6 s | — | 248 s |
-# | 2-core x86_64 CPU, loaded by other runs (load 5–7), 2026-12-06 | 26–41 s (loaded) | 77 s (load 2–3; 125 s at load 7) | not measured in one run (estimate ≈ 330 s idle) |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 1.7), 2026-12-06 | 6 s (2026-11-29) | 49 s | 339 s |
 #
 # **Where the numbers come from.** The long runs — section 4's four methods (plus two more seeds of
 # QLoRA NF4), section 7's four LoftQ runs and section 8's QA-LoRA run — ship with lorakit as

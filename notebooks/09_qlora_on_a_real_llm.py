@@ -32,13 +32,10 @@
 #
 # **Runtime** (measured: top to bottom in a fresh kernel, base model cached, by `bench/course_runtime.py`; the GPU row is an estimate until a GPU run replaces it)
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size |
-# |---|---|---|
-# | 2-core x86_64 CPU, otherwise idle (load ≤ 2), 2026-11-29 | 16 s | 110 s (the tiny stand-in LLM on a CPU) |
-# | 2-core x86_64 CPU, shared (load 2.7–3.7), 2026-12-06, with §8–10 and the pretrained stand-in | — | 247 s |
-# | 2-core x86_64 CPU, load 0.9–1.3, 2026-12-06, **default**: shipped results + live LoRA (§3) and QLoRA (§6) runs | — | 75 s |
-# | same, **recompute** (`LORAKIT_RECOMPUTE=1`, as `make results NB=09`), load 1.0–1.3 | — | 291 s |
-# | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 7–10 min for §6 (README, "On a GPU"; not yet measured) |
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live point | learner size, everything recomputed (`LORAKIT_RECOMPUTE=1`) |
+# |---|---|---|---|
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 1.7), 2026-12-06 | 16 s (2026-11-29) | 97 s | 335 s |
+# | Colab T4 (16 GB), SmolLM2-360M-Instruct | — | estimate: ≈ 7–10 min for §6 (README, "On a GPU"; not yet measured) | — |
 #
 # Learner size by default loads §3–4's fine-tunes and three of §6's four stand-in runs from shipped
 # results (`lorakit/results/09_*.json`) and re-runs LoRA (§3) and lorakit's QLoRA (§6) live; recompute

@@ -46,10 +46,10 @@
 # **Runtime** (top to bottom in a fresh kernel; default: shipped results + one live point;
 # recompute: `LORAKIT_RECOMPUTE=1`, every run of §2–§4 trained here)
 #
-# | device | test mode (`LORAKIT_FAST=1`) | learner size, default | learner size, recompute |
+# | device | test mode (`LORAKIT_FAST=1`) | learner size, default: shipped results + live point | learner size, everything recomputed (`LORAKIT_RECOMPUTE=1`) |
 # |---|---|---|---|
-# | 2-core x86_64 CPU, shared, 2026-12-06 (test mode: load 0.8; learner size: load 2.3–4.0 default, 8–10 recompute) | 12 s | 113 s first run (trains notebook 09's SFT), 37 s with it cached | 666 s with it cached (317 s first run / 196 s cached when idle, before shipping) |
-# | Colab T4 (16 GB), SmolLM2-360M-Instruct (§5) | — | not yet measured |
+# | 2-core x86_64 CPU, otherwise idle (load ≤ 1.7), 2026-12-06 | 12 s (load 0.8) | 53 s (notebook 09's SFT start trained in the run, then cached) | 272 s (the SFT start trained too) |
+# | Colab T4 (16 GB), SmolLM2-360M-Instruct (§5) | — | not yet measured | — |
 
 # %%
 # Colab only: install lorakit and its reference libraries (does nothing anywhere else).
