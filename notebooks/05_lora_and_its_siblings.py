@@ -523,16 +523,15 @@ contenders = {"base": base, "base (copy)": copy.deepcopy(base).requires_grad_(Fa
 flops = {name: forward_flops(m, EVAL_T) for name, m in contenders.items()}
 CALLS = {1: 3 if FAST else 10, 32: 1 if FAST else 3}   # a batch-32 call is long enough to time on its own
 REPEATS = 3 if FAST else 5
-latency_file = shipped.load("05_latency", {**SETTINGS, "contenders": list(contenders), "calls": CALLS,
-                                           "repeats": REPEATS})
+LATENCY_SETTINGS = {**SETTINGS, "contenders": list(contenders), "calls": CALLS, "repeats": REPEATS}
+latency_file = shipped.load("05_latency", LATENCY_SETTINGS)
 if latency_file is None:
     start = time.perf_counter()
     latency_file = dict(
         seconds={str(bs): compare_latency(contenders, bs, EVAL_T, repeats=REPEATS, calls=CALLS[bs]) for bs in (1, 32)},
         threads=torch.get_num_threads(),
         load=f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load not measured")
-    shipped.record("05_latency", {**SETTINGS, "contenders": list(contenders), "calls": CALLS, "repeats": REPEATS},
-                   latency_file, time.perf_counter() - start)
+    shipped.record("05_latency", LATENCY_SETTINGS, latency_file, time.perf_counter() - start)
     where = "this machine, in this run"
 else:
     where = f"{shipped.read('05_latency')[0]['machine']}, the shipped card's machine, not yours"

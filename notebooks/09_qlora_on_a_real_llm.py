@@ -327,7 +327,8 @@ if COMPUTED_HERE:  # same seed, same machine: the same model, so the same greedy
 
 # %%
 ABLATIONS = {"no mask": dict(mask=False), "no EOS": dict(eos=False)}  # LoRA, seed 0, one habit off each
-ablated = shipped.load("09_mask_and_eos", dict(SETTINGS, ablations=ABLATIONS))
+ABLATION_SETTINGS = dict(SETTINGS, ablations=ABLATIONS)
+ablated = shipped.load("09_mask_and_eos", ABLATION_SETTINGS)
 if ablated is None:
     start = time.perf_counter()
     no_mask_model, _ = cpu_fine_tune("LoRA", sft.byte_examples(train_pairs, CONTEXT, **ABLATIONS["no mask"]),
@@ -336,7 +337,7 @@ if ablated is None:
                                     desc="no EOS")
     ablated = {"no mask": dict(val_bits=sft.evaluate_sft(no_mask_model, val_ex, pad_id=0)),
                "no EOS": dict(answers=answers_of(no_eos_model))}
-    shipped.record("09_mask_and_eos", dict(SETTINGS, ablations=ABLATIONS), ablated, time.perf_counter() - start)
+    shipped.record("09_mask_and_eos", ABLATION_SETTINGS, ablated, time.perf_counter() - start)
 masked_share = sum(int((lab != sft.IGNORE).sum()) for _, lab in train_ex) / sum(len(i) for i, _ in train_ex)
 no_mask_bits = ablated["no mask"]["val_bits"]
 no_eos_answers = ablated["no EOS"]["answers"]

@@ -486,8 +486,8 @@ for name in METHODS:
 # **The live point.** Rank 8 at its best learning rate, seed 0, trained again here from notebook
 # 09's model and compared with the shipped runs of the same point (seeds 0, 1, 2). SFT is the
 # stable measurement to check: from one start, the same data and seed give the same loss to
-# 1e-5 whatever the thread count, and a notebook-09 model trained elsewhere moves it by about
-# 0.01 bits/byte. The RL numbers above are not stable (a probability that differs in the 4th
+# 1e-5 whatever the thread count, and a notebook-09 model trained elsewhere moved it by up to
+# about 0.02 bits/byte. The RL numbers above are not stable (a probability that differs in the 4th
 # decimal changes a sampled token, which changes which answers are rewarded, and the run goes
 # elsewhere: see §3). What differs between machines: notebook 09's fine-tune is trained on yours
 # (and cached), and the thread count changes the order of float additions.
@@ -496,10 +496,10 @@ for name in METHODS:
 point = sft_results["live"]
 live_model, live_bits = sft_run(METHODS[point["method"]][0], point["lr"], seed=0)
 # MARGIN, from what we saw on our machine: from the same start, 1 and 2 threads gave this run the
-# same loss to 1e-5. But notebook 09's fine-tune, trained on your machine, is not bit-reproducible
-# (thread count, and 2 threads on a busy CPU): four trainings of it gave held-out losses
-# 2.771–2.802 and this run 2.702–2.723, beside the shipped seeds' own spread of 0.013.
-# 0.02 covers all of that; a run that did not train (the start's own loss, ~0.08 above) fails.
+# same loss to 1e-5. Notebook 09's fine-tune is trained on your machine; before its LoRA init was
+# seeded, four trainings of it here gave held-out losses 2.771–2.802 and this run 2.702–2.723:
+# a start made elsewhere can move the run by about that much. 0.02 covers it; a run that did not
+# train (near the start's own loss, about 0.1 above the shipped runs) fails.
 MARGIN = 0.02
 print(f"notebook 09's model here: held-out loss {sft.evaluate_sft(start, sft_val, pad_id=0):.3f} bits/byte "
       f"(the shipped runs started from one at {start_bits:.3f})")
